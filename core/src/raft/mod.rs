@@ -1,0 +1,1346 @@
+//! The Raft node: election, replication, membership in the log, and the goose lease.
+//!
+//! # Driving a node
+//!
+//! A [`Node`] never reads a clock, a socket or a file. The caller:
+//!
+//! 1. hands it inputs: [`Node::handle_frame`] for every datagram that looks like a peer
+//!    frame, [`Node::handle_timeout`] when [`Node::poll_timeout`]'s deadline has passed
+//!    (early or spurious calls are harmless);
+//! 2. then drains its outputs, in this order: [`Node::poll_transmit`] until `None`,
+//!    [`Node::poll_event`] until `None`, and [`Node::poll_timeout`] for the next wake-up.
+//!
+//! `now` must never decrease between calls (asserted). Every state change is saved to the
+//! [`Storage`] before the input's `handle_*` returns, and outputs only become visible after
+//! that, so no message ever depends on state a crash could lose.
+//!
+//! # The goose lease, and why at most one node is goose at any instant
+//!
+//! [`Node::is_goose`] holds only while the node is leader, an entry of its term is
+//! committed, and `now < lease_end`. `lease_end` is `t + D` for the latest heartbeat round
+//! `t` (leader's clock, taken *before* the round is sent) that a majority of voters
+//! acknowledged in the current term, where
+//! `D = election_timeout_min × (1 − max_drift) − lease_margin`.
+//!
+//! Claim: while the leader's `now < lease_end`, no other node can be elected.
+//!
+//! 1. Another node C needs votes from a majority of voters. Any two majorities share a
+//!    voter F, so some F that acknowledged round `t` must vote for C (single-server
+//!    membership changes keep adjacent configurations' majorities overlapping, §4.1).
+//! 2. F acknowledged round `t` after receiving it, at real time ≥ the real time of `t`.
+//!    On receipt F set `last_leader_contact`, and F refuses every vote request (PreVote and
+//!    Vote, any term) until its own clock has advanced `election_timeout_min` past it
+//!    (leader stickiness, §4.2.3, checked in `step`); F's own election timer is reset on the
+//!    same receipt and is at least `election_timeout_min`, so F does not vote for itself
+//!    sooner either. The only exception is a Vote marked `transfer`, which only follows a
+//!    TimeoutNow from a leader that has given up its lease first.
+//! 3. By the drift bound, while F's clock advances `election_timeout_min` the leader's
+//!    advances at least `election_timeout_min × (1 − max_drift) > D + lease_margin`. So the
+//!    leader's clock reads at least `t + D` before F can vote: the lease has ended before
+//!    any vote for C exists, let alone C's election or commit.
+//!
+//! The cases the issue singles out:
+//!
+//! - **A follower that acknowledged and then restarted** has forgotten its
+//!   `last_leader_contact`. So a node sets `last_leader_contact = now` when it starts (and
+//!   the desktop node rebuilds the `Node` on `ctl start`): it grants no vote for
+//!   `election_timeout_min` after starting, which covers any round it acknowledged before.
+//! - **A leader frozen (SIGSTOP, a long pause) that resumes with a jumped clock**: the lease
+//!   is anchored at send times on the leader's own clock, so after the pause `now` is past
+//!   `lease_end` and it answers duck. Acknowledgements that arrive after the pause carry
+//!   the old `sent_at` and cannot extend the lease past its old end. This requires the
+//!   clock to count the paused time (CLOCK_BOOTTIME/CLOCK_MONOTONIC on Linux do for a
+//!   stopped process; the desktop node uses CLOCK_BOOTTIME so suspend counts too).
+//! - **Stale acknowledgements** (a response to an Append this node sent in an earlier
+//!   term, answered in the current one) are ignored: only `sent_at` at or after the time
+//!   this node became leader count.
+//!
+//! A leader that sees a higher term, or loses its quorum (CheckQuorum), stops being leader
+//! at once, and with it goose.
+
+mod log;
+mod outbox;
+
+use core::net::SocketAddr;
+
+use heapless::{Deque, Vec};
+
+use crate::config::{Config, ConfigError};
+use crate::limits::{
+    ENTRIES_PER_MESSAGE_MAX, EVENTS_MAX, LOG_ENTRIES_MAX, MEMBERS_MAX, MEMBERS_PER_SNAPSHOT_CHUNK,
+    UNCOMMITTED_ENTRIES_MAX,
+};
+use crate::quorum::{majority, quorum_value};
+use crate::rand::Rand;
+use crate::stats::{bump, Stats};
+use crate::storage::{PersistentState, SavedState, StateError, Storage};
+use crate::time::{Duration, Instant};
+use crate::types::{Entry, EntryId, LogIndex, Member, NodeId, Payload, Term};
+use crate::wire::{
+    self, AppendResult, Body, Message, MessageOwned, MessageRef, MessageShort, WireError,
+};
+
+use self::log::{AppendError, Log};
+use self::outbox::Outbox;
+
+/// The Raft role, as `ctl status` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RaftRole {
+    /// Follows a leader (or waits for one); a voter.
+    Follower,
+    /// Asking for pre-votes; its term has not changed yet.
+    PreCandidate,
+    /// Asking for votes in a new term.
+    Candidate,
+    /// Raft's leader. Goose only with a committed entry of its term and a lease.
+    Leader,
+    /// A non-voting member (or a node not in the membership): follows, never campaigns.
+    Learner,
+}
+
+impl RaftRole {
+    /// The word `ctl status` uses; a pre-candidate reports `candidate`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Follower => "follower",
+            Self::PreCandidate | Self::Candidate => "candidate",
+            Self::Leader => "leader",
+            Self::Learner => "learner",
+        }
+    }
+}
+
+/// A change in what the node is, for logs, the live view and role-change hooks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The role, goose status, term or known leader changed; this is the new state.
+    Changed(Observed),
+    /// Storage failed: the node has fail-stopped and will do nothing more.
+    Failed,
+}
+
+/// What an [`Event::Changed`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Observed {
+    /// The Raft role.
+    pub raft: RaftRole,
+    /// Whether the node is goose.
+    pub goose: bool,
+    /// The current term.
+    pub term: Term,
+    /// The leader this node knows of (itself, as leader).
+    pub leader: Option<NodeId>,
+}
+
+/// A frame written by [`Node::poll_transmit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct Transmit {
+    /// The peer it is for.
+    pub target: NodeId,
+    /// The peer's address from the membership.
+    pub addr: SocketAddr,
+    /// The frame's length at the start of the caller's buffer.
+    pub size: usize,
+}
+
+/// A snapshot of the node for `ctl status` and probes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// This node.
+    pub id: NodeId,
+    /// Its Raft role.
+    pub raft: RaftRole,
+    /// Whether it is goose at the `now` given.
+    pub goose: bool,
+    /// Its current term.
+    pub term: Term,
+    /// The leader it knows of.
+    pub leader: Option<NodeId>,
+    /// Its commit index.
+    pub commit: LogIndex,
+    /// Its last log entry.
+    pub last: EntryId,
+    /// Lease left (zero unless goose).
+    pub lease_remaining: Duration,
+    /// Whether storage failed and the node stopped for good.
+    pub failed: bool,
+}
+
+/// Why [`Node::new`] refused to start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartError {
+    /// The configuration is invalid.
+    Config(ConfigError),
+    /// The saved state is corrupt or inconsistent.
+    State(StateError),
+    /// The bootstrap membership, or the saved one, does not fit this build's capacity.
+    MembersOverCapacity,
+}
+
+impl core::fmt::Display for StartError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Config(e) => write!(f, "invalid configuration: {e}"),
+            Self::State(e) => write!(f, "saved state refused: {e}"),
+            Self::MembersOverCapacity => f.write_str("membership over this build's capacity"),
+        }
+    }
+}
+
+impl core::error::Error for StartError {}
+
+/// Why a membership change was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProposeError {
+    /// Only the leader accepts changes.
+    NotLeader,
+    /// The leader has not committed an entry of its term yet, or a change is in flight
+    /// (one change at a time, dissertation §4.1), or too many entries are uncommitted.
+    Busy,
+    /// The change names an unknown member, or would add one beyond capacity.
+    Invalid,
+    /// The log is full of uncommitted entries.
+    LogFull,
+}
+
+#[derive(Clone, Debug)]
+struct Votes<const M: usize> {
+    granted: Vec<NodeId, M>,
+    refused: Vec<NodeId, M>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Progress {
+    id: NodeId,
+    /// The next index to send.
+    next: LogIndex,
+    /// The highest index known to match.
+    matched: LogIndex,
+    /// The latest `sent_at` this peer acknowledged in this leadership.
+    acked_sent_at: Option<Instant>,
+    /// Heard from since the last CheckQuorum.
+    active: bool,
+    /// A replication message is due, stamped with the time it was decided.
+    send: Option<Instant>,
+    /// Members of the current snapshot the peer has received (while `next` is inside the
+    /// snapshot).
+    snapshot_received: u16,
+}
+
+#[derive(Clone, Debug)]
+struct LeaderState<const M: usize> {
+    progress: Vec<Progress, M>,
+    /// When this node became leader: acknowledgements of earlier sends are stale.
+    since: Instant,
+    /// The send time of the latest round: the leader's own acknowledgement.
+    round_sent_at: Instant,
+    lease_end: Option<Instant>,
+    heartbeat_deadline: Instant,
+    quorum_check_deadline: Instant,
+}
+
+#[derive(Clone, Debug)]
+enum Role<const M: usize> {
+    Follower,
+    PreCandidate(Votes<M>),
+    Candidate(Votes<M>),
+    Leader(LeaderState<M>),
+}
+
+#[derive(Clone, Debug)]
+struct SnapshotReceive<const M: usize> {
+    last: EntryId,
+    members: Vec<Member, M>,
+}
+
+/// A Raft node with room for `M` members and `L` log entries. See the module docs for how
+/// to drive it and for the lease's safety argument.
+pub struct Node<S: Storage, const M: usize = MEMBERS_MAX, const L: usize = LOG_ENTRIES_MAX> {
+    config: Config,
+    storage: S,
+    rand: Rand,
+    term: Term,
+    voted_for: Option<NodeId>,
+    log: Log<M, L>,
+    commit: LogIndex,
+    role: Role<M>,
+    leader: Option<NodeId>,
+    election_deadline: Instant,
+    /// Leader stickiness: when this node last heard from a leader of its term (or started).
+    last_leader_contact: Instant,
+    snapshot_receive: Option<SnapshotReceive<M>>,
+    outbox: Outbox<M>,
+    events: Deque<Event, EVENTS_MAX>,
+    observed: Option<Observed>,
+    stats: Stats,
+    last_now: Instant,
+    dirty: bool,
+    failed: bool,
+}
+
+impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
+    /// Starts a node: from `saved` (the bytes last saved through [`Storage`]), or, if there
+    /// are none, from `bootstrap` as the membership at index 0 (every node of a new flock
+    /// must be given the same bootstrap). `seed` drives the election-timeout jitter and
+    /// should differ between nodes.
+    ///
+    /// The node grants no vote for `election_timeout_min` after `now` (see the lease
+    /// section in the module docs).
+    pub fn new(
+        config: &Config,
+        storage: S,
+        saved: Option<&[u8]>,
+        bootstrap: &[Member],
+        seed: u64,
+        now: Instant,
+    ) -> Result<Self, StartError> {
+        config.validate().map_err(StartError::Config)?;
+        let state = match saved {
+            Some(bytes) => SavedState::<M, L>::decode(bytes).map_err(StartError::State)?,
+            None => SavedState {
+                term: Term(0),
+                voted_for: None,
+                snapshot: EntryId::default(),
+                snapshot_members: Vec::from_slice(bootstrap)
+                    .map_err(|()| StartError::MembersOverCapacity)?,
+                entries: Vec::new(),
+            },
+        };
+        let commit = state.snapshot.index;
+        let log = Log::new(state.snapshot, state.snapshot_members, state.entries)
+            .map_err(|_| StartError::MembersOverCapacity)?;
+        let mut node = Self {
+            config: *config,
+            storage,
+            rand: Rand::new(seed ^ u64::from(config.id.get()).rotate_left(32)),
+            term: state.term,
+            voted_for: state.voted_for,
+            log,
+            commit,
+            role: Role::Follower,
+            leader: None,
+            election_deadline: now,
+            last_leader_contact: now,
+            snapshot_receive: None,
+            outbox: Outbox::new(),
+            events: Deque::new(),
+            observed: None,
+            stats: Stats::default(),
+            last_now: now,
+            dirty: false,
+            failed: false,
+        };
+        node.reset_election_timer(now);
+        node.observe(now);
+        Ok(node)
+    }
+
+    // --- Getters -------------------------------------------------------------------------
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Whether this node is goose at `now`: leader, an entry of its term committed, and
+    /// `now` inside the lease. See the module docs for why two nodes never are at once.
+    pub fn is_goose(&self, now: Instant) -> bool {
+        self.lease_end(now).is_some()
+    }
+
+    fn lease_end(&self, now: Instant) -> Option<Instant> {
+        let Role::Leader(state) = &self.role else {
+            return None;
+        };
+        if self.failed || self.log.term_at(self.commit) != Some(self.term) {
+            return None;
+        }
+        state.lease_end.filter(|end| now < *end)
+    }
+
+    /// The node's state for probes and `ctl status`.
+    pub fn status(&self, now: Instant) -> Status {
+        let lease_end = self.lease_end(now);
+        Status {
+            id: self.config.id,
+            raft: self.raft_role(),
+            goose: lease_end.is_some(),
+            term: self.term,
+            leader: self.leader,
+            commit: self.commit,
+            last: self.log.last_id(),
+            lease_remaining: lease_end.map_or(Duration::ZERO, |end| end.saturating_since(now)),
+            failed: self.failed,
+        }
+    }
+
+    /// The current term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// Whom this node voted for in the current term.
+    pub fn voted_for(&self) -> Option<NodeId> {
+        self.voted_for
+    }
+
+    /// The commit index.
+    pub fn commit(&self) -> LogIndex {
+        self.commit
+    }
+
+    /// The membership in force (the latest in the log, committed or not).
+    pub fn members(&self) -> &[Member] {
+        self.log.members()
+    }
+
+    /// The snapshot's last entry: entries up to it are no longer in [`Node::entries`].
+    pub fn snapshot(&self) -> EntryId {
+        self.log.snapshot()
+    }
+
+    /// The log after the snapshot; `entries()[i]` has index `snapshot().index + 1 + i`.
+    pub fn entries(&self) -> &[Entry] {
+        self.log.entries()
+    }
+
+    /// The drop counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The storage, for callers that keep statistics in it.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    fn raft_role(&self) -> RaftRole {
+        match self.role {
+            Role::Leader(_) => RaftRole::Leader,
+            Role::Candidate(_) => RaftRole::Candidate,
+            Role::PreCandidate(_) => RaftRole::PreCandidate,
+            Role::Follower if self.log.is_voter(self.config.id) => RaftRole::Follower,
+            Role::Follower => RaftRole::Learner,
+        }
+    }
+
+    // --- Inputs --------------------------------------------------------------------------
+
+    /// Handles one datagram that starts with a byte ≥ 0x80. Bad frames are counted and
+    /// dropped; nothing a peer sends can make this panic.
+    pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) {
+        self.advance_clock(now);
+        if self.failed {
+            return;
+        }
+        match wire::decode(frame) {
+            Ok((header, message)) => {
+                if header.target != self.config.id.get() {
+                    bump(&mut self.stats.wrong_target);
+                } else if let Some(from) = NodeId::new(header.source)
+                    .filter(|id| *id != self.config.id && self.log.member(*id).is_some())
+                {
+                    self.step(now, from, message);
+                } else {
+                    bump(&mut self.stats.unknown_node);
+                }
+            }
+            Err(error) => bump(match error {
+                WireError::TooShort => &mut self.stats.too_short,
+                WireError::TooLong => &mut self.stats.too_long,
+                WireError::BadMagic => &mut self.stats.bad_magic,
+                WireError::BadVersion => &mut self.stats.bad_version,
+                WireError::Invalid => &mut self.stats.invalid,
+                WireError::Undecodable | WireError::BufferTooSmall => &mut self.stats.undecodable,
+            }),
+        }
+        self.finish(now);
+    }
+
+    /// Fires whatever timers are due at `now`; harmless when none is.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance_clock(now);
+        if self.failed {
+            return;
+        }
+        if let Role::Leader(state) = &mut self.role {
+            if now >= state.quorum_check_deadline {
+                state.quorum_check_deadline = now + self.config.election_timeout_min;
+                if !Self::quorum_active(&self.log, state, self.config.id) {
+                    // CheckQuorum: a leader cut off from its majority steps down, so a
+                    // minority side has no leader at all (its lease ended long before).
+                    self.become_follower(now, self.term, None);
+                    self.finish(now);
+                    return;
+                }
+            }
+            if now >= state.heartbeat_deadline {
+                self.broadcast_append(now);
+            }
+        } else if now >= self.election_deadline {
+            self.reset_election_timer(now);
+            if self.log.is_voter(self.config.id) {
+                self.become_pre_candidate(now);
+            }
+        }
+        self.finish(now);
+    }
+
+    /// Proposes a membership change. Only the goose's leader role accepts, one change at
+    /// a time, and only after an entry of its term is committed (the fix Ongaro gave for
+    /// the single-server change bug, raft-dev 2015).
+    pub fn propose(&mut self, now: Instant, payload: Payload) -> Result<LogIndex, ProposeError> {
+        self.advance_clock(now);
+        if self.failed || !matches!(self.role, Role::Leader(_)) {
+            return Err(ProposeError::NotLeader);
+        }
+        let uncommitted = self.log.last_index().0 - self.commit.0;
+        let change_in_flight = self
+            .log
+            .entries_from(self.commit.next(), L)
+            .iter()
+            .any(|e| e.payload.is_membership_change());
+        if self.log.term_at(self.commit) != Some(self.term)
+            || change_in_flight
+            || uncommitted >= UNCOMMITTED_ENTRIES_MAX as u64
+        {
+            return Err(ProposeError::Busy);
+        }
+        let valid = match payload {
+            Payload::Noop => true,
+            Payload::AddLearner { id, .. } => id.is_valid(),
+            Payload::Promote { id } => self.log.member(id).is_some_and(|m| !m.voter),
+            Payload::Remove { id } => self.log.member(id).is_some(),
+        };
+        if !valid {
+            return Err(ProposeError::Invalid);
+        }
+        let index = self.append_as_leader(now, payload)?;
+        self.finish(now);
+        Ok(index)
+    }
+
+    // --- Outputs -------------------------------------------------------------------------
+
+    /// Writes the next frame to send into `buffer` (give it [`crate::limits::FRAME_SIZE_MAX`]
+    /// bytes). Call until `None` after every input.
+    pub fn poll_transmit(&mut self, now: Instant, buffer: &mut [u8]) -> Option<Transmit> {
+        self.advance_clock(now);
+        if self.failed {
+            return None;
+        }
+        while let Some((to, message)) = self.outbox.pop() {
+            let Some(message) = message.as_ref() else {
+                continue;
+            };
+            if let Some(transmit) = self.encode(to, &message, buffer) {
+                return Some(transmit);
+            }
+        }
+        self.poll_replication(buffer)
+    }
+
+    /// The next instant `handle_timeout` has work, or `None` once the node has failed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.failed {
+            return None;
+        }
+        match &self.role {
+            Role::Leader(state) => {
+                let next = state.heartbeat_deadline.min(state.quorum_check_deadline);
+                // Wake at the lease's end too, so its lapse is reported as an event.
+                Some(match self.lease_end(self.last_now) {
+                    Some(end) => next.min(end),
+                    None => next,
+                })
+            }
+            _ => Some(self.election_deadline),
+        }
+    }
+
+    /// The next event, oldest first.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // --- Term handling, then dispatch by role (etcd's Step) ------------------------------
+
+    fn step(&mut self, now: Instant, from: NodeId, message: MessageOwned) {
+        let Message { term, body } = message;
+        if term > self.term {
+            let transfer = matches!(body, Body::Vote { transfer: true, .. });
+            if body.is_vote_request() && !transfer && self.in_lease(now) {
+                // Leader stickiness (§4.2.3), which the lease depends on: refuse without
+                // even adopting the term.
+                bump(&mut self.stats.sticky_refusals);
+                return;
+            }
+            match body {
+                // A PreVote asks about a future term; a granted PreVoteResponse carries it.
+                Body::PreVote { .. } | Body::PreVoteResponse { granted: true } => {}
+                _ => {
+                    let leader = body.is_from_leader().then_some(from);
+                    self.become_follower(now, term, leader);
+                }
+            }
+        } else if term < self.term {
+            bump(&mut self.stats.stale_term);
+            match body {
+                // Tell a stale leader about the new term so it steps down. The zero
+                // `sent_at` can never extend anyone's lease.
+                Body::Append { .. } | Body::Snapshot { .. } => {
+                    let result = AppendResult::Rejected {
+                        rejected: LogIndex(0),
+                        hint: EntryId::default(),
+                    };
+                    self.respond(
+                        from,
+                        Body::AppendResponse {
+                            sent_at: Instant::ZERO,
+                            result,
+                        },
+                    );
+                }
+                Body::PreVote { .. } => {
+                    self.respond(from, Body::PreVoteResponse { granted: false })
+                }
+                _ => {}
+            }
+            return;
+        }
+        match body {
+            Body::PreVote { last } => self.handle_vote_request(now, from, term, last, true),
+            Body::Vote { last, transfer } => {
+                if !transfer && self.in_lease(now) && self.voted_for != Some(from) {
+                    bump(&mut self.stats.sticky_refusals);
+                    return;
+                }
+                self.handle_vote_request(now, from, term, last, false);
+            }
+            Body::PreVoteResponse { granted } => {
+                self.handle_vote_response(now, from, granted, true)
+            }
+            Body::VoteResponse { granted } => self.handle_vote_response(now, from, granted, false),
+            Body::Append {
+                prev,
+                commit,
+                sent_at,
+                entries,
+            } => {
+                self.follow(now, from);
+                self.handle_append(from, prev, commit, sent_at, &entries);
+            }
+            Body::Snapshot {
+                last,
+                sent_at,
+                offset,
+                members,
+                done,
+            } => {
+                self.follow(now, from);
+                self.handle_snapshot(from, last, sent_at, offset, &members, done);
+            }
+            Body::TimeoutNow => {
+                self.follow(now, from);
+                if self.log.is_voter(self.config.id) {
+                    self.become_candidate(now, true);
+                }
+            }
+            Body::AppendResponse { sent_at, result } => {
+                self.handle_append_response(now, from, sent_at, result)
+            }
+            Body::SnapshotResponse {
+                sent_at,
+                last,
+                received,
+            } => {
+                self.handle_snapshot_response(now, from, sent_at, last, received);
+            }
+        }
+    }
+
+    /// Whether a leader was heard from (or this node started) within the minimum election
+    /// timeout; a leader is always in its own lease.
+    fn in_lease(&self, now: Instant) -> bool {
+        matches!(self.role, Role::Leader(_))
+            || now < self.last_leader_contact + self.config.election_timeout_min
+    }
+
+    /// A message from the leader of the current term: follow it and note the contact.
+    fn follow(&mut self, now: Instant, leader: NodeId) {
+        if !matches!(self.role, Role::Follower) || self.leader != Some(leader) {
+            // Two leaders in one term are impossible (one vote per term per voter).
+            debug_assert!(!matches!(self.role, Role::Leader(_)));
+            self.become_follower(now, self.term, Some(leader));
+        }
+        self.last_leader_contact = now;
+        self.reset_election_timer(now);
+    }
+
+    // --- Elections -----------------------------------------------------------------------
+
+    fn handle_vote_request(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        term: Term,
+        last: EntryId,
+        pre: bool,
+    ) {
+        let up_to_date = last.is_up_to_date_with(self.log.last_id());
+        let can_vote = self.voted_for == Some(from)
+            || (self.voted_for.is_none() && self.leader.is_none())
+            || (pre && term > self.term);
+        let granted = up_to_date && can_vote;
+        if pre {
+            let term = if granted { term } else { self.term };
+            self.respond_in(from, term, Body::PreVoteResponse { granted });
+            return;
+        }
+        if granted {
+            debug_assert_eq!(term, self.term);
+            if self.voted_for != Some(from) {
+                self.voted_for = Some(from);
+                self.dirty = true;
+            }
+            self.reset_election_timer(now);
+        }
+        self.respond(from, Body::VoteResponse { granted });
+    }
+
+    fn handle_vote_response(&mut self, now: Instant, from: NodeId, granted: bool, pre: bool) {
+        let votes = match &mut self.role {
+            Role::PreCandidate(votes) if pre => votes,
+            Role::Candidate(votes) if !pre => votes,
+            _ => return,
+        };
+        if !self.log.is_voter(from)
+            || votes.granted.contains(&from)
+            || votes.refused.contains(&from)
+        {
+            return;
+        }
+        let list = if granted {
+            &mut votes.granted
+        } else {
+            &mut votes.refused
+        };
+        // Capacity M holds every member, so a voter always fits.
+        let _ = list.push(from);
+        self.tally(now, pre);
+    }
+
+    fn tally(&mut self, now: Instant, pre: bool) {
+        let (Role::PreCandidate(votes) | Role::Candidate(votes)) = &self.role else {
+            return;
+        };
+        let needed = majority(self.log.voter_count());
+        let granted = votes
+            .granted
+            .iter()
+            .filter(|id| self.log.is_voter(**id))
+            .count();
+        let refused = votes
+            .refused
+            .iter()
+            .filter(|id| self.log.is_voter(**id))
+            .count();
+        if granted >= needed {
+            if pre {
+                self.become_candidate(now, false);
+            } else {
+                self.become_leader(now);
+            }
+        } else if refused >= needed {
+            self.become_follower(now, self.term, None);
+        }
+    }
+
+    fn become_follower(&mut self, now: Instant, term: Term, leader: Option<NodeId>) {
+        debug_assert!(term >= self.term);
+        if term > self.term {
+            self.term = term;
+            self.voted_for = None;
+            self.dirty = true;
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.outbox.clear_requests();
+        self.reset_election_timer(now);
+    }
+
+    fn become_pre_candidate(&mut self, now: Instant) {
+        debug_assert!(self.log.is_voter(self.config.id));
+        debug_assert!(!matches!(self.role, Role::Leader(_)));
+        self.role = Role::PreCandidate(Votes {
+            granted: Vec::new(),
+            refused: Vec::new(),
+        });
+        self.leader = None;
+        self.request_votes(now, true, false);
+    }
+
+    fn become_candidate(&mut self, now: Instant, transfer: bool) {
+        debug_assert!(self.log.is_voter(self.config.id));
+        self.term = Term(self.term.0 + 1);
+        self.voted_for = Some(self.config.id);
+        self.dirty = true;
+        self.role = Role::Candidate(Votes {
+            granted: Vec::new(),
+            refused: Vec::new(),
+        });
+        self.leader = None;
+        self.reset_election_timer(now);
+        self.request_votes(now, false, transfer);
+    }
+
+    fn request_votes(&mut self, now: Instant, pre: bool, transfer: bool) {
+        if let Role::PreCandidate(votes) | Role::Candidate(votes) = &mut self.role {
+            let _ = votes.granted.push(self.config.id);
+        }
+        let last = self.log.last_id();
+        let (term, body) = if pre {
+            (Term(self.term.0 + 1), Body::PreVote { last })
+        } else {
+            (self.term, Body::Vote { last, transfer })
+        };
+        for i in 0..self.log.members().len() {
+            let member = self.log.members()[i];
+            if member.voter && member.id != self.config.id {
+                let queued = self.outbox.push_request(
+                    member.id,
+                    Message {
+                        term,
+                        body: body.clone(),
+                    },
+                );
+                if !queued {
+                    bump(&mut self.stats.outbox_full);
+                }
+            }
+        }
+        self.tally(now, pre);
+    }
+
+    fn become_leader(&mut self, now: Instant) {
+        debug_assert!(matches!(self.role, Role::Candidate(_)));
+        debug_assert_eq!(self.voted_for, Some(self.config.id));
+        let mut progress = Vec::new();
+        for member in self.log.members() {
+            if member.id != self.config.id {
+                let _ = progress.push(Self::new_progress(member.id, self.log.last_index()));
+            }
+        }
+        self.role = Role::Leader(LeaderState {
+            progress,
+            since: now,
+            round_sent_at: now,
+            lease_end: None,
+            heartbeat_deadline: now,
+            quorum_check_deadline: now + self.config.election_timeout_min,
+        });
+        self.leader = Some(self.config.id);
+        self.outbox.clear_requests();
+        // The no-op of §8: committing it commits everything before and starts the goose.
+        if self.append_as_leader(now, Payload::Noop).is_err() {
+            bump(&mut self.stats.capacity);
+            self.become_follower(now, self.term, None);
+            return;
+        }
+        self.broadcast_append(now);
+    }
+
+    fn new_progress(id: NodeId, last: LogIndex) -> Progress {
+        Progress {
+            id,
+            next: last.next(),
+            matched: LogIndex(0),
+            acked_sent_at: None,
+            active: false,
+            send: None,
+            snapshot_received: 0,
+        }
+    }
+
+    fn reset_election_timer(&mut self, now: Instant) {
+        let min = self.config.election_timeout_min.micros();
+        let max = self.config.election_timeout_max.micros();
+        self.election_deadline = now + Duration::from_micros(self.rand.range_inclusive(min, max));
+    }
+
+    // --- Replication: follower side ------------------------------------------------------
+
+    fn handle_append(
+        &mut self,
+        from: NodeId,
+        prev: EntryId,
+        commit: LogIndex,
+        sent_at: Instant,
+        entries: &[Entry],
+    ) {
+        if prev.index < self.commit {
+            // Everything up to our commit index matches any leader's log (Leader
+            // Completeness); skip what we already have.
+            let skip = usize::try_from(self.commit.0 - prev.index.0).unwrap_or(usize::MAX);
+            if skip >= entries.len() {
+                let result = AppendResult::Accepted {
+                    match_index: self.commit,
+                };
+                self.respond(from, Body::AppendResponse { sent_at, result });
+                return;
+            }
+            let prev = EntryId {
+                index: self.commit,
+                term: entries[skip - 1].term,
+            };
+            return self.handle_append(from, prev, commit, sent_at, &entries[skip..]);
+        }
+        if self.log.term_at(prev.index) != Some(prev.term) {
+            let hint = self.log.find_conflict_by_term(prev.index, prev.term);
+            let result = AppendResult::Rejected {
+                rejected: prev.index,
+                hint,
+            };
+            self.respond(from, Body::AppendResponse { sent_at, result });
+            return;
+        }
+        let mut matched = prev.index;
+        for entry in entries {
+            let index = matched.next();
+            match self.log.term_at(index) {
+                Some(term) if term == entry.term => {}
+                existing => {
+                    if existing.is_some() {
+                        if index <= self.commit {
+                            // A leader that would overwrite a committed entry breaks Raft.
+                            bump(&mut self.stats.invalid);
+                            return;
+                        }
+                        self.log.truncate_after(matched);
+                        self.dirty = true;
+                    }
+                    if self.log.append(*entry, self.commit).is_err() {
+                        bump(&mut self.stats.capacity);
+                        break;
+                    }
+                    self.dirty = true;
+                }
+            }
+            matched = index;
+        }
+        self.advance_commit(commit.min(matched));
+        let result = AppendResult::Accepted {
+            match_index: matched,
+        };
+        self.respond(from, Body::AppendResponse { sent_at, result });
+    }
+
+    fn handle_snapshot(
+        &mut self,
+        from: NodeId,
+        last: EntryId,
+        sent_at: Instant,
+        offset: u16,
+        members: &[Member],
+        done: bool,
+    ) {
+        if last.index <= self.commit {
+            let result = AppendResult::Accepted {
+                match_index: self.commit,
+            };
+            self.respond(from, Body::AppendResponse { sent_at, result });
+            return;
+        }
+        let receive = self.snapshot_receive.get_or_insert(SnapshotReceive {
+            last,
+            members: Vec::new(),
+        });
+        if offset == 0 && (receive.last != last || !receive.members.is_empty()) {
+            *receive = SnapshotReceive {
+                last,
+                members: Vec::new(),
+            };
+        }
+        let in_order = receive.last == last && usize::from(offset) == receive.members.len();
+        if in_order && receive.members.extend_from_slice(members).is_err() {
+            bump(&mut self.stats.capacity);
+            self.snapshot_receive = None;
+            return;
+        }
+        if !(in_order && done) {
+            let received = u16::try_from(receive.members.len()).unwrap_or(u16::MAX);
+            let last = receive.last;
+            self.respond(
+                from,
+                Body::SnapshotResponse {
+                    sent_at,
+                    last,
+                    received,
+                },
+            );
+            return;
+        }
+        let Some(receive) = self.snapshot_receive.take() else {
+            return;
+        };
+        self.log.install(last, receive.members);
+        self.commit = self.commit.max(last.index);
+        self.dirty = true;
+        let result = AppendResult::Accepted {
+            match_index: last.index,
+        };
+        self.respond(from, Body::AppendResponse { sent_at, result });
+    }
+
+    fn advance_commit(&mut self, index: LogIndex) {
+        if index > self.commit {
+            debug_assert!(index <= self.log.last_index());
+            self.commit = index;
+        }
+    }
+
+    // --- Replication: leader side --------------------------------------------------------
+
+    fn append_as_leader(
+        &mut self,
+        now: Instant,
+        payload: Payload,
+    ) -> Result<LogIndex, ProposeError> {
+        self.log
+            .append(
+                Entry {
+                    term: self.term,
+                    payload,
+                },
+                self.commit,
+            )
+            .map_err(|error| match error {
+                AppendError::LogFull => ProposeError::LogFull,
+                AppendError::MembersFull => ProposeError::Invalid,
+            })?;
+        self.dirty = true;
+        self.sync_progress();
+        self.maybe_commit(now);
+        Ok(self.log.last_index())
+    }
+
+    /// Keeps one progress per member other than this node, after a membership change.
+    fn sync_progress(&mut self) {
+        let Role::Leader(state) = &mut self.role else {
+            return;
+        };
+        let members = self.log.members();
+        state
+            .progress
+            .retain(|p| members.iter().any(|m| m.id == p.id));
+        for member in members {
+            if member.id != self.config.id && !state.progress.iter().any(|p| p.id == member.id) {
+                let _ = state
+                    .progress
+                    .push(Self::new_progress(member.id, self.log.last_index()));
+            }
+        }
+    }
+
+    fn broadcast_append(&mut self, now: Instant) {
+        let Role::Leader(state) = &mut self.role else {
+            return;
+        };
+        state.round_sent_at = now;
+        state.heartbeat_deadline = now + self.config.heartbeat_interval;
+        for progress in &mut state.progress {
+            progress.send = Some(now);
+        }
+        self.maybe_extend_lease();
+    }
+
+    fn handle_append_response(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        sent_at: Instant,
+        result: AppendResult,
+    ) {
+        let last_index = self.log.last_index();
+        let Role::Leader(state) = &mut self.role else {
+            return;
+        };
+        let since = state.since;
+        let Some(progress) = state.progress.iter_mut().find(|p| p.id == from) else {
+            return;
+        };
+        progress.active = true;
+        if sent_at >= since {
+            progress.acked_sent_at = progress.acked_sent_at.max(Some(sent_at));
+        }
+        match result {
+            AppendResult::Accepted { match_index } => {
+                if match_index > last_index {
+                    bump(&mut self.stats.invalid);
+                    return;
+                }
+                progress.matched = progress.matched.max(match_index);
+                progress.next = progress.next.max(match_index.next());
+                if progress.next <= last_index {
+                    progress.send = Some(now);
+                }
+            }
+            AppendResult::Rejected { rejected, hint } => {
+                if rejected < progress.matched || rejected.next() != progress.next {
+                    // Stale: answers a probe older than the current one.
+                } else {
+                    let hint = self.log.find_conflict_by_term(hint.index, hint.term);
+                    progress.next = rejected.min(hint.index.next()).max(progress.matched.next());
+                    progress.snapshot_received = 0;
+                    progress.send = Some(now);
+                }
+            }
+        }
+        self.maybe_commit(now);
+        self.maybe_extend_lease();
+    }
+
+    fn handle_snapshot_response(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        sent_at: Instant,
+        last: EntryId,
+        received: u16,
+    ) {
+        let snapshot = self.log.snapshot();
+        let Role::Leader(state) = &mut self.role else {
+            return;
+        };
+        let since = state.since;
+        let Some(progress) = state.progress.iter_mut().find(|p| p.id == from) else {
+            return;
+        };
+        progress.active = true;
+        if sent_at >= since {
+            progress.acked_sent_at = progress.acked_sent_at.max(Some(sent_at));
+        }
+        if last == snapshot && progress.next <= snapshot.index {
+            progress.snapshot_received = received;
+            progress.send = Some(now);
+        }
+        self.maybe_extend_lease();
+    }
+
+    /// Commits the highest index a majority of voters holds, if it is of this term (§5.4.2:
+    /// a leader never commits an earlier term's entry by counting replicas).
+    fn maybe_commit(&mut self, _now: Instant) {
+        let Role::Leader(state) = &self.role else {
+            return;
+        };
+        let mut indexes: Vec<LogIndex, M> = Vec::new();
+        if self.log.is_voter(self.config.id) {
+            let _ = indexes.push(self.log.last_index());
+        }
+        for progress in &state.progress {
+            if self.log.is_voter(progress.id) {
+                let _ = indexes.push(progress.matched);
+            }
+        }
+        let Some(index) = quorum_value(&mut indexes, self.log.voter_count()) else {
+            return;
+        };
+        if index > self.commit && self.log.term_at(index) == Some(self.term) {
+            self.commit = index;
+            self.step_down_if_removed();
+        }
+    }
+
+    /// A leader whose removal has committed steps down (dissertation §4.2.2).
+    fn step_down_if_removed(&mut self) {
+        if self.log.member(self.config.id).is_none() || !self.log.is_voter(self.config.id) {
+            let now = self.last_now;
+            self.become_follower(now, self.term, None);
+        }
+    }
+
+    /// Extends the lease to the send time of the latest round a majority of voters
+    /// acknowledged, plus the lease duration. See the module docs for why this is safe.
+    fn maybe_extend_lease(&mut self) {
+        let Role::Leader(state) = &mut self.role else {
+            return;
+        };
+        let mut acked: Vec<Instant, M> = Vec::new();
+        if self.log.is_voter(self.config.id) {
+            let _ = acked.push(state.round_sent_at);
+        }
+        for progress in &state.progress {
+            if let (true, Some(at)) = (self.log.is_voter(progress.id), progress.acked_sent_at) {
+                let _ = acked.push(at);
+            }
+        }
+        if let Some(start) = quorum_value(&mut acked, self.log.voter_count()) {
+            debug_assert!(start >= state.since);
+            let end = start + self.config.lease_duration();
+            state.lease_end = state.lease_end.max(Some(end));
+        }
+    }
+
+    fn quorum_active(log: &Log<M, L>, state: &mut LeaderState<M>, id: NodeId) -> bool {
+        let mut active = usize::from(log.is_voter(id));
+        for progress in &mut state.progress {
+            if progress.active && log.is_voter(progress.id) {
+                active += 1;
+            }
+            progress.active = false;
+        }
+        active >= majority(log.voter_count())
+    }
+
+    fn poll_replication(&mut self, buffer: &mut [u8]) -> Option<Transmit> {
+        let Role::Leader(state) = &mut self.role else {
+            return None;
+        };
+        let progress = state.progress.iter_mut().find(|p| p.send.is_some())?;
+        let sent_at = progress.send.take()?;
+        let target = progress.id;
+        let snapshot = self.log.snapshot();
+        let body = if progress.next <= snapshot.index {
+            let members = self.log.snapshot_members();
+            let offset = usize::from(progress.snapshot_received).min(members.len());
+            let end = members.len().min(offset + MEMBERS_PER_SNAPSHOT_CHUNK);
+            Body::Snapshot {
+                last: snapshot,
+                sent_at,
+                offset: u16::try_from(offset).unwrap_or(u16::MAX),
+                members: &members[offset..end],
+                done: end == members.len(),
+            }
+        } else {
+            let prev_index = progress.next.prev();
+            let prev = EntryId {
+                index: prev_index,
+                term: self.log.term_at(prev_index).unwrap_or_default(),
+            };
+            Body::Append {
+                prev,
+                commit: self.commit,
+                sent_at,
+                entries: self
+                    .log
+                    .entries_from(progress.next, ENTRIES_PER_MESSAGE_MAX),
+            }
+        };
+        let message = Message {
+            term: self.term,
+            body,
+        };
+        let transmit = encode_to(
+            self.config.id,
+            &self.log,
+            &mut self.stats,
+            target,
+            &message,
+            buffer,
+        );
+        transmit.or_else(|| self.poll_replication(buffer))
+    }
+
+    // --- Plumbing ------------------------------------------------------------------------
+
+    fn respond(&mut self, to: NodeId, body: Body<(), ()>) {
+        self.respond_in(to, self.term, body);
+    }
+
+    fn respond_in(&mut self, to: NodeId, term: Term, body: Body<(), ()>) {
+        if !self.outbox.push_response(to, MessageShort { term, body }) {
+            bump(&mut self.stats.outbox_full);
+        }
+    }
+
+    fn encode(
+        &mut self,
+        target: NodeId,
+        message: &MessageRef<'_>,
+        buffer: &mut [u8],
+    ) -> Option<Transmit> {
+        encode_to(
+            self.config.id,
+            &self.log,
+            &mut self.stats,
+            target,
+            message,
+            buffer,
+        )
+    }
+
+    fn advance_clock(&mut self, now: Instant) {
+        // The lease is only safe on a clock that never goes back: a caller bug, not input.
+        assert!(now >= self.last_now, "clock went backwards");
+        self.last_now = now;
+    }
+
+    /// Ends every input: persist before anything becomes visible, then report changes.
+    fn finish(&mut self, now: Instant) {
+        if self.dirty {
+            self.dirty = false;
+            let state = PersistentState {
+                term: self.term,
+                voted_for: self.voted_for,
+                snapshot: self.log.snapshot(),
+                snapshot_members: self.log.snapshot_members(),
+                entries: self.log.entries(),
+            };
+            if self.storage.save(&state).is_err() {
+                // Fail-stop: nothing that depended on the lost write may leave.
+                self.failed = true;
+                self.outbox.clear();
+                self.role = Role::Follower;
+                self.push_event(Event::Failed);
+                return;
+            }
+        }
+        self.observe(now);
+    }
+
+    fn observe(&mut self, now: Instant) {
+        let observed = Observed {
+            raft: self.raft_role(),
+            goose: self.is_goose(now),
+            term: self.term,
+            leader: self.leader,
+        };
+        if self.observed != Some(observed) {
+            self.observed = Some(observed);
+            self.push_event(Event::Changed(observed));
+        }
+    }
+
+    fn push_event(&mut self, event: Event) {
+        if self.events.is_full() {
+            self.events.pop_front();
+            bump(&mut self.stats.events_dropped);
+        }
+        let _ = self.events.push_back(event);
+    }
+}
+
+fn encode_to<const M: usize, const L: usize>(
+    source: NodeId,
+    log: &Log<M, L>,
+    stats: &mut Stats,
+    target: NodeId,
+    message: &MessageRef<'_>,
+    buffer: &mut [u8],
+) -> Option<Transmit> {
+    let addr = log.member(target)?.addr;
+    match wire::encode(source, target, message, buffer) {
+        Ok(size) => Some(Transmit { target, addr, size }),
+        Err(_) => {
+            // Only a caller buffer below FRAME_SIZE_MAX gets here.
+            bump(&mut stats.outbox_full);
+            None
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! What a node must make durable, and the trait that makes it so.
+//!
+//! The node calls [`Storage::save`] with its whole persistent state (term, vote, snapshot,
+//! log) at the end of every input that changed it, and releases no message until `save`
+//! returns `Ok` (persist before you speak, etcd's `Ready` ordering). A `save` error puts
+//! the node into a terminal fail-stop state: it sends nothing, votes for no one, and is
+//! never goose again. The state is small (a few KiB at most), so whole-state writes keep
+//! every storage simple: write, sync, rename on a desktop; one key in flash on a board.
+
+use core::fmt;
+
+use heapless::Vec;
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Entry, EntryId, Member, NodeId, Term};
+
+/// Durable storage for one node.
+pub trait Storage {
+    /// Durably replaces the saved state with `state`. Returns only once a crash right
+    /// after could not lose it.
+    fn save(&mut self, state: &PersistentState<'_>) -> Result<(), StorageError>;
+}
+
+/// Why storage failed; the node fail-stops on any of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageError {
+    /// The medium refused the write or the sync.
+    Io,
+    /// The state does not fit the medium or the caller's buffer.
+    NoSpace,
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Io => "storage write or sync failed",
+            Self::NoSpace => "storage has no space for the state",
+        })
+    }
+}
+
+impl core::error::Error for StorageError {}
+
+/// Everything a node must remember across a crash, borrowed from the node.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct PersistentState<'a> {
+    /// The current term: it never goes back.
+    pub term: Term,
+    /// Whom this node voted for in `term`.
+    pub voted_for: Option<NodeId>,
+    /// The last entry folded into the snapshot.
+    pub snapshot: EntryId,
+    /// The membership as of `snapshot`.
+    pub snapshot_members: &'a [Member],
+    /// The log after `snapshot`.
+    pub entries: &'a [Entry],
+}
+
+/// A persistent state read back, with capacities `M` members and `L` entries.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct SavedState<const M: usize, const L: usize> {
+    /// See [`PersistentState::term`].
+    pub term: Term,
+    /// See [`PersistentState::voted_for`].
+    pub voted_for: Option<NodeId>,
+    /// See [`PersistentState::snapshot`].
+    pub snapshot: EntryId,
+    /// See [`PersistentState::snapshot_members`].
+    pub snapshot_members: Vec<Member, M>,
+    /// See [`PersistentState::entries`].
+    pub entries: Vec<Entry, L>,
+}
+
+/// Why saved bytes were refused. A node never starts from a state it cannot trust.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateError {
+    /// Not a postcard state, trailing bytes, or more members or entries than this build
+    /// holds.
+    Undecodable,
+    /// Decoded, but inconsistent: entries with terms out of order or above the current
+    /// term, a zero or duplicate member id, or a vote for id 0.
+    Inconsistent,
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Undecodable => "state is not decodable (corrupt, or over this build's capacity)",
+            Self::Inconsistent => "state is decodable but inconsistent",
+        })
+    }
+}
+
+impl core::error::Error for StateError {}
+
+impl PersistentState<'_> {
+    /// Encodes into `buffer`, returning the bytes used.
+    pub fn encode<'b>(&self, buffer: &'b mut [u8]) -> Result<&'b [u8], StorageError> {
+        postcard::to_slice(self, buffer)
+            .map(|used| &*used)
+            .map_err(|_| StorageError::NoSpace)
+    }
+}
+
+impl<const M: usize, const L: usize> SavedState<M, L> {
+    /// Decodes and checks bytes written by [`PersistentState::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, StateError> {
+        let (state, rest) =
+            postcard::take_from_bytes::<Self>(bytes).map_err(|_| StateError::Undecodable)?;
+        if !rest.is_empty() {
+            return Err(StateError::Undecodable);
+        }
+        state.check()?;
+        Ok(state)
+    }
+
+    fn check(&self) -> Result<(), StateError> {
+        let mut term = self.snapshot.term;
+        for entry in &self.entries {
+            if entry.term < term || entry.term > self.term {
+                return Err(StateError::Inconsistent);
+            }
+            term = entry.term;
+        }
+        if self.snapshot.term > self.term || self.voted_for.is_some_and(|id| !id.is_valid()) {
+            return Err(StateError::Inconsistent);
+        }
+        let members = &self.snapshot_members;
+        for (i, member) in members.iter().enumerate() {
+            if !member.id.is_valid() || members[..i].iter().any(|m| m.id == member.id) {
+                return Err(StateError::Inconsistent);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The largest encoding of a state with `members` members and `entries` entries: term and
+/// indexes as worst-case varints plus the worst case per member and entry.
+pub const fn state_size_max(members: usize, entries: usize) -> usize {
+    64 + members * crate::limits::MEMBER_SIZE_MAX + entries * crate::limits::ENTRY_SIZE_MAX
+}
