@@ -54,6 +54,7 @@ pub mod raft;
 pub mod rand;
 pub mod stats;
 pub mod storage;
+pub mod text;
 pub mod time;
 pub mod types;
 pub mod wire;

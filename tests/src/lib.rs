@@ -1,1 +1,591 @@
+//! A deterministic flock simulator for `goose-core`.
+//!
+//! Many [`Node`]s run on one simulated global clock (microseconds). Each node reads its own
+//! local clock, which drifts from global time within the configured bound; the network
+//! delays, drops, duplicates and reorders frames, and can be partitioned in one or both
+//! directions; nodes crash (keeping only what their storage made durable), restart, and
+//! pause (a paused node's clock keeps running, so it resumes with a jumped clock). The same
+//! seed always gives the same run. A [`Checker`] verifies the safety invariants after every
+//! event; see [`checker`].
 
+pub mod checker;
+pub mod swarm;
+
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+
+use goose_core::limits::FRAME_SIZE_MAX;
+use goose_core::rand::Rand;
+use goose_core::storage::state_size_max;
+use goose_core::{Config, Instant, Member, Node, NodeId, PersistentState, Storage, StorageError};
+
+pub use checker::{Checker, Violation};
+
+/// Member capacity of simulated nodes: the small embedded configuration's order of size,
+/// large enough for the 7-node flocks the swarm draws.
+pub const SIM_MEMBERS: usize = 8;
+/// Log capacity of simulated nodes: small, so compaction and snapshots happen often.
+pub const SIM_LOG: usize = 64;
+/// Events one run may process before it is declared stuck (a bound on every run).
+pub const EVENTS_MAX: u64 = 5_000_000;
+
+/// The node type the simulator drives.
+pub type SimNode = Node<SimStorage, SIM_MEMBERS, SIM_LOG>;
+
+/// Storage whose `save` is durable at once, and can be told to fail.
+#[derive(Clone, Default)]
+pub struct SimStorage {
+    disk: Rc<RefCell<Disk>>,
+}
+
+/// What a simulated disk holds: the last state saved, and whether it refuses writes.
+#[derive(Default)]
+pub struct Disk {
+    /// The bytes of the last successful save.
+    pub durable: Option<Vec<u8>>,
+    /// When set, every save fails.
+    pub broken: bool,
+    /// Saves done.
+    pub saves: u64,
+}
+
+impl Storage for SimStorage {
+    fn save(&mut self, state: &PersistentState<'_>) -> Result<(), StorageError> {
+        let mut disk = self.disk.borrow_mut();
+        if disk.broken {
+            return Err(StorageError::Io);
+        }
+        let mut buffer = vec![0; state_size_max(SIM_MEMBERS, SIM_LOG)];
+        let bytes = state.encode(&mut buffer)?;
+        disk.durable = Some(bytes.to_vec());
+        disk.saves += 1;
+        Ok(())
+    }
+}
+
+/// A node's local clock: `local = offset + global × (1 + rate_ppm / 10⁶)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// Local reading at global time 0.
+    pub offset: u64,
+    /// Rate error in parts per million (negative: slow).
+    pub rate_ppm: i64,
+}
+
+impl Clock {
+    /// The local reading at global time `global`.
+    pub fn local(&self, global: u64) -> Instant {
+        let drift = (i128::from(global) * i128::from(self.rate_ppm)) / 1_000_000;
+        Instant::from_micros(self.offset + (i128::from(global) + drift) as u64)
+    }
+
+    /// The first global time at which the local clock reads at least `local`.
+    pub fn global_at(&self, local: Instant) -> u64 {
+        let local = local.micros().saturating_sub(self.offset);
+        let mut global =
+            (u128::from(local) * 1_000_000 / (1_000_000 + self.rate_ppm) as u128) as u64;
+        // Correct the rounding, in a bounded number of steps.
+        for _ in 0..4 {
+            if self.local(global).micros() - self.offset >= local {
+                break;
+            }
+            global += 1;
+        }
+        global
+    }
+}
+
+/// Network behaviour, changeable while the flock runs.
+#[derive(Clone, Copy, Debug)]
+pub struct NetConfig {
+    /// Minimum one-way delay, µs.
+    pub delay_min: u64,
+    /// Maximum one-way delay, µs; delays are uniform in between, so frames reorder.
+    pub delay_max: u64,
+    /// Drop probability, per million frames.
+    pub loss_ppm: u64,
+    /// Duplication probability, per million frames.
+    pub duplicate_ppm: u64,
+}
+
+impl NetConfig {
+    /// A clean LAN: 0.1–1 ms, no loss, no duplicates.
+    pub const fn clean() -> Self {
+        Self {
+            delay_min: 100,
+            delay_max: 1_000,
+            loss_ppm: 0,
+            duplicate_ppm: 0,
+        }
+    }
+}
+
+/// How a flock is built.
+#[derive(Clone, Copy, Debug)]
+pub struct FlockConfig {
+    /// Number of nodes (ids 1..=n), all voters.
+    pub nodes: u16,
+    /// The seed of everything random in the run.
+    pub seed: u64,
+    /// Node timing (the id is set per node).
+    pub timing: Config,
+    /// Each node's clock rate error is drawn from ±`drift_ppm / 2`, so any two clocks
+    /// differ by at most about `drift_ppm`; must not exceed `timing.max_drift_ppm`.
+    pub drift_ppm: u64,
+    /// The network.
+    pub net: NetConfig,
+}
+
+impl FlockConfig {
+    /// `nodes` nodes with the contract's default timing, full allowed drift, clean network.
+    pub fn new(nodes: u16, seed: u64) -> Self {
+        let timing = Config::new(id(1));
+        Self {
+            nodes,
+            seed,
+            drift_ppm: u64::from(timing.max_drift_ppm),
+            timing,
+            net: NetConfig::clean(),
+        }
+    }
+}
+
+/// The node id `n`; panics on 0 (test helper).
+pub fn id(n: u16) -> NodeId {
+    NodeId::new(n).expect("node ids start at 1")
+}
+
+/// The simulated address of node `n`.
+pub fn addr(n: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, 9900 + n))
+}
+
+/// One simulated process.
+pub struct Process {
+    /// The running node; `None` while crashed.
+    pub node: Option<SimNode>,
+    /// Its disk, which survives crashes.
+    pub storage: SimStorage,
+    /// Its clock.
+    pub clock: Clock,
+    /// While set, the process handles nothing until this global time.
+    pub paused_until: Option<u64>,
+    timer_generation: u64,
+    boots: u64,
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Action {
+    Deliver { to: u16, frame: Vec<u8> },
+    Timer { node: u16, generation: u64 },
+    Resume { node: u16 },
+}
+
+/// The simulated flock.
+pub struct Flock {
+    /// Its configuration.
+    pub config: FlockConfig,
+    /// The processes, index `id − 1`.
+    pub processes: Vec<Process>,
+    /// The invariant checker, run after every event.
+    pub checker: Checker,
+    /// Current global time, µs.
+    pub now: u64,
+    /// The network's current behaviour.
+    pub net: NetConfig,
+    /// Directed links that drop everything: (from, to).
+    pub blocked: BTreeSet<(u16, u16)>,
+    queue: BinaryHeap<Reverse<(u64, u64, Action)>>,
+    sequence: u64,
+    rand: Rand,
+    events: u64,
+    bootstrap: Vec<Member>,
+    trace: bool,
+}
+
+impl Flock {
+    /// Builds and starts a flock.
+    pub fn new(config: FlockConfig) -> Self {
+        let mut rand = Rand::new(config.seed);
+        let bootstrap: Vec<Member> = (1..=config.nodes)
+            .map(|n| Member {
+                id: id(n),
+                addr: addr(n),
+                voter: true,
+            })
+            .collect();
+        let half = config.drift_ppm / 2;
+        let processes = (1..=config.nodes)
+            .map(|_| Process {
+                node: None,
+                storage: SimStorage::default(),
+                clock: Clock {
+                    offset: rand.range_inclusive(0, 1_000_000_000),
+                    rate_ppm: rand.range_inclusive(0, 2 * half) as i64 - half as i64,
+                },
+                paused_until: None,
+                timer_generation: 0,
+                boots: 0,
+            })
+            .collect();
+        let mut flock = Self {
+            net: config.net,
+            config,
+            processes,
+            checker: Checker::new(usize::from(config.nodes)),
+            now: 0,
+            blocked: BTreeSet::new(),
+            queue: BinaryHeap::new(),
+            sequence: 0,
+            rand,
+            events: 0,
+            bootstrap,
+            trace: std::env::var_os("SIM_TRACE").is_some(),
+        };
+        for n in 1..=config.nodes {
+            flock.start(n);
+        }
+        flock
+    }
+
+    /// The process of node `n`.
+    pub fn process(&self, n: u16) -> &Process {
+        &self.processes[usize::from(n) - 1]
+    }
+
+    /// The running node `n`, if it is up.
+    pub fn node(&self, n: u16) -> Option<&SimNode> {
+        self.process(n).node.as_ref()
+    }
+
+    /// Node `n`'s local clock now.
+    pub fn local_now(&self, n: u16) -> Instant {
+        self.process(n).clock.local(self.now)
+    }
+
+    /// The ids of every node that is goose at this instant (at most one, or the checker
+    /// has already failed the run).
+    pub fn geese(&self) -> Vec<u16> {
+        (1..=self.config.nodes)
+            .filter(|n| {
+                self.node(*n)
+                    .is_some_and(|node| node.is_goose(self.local_now(*n)))
+            })
+            .collect()
+    }
+
+    /// The goose, if there is exactly one.
+    pub fn goose(&self) -> Option<u16> {
+        match self.geese().as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        }
+    }
+
+    /// Starts (or restarts) node `n` from what its disk holds.
+    pub fn start(&mut self, n: u16) {
+        let now = self.local_now(n);
+        let seed = self.rand.next_u64();
+        let mut timing = self.config.timing;
+        timing.id = id(n);
+        let process = &mut self.processes[usize::from(n) - 1];
+        let saved = process.storage.disk.borrow().durable.clone();
+        let node = Node::new(
+            &timing,
+            process.storage.clone(),
+            saved.as_deref(),
+            &self.bootstrap,
+            seed,
+            now,
+        )
+        .expect("a saved state always restores");
+        process.node = Some(node);
+        process.boots += 1;
+        if let Some(node) = self.processes[usize::from(n) - 1].node.as_ref() {
+            self.checker.on_start(n, node);
+        }
+        self.after_input(n);
+    }
+
+    /// Crashes node `n`: it loses everything not on its disk.
+    pub fn crash(&mut self, n: u16) {
+        let process = &mut self.processes[usize::from(n) - 1];
+        process.node = None;
+        process.paused_until = None;
+        process.timer_generation += 1;
+    }
+
+    /// Pauses node `n` for `duration` µs of global time (SIGSTOP, a long GC pause).
+    pub fn pause(&mut self, n: u16, duration: u64) {
+        let until = self.now + duration;
+        let process = &mut self.processes[usize::from(n) - 1];
+        if process.node.is_some() {
+            process.paused_until = Some(until);
+            self.schedule(until, Action::Resume { node: n });
+        }
+    }
+
+    /// Makes node `n`'s storage fail (or work again).
+    pub fn break_storage(&mut self, n: u16, broken: bool) {
+        self.processes[usize::from(n) - 1]
+            .storage
+            .disk
+            .borrow_mut()
+            .broken = broken;
+    }
+
+    /// Splits the flock: nodes in different groups cannot talk (both directions).
+    pub fn partition(&mut self, groups: &[&[u16]]) {
+        self.blocked.clear();
+        for (i, a) in groups.iter().enumerate() {
+            for b in groups.iter().skip(i + 1) {
+                for &x in *a {
+                    for &y in *b {
+                        self.blocked.insert((x, y));
+                        self.blocked.insert((y, x));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cuts node `n` off from everyone.
+    pub fn isolate(&mut self, n: u16) {
+        for other in 1..=self.config.nodes {
+            if other != n {
+                self.blocked.insert((n, other));
+                self.blocked.insert((other, n));
+            }
+        }
+    }
+
+    /// Removes every partition.
+    pub fn heal(&mut self) {
+        self.blocked.clear();
+    }
+
+    /// Runs until global time `until` (µs). Panics with the violation if an invariant
+    /// breaks.
+    pub fn run_until(&mut self, until: u64) {
+        if let Err(violation) = self.try_run_until(until) {
+            panic!("{violation}");
+        }
+    }
+
+    /// Runs for `duration` µs of global time.
+    pub fn run_for(&mut self, duration: u64) {
+        self.run_until(self.now + duration);
+    }
+
+    /// Runs until `condition` holds or `duration` µs pass; returns whether it held.
+    pub fn run_until_condition(
+        &mut self,
+        duration: u64,
+        mut condition: impl FnMut(&Self) -> bool,
+    ) -> bool {
+        let end = self.now + duration;
+        while self.now < end {
+            if condition(self) {
+                return true;
+            }
+            let step = self
+                .queue
+                .peek()
+                .map_or(end, |Reverse((at, _, _))| (*at).min(end));
+            self.run_until(step.max(self.now + 1).min(end));
+        }
+        condition(self)
+    }
+
+    /// Runs until `until`, returning the first violated invariant.
+    pub fn try_run_until(&mut self, until: u64) -> Result<(), Violation> {
+        while let Some(Reverse((at, _, _))) = self.queue.peek() {
+            if *at > until {
+                break;
+            }
+            let Some(Reverse((at, _, action))) = self.queue.pop() else {
+                break;
+            };
+            self.now = at;
+            self.events += 1;
+            assert!(self.events < EVENTS_MAX, "run exceeded {EVENTS_MAX} events");
+            if self.trace {
+                self.trace_action(&action);
+            }
+            let touched = self.apply(action);
+            if let Some(n) = touched {
+                let now = self.local_now(n);
+                if let Some(node) = self.processes[usize::from(n) - 1].node.as_ref() {
+                    self.checker.on_event(n, node, now)?;
+                }
+            }
+            self.check_geese()?;
+        }
+        self.now = self.now.max(until);
+        self.check_geese()
+    }
+
+    fn check_geese(&mut self) -> Result<(), Violation> {
+        let geese = self.geese();
+        if geese.len() > 1 {
+            return Err(Violation::TwoGeese {
+                at: self.now,
+                geese,
+            });
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, action: Action) -> Option<u16> {
+        match action {
+            Action::Deliver { to, frame } => {
+                let now = self.local_now(to);
+                let process = &mut self.processes[usize::from(to) - 1];
+                if process.paused_until.is_some() {
+                    // A stopped process's socket buffers the frame until it resumes.
+                    let until = process.paused_until.unwrap_or(self.now);
+                    self.schedule(until, Action::Deliver { to, frame });
+                    return None;
+                }
+                process.node.as_mut()?.handle_frame(now, &frame);
+                self.after_input(to);
+                Some(to)
+            }
+            Action::Timer {
+                node: n,
+                generation,
+            } => {
+                let now = self.local_now(n);
+                let process = &mut self.processes[usize::from(n) - 1];
+                if process.timer_generation != generation || process.paused_until.is_some() {
+                    return None;
+                }
+                process.node.as_mut()?.handle_timeout(now);
+                self.after_input(n);
+                Some(n)
+            }
+            Action::Resume { node: n } => {
+                let process = &mut self.processes[usize::from(n) - 1];
+                if process.paused_until.is_some_and(|until| until <= self.now) {
+                    process.paused_until = None;
+                    let now = self.local_now(n);
+                    self.processes[usize::from(n) - 1]
+                        .node
+                        .as_mut()?
+                        .handle_timeout(now);
+                    self.after_input(n);
+                    return Some(n);
+                }
+                None
+            }
+        }
+    }
+
+    /// Drains a node's outputs after an input: frames onto the network, a new timer.
+    fn after_input(&mut self, n: u16) {
+        let now = self.local_now(n);
+        let mut frames = Vec::new();
+        let index = usize::from(n) - 1;
+        let Some(node) = self.processes[index].node.as_mut() else {
+            return;
+        };
+        let mut buffer = [0u8; FRAME_SIZE_MAX];
+        // Bounded: the outbox holds at most 2 × members messages plus one per peer.
+        for _ in 0..(4 * SIM_MEMBERS) {
+            let Some(transmit) = node.poll_transmit(now, &mut buffer) else {
+                break;
+            };
+            frames.push((transmit.target.get(), buffer[..transmit.size].to_vec()));
+        }
+        while node.poll_event().is_some() {}
+        let deadline = node.poll_timeout();
+        for (to, frame) in frames {
+            self.send(n, to, frame);
+        }
+        let process = &mut self.processes[index];
+        process.timer_generation += 1;
+        let generation = process.timer_generation;
+        if let Some(deadline) = deadline {
+            let at = process.clock.global_at(deadline).max(self.now + 1);
+            self.schedule(
+                at,
+                Action::Timer {
+                    node: n,
+                    generation,
+                },
+            );
+        }
+    }
+
+    fn send(&mut self, from: u16, to: u16, frame: Vec<u8>) {
+        if self.blocked.contains(&(from, to)) || self.chance(self.net.loss_ppm) {
+            return;
+        }
+        let copies = if self.chance(self.net.duplicate_ppm) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = self
+                .rand
+                .range_inclusive(self.net.delay_min, self.net.delay_max);
+            self.schedule(
+                self.now + delay,
+                Action::Deliver {
+                    to,
+                    frame: frame.clone(),
+                },
+            );
+        }
+    }
+
+    fn chance(&mut self, ppm: u64) -> bool {
+        ppm > 0 && self.rand.range_inclusive(0, 999_999) < ppm
+    }
+
+    fn schedule(&mut self, at: u64, action: Action) {
+        self.sequence += 1;
+        self.queue.push(Reverse((at, self.sequence, action)));
+    }
+
+    fn trace_action(&self, action: &Action) {
+        let describe = |n: u16| match self.node(n) {
+            Some(node) => format!("{:?}", node.status(self.local_now(n))),
+            None => "down".to_string(),
+        };
+        match action {
+            Action::Deliver { to, frame } => {
+                let decoded =
+                    goose_core::wire::decode(frame).map(|(h, m)| (h.source, m.term, m.body));
+                eprintln!(
+                    "{:>10} deliver to {to}: {decoded:?}\n           {}",
+                    self.now,
+                    describe(*to)
+                );
+            }
+            Action::Timer { node, .. } => {
+                eprintln!("{:>10} timer {node}: {}", self.now, describe(*node))
+            }
+            Action::Resume { node } => eprintln!("{:>10} resume {node}", self.now),
+        }
+    }
+
+    /// The flock's random source, for fault schedules.
+    pub fn rand(&mut self) -> &mut Rand {
+        &mut self.rand
+    }
+
+    /// Events processed so far.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+}
+
+/// Milliseconds to simulator microseconds.
+pub const fn ms(millis: u64) -> u64 {
+    millis * 1000
+}

@@ -1,9 +1,9 @@
 //! The postcard body of a peer frame: what one node says to another.
 //!
 //! [`Body`] is generic over how entries and members are held, so one definition serves
-//! both directions: the encoder borrows slices of the log ([`BodyRef`]), the decoder fills
-//! fixed-capacity vectors ([`BodyOwned`]), and the outbox holds only the small variants
-//! ([`BodyShort`]). serde encodes a slice and a `heapless::Vec` identically.
+//! both directions: the encoder borrows slices of the log ([`MessageRef`]), the decoder fills
+//! fixed-capacity vectors ([`MessageOwned`]), and the outbox holds only the small variants
+//! ([`MessageShort`]). serde encodes a slice and a `heapless::Vec` identically.
 
 use heapless::Vec;
 use serde::{Deserialize, Serialize};

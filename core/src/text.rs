@@ -1,0 +1,797 @@
+//! The text protocol on a node's UDP port: `whois-goose` probes, `ctl` commands, and the
+//! one-line replies (the contract's "One UDP port per node").
+//!
+//! [`parse`] classifies any datagram and never panics; the caller decides what to send:
+//!
+//! | [`Request`] | the caller answers |
+//! | --- | --- |
+//! | `Binary` | nothing here: it is a peer frame for [`crate::wire`] |
+//! | `Probe` | [`write_probe_reply`] |
+//! | `Control` | `err forbidden` unless from loopback or with the right token; else `ok …` or `err …` |
+//! | `Reply` | nothing, so two nodes can never bounce replies |
+//! | `Unknown` | `err unknown-command` |
+//!
+//! Every `write_*` function emits exactly one line ending in `\n` into any [`fmt::Write`];
+//! a `heapless::String<TEXT_REPLY_SIZE_MAX>` always has room for it.
+
+use core::fmt::{self, Write};
+use core::net::SocketAddr;
+
+use crate::limits::MEMBERS_MAX;
+use crate::types::{NodeId, Term};
+
+/// Peers one `ctl partition` may name: the default member capacity ([`MEMBERS_MAX`]), since
+/// a node never has more peers than its flock holds. A longer list is refused with
+/// [`CommandError::TooManyPeers`], never truncated (a half-applied partition would mislead).
+pub const PARTITION_PEERS_MAX: usize = MEMBERS_MAX;
+
+/// Size of the longest reply, `ctl status` at [`MEMBERS_MAX`] members: three id lists
+/// (members, voters, learners) of up to 64 × 6 characters (`65535,`), plus about 30
+/// `key=value` pairs averaging 24 characters. Writing into a smaller buffer may fail.
+pub const TEXT_REPLY_SIZE_MAX: usize = 2048;
+
+const _: () = assert!(3 * MEMBERS_MAX * "65535,".len() + 30 * 24 <= TEXT_REPLY_SIZE_MAX);
+
+/// What a datagram that arrived on the node's port asks for.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "no alloc to box into; parsed once, on the stack"
+)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request<'a> {
+    /// A peer frame (first byte ≥ 0x80): the caller decodes it with [`crate::wire`].
+    Binary,
+    /// `whois-goose`: answer with [`write_probe_reply`].
+    Probe,
+    /// `ctl [token=T] <command> [args]`.
+    Control {
+        /// The `token=T` argument, if given (`T` may be empty). Checked by the caller, and
+        /// only for sources other than loopback.
+        token: Option<&'a str>,
+        /// The command, or why it would not parse (answered `err <reason>`).
+        command: Result<Command, CommandError>,
+    },
+    /// Text that is itself a reply (first word `ok`, `err`, `goose` or `duck`): answer nothing.
+    Reply,
+    /// Any other text, including empty or non-UTF-8 datagrams: answer `err unknown-command`.
+    Unknown,
+}
+
+/// A parsed `ctl` command; the contract's table says what each does.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "no alloc to box into; parsed once, on the stack"
+)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `stop`: go silent to peers, keep answering probes and control.
+    Stop,
+    /// `start`: resume from the persisted state as a follower.
+    Start,
+    /// `partition <peer>[,<peer>…]`: drop peer traffic with exactly these peers. An empty
+    /// list (`partition` alone) heals.
+    Partition(PeerList),
+    /// `heal`: drop no peer traffic.
+    Heal,
+    /// `status`: answer with [`write_status`].
+    Status,
+    /// `transfer [<id>]`: hand leadership to `id`, or to the most up-to-date voter.
+    Transfer(Option<NodeId>),
+    /// `add <id> <ip:port>`: add a learner.
+    Add {
+        /// The new member's id.
+        id: NodeId,
+        /// Where it listens.
+        addr: SocketAddr,
+    },
+    /// `remove <id>`: remove a voter or learner.
+    Remove(NodeId),
+}
+
+/// One peer named in `ctl partition`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerRef {
+    /// By node id, e.g. `3`.
+    Id(NodeId),
+    /// By address, e.g. `127.0.0.1:9902` or `[::1]:9902`.
+    Addr(SocketAddr),
+}
+
+/// The set of peers a node is partitioned from: at most [`PARTITION_PEERS_MAX`], no duplicates.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerList {
+    peers: heapless::Vec<PeerRef, PARTITION_PEERS_MAX>,
+}
+
+impl PeerList {
+    /// The empty set: no partition.
+    pub const fn new() -> Self {
+        Self {
+            peers: heapless::Vec::new(),
+        }
+    }
+
+    /// The peers, in the order first named.
+    pub fn as_slice(&self) -> &[PeerRef] {
+        &self.peers
+    }
+
+    /// Whether no peer is named.
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// Whether the member `id` listening at `addr` is named, by id or by address.
+    pub fn contains(&self, id: NodeId, addr: SocketAddr) -> bool {
+        self.peers.iter().any(|peer| match *peer {
+            PeerRef::Id(named) => named == id,
+            PeerRef::Addr(named) => named == addr,
+        })
+    }
+
+    fn insert(&mut self, peer: PeerRef) -> Result<(), CommandError> {
+        if self.peers.contains(&peer) {
+            return Ok(());
+        }
+        self.peers
+            .push(peer)
+            .map_err(|_| CommandError::TooManyPeers)
+    }
+}
+
+/// Why a `ctl` command would not parse; answered `err <reason>` ([`CommandError::reason`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandError {
+    /// No such command.
+    UnknownCommand,
+    /// The command, or one of its required arguments, is missing.
+    MissingArgument,
+    /// A node id that is not a number in `1..=65535`.
+    BadNodeId,
+    /// An address that is not `ip:port`.
+    BadAddress,
+    /// A partition naming more than [`PARTITION_PEERS_MAX`] peers.
+    TooManyPeers,
+    /// More arguments than the command takes.
+    ExtraArgument,
+}
+
+impl CommandError {
+    /// The reason as it appears in `err <reason>`.
+    pub const fn reason(&self) -> &'static str {
+        match self {
+            Self::UnknownCommand => "unknown-command",
+            Self::MissingArgument => "missing-argument",
+            Self::BadNodeId => "bad-node-id",
+            Self::BadAddress => "bad-address",
+            Self::TooManyPeers => "too-many-peers",
+            Self::ExtraArgument => "extra-argument",
+        }
+    }
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+impl core::error::Error for CommandError {}
+
+/// Classifies one datagram. Total: any byte string gives a [`Request`], never a panic.
+/// Trailing ASCII whitespace (spaces, `\r`, `\n`) is ignored; words are separated by one
+/// or more spaces.
+pub fn parse(datagram: &[u8]) -> Request<'_> {
+    let Some(&first) = datagram.first() else {
+        return Request::Unknown;
+    };
+    if first >= 0x80 {
+        return Request::Binary;
+    }
+    let Ok(text) = core::str::from_utf8(datagram.trim_ascii_end()) else {
+        return Request::Unknown;
+    };
+    let (first_word, rest) = text.split_once(' ').unwrap_or((text, ""));
+    match first_word {
+        "whois-goose" if rest.is_empty() => Request::Probe,
+        "ok" | "err" | "goose" | "duck" => Request::Reply,
+        "ctl" => {
+            let mut words = rest.split(' ').filter(|word| !word.is_empty()).peekable();
+            let token = words.next_if(|word| word.starts_with("token="));
+            let token = token.and_then(|word| word.strip_prefix("token="));
+            Request::Control {
+                token,
+                command: parse_command(&mut words),
+            }
+        }
+        _ => Request::Unknown,
+    }
+}
+
+fn parse_command<'a>(words: &mut impl Iterator<Item = &'a str>) -> Result<Command, CommandError> {
+    let mut required = || words.next().ok_or(CommandError::MissingArgument);
+    let command = match required()? {
+        "stop" => Command::Stop,
+        "start" => Command::Start,
+        "heal" => Command::Heal,
+        "status" => Command::Status,
+        "partition" => Command::Partition(required().map_or(Ok(PeerList::new()), parse_peers)?),
+        "transfer" => Command::Transfer(required().ok().map(parse_node_id).transpose()?),
+        "add" => Command::Add {
+            id: parse_node_id(required()?)?,
+            addr: parse_addr(required()?)?,
+        },
+        "remove" => Command::Remove(parse_node_id(required()?)?),
+        _ => return Err(CommandError::UnknownCommand),
+    };
+    match words.next() {
+        Some(_) => Err(CommandError::ExtraArgument),
+        None => Ok(command),
+    }
+}
+
+/// A comma-separated list of ids and addresses; empty items are skipped, so `1,2,` is fine.
+fn parse_peers(list: &str) -> Result<PeerList, CommandError> {
+    let mut peers = PeerList::new();
+    for item in list.split(',').filter(|item| !item.is_empty()) {
+        let peer = match item.contains(':') {
+            true => PeerRef::Addr(parse_addr(item)?),
+            false => PeerRef::Id(parse_node_id(item)?),
+        };
+        peers.insert(peer)?;
+    }
+    Ok(peers)
+}
+
+fn parse_node_id(word: &str) -> Result<NodeId, CommandError> {
+    word.parse::<u16>()
+        .ok()
+        .and_then(NodeId::new)
+        .ok_or(CommandError::BadNodeId)
+}
+
+fn parse_addr(word: &str) -> Result<SocketAddr, CommandError> {
+    word.parse::<SocketAddr>()
+        .map_err(|_| CommandError::BadAddress)
+}
+
+/// A node's answer to `whois-goose`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeReply {
+    /// Whether the node is goose now (leader, own-term entry committed, lease valid).
+    pub goose: bool,
+    /// The node's id.
+    pub id: NodeId,
+    /// Its current term.
+    pub term: Term,
+    /// The leader it follows, if known (may be itself while it is a leader but not goose).
+    pub leader: Option<NodeId>,
+    /// Whether the node was stopped with `ctl stop`.
+    pub stopped: bool,
+}
+
+/// Writes `goose id=3 term=7 goose=3`, `duck id=1 term=7 goose=3|none` or, when stopped,
+/// `duck id=1 term=7 goose=none state=stopped`, then `\n`.
+///
+/// # Errors
+/// Only those of `out` (a full buffer).
+pub fn write_probe_reply(out: &mut impl Write, reply: &ProbeReply) -> fmt::Result {
+    let (role, goose) = role_and_goose(reply.goose, reply.id, reply.leader, reply.stopped);
+    write!(
+        out,
+        "{role} id={} term={} goose={}",
+        reply.id,
+        reply.term,
+        OrNone(goose)
+    )?;
+    if reply.stopped {
+        out.write_str(" state=stopped")?;
+    }
+    out.write_char('\n')
+}
+
+/// The answer to `ctl status`; each field is printed as one `key=value` pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusReply<'a> {
+    /// Whether the node is goose now.
+    pub goose: bool,
+    /// Its Raft role: `leader`, `candidate`, `follower` or `learner`.
+    pub raft: &'a str,
+    /// The node's id.
+    pub id: NodeId,
+    /// Its current term.
+    pub term: Term,
+    /// The leader it follows, if known.
+    pub leader: Option<NodeId>,
+    /// Whether the node was stopped with `ctl stop`.
+    pub stopped: bool,
+    /// Its commit index.
+    pub commit: u64,
+    /// Every member, voters and learners.
+    pub members: &'a [NodeId],
+    /// The voters.
+    pub voters: &'a [NodeId],
+    /// The learners.
+    pub learners: &'a [NodeId],
+    /// Lease left in milliseconds, 0 if none.
+    pub lease_ms: u64,
+    /// Named counters (one per drop reason), printed in this order.
+    pub counters: &'a [(&'a str, u64)],
+}
+
+/// Writes `ok role=… raft=… id=… term=… goose=… state=running|stopped commit=… members=…
+/// voters=… learners=… lease_ms=…` then each counter as ` name=n`, then `\n`. `role` and
+/// `goose` follow the probe's rules (a stopped node is `role=duck goose=none`).
+///
+/// # Errors
+/// Only those of `out` (a full buffer; [`TEXT_REPLY_SIZE_MAX`] always suffices).
+pub fn write_status(out: &mut impl Write, status: &StatusReply<'_>) -> fmt::Result {
+    let (role, goose) = role_and_goose(status.goose, status.id, status.leader, status.stopped);
+    let state = if status.stopped { "stopped" } else { "running" };
+    write!(
+        out,
+        "ok role={role} raft={} id={} term={}",
+        status.raft, status.id, status.term
+    )?;
+    write!(
+        out,
+        " goose={} state={state} commit={}",
+        OrNone(goose),
+        status.commit
+    )?;
+    write!(out, " members={} voters=", IdList(status.members))?;
+    write!(
+        out,
+        "{} learners={}",
+        IdList(status.voters),
+        IdList(status.learners)
+    )?;
+    write!(out, " lease_ms={}", status.lease_ms)?;
+    for (name, value) in status.counters {
+        write!(out, " {name}={value}")?;
+    }
+    out.write_char('\n')
+}
+
+/// Writes `ok\n`, or `ok <details>\n` when `details` formats to something.
+///
+/// # Errors
+/// Only those of `out`.
+pub fn write_ok(out: &mut impl Write, details: fmt::Arguments<'_>) -> fmt::Result {
+    out.write_str("ok")?;
+    SpaceFirst {
+        out: &mut *out,
+        started: false,
+    }
+    .write_fmt(details)?;
+    out.write_char('\n')
+}
+
+/// Writes `ok\n`.
+///
+/// # Errors
+/// Only those of `out`.
+pub fn write_ok_plain(out: &mut impl Write) -> fmt::Result {
+    out.write_str("ok\n")
+}
+
+/// Writes `err <reason>\n`, e.g. `err forbidden` or [`CommandError::reason`].
+///
+/// # Errors
+/// Only those of `out`.
+pub fn write_err(out: &mut impl Write, reason: &str) -> fmt::Result {
+    writeln!(out, "err {reason}")
+}
+
+/// Writes a duck's answer to a goose-only command:
+/// `err not-goose goose=<id|none> addr=<ip:port|none>\n`.
+///
+/// # Errors
+/// Only those of `out`.
+pub fn write_not_goose(
+    out: &mut impl Write,
+    goose: Option<NodeId>,
+    addr: Option<SocketAddr>,
+) -> fmt::Result {
+    writeln!(
+        out,
+        "err not-goose goose={} addr={}",
+        OrNone(goose),
+        OrNone(addr)
+    )
+}
+
+/// The role word and `goose=` value: a stopped node is a duck following no one; a goose
+/// names itself; a duck names its leader but never itself (a leader that is not goose
+/// answers `duck … goose=none`, so no two replies ever name two geese).
+fn role_and_goose(
+    goose: bool,
+    id: NodeId,
+    leader: Option<NodeId>,
+    stopped: bool,
+) -> (&'static str, Option<NodeId>) {
+    match (stopped, goose) {
+        (true, _) => ("duck", None),
+        (false, true) => ("goose", Some(id)),
+        (false, false) => ("duck", leader.filter(|&leader| leader != id)),
+    }
+}
+
+struct OrNone<T>(Option<T>);
+
+impl<T: fmt::Display> fmt::Display for OrNone<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(value) => value.fmt(f),
+            None => f.write_str("none"),
+        }
+    }
+}
+
+struct IdList<'a>(&'a [NodeId]);
+
+impl fmt::Display for IdList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, id) in self.0.iter().enumerate() {
+            let separator = if index == 0 { "" } else { "," };
+            write!(f, "{separator}{id}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes a space before the first non-empty piece, so empty details add nothing.
+struct SpaceFirst<'w, W: ?Sized> {
+    out: &'w mut W,
+    started: bool,
+}
+
+impl<W: Write + ?Sized> Write for SpaceFirst<'_, W> {
+    fn write_str(&mut self, piece: &str) -> fmt::Result {
+        if !piece.is_empty() && !self.started {
+            self.started = true;
+            self.out.write_char(' ')?;
+        }
+        self.out.write_str(piece)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use std::format;
+    use std::string::String;
+    use std::vec::Vec;
+
+    use super::*;
+
+    fn id(value: u16) -> NodeId {
+        NodeId::new(value).unwrap()
+    }
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    fn control(text: &str) -> (Option<&str>, Result<Command, CommandError>) {
+        match parse(text.as_bytes()) {
+            Request::Control { token, command } => (token, command),
+            other => panic!("{text:?} parsed as {other:?}"),
+        }
+    }
+
+    fn command(text: &str) -> Result<Command, CommandError> {
+        let (token, command) = control(text);
+        assert_eq!(token, None, "{text:?}");
+        command
+    }
+
+    fn add(value: u16, text: &str) -> Command {
+        Command::Add {
+            id: id(value),
+            addr: addr(text),
+        }
+    }
+
+    fn peers(list: &[PeerRef]) -> Command {
+        let mut peers = PeerList::new();
+        list.iter().for_each(|&peer| peers.insert(peer).unwrap());
+        Command::Partition(peers)
+    }
+
+    fn written(
+        write: impl FnOnce(&mut heapless::String<TEXT_REPLY_SIZE_MAX>) -> fmt::Result,
+    ) -> String {
+        let mut out = heapless::String::new();
+        write(&mut out).unwrap();
+        String::from(out.as_str())
+    }
+
+    // ---- classification ----
+
+    #[test]
+    fn binary_empty_and_unknown() {
+        assert_eq!(parse(&[]), Request::Unknown);
+        assert_eq!(parse(&[0xD9, 1, 0, 0]), Request::Binary);
+        assert_eq!(parse(&[0x80]), Request::Binary);
+        assert_eq!(parse(b"hello"), Request::Unknown);
+        assert_eq!(parse(b"A\xff\xfe"), Request::Unknown);
+        assert_eq!(parse(b"\n"), Request::Unknown);
+        assert_eq!(parse(b"ctlx stop"), Request::Unknown);
+    }
+
+    #[test]
+    fn probe_ignores_trailing_whitespace_only() {
+        for probe in [
+            "whois-goose",
+            "whois-goose\n",
+            "whois-goose\r\n",
+            "whois-goose \r\n",
+        ] {
+            assert_eq!(parse(probe.as_bytes()), Request::Probe, "{probe:?}");
+        }
+        for other in [
+            " whois-goose",
+            "whois-goose x",
+            "whois-goosex",
+            "WHOIS-GOOSE",
+        ] {
+            assert_eq!(parse(other.as_bytes()), Request::Unknown, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn replies_are_ignored() {
+        let replies = [
+            "ok",
+            "ok\n",
+            "ok to=3\n",
+            "err unknown-command\n",
+            "err busy",
+        ];
+        let roles = ["goose id=3 term=7 goose=3\n", "duck id=1 term=7 goose=none"];
+        for reply in replies.iter().chain(&roles) {
+            assert_eq!(parse(reply.as_bytes()), Request::Reply, "{reply:?}");
+        }
+        for other in ["okay", "errors", "gooseberry", "ducks", " ok"] {
+            assert_eq!(parse(other.as_bytes()), Request::Unknown, "{other:?}");
+        }
+    }
+
+    // ---- ctl commands ----
+
+    #[test]
+    fn every_command() {
+        let v4 = addr("127.0.0.1:9903");
+        let cases = [
+            ("ctl stop", Command::Stop),
+            ("ctl start", Command::Start),
+            ("ctl heal", Command::Heal),
+            ("ctl status", Command::Status),
+            ("ctl transfer", Command::Transfer(None)),
+            ("ctl transfer 2", Command::Transfer(Some(id(2)))),
+            ("ctl add 4 127.0.0.1:9903", add(4, "127.0.0.1:9903")),
+            ("ctl remove 65535", Command::Remove(id(65535))),
+            ("ctl partition", peers(&[])),
+            ("ctl partition 2", peers(&[PeerRef::Id(id(2))])),
+            (
+                "ctl partition 127.0.0.1:9903,3",
+                peers(&[PeerRef::Addr(v4), PeerRef::Id(id(3))]),
+            ),
+            (
+                "ctl partition [::1]:80,1,1,",
+                peers(&[PeerRef::Addr(addr("[::1]:80")), PeerRef::Id(id(1))]),
+            ),
+            ("ctl partition ,", peers(&[])),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(command(text), Ok(expected), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn spaces_and_crlf() {
+        assert_eq!(
+            command("ctl   add  4   10.0.0.1:1 \r\n"),
+            Ok(add(4, "10.0.0.1:1"))
+        );
+        assert_eq!(command("ctl stop\r\n"), Ok(Command::Stop));
+    }
+
+    #[test]
+    fn token_form() {
+        let status = (Some("s3cret"), Ok(Command::Status));
+        assert_eq!(control("ctl token=s3cret status\n"), status);
+        assert_eq!(control("ctl token= stop"), (Some(""), Ok(Command::Stop)));
+        let missing = Err(CommandError::MissingArgument);
+        assert_eq!(control("ctl token=abc"), (Some("abc"), missing));
+        let extra = Err(CommandError::ExtraArgument);
+        assert_eq!(control("ctl status token=abc"), (None, extra));
+    }
+
+    #[test]
+    fn command_errors() {
+        use CommandError::*;
+        let cases = [
+            ("ctl", MissingArgument),
+            ("ctl frobnicate", UnknownCommand),
+            ("ctl STOP", UnknownCommand),
+            ("ctl stop now", ExtraArgument),
+            ("ctl partition 1 2", ExtraArgument),
+            ("ctl transfer 1 2", ExtraArgument),
+            ("ctl add", MissingArgument),
+            ("ctl add 4", MissingArgument),
+            ("ctl remove", MissingArgument),
+            ("ctl remove 0", BadNodeId),
+            ("ctl remove 65536", BadNodeId),
+            ("ctl remove x", BadNodeId),
+            ("ctl transfer -1", BadNodeId),
+            ("ctl add 0 127.0.0.1:1", BadNodeId),
+            ("ctl partition 1,0", BadNodeId),
+            ("ctl add 4 nowhere:1", BadAddress),
+            ("ctl add 4 127.0.0.1", BadAddress),
+            ("ctl partition 127.0.0.1:99999", BadAddress),
+            ("ctl add 4 127.0.0.1:1 extra", ExtraArgument),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(command(text), Err(expected), "{text:?}");
+        }
+        assert_eq!(BadNodeId.reason(), "bad-node-id");
+        assert_eq!(format!("{TooManyPeers}"), "too-many-peers");
+    }
+
+    #[test]
+    fn partition_capacity() {
+        let list = |count: u16| (1..=count).map(|n| format!("{n},")).collect::<String>();
+        let full = command(&format!("ctl partition {}1", list(64))).unwrap();
+        let Command::Partition(peers) = full else {
+            panic!("{full:?}")
+        };
+        assert_eq!(peers.as_slice().len(), PARTITION_PEERS_MAX);
+        assert!(peers.contains(id(64), addr("1.1.1.1:1")));
+        assert!(!peers.contains(id(65), addr("1.1.1.1:1")));
+        let too_many = format!("ctl partition {}", list(65));
+        assert_eq!(command(&too_many), Err(CommandError::TooManyPeers));
+    }
+
+    #[test]
+    fn parse_never_panics() {
+        let vocabulary = "ctl| |token=|partition|add|transfer|1|65536|,|:|1.2.3.4:5|[::1]|\r\n";
+        let vocabulary: Vec<&str> = vocabulary.split('|').collect();
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..20_000 {
+            let mut datagram = Vec::new();
+            for _ in 0..next() % 24 {
+                let word = next();
+                match round % 2 {
+                    0 => datagram.push(word as u8),
+                    _ => datagram
+                        .extend_from_slice(vocabulary[word as usize % vocabulary.len()].as_bytes()),
+                }
+            }
+            if let Request::Control {
+                command: Ok(Command::Partition(peers)),
+                ..
+            } = parse(&datagram)
+            {
+                assert!(peers.as_slice().len() <= PARTITION_PEERS_MAX);
+            }
+        }
+    }
+
+    // ---- replies ----
+
+    #[test]
+    fn probe_replies() {
+        let cases = [
+            (true, 3, Some(3), false, "goose id=3 term=7 goose=3\n"),
+            (false, 1, Some(3), false, "duck id=1 term=7 goose=3\n"),
+            (false, 1, None, false, "duck id=1 term=7 goose=none\n"),
+            (false, 1, Some(1), false, "duck id=1 term=7 goose=none\n"), // leader, not goose
+            (
+                true,
+                3,
+                Some(3),
+                true,
+                "duck id=3 term=7 goose=none state=stopped\n",
+            ),
+        ];
+        for (goose, me, leader, stopped, expected) in cases {
+            let term = Term(7);
+            let reply = ProbeReply {
+                goose,
+                id: id(me),
+                term,
+                leader: leader.map(id),
+                stopped,
+            };
+            let line = written(|out| write_probe_reply(out, &reply));
+            assert_eq!(line, expected);
+            assert_eq!(parse(line.as_bytes()), Request::Reply);
+        }
+    }
+
+    #[test]
+    fn ok_and_err_lines() {
+        assert_eq!(written(|out| write_ok(out, format_args!(""))), "ok\n");
+        assert_eq!(written(|out| write_ok(out, format_args!("{}", ""))), "ok\n");
+        assert_eq!(
+            written(|out| write_ok(out, format_args!("to={}", 4))),
+            "ok to=4\n"
+        );
+        assert_eq!(written(write_ok_plain), "ok\n");
+        let reason = CommandError::UnknownCommand.reason();
+        assert_eq!(
+            written(|out| write_err(out, reason)),
+            "err unknown-command\n"
+        );
+        let line = written(|out| write_not_goose(out, Some(id(2)), Some(addr("127.0.0.1:9901"))));
+        assert_eq!(line, "err not-goose goose=2 addr=127.0.0.1:9901\n");
+        let line = written(|out| write_not_goose(out, None, None));
+        assert_eq!(line, "err not-goose goose=none addr=none\n");
+    }
+
+    #[test]
+    fn status_lines() {
+        let ids = [id(1), id(2), id(3)];
+        let status = StatusReply {
+            goose: true,
+            raft: "leader",
+            id: id(1),
+            term: Term(3),
+            leader: Some(id(1)),
+            stopped: false,
+            commit: 5,
+            members: &ids,
+            voters: &ids,
+            learners: &[],
+            lease_ms: 120,
+            counters: &[("drop_magic", 2), ("drop_short", 0)],
+        };
+        let expected = "ok role=goose raft=leader id=1 term=3 goose=1 state=running commit=5 \
+                        members=1,2,3 voters=1,2,3 learners= lease_ms=120 \
+                        drop_magic=2 drop_short=0\n";
+        assert_eq!(written(|out| write_status(out, &status)), expected);
+        let stopped = StatusReply {
+            stopped: true,
+            raft: "follower",
+            lease_ms: 0,
+            counters: &[],
+            ..status
+        };
+        let expected = "ok role=duck raft=follower id=1 term=3 goose=none state=stopped commit=5 \
+                        members=1,2,3 voters=1,2,3 learners= lease_ms=0\n";
+        assert_eq!(written(|out| write_status(out, &stopped)), expected);
+        assert_eq!(parse(expected.as_bytes()), Request::Reply);
+    }
+
+    #[test]
+    fn status_at_capacity_fits() {
+        let members: Vec<NodeId> = (0..MEMBERS_MAX as u16).map(|n| id(65535 - n)).collect();
+        let (voters, learners) = members.split_at(MEMBERS_MAX / 2);
+        let counters = [("drop_unknown_node", u64::MAX); 16];
+        let status = StatusReply {
+            goose: false,
+            raft: "candidate",
+            id: id(65535),
+            term: Term(u64::MAX),
+            leader: None,
+            stopped: false,
+            commit: u64::MAX,
+            members: &members,
+            voters,
+            learners,
+            lease_ms: u64::MAX,
+            counters: &counters,
+        };
+        let line = written(|out| write_status(out, &status)); // fails if it overflows
+        assert_eq!(line.matches('\n').count(), 1);
+    }
+}

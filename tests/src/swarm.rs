@@ -1,0 +1,198 @@
+//! Seeded swarm runs (TigerBeetle's VOPR): the seed chooses the fault mix and the
+//! schedule; a safety phase full of faults, then a liveness phase that must produce a goose.
+
+use std::fmt;
+
+use goose_core::rand::Rand;
+use goose_core::{Config, Duration};
+
+use crate::{id, ms, Flock, FlockConfig, NetConfig, Violation};
+
+/// How long the faulty phase lasts, µs of simulated time.
+pub const SAFETY_PHASE: u64 = ms(8_000);
+/// The liveness bound: after every fault heals, a goose must appear within this, µs.
+/// Election timeouts are ≤ 300 ms; PreVote rounds and split votes take a few of them.
+pub const LIVENESS_BOUND: u64 = ms(5_000);
+
+/// What went wrong in a seed.
+#[derive(Debug)]
+pub enum Failure {
+    /// A safety invariant broke.
+    Safety(Violation),
+    /// No goose within [`LIVENESS_BOUND`] after healing.
+    NoGoose,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Safety(v) => write!(f, "{v}"),
+            Self::NoGoose => write!(
+                f,
+                "no goose within {} ms after healing",
+                LIVENESS_BOUND / 1000
+            ),
+        }
+    }
+}
+
+/// What a passing seed did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Summary {
+    /// Events processed.
+    pub events: u64,
+    /// Faults injected.
+    pub faults: u64,
+    /// Distinct terms that had a leader.
+    pub leaders: usize,
+    /// Simulated µs from healing to the first goose.
+    pub goose_after_heal: u64,
+}
+
+/// The fault mix a seed draws.
+#[derive(Debug, Clone, Copy)]
+pub struct Swarm {
+    /// The flock.
+    pub flock: FlockConfig,
+    /// Mean µs between faults.
+    pub fault_interval: u64,
+    /// Relative weights of crash, pause, partition, heal, network change.
+    pub weights: [u64; 5],
+}
+
+impl Swarm {
+    /// Draws a swarm from `seed`.
+    pub fn from_seed(seed: u64) -> Self {
+        let mut rand = Rand::new(seed);
+        let nodes = [3, 5, 5, 5, 7][rand.range_inclusive(0, 4) as usize];
+        let mut flock = FlockConfig::new(nodes, seed);
+        if rand.range_inclusive(0, 3) == 0 {
+            // The fast timing of the failover benchmark: 12–24 ms, heartbeat 3 ms.
+            flock.timing = Config::with_timing(
+                id(1),
+                Duration::from_millis(3),
+                Duration::from_millis(12),
+                Duration::from_millis(24),
+            );
+        }
+        let timeout_min = flock.timing.election_timeout_min.micros();
+        flock.timing.max_drift_ppm = [1_000, 10_000, 50_000][rand.range_inclusive(0, 2) as usize];
+        flock.drift_ppm = u64::from(flock.timing.max_drift_ppm);
+        let delay_max = rand.range_inclusive(timeout_min / 100, timeout_min / 3);
+        flock.net = NetConfig {
+            delay_min: rand.range_inclusive(0, delay_max / 4),
+            delay_max,
+            loss_ppm: rand.range_inclusive(0, 300_000),
+            duplicate_ppm: rand.range_inclusive(0, 100_000),
+        };
+        let weights = core::array::from_fn(|_| rand.range_inclusive(0, 10));
+        Self {
+            flock,
+            fault_interval: rand.range_inclusive(timeout_min / 2, timeout_min * 4),
+            weights,
+        }
+    }
+}
+
+/// Runs one seed: faults for [`SAFETY_PHASE`], then heal and require a goose.
+pub fn run(seed: u64) -> Result<Summary, Failure> {
+    let swarm = Swarm::from_seed(seed);
+    let mut flock = Flock::new(swarm.flock);
+    let nodes = swarm.flock.nodes;
+    let mut faults = 0;
+    let total: u64 = swarm.weights.iter().sum::<u64>().max(1);
+    while flock.now < SAFETY_PHASE {
+        let gap = flock.rand().range_inclusive(1, 2 * swarm.fault_interval);
+        flock
+            .try_run_until(flock.now + gap)
+            .map_err(Failure::Safety)?;
+        let mut pick = flock.rand().range_inclusive(0, total - 1);
+        let kind = swarm.weights.iter().position(|w| {
+            if pick < *w {
+                true
+            } else {
+                pick -= w;
+                false
+            }
+        });
+        let n = flock.rand().range_inclusive(1, u64::from(nodes)) as u16;
+        let timeout_max = swarm.flock.timing.election_timeout_max.micros();
+        faults += 1;
+        match kind {
+            Some(0) => {
+                if flock.node(n).is_some() {
+                    flock.crash(n);
+                } else {
+                    flock.start(n);
+                }
+            }
+            Some(1) => {
+                let pause = flock.rand().range_inclusive(1, 4 * timeout_max);
+                flock.pause(n, pause);
+            }
+            Some(2) => {
+                let one_way = flock.rand().range_inclusive(0, 1) == 0;
+                let cut = flock.rand().range_inclusive(1, u64::from(nodes) - 1);
+                let mut side = Vec::new();
+                for candidate in 1..=nodes {
+                    if flock.rand().range_inclusive(0, u64::from(nodes)) < cut {
+                        side.push(candidate);
+                    }
+                }
+                for a in 1..=nodes {
+                    for b in 1..=nodes {
+                        if side.contains(&a) && !side.contains(&b) {
+                            flock.blocked.insert((a, b));
+                            if !one_way {
+                                flock.blocked.insert((b, a));
+                            }
+                        }
+                    }
+                }
+            }
+            Some(3) => flock.heal(),
+            _ => {
+                let loss = flock.rand().range_inclusive(0, 500_000);
+                flock.net.loss_ppm = loss;
+            }
+        }
+    }
+    // Liveness: heal everything, restart the crashed, let the paused resume.
+    flock.heal();
+    flock.net = NetConfig {
+        loss_ppm: 0,
+        duplicate_ppm: 0,
+        ..swarm.flock.net
+    };
+    for n in 1..=nodes {
+        if flock.node(n).is_none() {
+            flock.start(n);
+        }
+    }
+    let healed_at = flock.now;
+    let pauses_end = flock
+        .processes
+        .iter()
+        .filter_map(|p| p.paused_until)
+        .max()
+        .unwrap_or(healed_at);
+    let mut violation = None;
+    let found = flock.run_until_condition(pauses_end - healed_at + LIVENESS_BOUND, |f| {
+        f.goose().is_some() && f.processes.iter().all(|p| p.paused_until.is_none())
+    });
+    if let Err(v) = flock.try_run_until(flock.now) {
+        violation = Some(v);
+    }
+    if let Some(v) = violation {
+        return Err(Failure::Safety(v));
+    }
+    if !found {
+        return Err(Failure::NoGoose);
+    }
+    Ok(Summary {
+        events: flock.events(),
+        faults,
+        leaders: flock.checker.leaders().len(),
+        goose_after_heal: flock.now - healed_at,
+    })
+}
