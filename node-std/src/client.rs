@@ -1,0 +1,177 @@
+//! `goose whois` and `goose ctl`: one-datagram clients of the text protocol, and the probe
+//! the cluster launcher's live view uses.
+//!
+//! Each request goes out on its own *connected* UDP socket, so only the asked node's reply
+//! is accepted, and a closed port (ICMP port unreachable) answers at once instead of after
+//! the timeout.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// How long `whois` waits for all its replies.
+pub(crate) const WHOIS_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long `ctl` waits for a reply.
+const CTL_TIMEOUT: Duration = Duration::from_secs(1);
+/// The largest reply read; longer ones are truncated (a `status` line is well below).
+const REPLY_SIZE_MAX: usize = 2048;
+
+/// What a node said to `whois-goose`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Probe {
+    /// It answered `goose`.
+    pub(crate) goose: bool,
+    /// Its `term=`, if it gave one.
+    pub(crate) term: Option<u64>,
+}
+
+impl Probe {
+    /// Parses a probe reply: `goose|duck` then `key=value` pairs; `None` for anything else.
+    pub(crate) fn parse(reply: &str) -> Option<Self> {
+        let mut words = reply.split_ascii_whitespace();
+        let goose = match words.next()? {
+            "goose" => true,
+            "duck" => false,
+            _ => return None,
+        };
+        let term = words
+            .filter_map(|word| word.strip_prefix("term="))
+            .find_map(|value| value.parse().ok());
+        Some(Self { goose, term })
+    }
+}
+
+/// Sends `whois-goose` to every address at once and waits up to `timeout` in total;
+/// returns the reply lines in argument order (`None`: no reply).
+pub(crate) fn probe_all(addrs: &[SocketAddr], timeout: Duration) -> Vec<Option<String>> {
+    let deadline = Instant::now() + timeout;
+    let sockets: Vec<Option<UdpSocket>> = addrs
+        .iter()
+        .map(|addr| send_request(*addr, b"whois-goose").ok())
+        .collect();
+    sockets
+        .iter()
+        .map(|socket| receive_reply(socket.as_ref()?, deadline).ok())
+        .collect()
+}
+
+/// `goose whois`: prints `<port>: goose|duck|-` for each address, in order; always exit 0.
+pub(crate) fn whois(addrs: &[SocketAddr]) -> ExitCode {
+    let replies = probe_all(addrs, WHOIS_TIMEOUT);
+    for (addr, reply) in addrs.iter().zip(replies) {
+        let role = match reply.as_deref().and_then(Probe::parse) {
+            Some(Probe { goose: true, .. }) => "goose",
+            Some(Probe { goose: false, .. }) => "duck",
+            None => "-",
+        };
+        println!("{}: {role}", addr.port());
+    }
+    ExitCode::SUCCESS
+}
+
+/// `goose ctl`: sends `ctl [token=T] <command…>`, prints the reply; exit 1 on `err` or
+/// no reply. A duck's `err not-goose … addr=<ip:port>` is followed once to the goose.
+pub(crate) fn ctl(addr: SocketAddr, token: Option<&str>, command: &[String]) -> ExitCode {
+    let mut request = String::from("ctl");
+    if let Some(token) = token {
+        request.push_str(" token=");
+        request.push_str(token);
+    }
+    for word in command {
+        request.push(' ');
+        request.push_str(word);
+    }
+    let mut target = addr;
+    let mut reply = request_reply(target, &request);
+    if let Some(goose) = reply.as_deref().ok().and_then(not_goose_addr) {
+        eprintln!("goose ctl: {target} is not goose; following to {goose}");
+        target = goose;
+        reply = request_reply(target, &request);
+    }
+    match reply {
+        Ok(reply) => {
+            println!("{reply}");
+            if reply.starts_with("err") {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(error) => {
+            eprintln!("goose ctl: no reply from {target}: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The goose's address in an `err not-goose goose=<id> addr=<ip:port>` reply.
+fn not_goose_addr(reply: &str) -> Option<SocketAddr> {
+    let rest = reply.strip_prefix("err not-goose")?;
+    rest.split_ascii_whitespace()
+        .find_map(|word| word.strip_prefix("addr="))
+        .and_then(|addr| addr.parse().ok())
+}
+
+fn request_reply(addr: SocketAddr, request: &str) -> io::Result<String> {
+    let socket = send_request(addr, request.as_bytes())?;
+    receive_reply(&socket, Instant::now() + CTL_TIMEOUT)
+}
+
+fn send_request(addr: SocketAddr, request: &[u8]) -> io::Result<UdpSocket> {
+    let local = if addr.is_ipv4() {
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
+    } else {
+        SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
+    };
+    let socket = UdpSocket::bind(local)?;
+    socket.connect(addr)?;
+    socket.send(request)?;
+    Ok(socket)
+}
+
+/// One reply line (without its `\n`), or an error once `deadline` passes.
+fn receive_reply(socket: &UdpSocket, deadline: Instant) -> io::Result<String> {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    // A zero read timeout means "block forever" to std; wait at least a millisecond.
+    socket.set_read_timeout(Some(remaining.max(Duration::from_millis(1))))?;
+    let mut buffer = [0; REPLY_SIZE_MAX];
+    let size = socket.recv(&mut buffer)?;
+    let text = String::from_utf8_lossy(&buffer[..size]);
+    Ok(text.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{not_goose_addr, Probe};
+
+    #[test]
+    fn parses_probe_replies() {
+        assert_eq!(
+            Probe::parse("goose id=3 term=7 goose=3\n"),
+            Some(Probe {
+                goose: true,
+                term: Some(7)
+            })
+        );
+        assert_eq!(
+            Probe::parse("duck id=4 term=6 goose=none state=stopped"),
+            Some(Probe {
+                goose: false,
+                term: Some(6)
+            })
+        );
+        assert_eq!(Probe::parse("err unknown-command"), None);
+        assert_eq!(Probe::parse(""), None);
+    }
+
+    #[test]
+    fn finds_the_goose_in_not_goose() {
+        assert_eq!(
+            not_goose_addr("err not-goose goose=3 addr=127.0.0.1:9902"),
+            "127.0.0.1:9902".parse().ok()
+        );
+        assert_eq!(not_goose_addr("err not-goose goose=none addr=none"), None);
+        assert_eq!(not_goose_addr("ok to=3"), None);
+    }
+}

@@ -1,0 +1,304 @@
+//! Durable file storage in a node's data dir.
+//!
+//! ```text
+//! <data-dir>/lock       flock'ed for the life of the process: one process per dir
+//! <data-dir>/state      the persistent state (below), replaced atomically on every save
+//! <data-dir>/state.tmp  the next state while it is written; ignored when reading
+//!
+//! state = header (16 bytes) ++ postcard bytes of goose_core::PersistentState
+//!   bytes 0..6    magic "GOOSE1"
+//!   bytes 6..8    format version, u16 little-endian
+//!   bytes 8..12   payload length, u32 little-endian
+//!   bytes 12..16  CRC-32 (IEEE) of bytes 6..12 and the payload, u32 little-endian
+//! ```
+//!
+//! A save writes `state.tmp`, fsyncs it, renames it over `state` and fsyncs the directory,
+//! so after a crash `state` holds either the old or the new state, whole. A state file
+//! that fails any check is refused with an error naming it; it is never reset, because a
+//! node that forgot its term or vote could vote twice in one term.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use goose_core::limits::{LOG_ENTRIES_MAX, MEMBERS_MAX};
+use goose_core::storage::state_size_max;
+use goose_core::{PersistentState, Storage, StorageError};
+
+/// The state file's name inside the data dir.
+const STATE_FILE: &str = "state";
+/// Where the next state is written before it is renamed over [`STATE_FILE`].
+const STATE_TMP_FILE: &str = "state.tmp";
+/// The lock file's name inside the data dir.
+const LOCK_FILE: &str = "lock";
+
+const MAGIC: [u8; 6] = *b"GOOSE1";
+const FORMAT_VERSION: u16 = 1;
+const HEADER_SIZE: usize = 16;
+
+/// The largest payload a node with the default capacities can save.
+const PAYLOAD_SIZE_MAX: usize = state_size_max(MEMBERS_MAX, LOG_ENTRIES_MAX);
+/// The largest state file: reading stops after this many bytes.
+const FILE_SIZE_MAX: usize = HEADER_SIZE + PAYLOAD_SIZE_MAX;
+
+const _: () = assert!(PAYLOAD_SIZE_MAX <= u32::MAX as usize);
+
+/// Why a data dir could not be opened or its state read.
+#[derive(Debug)]
+pub(crate) enum DataDirError {
+    /// The directory could not be created or the lock file opened.
+    Open(PathBuf, io::Error),
+    /// Another process holds the lock.
+    Locked(PathBuf),
+    /// The state file exists but could not be read.
+    Read(PathBuf, io::Error),
+    /// The state file was read but fails a check.
+    Corrupt(PathBuf, String),
+}
+
+impl fmt::Display for DataDirError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Open(path, error) => {
+                write!(f, "cannot open data dir {}: {error}", path.display())
+            }
+            Self::Locked(path) => write!(
+                f,
+                "data dir is in use by another goose process (lock held on {})",
+                path.display()
+            ),
+            Self::Read(path, error) => {
+                write!(f, "cannot read state file {}: {error}", path.display())
+            }
+            Self::Corrupt(path, reason) => write!(
+                f,
+                "state file {} is corrupt ({reason}); refusing to start. It is never reset \
+                 automatically: move it away only if this node may safely forget its term and vote",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DataDirError {}
+
+/// An open, locked data dir. The lock is released when this is dropped (or the process
+/// dies, however it dies).
+#[derive(Debug)]
+pub(crate) struct DataDir {
+    path: PathBuf,
+    _lock: File,
+}
+
+impl DataDir {
+    /// Creates the directory if needed and takes its lock.
+    ///
+    /// # Errors
+    ///
+    /// [`DataDirError::Open`] if the directory or lock file cannot be created,
+    /// [`DataDirError::Locked`] if another process holds the lock.
+    pub(crate) fn open(path: &Path) -> Result<Self, DataDirError> {
+        let open_error = |error| DataDirError::Open(path.to_path_buf(), error);
+        fs::create_dir_all(path).map_err(open_error)?;
+        let lock_path = path.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(open_error)?;
+        match fs4::FileExt::try_lock(&lock) {
+            Ok(()) => {}
+            Err(fs4::TryLockError::WouldBlock) => return Err(DataDirError::Locked(lock_path)),
+            Err(fs4::TryLockError::Error(error)) => return Err(open_error(error)),
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    /// The path of the state file.
+    pub(crate) fn state_path(&self) -> PathBuf {
+        self.path.join(STATE_FILE)
+    }
+
+    /// Reads and checks the state file: `None` if there is none yet (a new node), else the
+    /// postcard payload to hand to `Node::new`.
+    ///
+    /// # Errors
+    ///
+    /// [`DataDirError::Read`] if it exists but cannot be read, [`DataDirError::Corrupt`] if
+    /// its header, length or checksum is wrong.
+    pub(crate) fn read_state(&self) -> Result<Option<Vec<u8>>, DataDirError> {
+        let path = self.state_path();
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(DataDirError::Read(path, error)),
+        };
+        let mut bytes = Vec::with_capacity(FILE_SIZE_MAX);
+        let limit = u64::try_from(FILE_SIZE_MAX + 1).unwrap_or(u64::MAX);
+        if let Err(error) = file.take(limit).read_to_end(&mut bytes) {
+            return Err(DataDirError::Read(path, error));
+        }
+        match decode_file(&bytes) {
+            Ok(payload) => Ok(Some(payload.to_vec())),
+            Err(reason) => Err(DataDirError::Corrupt(path, reason)),
+        }
+    }
+
+    /// A [`Storage`] writing into this dir. Only one should exist at a time.
+    pub(crate) fn storage(&self) -> FileStorage {
+        FileStorage {
+            dir: self.path.clone(),
+            buffer: vec![0; FILE_SIZE_MAX],
+        }
+    }
+}
+
+/// [`Storage`] over the data dir's state file.
+#[derive(Debug)]
+pub(crate) struct FileStorage {
+    dir: PathBuf,
+    /// Header and payload of the state being saved; sized once, never grows.
+    buffer: Vec<u8>,
+}
+
+impl FileStorage {
+    fn write_durably(&self, size: usize) -> io::Result<()> {
+        let tmp_path = self.dir.join(STATE_TMP_FILE);
+        let mut tmp = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&tmp_path)?;
+        tmp.write_all(&self.buffer[..size])?;
+        tmp.sync_all()?;
+        drop(tmp);
+        fs::rename(&tmp_path, self.dir.join(STATE_FILE))?;
+        // The rename is only durable once the directory entry is.
+        File::open(&self.dir)?.sync_all()
+    }
+}
+
+impl Storage for FileStorage {
+    fn save(&mut self, state: &PersistentState<'_>) -> Result<(), StorageError> {
+        let (header, payload) = self.buffer.split_at_mut(HEADER_SIZE);
+        let payload_size = state.encode(payload)?.len();
+        let header_bytes = encode_header(&payload[..payload_size]);
+        header.copy_from_slice(&header_bytes);
+        let size = HEADER_SIZE + payload_size;
+        self.write_durably(size).map_err(|error| {
+            log::error!(
+                "storage: saving {} failed: {error}",
+                self.dir.join(STATE_FILE).display()
+            );
+            StorageError::Io
+        })
+    }
+}
+
+fn encode_header(payload: &[u8]) -> [u8; HEADER_SIZE] {
+    assert!(payload.len() <= PAYLOAD_SIZE_MAX);
+    let length = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    let mut header = [0; HEADER_SIZE];
+    header[0..6].copy_from_slice(&MAGIC);
+    header[6..8].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[8..12].copy_from_slice(&length.to_le_bytes());
+    let crc = checksum(&header[6..12], payload);
+    header[12..16].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// Checks a whole state file and returns its payload, or why it was refused.
+fn decode_file(bytes: &[u8]) -> Result<&[u8], String> {
+    let Some((header, payload)) = bytes.split_first_chunk::<HEADER_SIZE>() else {
+        return Err(format!(
+            "{} bytes, shorter than the {HEADER_SIZE}-byte header",
+            bytes.len()
+        ));
+    };
+    if header[0..6] != MAGIC {
+        return Err("not a goose state file: bad magic".to_owned());
+    }
+    let version = u16::from_le_bytes([header[6], header[7]]);
+    if version != FORMAT_VERSION {
+        return Err(format!(
+            "format version {version}, this build reads {FORMAT_VERSION}"
+        ));
+    }
+    let length = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+    if usize::try_from(length).ok() != Some(payload.len()) {
+        return Err(format!(
+            "header says {length} payload bytes, file holds {}",
+            payload.len()
+        ));
+    }
+    let crc = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
+    if checksum(&header[6..12], payload) != crc {
+        return Err("checksum mismatch".to_owned());
+    }
+    Ok(payload)
+}
+
+fn checksum(header_fields: &[u8], payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(header_fields);
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{decode_file, encode_header, DataDir, DataDirError, HEADER_SIZE};
+
+    fn file_with(payload: &[u8]) -> Vec<u8> {
+        let mut bytes = encode_header(payload).to_vec();
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+
+    #[test]
+    fn header_round_trips() {
+        let bytes = file_with(b"hello");
+        assert_eq!(decode_file(&bytes), Ok(&b"hello"[..]));
+        assert_eq!(decode_file(&file_with(b"")), Ok(&b""[..]));
+    }
+
+    #[test]
+    fn every_flipped_bit_is_refused() {
+        let bytes = file_with(b"some state bytes");
+        for index in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut corrupt = bytes.clone();
+                corrupt[index] ^= 1 << bit;
+                assert!(decode_file(&corrupt).is_err(), "byte {index} bit {bit}");
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_and_extended_files_are_refused() {
+        let bytes = file_with(b"some state bytes");
+        for size in 0..bytes.len() {
+            assert!(decode_file(&bytes[..size]).is_err(), "size {size}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode_file(&longer).is_err());
+        assert!(decode_file(&bytes[..HEADER_SIZE - 1]).is_err());
+    }
+
+    #[test]
+    fn a_second_open_of_one_dir_is_refused() {
+        let dir = std::env::temp_dir().join(format!("goose-lock-test-{}", std::process::id()));
+        let first = DataDir::open(&dir);
+        assert!(first.is_ok());
+        assert!(matches!(DataDir::open(&dir), Err(DataDirError::Locked(_))));
+        drop(first);
+        assert!(DataDir::open(&dir).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
