@@ -521,7 +521,12 @@ impl Flock {
     }
 
     fn send(&mut self, from: u16, to: u16, frame: Vec<u8>) {
-        if self.blocked.contains(&(from, to)) || self.chance(self.net.loss_ppm) {
+        // Members without a simulated process (learners added by a test) get nothing.
+        if to == 0
+            || to > self.config.nodes
+            || self.blocked.contains(&(from, to))
+            || self.chance(self.net.loss_ppm)
+        {
             return;
         }
         let copies = if self.chance(self.net.duplicate_ppm) {
@@ -572,6 +577,42 @@ impl Flock {
             }
             Action::Resume { node } => eprintln!("{:>10} resume {node}", self.now),
         }
+    }
+
+    /// Delivers `message` from node `from` to node `to` at once, bypassing the network, as
+    /// a faulty or malicious peer could; returns whether `to` was up to handle it.
+    pub fn inject(
+        &mut self,
+        from: u16,
+        to: u16,
+        message: &goose_core::wire::MessageRef<'_>,
+    ) -> bool {
+        let mut buffer = [0u8; FRAME_SIZE_MAX];
+        let size = goose_core::wire::encode(id(from), id(to), message, &mut buffer)
+            .expect("message fits a frame");
+        let now = self.local_now(to);
+        let Some(node) = self.processes[usize::from(to) - 1].node.as_mut() else {
+            return false;
+        };
+        node.handle_frame(now, &buffer[..size]);
+        self.after_input(to);
+        true
+    }
+
+    /// Proposes a log entry on node `n` (must be leader).
+    pub fn propose(
+        &mut self,
+        n: u16,
+        payload: goose_core::Payload,
+    ) -> Result<goose_core::LogIndex, goose_core::ProposeError> {
+        let now = self.local_now(n);
+        let node = self.processes[usize::from(n) - 1]
+            .node
+            .as_mut()
+            .ok_or(goose_core::ProposeError::NotLeader)?;
+        let result = node.propose(now, payload);
+        self.after_input(n);
+        result
     }
 
     /// The flock's random source, for fault schedules.

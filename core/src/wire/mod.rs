@@ -173,3 +173,6 @@ fn payload_valid(payload: Payload) -> bool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
