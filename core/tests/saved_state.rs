@@ -1,0 +1,245 @@
+//! The persisted state's gateway: [`SavedState::decode`] takes back exactly what
+//! [`PersistentState::encode`] wrote, and refuses truncated, garbage, over-capacity and
+//! inconsistent bytes with a typed error, never a panic.
+
+use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use goose_core::storage::state_size_max;
+use goose_core::{
+    Entry, EntryId, LogIndex, Member, NodeId, Payload, PersistentState, SavedState, StateError,
+    Term,
+};
+
+/// The embedded configuration's capacities.
+type Saved = SavedState<5, 32>;
+
+fn id(value: u16) -> NodeId {
+    NodeId::new(value).unwrap()
+}
+
+/// Id 0, which [`NodeId::new`] refuses but corrupt bytes can hold.
+fn id_zero() -> NodeId {
+    postcard::from_bytes(&[0]).unwrap()
+}
+
+fn member(value: u16) -> Member {
+    Member {
+        id: id(value),
+        addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 9000 + value)),
+        voter: value <= 3,
+    }
+}
+
+fn entry(term: u64, payload: Payload) -> Entry {
+    Entry {
+        term: Term(term),
+        payload,
+    }
+}
+
+fn snapshot(term: u64, index: u64) -> EntryId {
+    EntryId {
+        term: Term(term),
+        index: LogIndex(index),
+    }
+}
+
+struct Fixture {
+    term: Term,
+    voted_for: Option<NodeId>,
+    snapshot: EntryId,
+    members: Vec<Member>,
+    entries: Vec<Entry>,
+}
+
+impl Fixture {
+    fn valid() -> Self {
+        let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, u16::MAX));
+        Self {
+            term: Term(7),
+            voted_for: Some(id(2)),
+            snapshot: snapshot(3, 10),
+            members: (1..=5).map(member).collect(),
+            entries: vec![
+                entry(3, Payload::Noop),
+                entry(5, Payload::Noop),
+                entry(
+                    5,
+                    Payload::AddLearner {
+                        id: id(9),
+                        addr: v6,
+                    },
+                ),
+                entry(6, Payload::Promote { id: id(9) }),
+                entry(7, Payload::Remove { id: id(4) }),
+            ],
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let state = PersistentState {
+            term: self.term,
+            voted_for: self.voted_for,
+            snapshot: self.snapshot,
+            snapshot_members: &self.members,
+            entries: &self.entries,
+        };
+        let mut buffer = [0; state_size_max(64, 64)];
+        state.encode(&mut buffer).unwrap().to_vec()
+    }
+}
+
+#[test]
+fn round_trips_a_valid_state() {
+    let fixture = Fixture::valid();
+    let saved = Saved::decode(&fixture.encode()).unwrap();
+    assert_eq!(saved.term, fixture.term);
+    assert_eq!(saved.voted_for, fixture.voted_for);
+    assert_eq!(saved.snapshot, fixture.snapshot);
+    assert_eq!(
+        saved.snapshot_members.as_slice(),
+        fixture.members.as_slice()
+    );
+    assert_eq!(saved.entries.as_slice(), fixture.entries.as_slice());
+}
+
+#[test]
+fn round_trips_the_empty_state_and_a_full_one() {
+    let empty = Fixture {
+        term: Term(0),
+        voted_for: None,
+        snapshot: EntryId::default(),
+        members: Vec::new(),
+        entries: Vec::new(),
+    };
+    let saved = Saved::decode(&empty.encode()).unwrap();
+    assert_eq!(saved.term, Term(0));
+    assert!(saved.entries.is_empty());
+    // Every varint at its widest, every capacity used.
+    let v6 = SocketAddr::from((Ipv6Addr::from([0xFFFF; 8]), u16::MAX));
+    let full = Fixture {
+        term: Term(u64::MAX),
+        voted_for: Some(id(u16::MAX)),
+        snapshot: snapshot(u64::MAX, u64::MAX),
+        members: (0..5)
+            .map(|i| Member {
+                id: id(u16::MAX - i),
+                addr: v6,
+                voter: true,
+            })
+            .collect(),
+        entries: vec![
+            entry(
+                u64::MAX,
+                Payload::AddLearner {
+                    id: id(u16::MAX),
+                    addr: v6
+                }
+            );
+            32
+        ],
+    };
+    let bytes = full.encode();
+    assert!(
+        bytes.len() <= state_size_max(5, 32),
+        "{} bytes",
+        bytes.len()
+    );
+    let saved = Saved::decode(&bytes).unwrap();
+    assert_eq!(saved.entries.len(), 32);
+    assert_eq!(saved.snapshot_members.as_slice(), full.members.as_slice());
+}
+
+#[test]
+fn refuses_truncated_and_extended_bytes() {
+    let bytes = Fixture::valid().encode();
+    for size in 0..bytes.len() {
+        let result = Saved::decode(&bytes[..size]);
+        assert_eq!(result, Err(StateError::Undecodable), "truncated to {size}");
+    }
+    for extra in [0x00, 0x01, 0xFF] {
+        let mut longer = bytes.clone();
+        longer.push(extra);
+        assert_eq!(Saved::decode(&longer), Err(StateError::Undecodable));
+    }
+}
+
+#[test]
+fn refuses_more_than_this_build_holds() {
+    let mut fixture = Fixture::valid();
+    fixture.members = (1..=6).map(member).collect();
+    assert_eq!(
+        Saved::decode(&fixture.encode()),
+        Err(StateError::Undecodable)
+    );
+    // The same bytes are fine for a bigger build.
+    assert!(SavedState::<64, 64>::decode(&fixture.encode()).is_ok());
+    let mut fixture = Fixture::valid();
+    fixture.entries = vec![entry(7, Payload::Noop); 33];
+    assert_eq!(
+        Saved::decode(&fixture.encode()),
+        Err(StateError::Undecodable)
+    );
+}
+
+#[test]
+fn refuses_inconsistent_states() {
+    type Edit = fn(&mut Fixture);
+    let cases: [(&str, Edit); 8] = [
+        ("entry terms decrease", |f| f.entries[3].term = Term(4)),
+        ("an entry above the term", |f| f.entries[4].term = Term(8)),
+        ("an entry below the snapshot", |f| {
+            f.entries[0].term = Term(2)
+        }),
+        ("the snapshot above the term", |f| {
+            f.snapshot.term = Term(8);
+            f.entries.clear();
+        }),
+        ("a vote for id 0", |f| f.voted_for = Some(id_zero())),
+        ("a member with id 0", |f| f.members[2].id = id_zero()),
+        ("a duplicate member", |f| f.members[4].id = id(1)),
+        ("a duplicate member, adjacent", |f| f.members[1].id = id(1)),
+    ];
+    for (name, edit) in cases {
+        let mut fixture = Fixture::valid();
+        edit(&mut fixture);
+        let result = Saved::decode(&fixture.encode());
+        assert_eq!(result, Err(StateError::Inconsistent), "{name}");
+    }
+}
+
+#[test]
+fn garbage_never_panics_and_never_passes_unchecked() {
+    let valid = Fixture::valid().encode();
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut accepted = 0;
+    for iteration in 0..20_000 {
+        let bytes: Vec<u8> = if iteration % 2 == 0 {
+            let size = (next() % 160) as usize;
+            (0..size).map(|_| next() as u8).collect()
+        } else {
+            let mut bytes = valid.clone();
+            for _ in 0..=next() % 3 {
+                let i = (next() as usize) % bytes.len();
+                bytes[i] = next() as u8;
+            }
+            bytes
+        };
+        if let Ok(saved) = Saved::decode(&bytes) {
+            accepted += 1;
+            // Whatever passes satisfies the invariants the node trusts.
+            assert!(saved.voted_for.is_none_or(|id| id.is_valid()));
+            assert!(saved.snapshot.term <= saved.term);
+            let terms = saved.entries.iter().map(|e| e.term);
+            assert!(terms.clone().all(|t| t <= saved.term));
+            assert!(terms.clone().zip(terms.skip(1)).all(|(a, b)| a <= b));
+        }
+    }
+    assert!(accepted > 0, "some mutations keep the state valid");
+}
