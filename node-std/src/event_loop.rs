@@ -29,7 +29,7 @@ use goose_core::text::{
     self, Command, PeerList, ProbeReply, Request, StatusReply, TEXT_REPLY_SIZE_MAX,
 };
 use goose_core::{Config, Event, Instant, Member, Node, NodeId, Observed, RaftRole, StartError};
-use mio::net::UdpSocket;
+use mio::net::{UdpSocket, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 use subtle::ConstantTimeEq;
@@ -54,6 +54,7 @@ const SOCKET_BUFFER_SIZE: usize = 1 << 20;
 const RECEIVE_BUFFER_SIZE: usize = 2048;
 
 const SOCKET: Token = Token(0);
+const SIGNALS: Token = Token(1);
 
 /// What `goose node` runs with, checked by the CLI.
 #[derive(Debug)]
@@ -79,7 +80,7 @@ pub(crate) enum RunError {
     DataDir(DataDirError),
     /// The core refused the configuration or the stored state.
     Start(PathBuf, StartError),
-    /// The poller failed.
+    /// The poller or the signal pipe failed.
     Poll(io::Error),
     /// Storage failed and the node fail-stopped.
     StorageFailed,
@@ -151,8 +152,8 @@ fn bump(counter: &mut u64) {
     *counter = counter.saturating_add(1);
 }
 
-/// Runs node `options.config.id` until its storage fails; it never returns `Ok` today
-/// (a later issue's `remove` makes a removed node return `Ok`).
+/// Runs node `options.config.id` until SIGINT or SIGTERM (then `Ok`: every state change
+/// is already durable, so there is nothing to flush) or until it fails.
 ///
 /// # Errors
 ///
@@ -160,8 +161,20 @@ fn bump(counter: &mut u64) {
 pub(crate) fn run(options: Options) -> Result<(), RunError> {
     let data_dir = DataDir::open(&options.data_dir)?;
     let socket = bind(options.listen).map_err(|error| RunError::Listen(options.listen, error))?;
-    let mut runner = Runner::new(options, data_dir, socket)?;
+    let signals = signal_pipe().map_err(RunError::Poll)?;
+    let mut runner = Runner::new(options, data_dir, socket, signals)?;
     runner.run()
+}
+
+/// A socket that becomes readable when SIGINT or SIGTERM arrives, so the loop can log its
+/// exit instead of dying silently (signal-hook's self-pipe: the handler only writes).
+fn signal_pipe() -> io::Result<UnixStream> {
+    let (read, write) = std::os::unix::net::UnixStream::pair()?;
+    read.set_nonblocking(true)?;
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::low_level::pipe::register(signal, write.try_clone()?)?;
+    }
+    Ok(UnixStream::from_std(read))
 }
 
 /// A non-blocking UDP socket with explicit buffer sizes, bound to `listen`.
@@ -186,6 +199,9 @@ struct Runner {
     options: Options,
     data_dir: DataDir,
     socket: UdpSocket,
+    /// Readable once SIGINT or SIGTERM arrived; only its readiness is used, but it must
+    /// stay open for as long as it is registered.
+    _signals: UnixStream,
     poll: Poll,
     clock: Clock,
     node: Node<FileStorage>,
@@ -202,10 +218,19 @@ struct Runner {
 }
 
 impl Runner {
-    fn new(options: Options, data_dir: DataDir, mut socket: UdpSocket) -> Result<Self, RunError> {
+    fn new(
+        options: Options,
+        data_dir: DataDir,
+        mut socket: UdpSocket,
+        mut signals: UnixStream,
+    ) -> Result<Self, RunError> {
         let poll = Poll::new().map_err(RunError::Poll)?;
-        poll.registry()
+        let registry = poll.registry();
+        registry
             .register(&mut socket, SOCKET, Interest::READABLE)
+            .map_err(RunError::Poll)?;
+        registry
+            .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(RunError::Poll)?;
         let mut clock = Clock::new();
         let now = clock.now();
@@ -223,6 +248,7 @@ impl Runner {
             options,
             data_dir,
             socket,
+            _signals: signals,
             poll,
             clock,
             node,
@@ -239,8 +265,10 @@ impl Runner {
     fn run(&mut self) -> Result<(), RunError> {
         let mut events = Events::with_capacity(8);
         loop {
+            self.receive_all()?;
+            // Read after the datagrams: every call into a node gets a `now` at or after
+            // the one before (a `ctl start` builds its node at a fresh reading).
             let now = self.clock.now();
-            self.receive_all(now)?;
             if !self.stopped {
                 if self
                     .node
@@ -257,6 +285,14 @@ impl Runner {
                 Ok(()) => {}
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => return Err(RunError::Poll(error)),
+            }
+            if events.iter().any(|event| event.token() == SIGNALS) {
+                log::info!(
+                    "node {} term {}: signalled, exiting",
+                    self.node.id(),
+                    self.node.term()
+                );
+                return Ok(());
             }
         }
     }
@@ -278,7 +314,7 @@ impl Runner {
         ))
     }
 
-    fn receive_all(&mut self, now: Instant) -> Result<(), RunError> {
+    fn receive_all(&mut self) -> Result<(), RunError> {
         self.more_to_read = true;
         for _ in 0..DATAGRAMS_PER_WAKE_MAX {
             let (size, source) = match self.socket.recv_from(&mut self.receive) {
@@ -296,17 +332,15 @@ impl Runner {
                 }
             };
             let size = size.min(RECEIVE_BUFFER_SIZE);
-            self.handle_datagram(now, source, size)?;
+            self.handle_datagram(source, size)?;
         }
         Ok(())
     }
 
-    fn handle_datagram(
-        &mut self,
-        now: Instant,
-        source: SocketAddr,
-        size: usize,
-    ) -> Result<(), RunError> {
+    /// Handles one datagram at a fresh clock reading (a probe's answer must reflect the
+    /// lease at the moment it is sent, not at the start of a long drain).
+    fn handle_datagram(&mut self, source: SocketAddr, size: usize) -> Result<(), RunError> {
+        let now = self.clock.now();
         let datagram = &self.receive[..size];
         match text::parse(datagram) {
             Request::Binary => {
@@ -319,7 +353,6 @@ impl Runner {
                 }
             }
             Request::Probe => {
-                let now = self.clock.now();
                 let status = self.node.status(now);
                 let reply = ProbeReply {
                     goose: status.goose,
@@ -335,7 +368,7 @@ impl Runner {
             }
             Request::Control { token, command } => {
                 self.reply.clear();
-                if self.control_allowed(source, token) {
+                if control_allowed(source, token, self.options.control_token.as_deref()) {
                     match command {
                         Ok(command) => self.control(command)?,
                         Err(error) => {
@@ -378,18 +411,6 @@ impl Runner {
             .iter()
             .find(|member| member.id == source)
             .is_some_and(|member| self.partition.contains(member.id, member.addr))
-    }
-
-    /// Loopback sources always; others only with the right token, compared in constant
-    /// time.
-    fn control_allowed(&self, source: SocketAddr, token: Option<&str>) -> bool {
-        if source.ip().to_canonical().is_loopback() {
-            return true;
-        }
-        match (&self.options.control_token, token) {
-            (Some(expected), Some(given)) => expected.as_bytes().ct_eq(given.as_bytes()).into(),
-            _ => false,
-        }
     }
 
     /// Carries out one control command and writes its reply into `self.reply`.
@@ -548,6 +569,19 @@ impl Runner {
     }
 }
 
+/// Whether control from `source` with `token` is accepted: loopback sources always;
+/// others only if the node has a token and `token` matches it, compared in constant time
+/// (only the length can leak).
+fn control_allowed(source: SocketAddr, token: Option<&str>, expected: Option<&str>) -> bool {
+    if source.ip().to_canonical().is_loopback() {
+        return true;
+    }
+    match (expected, token) {
+        (Some(expected), Some(given)) => expected.as_bytes().ct_eq(given.as_bytes()).into(),
+        _ => false,
+    }
+}
+
 /// A fresh node from the data dir's state file, or from the bootstrap membership if there
 /// is none yet. It grants no vote for a minimum election timeout (lease safety).
 fn build_node(
@@ -622,5 +656,48 @@ fn log_change(id: NodeId, observed: &Observed) {
         }
         (false, Some(leader)) => log::info!("node {id} term {term}: duck ({raft} of {leader})"),
         (false, None) => log::info!("node {id} term {term}: duck ({raft}, no leader)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::control_allowed;
+    use std::net::SocketAddr;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn loopback_control_needs_no_token() {
+        for source in [
+            "127.0.0.1:5000",
+            "127.9.9.9:5000",
+            "[::1]:5000",
+            "[::ffff:127.0.0.1]:5000",
+        ] {
+            assert!(control_allowed(addr(source), None, None), "{source}");
+            assert!(
+                control_allowed(addr(source), None, Some("secret")),
+                "{source}"
+            );
+        }
+    }
+
+    #[test]
+    fn remote_control_needs_the_token() {
+        let remote = addr("192.0.2.7:5000");
+        assert!(!control_allowed(remote, None, None));
+        assert!(!control_allowed(remote, Some("secret"), None));
+        assert!(!control_allowed(remote, None, Some("secret")));
+        assert!(!control_allowed(remote, Some("secreT"), Some("secret")));
+        assert!(!control_allowed(remote, Some(""), Some("secret")));
+        assert!(!control_allowed(remote, Some("secret2"), Some("secret")));
+        assert!(control_allowed(remote, Some("secret"), Some("secret")));
+        assert!(control_allowed(
+            addr("[2001:db8::1]:5000"),
+            Some("secret"),
+            Some("secret")
+        ));
     }
 }

@@ -21,7 +21,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
 
-use clap::error::ErrorKind;
+use clap::builder::StyledStr;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use goose_core::limits::MEMBERS_MAX;
 use goose_core::{Config, Duration, Member, NodeId};
@@ -164,6 +165,15 @@ fn parse_peer_addr(text: &str) -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
+/// A control token: one non-empty word of printable ASCII, as it must appear in
+/// `ctl token=<T> …`.
+fn parse_token(text: &str) -> Result<String, String> {
+    if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_graphic()) {
+        return Err("the token must be non-empty printable ASCII without spaces".to_owned());
+    }
+    Ok(text.to_owned())
+}
+
 #[derive(Debug, Args)]
 struct NodeArgs {
     /// This node's id, 1..65535.
@@ -179,7 +189,7 @@ struct NodeArgs {
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Accept control datagrams from non-loopback sources that carry `token=<T>`.
-    #[arg(long, value_name = "T")]
+    #[arg(long, value_name = "T", value_parser = parse_token)]
     control_token: Option<String>,
     #[command(flatten)]
     timing: TimingArgs,
@@ -215,7 +225,7 @@ struct CtlArgs {
     #[arg(value_name = "IP:PORT", value_parser = parse_peer_addr)]
     addr: SocketAddr,
     /// Token for a node started with --control-token (needed from non-loopback sources).
-    #[arg(long, value_name = "T")]
+    #[arg(long, value_name = "T", value_parser = parse_token)]
     token: Option<String>,
     /// The command and its arguments, e.g. `status` or `partition 2,3`.
     #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
@@ -224,7 +234,7 @@ struct CtlArgs {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
+    let cli = parse_cli();
     let command = cli
         .command
         .unwrap_or_else(|| Command::Cluster(ClusterArgs::from_defaults()));
@@ -250,9 +260,35 @@ impl ClusterArgs {
     }
 }
 
-/// Exits 2 with clap's one-line error and usage for `subcommand`.
+/// Parses the command line; on a usage error prints clap's one-line error plus the usage
+/// of the subcommand given (clap leaves usage out of value errors) and exits 2.
+fn parse_cli() -> Cli {
+    Cli::try_parse().unwrap_or_else(|mut error| {
+        if error.use_stderr() && error.get(ContextKind::Usage).is_none() {
+            let subcommand = std::env::args().nth(1);
+            let usage = usage_of(subcommand.as_deref());
+            error.insert(ContextKind::Usage, ContextValue::StyledStr(usage));
+        }
+        error.exit()
+    })
+}
+
+/// `Usage: goose <subcommand> …`, or the top-level usage for an unknown subcommand.
+fn usage_of(subcommand: Option<&str>) -> StyledStr {
+    let mut command = Cli::command();
+    command.build();
+    match subcommand.and_then(|name| command.find_subcommand_mut(name)) {
+        Some(sub) => sub.render_usage(),
+        None => command.render_usage(),
+    }
+}
+
+/// Exits 2 with a one-line error and the usage of `subcommand`, for values clap parsed
+/// but the node refuses (e.g. a heartbeat slower than the lease).
 fn usage_error(subcommand: &str, message: &str) -> ! {
     let mut command = Cli::command();
+    // Building sets the subcommands' display names (`goose node`, not `node`).
+    command.build();
     let error = match command.find_subcommand_mut(subcommand) {
         Some(sub) => sub.error(ErrorKind::ValueValidation, message),
         None => command.error(ErrorKind::ValueValidation, message),
@@ -286,7 +322,7 @@ fn run_node(args: NodeArgs) -> ExitCode {
     }
 }
 
-/// Self at `--listen` plus every `--peer`, all voters. A `--peer` naming this node is
+/// Self at `--listen` plus every `--peer`, all voters, in id order. A `--peer` naming this node is
 /// accepted (so every node can be given one shared peer list) if its address is `--listen`.
 fn bootstrap_members(args: &NodeArgs) -> Result<Vec<Member>, String> {
     let mut members = vec![Member {
@@ -322,6 +358,8 @@ fn bootstrap_members(args: &NodeArgs) -> Result<Vec<Member>, String> {
             voter: true,
         });
     }
+    // Every node of a new flock must start from the same bootstrap, whoever it is.
+    members.sort_by_key(|member| member.id);
     if members.len() > MEMBERS_MAX {
         return Err(format!(
             "{} members, this build holds at most {MEMBERS_MAX}",

@@ -252,7 +252,16 @@ fn checksum(header_fields: &[u8], payload: &[u8]) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use super::{decode_file, encode_header, DataDir, DataDirError, HEADER_SIZE};
+    use super::{decode_file, encode_header, DataDir, DataDirError, HEADER_SIZE, STATE_FILE};
+    use goose_core::{Config, Instant, Member, Node, NodeId};
+    use std::net::SocketAddr;
+    use std::path::PathBuf;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("goose-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
 
     fn file_with(payload: &[u8]) -> Vec<u8> {
         let mut bytes = encode_header(payload).to_vec();
@@ -292,8 +301,66 @@ mod tests {
     }
 
     #[test]
+    fn a_node_restarted_on_its_dir_remembers_its_term_and_vote() {
+        let dir = temp_dir("restart");
+        let id = NodeId::new(1).unwrap();
+        let addr: SocketAddr = "127.0.0.1:9900".parse().unwrap();
+        let members = [Member {
+            id,
+            addr,
+            voter: true,
+        }];
+        let config = Config::new(id);
+        let data_dir = DataDir::open(&dir).unwrap();
+        assert_eq!(data_dir.read_state().unwrap(), None);
+        let mut node: Node<_> = Node::new(
+            &config,
+            data_dir.storage(),
+            None,
+            &members,
+            7,
+            Instant::ZERO,
+        )
+        .unwrap();
+        let mut now = Instant::ZERO;
+        for _ in 0..100 {
+            if node.is_goose(now) {
+                break;
+            }
+            now = node.poll_timeout().unwrap();
+            node.handle_timeout(now);
+            let mut frame = [0; goose_core::limits::FRAME_SIZE_MAX];
+            while node.poll_transmit(now, &mut frame).is_some() {}
+        }
+        assert!(node.is_goose(now));
+        let (term, vote) = (node.term(), node.voted_for());
+        drop(node);
+
+        let saved = data_dir.read_state().unwrap().unwrap();
+        let node: Node<_> =
+            Node::new(&config, data_dir.storage(), Some(&saved), &[], 8, now).unwrap();
+        assert_eq!((node.term(), node.voted_for()), (term, vote));
+        assert_eq!(node.members(), &members);
+        assert!(!node.is_goose(now));
+
+        // One flipped byte and the dir is refused, and the file is left as it was.
+        let path = dir.join(STATE_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xFF;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            data_dir.read_state(),
+            Err(DataDirError::Corrupt(..))
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        drop(data_dir);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_second_open_of_one_dir_is_refused() {
-        let dir = std::env::temp_dir().join(format!("goose-lock-test-{}", std::process::id()));
+        let dir = temp_dir("lock");
         let first = DataDir::open(&dir);
         assert!(first.is_ok());
         assert!(matches!(DataDir::open(&dir), Err(DataDirError::Locked(_))));
