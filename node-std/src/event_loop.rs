@@ -2,11 +2,11 @@
 //!
 //! Each wake-up (STYLE.md, "the node-std loop"):
 //!
-//! 1. `now` = the clock ([`crate::clock`]);
-//! 2. read the socket until `WouldBlock` (at most [`DATAGRAMS_PER_WAKE_MAX`]; mio is
+//! 1. read the socket until `WouldBlock` (at most [`DATAGRAMS_PER_WAKE_MAX`]; mio is
 //!    edge-triggered, so a capped drain wakes again at once): peer frames (first byte
 //!    ≥ 0x80) go to [`Node::handle_frame`], text goes to [`goose_core::text::parse`] and is
-//!    answered here;
+//!    answered here, each at a fresh reading of the clock ([`crate::clock`]);
+//! 2. `now` = the clock;
 //! 3. [`Node::handle_timeout`] if its deadline has passed;
 //! 4. drain [`Node::poll_transmit`] to the socket, then [`Node::poll_event`] to the log;
 //! 5. sleep in `poll` until [`Node::poll_timeout`]: an idle node sleeps, it never spins.
@@ -553,17 +553,16 @@ impl Runner {
     fn log_events(&mut self) -> Result<(), RunError> {
         for _ in 0..EVENTS_PER_WAKE_MAX {
             match self.node.poll_event() {
-                None => return Ok(()),
+                None => break,
                 Some(Event::Changed(observed)) => log_change(self.node.id(), &observed),
-                Some(Event::Failed) => {
-                    log::error!(
-                        "node {} term {}: storage failed; fail-stop",
-                        self.node.id(),
-                        self.node.term()
-                    );
-                    return Err(RunError::StorageFailed);
-                }
+                // storage_file has logged the cause; main logs the exit.
+                Some(Event::Failed) => return Err(RunError::StorageFailed),
             }
+        }
+        // Belt and braces: a failed node has no deadline, so if its Failed event were ever
+        // lost the loop would sleep forever instead of exiting.
+        if self.node.status(self.clock.now()).failed {
+            return Err(RunError::StorageFailed);
         }
         Ok(())
     }

@@ -10,6 +10,8 @@
 //! storage failure, no reply), 2 bad flags (clap's usage-error code, also used for values
 //! clap parses but we refuse, such as `--id 0`).
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod client;
 mod clock;
 mod cluster;

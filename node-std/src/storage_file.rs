@@ -192,7 +192,7 @@ impl Storage for FileStorage {
         let size = HEADER_SIZE + payload_size;
         self.write_durably(size).map_err(|error| {
             log::error!(
-                "storage: saving {} failed: {error}",
+                "storage: saving {} (written via {STATE_TMP_FILE}) failed: {error}",
                 self.dir.join(STATE_FILE).display()
             );
             StorageError::Io
