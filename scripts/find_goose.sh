@@ -5,7 +5,7 @@
 set -u
 . "$(dirname "$0")/goose_lib.sh"
 
-[ $# -eq 0 ] && set -- $GOOSE_DEFAULT_PORTS
+[ $# -eq 0 ] && set -- 9900 9901 9902 9903 9904
 replies=$(mktemp -d) || exit 1
 trap 'rm -rf "$replies"' EXIT INT TERM
 for port in "$@"; do

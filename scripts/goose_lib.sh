@@ -3,7 +3,6 @@
 # GOOSE_HOST overrides the address the nodes listen on (default 127.0.0.1).
 
 GOOSE_HOST=${GOOSE_HOST:-127.0.0.1}
-GOOSE_DEFAULT_PORTS="9900 9901 9902 9903 9904"
 
 # goose_send <port> <text>: sends one datagram, prints the first reply line (nothing if
 # no reply within about a second).

@@ -4,7 +4,7 @@
 set -u
 . "$(dirname "$0")/goose_lib.sh"
 
-[ $# -eq 0 ] && set -- $GOOSE_DEFAULT_PORTS
+[ $# -eq 0 ] && set -- 9900 9901 9902 9903 9904
 status=0
 for port in "$@"; do
     goose_ctl "$port" heal || status=1
