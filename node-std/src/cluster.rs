@@ -59,7 +59,8 @@ impl fmt::Display for ClusterError {
 
 impl std::error::Error for ClusterError {}
 
-struct Member {
+/// One `goose node` child of the launcher.
+struct Launched {
     id: u16,
     addr: SocketAddr,
     /// `None` once it has exited and been reaped.
@@ -84,7 +85,7 @@ pub(crate) fn run(options: &Options) -> Result<(), ClusterError> {
             (id, SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
         })
         .collect();
-    let mut members = Vec::with_capacity(addrs.len());
+    let mut nodes = Vec::with_capacity(addrs.len());
     for &(id, addr) in &addrs {
         let mut command = Command::new(&executable);
         command
@@ -103,20 +104,20 @@ pub(crate) fn run(options: &Options) -> Result<(), ClusterError> {
         match command.spawn() {
             Ok(child) => {
                 println!("node {id} {addr} pid {}", child.id());
-                members.push(Member {
+                nodes.push(Launched {
                     id,
                     addr,
                     child: Some(child),
                 });
             }
             Err(error) => {
-                stop_all(&mut members);
+                stop_all(&mut nodes);
                 return Err(ClusterError::Spawn(id, error));
             }
         }
     }
-    live_view(&mut members, &stop);
-    stop_all(&mut members);
+    live_view(&mut nodes, &stop);
+    stop_all(&mut nodes);
     Ok(())
 }
 
@@ -148,23 +149,23 @@ fn set_parent_death_signal(command: &mut Command) {
 
 /// Probes every node each [`VIEW_INTERVAL`] and prints one line per change of goose or
 /// term, and one per child that exits, until `stop` is set.
-fn live_view(members: &mut [Member], stop: &AtomicBool) {
+fn live_view(nodes: &mut [Launched], stop: &AtomicBool) {
     let started = Instant::now();
-    let addrs: Vec<SocketAddr> = members.iter().map(|m| m.addr).collect();
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|node| node.addr).collect();
     let mut shown: Option<(Vec<u16>, Option<u64>)> = None;
     while !stop.load(Ordering::SeqCst) {
         let round = Instant::now();
-        reap_exited(members, started);
+        reap_exited(nodes, started);
         let replies = probe_all(&addrs, VIEW_PROBE_TIMEOUT);
         let probes: Vec<Option<Probe>> = replies
             .iter()
             .map(|reply| reply.as_deref().and_then(Probe::parse))
             .collect();
-        let geese: Vec<u16> = members
+        let geese: Vec<u16> = nodes
             .iter()
             .zip(&probes)
             .filter(|(_, probe)| probe.is_some_and(|p| p.goose))
-            .map(|(member, _)| member.id)
+            .map(|(node, _)| node.id)
             .collect();
         let term = probes.iter().flatten().filter_map(|p| p.term).max();
         let view = (geese, term);
@@ -187,19 +188,19 @@ fn print_view(started: Instant, geese: &[u16], term: Option<u64>) {
     }
 }
 
-fn reap_exited(members: &mut [Member], started: Instant) {
-    for member in members {
-        let Some(child) = member.child.as_mut() else {
+fn reap_exited(nodes: &mut [Launched], started: Instant) {
+    for node in nodes {
+        let Some(child) = node.child.as_mut() else {
             continue;
         };
         if let Ok(Some(status)) = child.try_wait() {
             let elapsed = started.elapsed().as_secs_f64();
             println!(
                 "[{elapsed:8.3}s] node {} exited: {}",
-                member.id,
+                node.id,
                 describe(status)
             );
-            member.child = None;
+            node.child = None;
         }
     }
 }
@@ -215,8 +216,8 @@ fn describe(status: ExitStatus) -> String {
 
 /// SIGTERM to every running child, then SIGKILL to any still running after
 /// [`STOP_GRACE`]; reaps them all.
-fn stop_all(members: &mut [Member]) {
-    for child in members.iter_mut().filter_map(|m| m.child.as_mut()) {
+fn stop_all(nodes: &mut [Launched]) {
+    for child in nodes.iter_mut().filter_map(|m| m.child.as_mut()) {
         if let Ok(pid) = libc::pid_t::try_from(child.id()) {
             // SAFETY: kill has no memory-safety preconditions; `pid` is our own child,
             // not yet reaped, so it cannot have been reused by another process.
@@ -227,7 +228,7 @@ fn stop_all(members: &mut [Member]) {
     }
     let deadline = Instant::now() + STOP_GRACE;
     while Instant::now() < deadline {
-        let running = members
+        let running = nodes
             .iter_mut()
             .filter_map(|m| m.child.as_mut())
             .map(|child| matches!(child.try_wait(), Ok(None)))
@@ -238,12 +239,12 @@ fn stop_all(members: &mut [Member]) {
         }
         std::thread::sleep(STOP_POLL);
     }
-    for member in members {
-        if let Some(mut child) = member.child.take() {
+    for node in nodes {
+        if let Some(mut child) = node.child.take() {
             if matches!(child.try_wait(), Ok(None)) {
                 eprintln!(
                     "goose cluster: node {} ignored SIGTERM; killing it",
-                    member.id
+                    node.id
                 );
                 let _ = child.kill();
             }

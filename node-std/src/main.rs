@@ -267,8 +267,9 @@ impl ClusterArgs {
 fn parse_cli() -> Cli {
     Cli::try_parse().unwrap_or_else(|mut error| {
         if error.use_stderr() && error.get(ContextKind::Usage).is_none() {
-            let subcommand = std::env::args().nth(1);
-            let usage = usage_of(subcommand.as_deref());
+            // args_os: std::env::args panics on arguments that are not UTF-8.
+            let subcommand = std::env::args_os().nth(1);
+            let usage = usage_of(subcommand.as_ref().and_then(|name| name.to_str()));
             error.insert(ContextKind::Usage, ContextValue::StyledStr(usage));
         }
         error.exit()
