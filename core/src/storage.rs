@@ -44,6 +44,8 @@ impl core::error::Error for StorageError {}
 /// Everything a node must remember across a crash, borrowed from the node.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct PersistentState<'a> {
+    /// The node this state belongs to: a node refuses to start on another node's state.
+    pub id: NodeId,
     /// The current term: it never goes back.
     pub term: Term,
     /// Whom this node voted for in `term`.
@@ -59,6 +61,8 @@ pub struct PersistentState<'a> {
 /// A persistent state read back, with capacities `M` members and `L` entries.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct SavedState<const M: usize, const L: usize> {
+    /// See [`PersistentState::id`].
+    pub id: NodeId,
     /// See [`PersistentState::term`].
     pub term: Term,
     /// See [`PersistentState::voted_for`].
@@ -122,7 +126,10 @@ impl<const M: usize, const L: usize> SavedState<M, L> {
             }
             term = entry.term;
         }
-        if self.snapshot.term > self.term || self.voted_for.is_some_and(|id| !id.is_valid()) {
+        if !self.id.is_valid()
+            || self.snapshot.term > self.term
+            || self.voted_for.is_some_and(|id| !id.is_valid())
+        {
             return Err(StateError::Inconsistent);
         }
         let members = &self.snapshot_members;

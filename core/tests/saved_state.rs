@@ -78,6 +78,7 @@ impl Fixture {
 
     fn encode(&self) -> Vec<u8> {
         let state = PersistentState {
+            id: id(1),
             term: self.term,
             voted_for: self.voted_for,
             snapshot: self.snapshot,

@@ -176,6 +176,8 @@ pub enum StartError {
     State(StateError),
     /// The bootstrap membership, or the saved one, does not fit this build's capacity.
     MembersOverCapacity,
+    /// The saved state belongs to another node id.
+    WrongNode,
 }
 
 impl core::fmt::Display for StartError {
@@ -184,6 +186,7 @@ impl core::fmt::Display for StartError {
             Self::Config(e) => write!(f, "invalid configuration: {e}"),
             Self::State(e) => write!(f, "saved state refused: {e}"),
             Self::MembersOverCapacity => f.write_str("membership over this build's capacity"),
+            Self::WrongNode => f.write_str("saved state belongs to another node id"),
         }
     }
 }
@@ -298,15 +301,24 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         config.validate().map_err(StartError::Config)?;
         let state = match saved {
             Some(bytes) => SavedState::<M, L>::decode(bytes).map_err(StartError::State)?,
-            None => SavedState {
-                term: Term(0),
-                voted_for: None,
-                snapshot: EntryId::default(),
-                snapshot_members: Vec::from_slice(bootstrap)
-                    .map_err(|()| StartError::MembersOverCapacity)?,
-                entries: Vec::new(),
-            },
+            None => {
+                let mut members: Vec<Member, M> =
+                    Vec::from_slice(bootstrap).map_err(|()| StartError::MembersOverCapacity)?;
+                // Every node must start from the same membership: make the order canonical.
+                members.sort_unstable_by_key(|m| m.id);
+                SavedState {
+                    id: config.id,
+                    term: Term(0),
+                    voted_for: None,
+                    snapshot: EntryId::default(),
+                    snapshot_members: members,
+                    entries: Vec::new(),
+                }
+            }
         };
+        if state.id != config.id {
+            return Err(StartError::WrongNode);
+        }
         let commit = state.snapshot.index;
         let log = Log::new(state.snapshot, state.snapshot_members, state.entries)
             .map_err(|_| StartError::MembersOverCapacity)?;
@@ -1286,6 +1298,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         if self.dirty {
             self.dirty = false;
             let state = PersistentState {
+                id: self.config.id,
                 term: self.term,
                 voted_for: self.voted_for,
                 snapshot: self.log.snapshot(),
