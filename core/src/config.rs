@@ -28,6 +28,9 @@ pub struct Config {
     /// Time subtracted from the lease for what happens between reading the clock and a
     /// reply leaving the process (scheduling, the probe's own handling).
     pub lease_margin: Duration,
+    /// How many voters a leader keeps: it promotes caught-up learners until there are this
+    /// many; beyond it, added nodes stay learners.
+    pub voters_target: u16,
 }
 
 /// Why a [`Config`] was refused.
@@ -83,6 +86,7 @@ impl Config {
             election_timeout_max,
             max_drift_ppm: 10_000,
             lease_margin: Duration::from_micros(election_timeout_min.micros() / 10),
+            voters_target: 5,
         }
     }
 

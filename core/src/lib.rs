@@ -60,7 +60,9 @@ pub mod types;
 pub mod wire;
 
 pub use config::{Config, ConfigError};
-pub use raft::{Event, Node, Observed, ProposeError, RaftRole, StartError, Status, Transmit};
+pub use raft::{
+    Event, Node, Observed, ProposeError, RaftRole, StartError, Status, TransferError, Transmit,
+};
 pub use stats::Stats;
 pub use storage::{PersistentState, SavedState, StateError, Storage, StorageError};
 pub use time::{Duration, Instant};

@@ -12,7 +12,7 @@ use core::fmt;
 use heapless::Vec;
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Entry, EntryId, Member, NodeId, Term};
+use crate::types::{Entry, EntryId, LogIndex, Member, NodeId, Term};
 
 /// Durable storage for one node.
 pub trait Storage {
@@ -50,6 +50,10 @@ pub struct PersistentState<'a> {
     pub term: Term,
     /// Whom this node voted for in `term`.
     pub voted_for: Option<NodeId>,
+    /// The commit index this node knew. Raft does not require it, but without it a flock
+    /// restarted whole with a log full of committed entries could not compact them, and so
+    /// could not append a new leader's no-op.
+    pub commit: LogIndex,
     /// The last entry folded into the snapshot.
     pub snapshot: EntryId,
     /// The membership as of `snapshot`.
@@ -67,6 +71,8 @@ pub struct SavedState<const M: usize, const L: usize> {
     pub term: Term,
     /// See [`PersistentState::voted_for`].
     pub voted_for: Option<NodeId>,
+    /// See [`PersistentState::commit`].
+    pub commit: LogIndex,
     /// See [`PersistentState::snapshot`].
     pub snapshot: EntryId,
     /// See [`PersistentState::snapshot_members`].
@@ -126,7 +132,14 @@ impl<const M: usize, const L: usize> SavedState<M, L> {
             }
             term = entry.term;
         }
+        let last_index = self
+            .snapshot
+            .index
+            .0
+            .saturating_add(self.entries.len() as u64);
         if !self.id.is_valid()
+            || self.commit < self.snapshot.index
+            || self.commit.0 > last_index
             || self.snapshot.term > self.term
             || self.voted_for.is_some_and(|id| !id.is_valid())
         {

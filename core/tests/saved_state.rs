@@ -81,6 +81,7 @@ impl Fixture {
             id: id(1),
             term: self.term,
             voted_for: self.voted_for,
+            commit: self.snapshot.index,
             snapshot: self.snapshot,
             snapshot_members: &self.members,
             entries: &self.entries,

@@ -27,6 +27,13 @@ pub enum Violation {
         /// The geese.
         geese: Vec<u16>,
     },
+    /// A node whose removal had committed was goose.
+    RemovedGoose {
+        /// Global time, µs.
+        at: u64,
+        /// The node.
+        node: u16,
+    },
     /// Two leaders in one term.
     TwoLeaders {
         /// The term.

@@ -127,8 +127,11 @@ impl NetConfig {
 /// How a flock is built.
 #[derive(Clone, Copy, Debug)]
 pub struct FlockConfig {
-    /// Number of nodes (ids 1..=n), all voters.
+    /// Number of processes (ids 1..=n).
     pub nodes: u16,
+    /// Nodes `1..=bootstrap` start as the voters of the flock; the rest start empty, as
+    /// nodes that will join (`goose node --join`) once a leader adds them.
+    pub bootstrap: u16,
     /// The seed of everything random in the run.
     pub seed: u64,
     /// Node timing (the id is set per node).
@@ -146,6 +149,7 @@ impl FlockConfig {
         let timing = Config::new(id(1));
         Self {
             nodes,
+            bootstrap: nodes,
             seed,
             drift_ppm: u64::from(timing.max_drift_ppm),
             timing,
@@ -204,6 +208,11 @@ pub struct Flock {
     rand: Rand,
     events: u64,
     bootstrap: Vec<Member>,
+    /// Nodes that reported their removal committed ([`goose_core::Event::Removed`]).
+    pub removed: BTreeSet<u16>,
+    /// Every event other than role changes, with global time and node: transfers and
+    /// removals.
+    pub notable_events: Vec<(u64, u16, goose_core::Event)>,
     trace: bool,
 }
 
@@ -211,7 +220,7 @@ impl Flock {
     /// Builds and starts a flock.
     pub fn new(config: FlockConfig) -> Self {
         let mut rand = Rand::new(config.seed);
-        let bootstrap: Vec<Member> = (1..=config.nodes)
+        let bootstrap: Vec<Member> = (1..=config.bootstrap)
             .map(|n| Member {
                 id: id(n),
                 addr: addr(n),
@@ -244,6 +253,8 @@ impl Flock {
             rand,
             events: 0,
             bootstrap,
+            removed: BTreeSet::new(),
+            notable_events: Vec::new(),
             trace: std::env::var_os("SIM_TRACE").is_some(),
         };
         for n in 1..=config.nodes {
@@ -298,7 +309,11 @@ impl Flock {
             &timing,
             process.storage.clone(),
             saved.as_deref(),
-            &self.bootstrap,
+            if n <= self.config.bootstrap {
+                &self.bootstrap
+            } else {
+                &[]
+            },
             seed,
             now,
         )
@@ -437,6 +452,12 @@ impl Flock {
                 geese,
             });
         }
+        if let Some(goose) = geese.iter().find(|g| self.removed.contains(g)) {
+            return Err(Violation::RemovedGoose {
+                at: self.now,
+                node: *goose,
+            });
+        }
         Ok(())
     }
 
@@ -501,7 +522,21 @@ impl Flock {
             };
             frames.push((transmit.target.get(), buffer[..transmit.size].to_vec()));
         }
-        while node.poll_event().is_some() {}
+        let mut notable = Vec::new();
+        while let Some(event) = node.poll_event() {
+            if !matches!(event, goose_core::Event::Changed(_)) {
+                notable.push(event);
+            }
+        }
+        for event in notable {
+            if event == goose_core::Event::Removed {
+                self.removed.insert(n);
+            }
+            if self.trace {
+                eprintln!("{:>10} event {n}: {event:?}", self.now);
+            }
+            self.notable_events.push((self.now, n, event));
+        }
         let deadline = node.poll_timeout();
         for (to, frame) in frames {
             self.send(n, to, frame);
@@ -612,6 +647,22 @@ impl Flock {
             .as_mut()
             .ok_or(goose_core::ProposeError::NotLeader)?;
         let result = node.propose(now, payload);
+        self.after_input(n);
+        result
+    }
+
+    /// Asks node `n` (the leader) to hand leadership over.
+    pub fn transfer(
+        &mut self,
+        n: u16,
+        target: Option<u16>,
+    ) -> Result<(), goose_core::TransferError> {
+        let now = self.local_now(n);
+        let node = self.processes[usize::from(n) - 1]
+            .node
+            .as_mut()
+            .ok_or(goose_core::TransferError::NotLeader)?;
+        let result = node.transfer(now, target.map(id));
         self.after_input(n);
         result
     }

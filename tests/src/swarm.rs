@@ -19,19 +19,22 @@ pub const LIVENESS_BOUND: u64 = ms(5_000);
 pub enum Failure {
     /// A safety invariant broke.
     Safety(Violation),
-    /// No goose within [`LIVENESS_BOUND`] after healing.
-    NoGoose,
+    /// No goose within [`LIVENESS_BOUND`] after healing; each node's state at the end.
+    NoGoose(String),
+    /// The run panicked (an assertion in the core or the checker).
+    Panic,
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Safety(v) => write!(f, "{v}"),
-            Self::NoGoose => write!(
+            Self::NoGoose(nodes) => write!(
                 f,
-                "no goose within {} ms after healing",
+                "no goose within {} ms after healing:\n{nodes}",
                 LIVENESS_BOUND / 1000
             ),
+            Self::Panic => write!(f, "panicked (message above)"),
         }
     }
 }
@@ -56,16 +59,19 @@ pub struct Swarm {
     pub flock: FlockConfig,
     /// Mean µs between faults.
     pub fault_interval: u64,
-    /// Relative weights of crash, pause, partition, heal, network change.
-    pub weights: [u64; 5],
+    /// Relative weights of crash, pause, partition, heal, membership change, leadership
+    /// transfer, network change.
+    pub weights: [u64; 7],
 }
 
 impl Swarm {
     /// Draws a swarm from `seed`.
     pub fn from_seed(seed: u64) -> Self {
         let mut rand = Rand::new(seed);
-        let nodes = [3, 5, 5, 5, 7][rand.range_inclusive(0, 4) as usize];
-        let mut flock = FlockConfig::new(nodes, seed);
+        let voters = [3, 5, 5, 5, 7][rand.range_inclusive(0, 4) as usize];
+        // Two spare nodes start empty and join when a leader adds them.
+        let mut flock = FlockConfig::new(voters + 2, seed);
+        flock.bootstrap = voters;
         if rand.range_inclusive(0, 3) == 0 {
             // The fast timing of the failover benchmark: 12–24 ms, heartbeat 3 ms.
             flock.timing = Config::with_timing(
@@ -85,6 +91,7 @@ impl Swarm {
             loss_ppm: rand.range_inclusive(0, 300_000),
             duplicate_ppm: rand.range_inclusive(0, 100_000),
         };
+        flock.timing.voters_target = voters;
         let weights = core::array::from_fn(|_| rand.range_inclusive(0, 10));
         Self {
             flock,
@@ -94,12 +101,58 @@ impl Swarm {
     }
 }
 
+/// Proposes one membership change on whichever node leads: add a spare node, or remove a
+/// member while at least three voters would remain. Removed nodes are never added back, so
+/// the checker can require that none of them is ever goose again.
+fn change_membership(flock: &mut Flock, retired: &mut std::collections::BTreeSet<u16>) {
+    let Some(leader) = leader_of(flock) else {
+        return;
+    };
+    let members: Vec<goose_core::Member> = flock
+        .node(leader)
+        .map(|n| n.members().to_vec())
+        .unwrap_or_default();
+    let spare = (1..=flock.config.nodes)
+        .find(|n| !retired.contains(n) && !members.iter().any(|m| m.id.get() == *n));
+    let voters = members.iter().filter(|m| m.voter).count();
+    let payload = match spare {
+        Some(n) if flock.rand().range_inclusive(0, 1) == 0 => goose_core::Payload::AddLearner {
+            id: id(n),
+            addr: crate::addr(n),
+        },
+        _ => {
+            let victim =
+                members[flock.rand().range_inclusive(0, members.len() as u64 - 1) as usize];
+            if victim.voter && voters <= 3 {
+                return;
+            }
+            goose_core::Payload::Remove { id: victim.id }
+        }
+    };
+    // Busy or not leader any more: the swarm simply tries again later.
+    if flock.propose(leader, payload).is_ok() {
+        if let goose_core::Payload::Remove { id } = payload {
+            retired.insert(id.get());
+        }
+    }
+}
+
+/// A node in the leader role, if any (there may be several, of different terms).
+fn leader_of(flock: &Flock) -> Option<u16> {
+    (1..=flock.config.nodes).find(|n| {
+        flock.node(*n).is_some_and(|node| {
+            node.status(flock.local_now(*n)).raft == goose_core::RaftRole::Leader
+        })
+    })
+}
+
 /// Runs one seed: faults for [`SAFETY_PHASE`], then heal and require a goose.
 pub fn run(seed: u64) -> Result<Summary, Failure> {
     let swarm = Swarm::from_seed(seed);
     let mut flock = Flock::new(swarm.flock);
     let nodes = swarm.flock.nodes;
     let mut faults = 0;
+    let mut retired = std::collections::BTreeSet::new();
     let total: u64 = swarm.weights.iter().sum::<u64>().max(1);
     while flock.now < SAFETY_PHASE {
         let gap = flock.rand().range_inclusive(1, 2 * swarm.fault_interval);
@@ -151,6 +204,14 @@ pub fn run(seed: u64) -> Result<Summary, Failure> {
                 }
             }
             Some(3) => flock.heal(),
+            Some(4) => change_membership(&mut flock, &mut retired),
+            Some(5) => {
+                if let Some(leader) = leader_of(&flock) {
+                    let target = flock.rand().range_inclusive(0, u64::from(nodes)) as u16;
+                    // Refusals (no such voter, busy) are part of the test too.
+                    let _ = flock.transfer(leader, (target != 0).then_some(target));
+                }
+            }
             _ => {
                 let loss = flock.rand().range_inclusive(0, 500_000);
                 flock.net.loss_ppm = loss;
@@ -165,7 +226,7 @@ pub fn run(seed: u64) -> Result<Summary, Failure> {
         ..swarm.flock.net
     };
     for n in 1..=nodes {
-        if flock.node(n).is_none() {
+        if flock.node(n).is_none() && !flock.removed.contains(&n) {
             flock.start(n);
         }
     }
@@ -187,7 +248,20 @@ pub fn run(seed: u64) -> Result<Summary, Failure> {
         return Err(Failure::Safety(v));
     }
     if !found {
-        return Err(Failure::NoGoose);
+        let mut nodes = String::new();
+        for n in 1..=flock.config.nodes {
+            if let Some(node) = flock.node(n) {
+                let voters: Vec<u16> = node
+                    .members()
+                    .iter()
+                    .filter(|m| m.voter)
+                    .map(|m| m.id.get())
+                    .collect();
+                let status = node.status(flock.local_now(n));
+                nodes += &format!("  node {n}: {status:?} voters {voters:?}\n");
+            }
+        }
+        return Err(Failure::NoGoose(nodes));
     }
     Ok(Summary {
         events: flock.events(),

@@ -64,6 +64,29 @@ impl<const M: usize, const L: usize> Log<M, L> {
         self.members.iter().find(|m| m.id == id)
     }
 
+    /// A member of the membership in force, or else of the committed membership: a member
+    /// being removed by an uncommitted entry is still heard and answered until the removal
+    /// commits, or it could never learn of it (nor could a removed leader collect the
+    /// acknowledgements that commit its own removal).
+    pub(crate) fn known_member(&self, id: NodeId, commit: LogIndex) -> Option<Member> {
+        self.member(id)
+            .copied()
+            .or_else(|| self.committed_member(id, commit))
+    }
+
+    /// A member of the membership as of `commit` (the snapshot's, with the committed
+    /// entries applied).
+    pub(crate) fn committed_member(&self, id: NodeId, commit: LogIndex) -> Option<Member> {
+        let mut committed = self.snapshot_members.clone();
+        let count =
+            usize::try_from(commit.0.saturating_sub(self.snapshot.index.0)).unwrap_or(usize::MAX);
+        for entry in self.entries.iter().take(count) {
+            // These entries fitted when appended: applying them again cannot fail.
+            let _ = apply(&mut committed, entry.payload);
+        }
+        committed.into_iter().find(|m| m.id == id)
+    }
+
     pub(crate) fn is_voter(&self, id: NodeId) -> bool {
         self.member(id).is_some_and(|m| m.voter)
     }

@@ -117,6 +117,16 @@ pub enum Event {
     Changed(Observed),
     /// Storage failed: the node has fail-stopped and will do nothing more.
     Failed,
+    /// A leadership transfer sent TimeoutNow to this voter (dissertation §3.10).
+    TransferSent {
+        /// The voter asked to campaign.
+        to: NodeId,
+    },
+    /// A leadership transfer found no voter caught up within an election timeout; this
+    /// node leads on.
+    TransferFailed,
+    /// This node's removal from the membership has committed: it should shut down.
+    Removed,
 }
 
 /// What an [`Event::Changed`] reports.
@@ -207,6 +217,19 @@ pub enum ProposeError {
     LogFull,
 }
 
+/// Why a leadership transfer could not start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransferError {
+    /// Only the leader can hand leadership over.
+    NotLeader,
+    /// The target is not a voter (or is this node).
+    UnknownNode,
+    /// There is no other voter to hand over to.
+    NoTarget,
+    /// A transfer is already under way.
+    Busy,
+}
+
 #[derive(Clone, Debug)]
 struct Votes<const M: usize> {
     granted: Vec<NodeId, M>,
@@ -216,6 +239,9 @@ struct Votes<const M: usize> {
 #[derive(Clone, Copy, Debug)]
 struct Progress {
     id: NodeId,
+    /// Where the peer listens; kept here so a member being removed still hears the entry
+    /// that removes it.
+    addr: SocketAddr,
     /// The next index to send.
     next: LogIndex,
     /// The highest index known to match.
@@ -241,6 +267,20 @@ struct LeaderState<const M: usize> {
     lease_end: Option<Instant>,
     heartbeat_deadline: Instant,
     quorum_check_deadline: Instant,
+    transfer: Option<Transfer>,
+}
+
+/// A leadership transfer under way. While it lasts the leader is not goose; once TimeoutNow
+/// is sent it is never goose again in this term, because the voters it asked may ignore
+/// stickiness for the target.
+#[derive(Clone, Copy, Debug)]
+struct Transfer {
+    /// The voter asked for, or `None` for the most up-to-date one.
+    target: Option<NodeId>,
+    /// When the transfer gives up (before TimeoutNow) or the leader steps down (after).
+    deadline: Instant,
+    /// Whether TimeoutNow was sent.
+    sent: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -280,6 +320,10 @@ pub struct Node<S: Storage, const M: usize = MEMBERS_MAX, const L: usize = LOG_E
     last_now: Instant,
     dirty: bool,
     failed: bool,
+    /// Whether this node has been a member since it started (a joining node has not).
+    was_member: bool,
+    /// Whether [`Event::Removed`] was reported.
+    removed: bool,
 }
 
 impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
@@ -310,6 +354,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
                     id: config.id,
                     term: Term(0),
                     voted_for: None,
+                    commit: LogIndex(0),
                     snapshot: EntryId::default(),
                     snapshot_members: members,
                     entries: Vec::new(),
@@ -319,7 +364,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         if state.id != config.id {
             return Err(StartError::WrongNode);
         }
-        let commit = state.snapshot.index;
+        let commit = state.commit;
         let log = Log::new(state.snapshot, state.snapshot_members, state.entries)
             .map_err(|_| StartError::MembersOverCapacity)?;
         let mut node = Self {
@@ -342,7 +387,10 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             last_now: now,
             dirty: false,
             failed: false,
+            was_member: false,
+            removed: false,
         };
+        node.was_member = node.log.committed_member(config.id, node.commit).is_some();
         node.reset_election_timer(now);
         node.observe(now);
         Ok(node)
@@ -370,7 +418,10 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         let Role::Leader(state) = &self.role else {
             return None;
         };
-        if self.failed || self.log.term_at(self.commit) != Some(self.term) {
+        if self.failed
+            || state.transfer.is_some()
+            || self.log.term_at(self.commit) != Some(self.term)
+        {
             return None;
         }
         state.lease_end.filter(|end| now < *end)
@@ -455,9 +506,11 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             Ok((header, message)) => {
                 if header.target != self.config.id.get() {
                     bump(&mut self.stats.wrong_target);
-                } else if let Some(from) = NodeId::new(header.source)
-                    .filter(|id| *id != self.config.id && self.log.member(*id).is_some())
-                {
+                } else if let Some(from) = NodeId::new(header.source).filter(|id| {
+                    *id != self.config.id
+                        && (self.log.known_member(*id, self.commit).is_some()
+                            || (self.is_joining() && matches!(message.body, Body::Snapshot { .. })))
+                }) {
                     self.step(now, from, message);
                 } else {
                     bump(&mut self.stats.unknown_node);
@@ -482,6 +535,20 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             return;
         }
         if let Role::Leader(state) = &mut self.role {
+            if let Some(transfer) = state.transfer.filter(|t| now >= t.deadline) {
+                if transfer.sent {
+                    // The target did not take over: step down so an ordinary election
+                    // follows, rather than lead on without ever being goose.
+                    self.become_follower(now, self.term, None);
+                    self.finish(now);
+                    return;
+                }
+                state.transfer = None;
+                self.push_event(Event::TransferFailed);
+            }
+            let Role::Leader(state) = &mut self.role else {
+                return;
+            };
             if now >= state.quorum_check_deadline {
                 state.quorum_check_deadline = now + self.config.election_timeout_min;
                 if !Self::quorum_active(&self.log, state, self.config.id) {
@@ -494,10 +561,11 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             }
             if now >= state.heartbeat_deadline {
                 self.broadcast_append(now);
+                self.maybe_promote(now);
             }
         } else if now >= self.election_deadline {
             self.reset_election_timer(now);
-            if self.log.is_voter(self.config.id) {
+            if self.can_campaign() {
                 self.become_pre_candidate(now);
             }
         }
@@ -509,9 +577,10 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     /// the single-server change bug, raft-dev 2015).
     pub fn propose(&mut self, now: Instant, payload: Payload) -> Result<LogIndex, ProposeError> {
         self.advance_clock(now);
-        if self.failed || !matches!(self.role, Role::Leader(_)) {
-            return Err(ProposeError::NotLeader);
-        }
+        let transferring = match &self.role {
+            Role::Leader(state) if !self.failed => state.transfer.is_some(),
+            _ => return Err(ProposeError::NotLeader),
+        };
         let uncommitted = self.log.last_index().0 - self.commit.0;
         let change_in_flight = self
             .log
@@ -519,6 +588,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             .iter()
             .any(|e| e.payload.is_membership_change());
         if self.log.term_at(self.commit) != Some(self.term)
+            || transferring
             || change_in_flight
             || uncommitted >= UNCOMMITTED_ENTRIES_MAX as u64
         {
@@ -536,6 +606,39 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         let index = self.append_as_leader(now, payload)?;
         self.finish(now);
         Ok(index)
+    }
+
+    /// Hands leadership to `target`, or to the most up-to-date voter (dissertation §3.10):
+    /// this node stops being goose at once, brings the target's log level with its own,
+    /// then sends it TimeoutNow, on which the target campaigns without waiting and voters
+    /// grant it their vote despite leader stickiness. Reported by [`Event::TransferSent`]
+    /// or, if no voter caught up within `election_timeout_min`, [`Event::TransferFailed`].
+    pub fn transfer(&mut self, now: Instant, target: Option<NodeId>) -> Result<(), TransferError> {
+        self.advance_clock(now);
+        let Role::Leader(state) = &mut self.role else {
+            return Err(TransferError::NotLeader);
+        };
+        if self.failed {
+            return Err(TransferError::NotLeader);
+        }
+        if state.transfer.is_some() {
+            return Err(TransferError::Busy);
+        }
+        if let Some(id) = target {
+            if id == self.config.id || !self.log.is_voter(id) {
+                return Err(TransferError::UnknownNode);
+            }
+        } else if !state.progress.iter().any(|p| self.log.is_voter(p.id)) {
+            return Err(TransferError::NoTarget);
+        }
+        state.transfer = Some(Transfer {
+            target,
+            deadline: now + self.config.election_timeout_min,
+            sent: false,
+        });
+        self.maybe_send_timeout_now(now);
+        self.finish(now);
+        Ok(())
     }
 
     // --- Outputs -------------------------------------------------------------------------
@@ -565,7 +668,10 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         }
         match &self.role {
             Role::Leader(state) => {
-                let next = state.heartbeat_deadline.min(state.quorum_check_deadline);
+                let mut next = state.heartbeat_deadline.min(state.quorum_check_deadline);
+                if let Some(transfer) = state.transfer {
+                    next = next.min(transfer.deadline);
+                }
                 // Wake at the lease's end too, so its lapse is reported as an event.
                 Some(match self.lease_end(self.last_now) {
                     Some(end) => next.min(end),
@@ -660,7 +766,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             }
             Body::TimeoutNow => {
                 self.follow(now, from);
-                if self.log.is_voter(self.config.id) {
+                if self.can_campaign() {
                     self.become_candidate(now, true);
                 }
             }
@@ -675,6 +781,26 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
                 self.handle_snapshot_response(now, from, sent_at, last, received);
             }
         }
+    }
+
+    /// Whether this node may stand for election: it is a voter in the latest membership,
+    /// or in the committed one. The second covers a leader whose removal of itself did not
+    /// commit before it lost leadership: it may hold the only log with that entry, and must
+    /// be able to win (counting votes in the latest membership, which excludes it) to
+    /// commit it (dissertation §4.2.2). Votes are always counted in the latest membership,
+    /// so this changes no majority.
+    fn can_campaign(&self) -> bool {
+        self.log.is_voter(self.config.id)
+            || self
+                .log
+                .committed_member(self.config.id, self.commit)
+                .is_some_and(|m| m.voter)
+    }
+
+    /// Whether this node has not been a member since it started: it then accepts a leader's
+    /// snapshot from a sender it does not know yet, to learn the membership.
+    fn is_joining(&self) -> bool {
+        !self.was_member && self.log.member(self.config.id).is_none()
     }
 
     /// Whether a leader was heard from (or this node started) within the minimum election
@@ -788,7 +914,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     }
 
     fn become_pre_candidate(&mut self, now: Instant) {
-        debug_assert!(self.log.is_voter(self.config.id));
+        debug_assert!(self.can_campaign());
         debug_assert!(!matches!(self.role, Role::Leader(_)));
         self.role = Role::PreCandidate(Votes {
             granted: Vec::new(),
@@ -799,7 +925,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     }
 
     fn become_candidate(&mut self, now: Instant, transfer: bool) {
-        debug_assert!(self.log.is_voter(self.config.id));
+        debug_assert!(self.can_campaign());
         self.term = Term(self.term.0 + 1);
         self.voted_for = Some(self.config.id);
         self.dirty = true;
@@ -846,7 +972,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         let mut progress = Vec::new();
         for member in self.log.members() {
             if member.id != self.config.id {
-                let _ = progress.push(Self::new_progress(member.id, self.log.last_index()));
+                let _ = progress.push(Self::new_progress(member, self.log.last_index().next()));
             }
         }
         self.role = Role::Leader(LeaderState {
@@ -856,6 +982,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             lease_end: None,
             heartbeat_deadline: now,
             quorum_check_deadline: now + self.config.election_timeout_min,
+            transfer: None,
         });
         self.leader = Some(self.config.id);
         self.outbox.clear_requests();
@@ -868,10 +995,11 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         self.broadcast_append(now);
     }
 
-    fn new_progress(id: NodeId, last: LogIndex) -> Progress {
+    fn new_progress(member: &Member, next: LogIndex) -> Progress {
         Progress {
-            id,
-            next: last.next(),
+            id: member.id,
+            addr: member.addr,
+            next,
             matched: LogIndex(0),
             acked_sent_at: None,
             active: false,
@@ -962,7 +1090,10 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         members: &[Member],
         done: bool,
     ) {
-        if last.index <= self.commit {
+        // A joining node has no membership yet: even a snapshot at index 0 (the flock's
+        // bootstrap membership) is news to it.
+        let knows_nothing = self.log.members().is_empty();
+        if last.index <= self.commit && !knows_nothing {
             let result = AppendResult::Accepted {
                 match_index: self.commit,
             };
@@ -985,7 +1116,12 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             self.snapshot_receive = None;
             return;
         }
-        if !(in_order && done) {
+        if in_order && !done {
+            // More chunks are streaming in.
+            return;
+        }
+        if !in_order {
+            // A chunk went missing: tell the leader where to resume.
             let received = u16::try_from(receive.members.len()).unwrap_or(u16::MAX);
             let last = receive.last;
             self.respond(
@@ -1014,6 +1150,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         if index > self.commit {
             debug_assert!(index <= self.log.last_index());
             self.commit = index;
+            self.dirty = true;
         }
     }
 
@@ -1042,22 +1179,90 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         Ok(self.log.last_index())
     }
 
-    /// Keeps one progress per member other than this node, after a membership change.
+    /// Keeps one progress per member other than this node, after a membership change. A
+    /// member removed by an entry not yet committed keeps its progress until the removal
+    /// commits, so it hears of its own removal. A new member starts from the snapshot, which
+    /// carries the membership a joining node needs before it can even reply.
     fn sync_progress(&mut self) {
         let Role::Leader(state) = &mut self.role else {
             return;
         };
         let members = self.log.members();
-        state
-            .progress
-            .retain(|p| members.iter().any(|m| m.id == p.id));
+        let uncommitted = self.log.entries_from(self.commit.next(), L);
+        state.progress.retain(|p| {
+            members.iter().any(|m| m.id == p.id)
+                || uncommitted
+                    .iter()
+                    .any(|e| e.payload == Payload::Remove { id: p.id })
+        });
         for member in members {
             if member.id != self.config.id && !state.progress.iter().any(|p| p.id == member.id) {
-                let _ = state
-                    .progress
-                    .push(Self::new_progress(member.id, self.log.last_index()));
+                let next = self.log.snapshot().index;
+                let _ = state.progress.push(Self::new_progress(member, next));
+            } else if let Some(progress) = state.progress.iter_mut().find(|p| p.id == member.id) {
+                progress.addr = member.addr;
             }
         }
+    }
+
+    /// Promotes a caught-up learner while voters are fewer than the target
+    /// (`Config::voters_target`), one change at a time.
+    fn maybe_promote(&mut self, now: Instant) {
+        let Role::Leader(state) = &self.role else {
+            return;
+        };
+        if self.log.voter_count() >= usize::from(self.config.voters_target) {
+            return;
+        }
+        let caught_up = state.progress.iter().find(|p| {
+            p.active && p.matched >= self.commit && self.log.member(p.id).is_some_and(|m| !m.voter)
+        });
+        if let Some(id) = caught_up.map(|p| p.id) {
+            // Busy (a change in flight, or this term's no-op not yet committed) just
+            // means: try again at the next heartbeat.
+            let _ = self.propose(now, Payload::Promote { id });
+        }
+    }
+
+    /// Sends TimeoutNow once the transfer's target has every entry this leader has.
+    fn maybe_send_timeout_now(&mut self, now: Instant) {
+        let last_index = self.log.last_index();
+        let Role::Leader(state) = &mut self.role else {
+            return;
+        };
+        let Some(transfer) = state.transfer.filter(|t| !t.sent) else {
+            return;
+        };
+        let mut voters = state
+            .progress
+            .iter_mut()
+            .filter(|p| self.log.is_voter(p.id));
+        let target = match transfer.target {
+            Some(id) => voters.find(|p| p.id == id),
+            None => voters.max_by_key(|p| p.matched),
+        };
+        let Some(progress) = target else {
+            return;
+        };
+        if progress.matched < last_index {
+            progress.send = Some(now);
+            return;
+        }
+        let to = progress.id;
+        let deadline = now + self.config.election_timeout_max;
+        state.transfer = Some(Transfer {
+            target: Some(to),
+            deadline,
+            sent: true,
+        });
+        let message = MessageShort {
+            term: self.term,
+            body: Body::TimeoutNow,
+        };
+        if !self.outbox.push_request(to, message) {
+            bump(&mut self.stats.outbox_full);
+        }
+        self.push_event(Event::TransferSent { to });
     }
 
     fn broadcast_append(&mut self, now: Instant) {
@@ -1116,6 +1321,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         }
         self.maybe_commit(now);
         self.maybe_extend_lease();
+        self.maybe_send_timeout_now(now);
     }
 
     fn handle_snapshot_response(
@@ -1165,6 +1371,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         };
         if index > self.commit && self.log.term_at(index) == Some(self.term) {
             self.commit = index;
+            self.dirty = true;
             self.step_down_if_removed();
         }
     }
@@ -1210,53 +1417,71 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         active >= majority(log.voter_count())
     }
 
+    /// Builds the next replication frame from the log. A peer behind the snapshot gets the
+    /// whole snapshot streamed, one chunk per call, so that even a joining node that cannot
+    /// reply yet receives all of it.
     fn poll_replication(&mut self, buffer: &mut [u8]) -> Option<Transmit> {
         let Role::Leader(state) = &mut self.role else {
             return None;
         };
-        let progress = state.progress.iter_mut().find(|p| p.send.is_some())?;
-        let sent_at = progress.send.take()?;
-        let target = progress.id;
-        let snapshot = self.log.snapshot();
-        let body = if progress.next <= snapshot.index {
-            let members = self.log.snapshot_members();
-            let offset = usize::from(progress.snapshot_received).min(members.len());
-            let end = members.len().min(offset + MEMBERS_PER_SNAPSHOT_CHUNK);
-            Body::Snapshot {
-                last: snapshot,
-                sent_at,
-                offset: u16::try_from(offset).unwrap_or(u16::MAX),
-                members: &members[offset..end],
-                done: end == members.len(),
-            }
-        } else {
-            let prev_index = progress.next.prev();
-            let prev = EntryId {
-                index: prev_index,
-                term: self.log.term_at(prev_index).unwrap_or_default(),
+        // Bounded: each pass clears one peer's mark or advances its snapshot offset.
+        let passes_max = state.progress.len() * (self.log.snapshot_members().len() + 1) + 1;
+        for _ in 0..passes_max {
+            let progress = state.progress.iter_mut().find(|p| p.send.is_some())?;
+            let sent_at = progress.send.take()?;
+            let (target, addr) = (progress.id, progress.addr);
+            let snapshot = self.log.snapshot();
+            let body = if progress.next <= snapshot.index {
+                let members = self.log.snapshot_members();
+                let offset = usize::from(progress.snapshot_received).min(members.len());
+                let end = members.len().min(offset + MEMBERS_PER_SNAPSHOT_CHUNK);
+                let done = end == members.len();
+                progress.snapshot_received = if done {
+                    0
+                } else {
+                    u16::try_from(end).unwrap_or(u16::MAX)
+                };
+                if !done {
+                    progress.send = Some(sent_at);
+                }
+                Body::Snapshot {
+                    last: snapshot,
+                    sent_at,
+                    offset: u16::try_from(offset).unwrap_or(u16::MAX),
+                    members: &members[offset..end],
+                    done,
+                }
+            } else {
+                let prev_index = progress.next.prev();
+                let prev = EntryId {
+                    index: prev_index,
+                    term: self.log.term_at(prev_index).unwrap_or_default(),
+                };
+                Body::Append {
+                    prev,
+                    commit: self.commit,
+                    sent_at,
+                    entries: self
+                        .log
+                        .entries_from(progress.next, ENTRIES_PER_MESSAGE_MAX),
+                }
             };
-            Body::Append {
-                prev,
-                commit: self.commit,
-                sent_at,
-                entries: self
-                    .log
-                    .entries_from(progress.next, ENTRIES_PER_MESSAGE_MAX),
+            let message = Message {
+                term: self.term,
+                body,
+            };
+            if let Some(transmit) = encode_to(
+                self.config.id,
+                &mut self.stats,
+                target,
+                addr,
+                &message,
+                buffer,
+            ) {
+                return Some(transmit);
             }
-        };
-        let message = Message {
-            term: self.term,
-            body,
-        };
-        let transmit = encode_to(
-            self.config.id,
-            &self.log,
-            &mut self.stats,
-            target,
-            &message,
-            buffer,
-        );
-        transmit.or_else(|| self.poll_replication(buffer))
+        }
+        None
     }
 
     // --- Plumbing ------------------------------------------------------------------------
@@ -1277,11 +1502,12 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         message: &MessageRef<'_>,
         buffer: &mut [u8],
     ) -> Option<Transmit> {
+        let addr = self.log.known_member(target, self.commit)?.addr;
         encode_to(
             self.config.id,
-            &self.log,
             &mut self.stats,
             target,
+            addr,
             message,
             buffer,
         )
@@ -1301,6 +1527,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
                 id: self.config.id,
                 term: self.term,
                 voted_for: self.voted_for,
+                commit: self.commit,
                 snapshot: self.log.snapshot(),
                 snapshot_members: self.log.snapshot_members(),
                 entries: self.log.entries(),
@@ -1314,7 +1541,24 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
                 return;
             }
         }
+        self.maybe_report_removed();
         self.observe(now);
+    }
+
+    /// Reports [`Event::Removed`] once this node's removal has committed: it was in the
+    /// committed membership and no longer is. (An addition that never committed and was
+    /// overwritten is not a removal: the node stays, to be added again.)
+    fn maybe_report_removed(&mut self) {
+        if self
+            .log
+            .committed_member(self.config.id, self.commit)
+            .is_some()
+        {
+            self.was_member = true;
+        } else if self.was_member && !self.removed {
+            self.removed = true;
+            self.push_event(Event::Removed);
+        }
     }
 
     fn observe(&mut self, now: Instant) {
@@ -1339,15 +1583,14 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     }
 }
 
-fn encode_to<const M: usize, const L: usize>(
+fn encode_to(
     source: NodeId,
-    log: &Log<M, L>,
     stats: &mut Stats,
     target: NodeId,
+    addr: SocketAddr,
     message: &MessageRef<'_>,
     buffer: &mut [u8],
 ) -> Option<Transmit> {
-    let addr = log.member(target)?.addr;
     match wire::encode(source, target, message, buffer) {
         Ok(size) => Some(Transmit { target, addr, size }),
         Err(_) => {

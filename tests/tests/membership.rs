@@ -1,0 +1,261 @@
+//! Membership changes, learners and leadership transfer (dissertation chapters 3.10 and 4),
+//! in the deterministic simulator with every invariant checked after every event.
+
+use flock_tests::{addr, id, ms, Flock, FlockConfig};
+use goose_core::wire::{Body, Message};
+use goose_core::{Event, Payload, ProposeError, RaftRole, Term, TransferError};
+
+const ELECTION_BOUND: u64 = ms(3_000);
+
+fn flock_with(nodes: u16, bootstrap: u16, seed: u64, voters_target: u16) -> Flock {
+    let mut config = FlockConfig::new(nodes, seed);
+    config.bootstrap = bootstrap;
+    config.timing.voters_target = voters_target;
+    Flock::new(config)
+}
+
+fn elect(flock: &mut Flock) -> u16 {
+    assert!(
+        flock.run_until_condition(ELECTION_BOUND, |f| f.goose().is_some()),
+        "no goose"
+    );
+    flock.goose().expect("checked above")
+}
+
+fn voters(flock: &Flock, n: u16) -> Vec<u16> {
+    let node = flock.node(n).expect("up");
+    node.members()
+        .iter()
+        .filter(|m| m.voter)
+        .map(|m| m.id.get())
+        .collect()
+}
+
+fn add(flock: &mut Flock, goose: u16, n: u16) {
+    flock
+        .propose(
+            goose,
+            Payload::AddLearner {
+                id: id(n),
+                addr: addr(n),
+            },
+        )
+        .expect("accepted");
+}
+
+#[test]
+fn membership_joining_node_learns_the_flock_and_is_promoted_once_caught_up() {
+    // §4.1 and §4.2.1: a new node joins as a learner (non-voting) and becomes a voter once
+    // it has caught up, while voters are fewer than the target.
+    let mut flock = flock_with(4, 3, 20, 5);
+    let goose = elect(&mut flock);
+    assert!(
+        flock.node(4).unwrap().members().is_empty(),
+        "node 4 starts empty"
+    );
+    add(&mut flock, goose, 4);
+    assert!(
+        flock.run_until_condition(ms(2_000), |f| voters(f, goose).contains(&4)),
+        "promoted"
+    );
+    flock.run_for(ms(500));
+    assert_eq!(
+        voters(&flock, 4),
+        vec![1, 2, 3, 4],
+        "the new node knows the flock"
+    );
+    assert_eq!(flock.goose(), Some(goose));
+}
+
+#[test]
+fn membership_beyond_the_voter_target_nodes_stay_learners() {
+    let mut flock = flock_with(5, 3, 21, 3);
+    let goose = elect(&mut flock);
+    add(&mut flock, goose, 4);
+    flock.run_for(ms(500));
+    add(&mut flock, goose, 5);
+    flock.run_for(ms(1_000));
+    assert_eq!(voters(&flock, goose), vec![1, 2, 3]);
+    for learner in [4, 5] {
+        let status = flock
+            .node(learner)
+            .unwrap()
+            .status(flock.local_now(learner));
+        assert_eq!(status.raft, RaftRole::Learner);
+        assert_eq!(
+            status.leader.map(|l| l.get()),
+            Some(goose),
+            "a learner knows the goose"
+        );
+    }
+    // Learners never campaign: cut the goose off from the voters only.
+    let others: Vec<u16> = (1..=3).filter(|n| *n != goose).collect();
+    flock.partition(&[&[goose, 4, 5], &others]);
+    assert!(flock.run_until_condition(ELECTION_BOUND, |f| f
+        .goose()
+        .is_some_and(|g| others.contains(&g))));
+}
+
+#[test]
+fn membership_one_change_at_a_time_and_only_after_the_leaders_noop_commits() {
+    // Ongaro, raft-dev 2015: a leader must commit an entry of its own term before it
+    // accepts a membership change, or two disjoint majorities can form.
+    let mut flock = flock_with(3, 3, 22, 5);
+    let a = elect(&mut flock);
+    let b = (1..=3).find(|n| *n != a).unwrap();
+    flock.partition(&[&[1], &[2], &[3]]);
+    assert!(flock.run_until_condition(ELECTION_BOUND, |f| {
+        f.node(a).unwrap().status(f.local_now(a)).raft == RaftRole::PreCandidate
+    }));
+    // Hand node `a` a new term's leadership while its no-op cannot commit.
+    let term = Term(flock.node(a).unwrap().term().0 + 1);
+    flock.inject(
+        b,
+        a,
+        &Message {
+            term,
+            body: Body::PreVoteResponse { granted: true },
+        },
+    );
+    flock.inject(
+        b,
+        a,
+        &Message {
+            term,
+            body: Body::VoteResponse { granted: true },
+        },
+    );
+    assert_eq!(
+        flock.node(a).unwrap().status(flock.local_now(a)).raft,
+        RaftRole::Leader
+    );
+    let change = Payload::AddLearner {
+        id: id(9),
+        addr: addr(9),
+    };
+    assert_eq!(flock.propose(a, change), Err(ProposeError::Busy));
+    // On a stable flock: one change accepted, a second refused until the first commits.
+    let mut flock = flock_with(3, 3, 23, 5);
+    let goose = elect(&mut flock);
+    add(&mut flock, goose, 9);
+    assert_eq!(
+        flock.propose(goose, Payload::Remove { id: id(9) }),
+        Err(ProposeError::Busy)
+    );
+    flock.run_for(ms(200));
+    flock
+        .propose(goose, Payload::Remove { id: id(9) })
+        .expect("the first change committed");
+}
+
+#[test]
+fn membership_removed_goose_steps_down_and_never_becomes_goose_again() {
+    // §4.2.2: a leader removed from the configuration steps down once the removal commits.
+    let mut flock = flock_with(5, 5, 24, 5);
+    let goose = elect(&mut flock);
+    flock
+        .propose(goose, Payload::Remove { id: id(goose) })
+        .expect("accepted");
+    assert!(flock.run_until_condition(ELECTION_BOUND, |f| f.goose().is_some_and(|g| g != goose)));
+    assert!(
+        flock.removed.contains(&goose),
+        "the removed node reported Event::Removed: {:?} {:?} {:?}",
+        flock.notable_events,
+        flock.node(goose).unwrap().status(flock.local_now(goose)),
+        flock.node(goose).unwrap().entries()
+    );
+    // The checker fails the run if a removed node is ever goose; give it every chance.
+    for _ in 0..3 {
+        let current = flock.goose().unwrap();
+        flock.crash(current);
+        flock.run_for(ms(2_000));
+        flock.start(current);
+    }
+    assert_eq!(
+        flock
+            .node(goose)
+            .unwrap()
+            .status(flock.local_now(goose))
+            .raft,
+        RaftRole::Learner
+    );
+}
+
+#[test]
+fn transfer_hands_over_to_the_most_up_to_date_voter_which_wins_at_once() {
+    // Dissertation §3.10: the leader brings the target level, sends TimeoutNow, and the
+    // target wins its election without waiting for a timeout.
+    for seed in 0..10 {
+        let mut flock = flock_with(5, 5, 30 + seed, 5);
+        let old = elect(&mut flock);
+        flock.run_for(ms(300));
+        flock.transfer(old, None).expect("leader");
+        assert!(
+            !flock.node(old).unwrap().is_goose(flock.local_now(old)),
+            "duck before handing off"
+        );
+        let started = flock.now;
+        assert!(flock.run_until_condition(ms(1_000), |f| f.goose().is_some_and(|g| g != old)));
+        let new = flock.goose().unwrap();
+        // Far below an election timeout (150 ms): a round trip to catch up, one to vote,
+        // one to commit the no-op, each at most 1 ms in the simulated LAN.
+        assert!(
+            flock.now - started < ms(20),
+            "seed {seed}: handoff took {} µs",
+            flock.now - started
+        );
+        let sent = flock.notable_events.iter().find_map(|(_, n, e)| match e {
+            Event::TransferSent { to } if *n == old => Some(to.get()),
+            _ => None,
+        });
+        assert_eq!(sent, Some(new), "seed {seed}");
+    }
+}
+
+#[test]
+fn transfer_to_a_named_voter_or_refused() {
+    let mut flock = flock_with(4, 3, 40, 3);
+    let goose = elect(&mut flock);
+    add(&mut flock, goose, 4);
+    flock.run_for(ms(500));
+    assert_eq!(
+        flock.transfer(goose, Some(4)),
+        Err(TransferError::UnknownNode),
+        "a learner"
+    );
+    assert_eq!(
+        flock.transfer(goose, Some(goose)),
+        Err(TransferError::UnknownNode)
+    );
+    assert_eq!(
+        flock.transfer(goose, Some(99)),
+        Err(TransferError::UnknownNode)
+    );
+    let other = (1..=3).find(|n| *n != goose).unwrap();
+    assert_eq!(flock.transfer(other, None), Err(TransferError::NotLeader));
+    let target = (1..=3).rev().find(|n| *n != goose).unwrap();
+    flock.transfer(goose, Some(target)).expect("a voter");
+    assert_eq!(flock.transfer(goose, None), Err(TransferError::Busy));
+    assert!(flock.run_until_condition(ms(500), |f| f.goose() == Some(target)));
+}
+
+#[test]
+fn transfer_without_a_caught_up_voter_fails_and_the_leader_resumes() {
+    let mut flock = flock_with(3, 3, 41, 5);
+    let goose = elect(&mut flock);
+    let target = (1..=3).find(|n| *n != goose).unwrap();
+    flock.blocked.insert((goose, target));
+    // Something the target lacks, so it cannot be level.
+    flock.propose(goose, Payload::Noop).expect("accepted");
+    flock.transfer(goose, Some(target)).expect("a voter");
+    flock.run_for(ms(300));
+    assert!(flock
+        .notable_events
+        .iter()
+        .any(|(_, n, e)| *n == goose && *e == Event::TransferFailed));
+    assert_eq!(
+        flock.goose(),
+        Some(goose),
+        "the leader leads on, and is goose again"
+    );
+}
