@@ -557,6 +557,15 @@ impl Runner {
                 Some(Event::Changed(observed)) => log_change(self.node.id(), &observed),
                 // storage_file has logged the cause; main logs the exit.
                 Some(Event::Failed) => return Err(RunError::StorageFailed),
+                Some(Event::TransferSent { to }) => {
+                    log::info!("node {}: handed leadership to {to}", self.node.id());
+                }
+                Some(Event::TransferFailed) => {
+                    log::warn!("node {}: no voter caught up for a handoff", self.node.id());
+                }
+                Some(Event::Removed) => {
+                    log::info!("node {}: removed from the flock", self.node.id());
+                }
             }
         }
         // Belt and braces: a failed node has no deadline, so if its Failed event were ever
