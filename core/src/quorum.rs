@@ -17,7 +17,15 @@ pub fn quorum_value<T: Ord + Copy, const N: usize>(
     if values.len() < needed {
         return None;
     }
-    values.sort_unstable_by(|a, b| b.cmp(a));
+    // Insertion sort, descending: at most 64 values, and core's quicksort would cost
+    // ~4.7 KB of a board's flash.
+    for i in 1..values.len() {
+        let mut j = i;
+        while j > 0 && values[j - 1] < values[j] {
+            values.swap(j - 1, j);
+            j -= 1;
+        }
+    }
     values.get(needed - 1).copied()
 }
 
