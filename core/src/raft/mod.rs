@@ -324,6 +324,9 @@ pub struct Node<S: Storage, const M: usize = MEMBERS_MAX, const L: usize = LOG_E
     was_member: bool,
     /// Whether [`Event::Removed`] was reported.
     removed: bool,
+    /// The commit index, last entry and snapshot when the committed membership was last
+    /// looked at for this node's removal.
+    membership_checked: Option<(LogIndex, EntryId, EntryId)>,
 }
 
 impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
@@ -389,6 +392,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             failed: false,
             was_member: false,
             removed: false,
+            membership_checked: None,
         };
         node.was_member = node.log.committed_member(config.id, node.commit).is_some();
         node.reset_election_timer(now);
@@ -1549,6 +1553,12 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     /// committed membership and no longer is. (An addition that never committed and was
     /// overwritten is not a removal: the node stays, to be added again.)
     fn maybe_report_removed(&mut self) {
+        // The committed membership only changes with the commit index or the log.
+        let checked = (self.commit, self.log.last_id(), self.log.snapshot());
+        if self.removed || self.membership_checked == Some(checked) {
+            return;
+        }
+        self.membership_checked = Some(checked);
         if self
             .log
             .committed_member(self.config.id, self.commit)
