@@ -27,9 +27,9 @@ pub use checker::{Checker, Violation};
 /// Member capacity of simulated nodes: the small embedded configuration's order of size,
 /// large enough for the 7-node flocks the swarm draws.
 pub const SIM_MEMBERS: usize = 8;
-/// Log capacity of simulated nodes: the desktop default (see the README's known limits for
-/// why a smaller log can stall under extreme fault rates).
-pub const SIM_LOG: usize = goose_core::limits::LOG_ENTRIES_MAX;
+/// Log capacity of simulated nodes: a quarter of the desktop's, so that compaction,
+/// snapshots and joining through a snapshot happen in almost every swarm seed.
+pub const SIM_LOG: usize = 16;
 /// Events one run may process before it is declared stuck (a bound on every run).
 pub const EVENTS_MAX: u64 = 5_000_000;
 
