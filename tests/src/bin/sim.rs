@@ -22,8 +22,8 @@ fn main() -> ExitCode {
     let started = std::time::Instant::now();
     for seed in from..from.saturating_add(count) {
         // A panic inside the core or the checker is a failure of this seed too.
-        let outcome = std::panic::catch_unwind(|| swarm::run(seed))
-            .unwrap_or(Err(swarm::Failure::Panic));
+        let outcome =
+            std::panic::catch_unwind(|| swarm::run(seed)).unwrap_or(Err(swarm::Failure::Panic));
         match outcome {
             Ok(summary) if count == 1 => println!("seed {seed}: ok {summary:?}"),
             Ok(_) => {}
