@@ -11,7 +11,8 @@
 //! - [`time`], [`rand`], [`types`], [`limits`]: instants, the seeded PRNG, newtypes, and
 //!   every capacity with why it is that size;
 //! - [`wire`]: peer frames (magic, version, ids, postcard body), checked once at the
-//!   gateway; [`text`]: the `whois-goose` / `ctl` text protocol;
+//!   gateway; [`auth`]: sealing frames with a MAC and a replay window (the MAC itself is
+//!   injected); [`text`]: the `whois-goose` / `ctl` text protocol;
 //! - [`raft`]: the [`Node`], its [`Storage`] and the lease's safety argument.
 //!
 //! ```
@@ -47,6 +48,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod auth;
 pub mod config;
 pub mod limits;
 pub mod quorum;
