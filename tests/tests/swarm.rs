@@ -1,4 +1,4 @@
-//! The seeded swarm: `SIM_SEEDS` seeds (default 2,000) from `SIM_FROM` (default 0). A
+//! The seeded swarm: `SIM_SEEDS` seeds (default 10,000) from `SIM_FROM` (default 0). A
 //! failure prints the one command that replays it. For a long soak:
 //! `SIM_SEEDS=1000000 cargo test --release -p flock-tests --test swarm`.
 
@@ -13,7 +13,7 @@ fn env(name: &str, default: u64) -> u64 {
 
 #[test]
 fn swarm_seeds_keep_every_invariant_and_elect_after_healing() {
-    let (from, count) = (env("SIM_FROM", 0), env("SIM_SEEDS", 2_000));
+    let (from, count) = (env("SIM_FROM", 0), env("SIM_SEEDS", 10_000));
     let mut events = 0;
     let mut faults = 0;
     let mut slowest = 0;
