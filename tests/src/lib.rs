@@ -9,6 +9,7 @@
 //! event; see [`checker`].
 
 pub mod checker;
+pub mod procs;
 pub mod swarm;
 
 use std::cell::RefCell;

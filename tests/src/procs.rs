@@ -1,0 +1,971 @@
+//! Real `goose` processes on 127.0.0.1, for `tests/processes.rs` and `bin/bench_flock.rs`.
+//!
+//! A [`Flock`] spawns `goose node` children on free UDP ports, each with its own data dir in
+//! a fresh temporary folder. Dropping it (also while a test panics) kills every child by
+//! pid with SIGKILL, reaps it, prints the tail of each node's log if a test is failing, and
+//! removes the folder.
+//!
+//! Every [`Flock::probe_round`] sends `whois-goose` to the nodes at once and checks, on the
+//! replies it sees, what the contract promises at every instant:
+//!
+//! - at most one node answers `goose` in one round (whatever their terms);
+//! - no node's term ever goes backwards, across rounds and across restarts;
+//! - one term never has two different geese.
+//!
+//! A broken promise panics (the tests) or is counted (the benchmark), as the flock's
+//! [`OnViolation`] says. Every wait in here has a time bound.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{self, File};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use goose_core::NodeId;
+
+/// Node ports are drawn below Linux's default ephemeral range (32768–60999), so the probe
+/// sockets the tests bind to port 0 never take a port a restarted node needs back.
+const PORT_LOW: u32 = 20_000;
+/// One past the highest node port drawn.
+const PORT_HIGH: u32 = 32_000;
+/// How long a started flock gets until every node answers a probe.
+const LISTEN_WITHIN: Duration = Duration::from_secs(10);
+/// Attempts at starting a flock when a port turned out to be taken meanwhile.
+const START_ATTEMPTS: u32 = 5;
+/// How long [`Flock::ctl`] waits for a reply.
+const CTL_TIMEOUT: Duration = Duration::from_secs(1);
+/// Largest reply read (a `status` line of a 5-node flock is well below).
+const REPLY_SIZE_MAX: usize = 4096;
+/// Log lines of each node printed when a test fails.
+const LOG_TAIL_LINES: usize = 40;
+
+/// A flock's timing, passed to every node as `--heartbeat-ms` and `--election-timeout-ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// `--heartbeat-ms`.
+    pub heartbeat_ms: u64,
+    /// `--election-timeout-ms <min>-…`.
+    pub election_timeout_ms_min: u64,
+    /// `--election-timeout-ms …-<max>`.
+    pub election_timeout_ms_max: u64,
+}
+
+impl Timing {
+    /// The contract's defaults: heartbeat 50 ms, election timeout 150–300 ms.
+    pub const DEFAULT: Self = Self {
+        heartbeat_ms: 50,
+        election_timeout_ms_min: 150,
+        election_timeout_ms_max: 300,
+    };
+    /// The Raft paper's fastest range (Figure 16): 12–24 ms, heartbeat 3 ms.
+    pub const FAST: Self = Self {
+        heartbeat_ms: 3,
+        election_timeout_ms_min: 12,
+        election_timeout_ms_max: 24,
+    };
+
+    /// The command-line flags for this timing.
+    pub fn flags(&self) -> Vec<String> {
+        vec![
+            "--heartbeat-ms".to_owned(),
+            self.heartbeat_ms.to_string(),
+            "--election-timeout-ms".to_owned(),
+            format!(
+                "{}-{}",
+                self.election_timeout_ms_min, self.election_timeout_ms_max
+            ),
+        ]
+    }
+
+    /// The goose's lease as the core computes it for this timing.
+    pub fn lease(&self) -> Duration {
+        let id = NodeId::new(1).expect("1 is a node id");
+        let config = goose_core::Config::with_timing(
+            id,
+            goose_core::Duration::from_millis(self.heartbeat_ms),
+            goose_core::Duration::from_millis(self.election_timeout_ms_min),
+            goose_core::Duration::from_millis(self.election_timeout_ms_max),
+        );
+        Duration::from_micros(config.lease_duration().micros())
+    }
+
+    /// The maximum election timeout.
+    pub fn election_timeout_max(&self) -> Duration {
+        Duration::from_millis(self.election_timeout_ms_max)
+    }
+}
+
+impl fmt::Display for Timing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}-{} ms, heartbeat {} ms",
+            self.election_timeout_ms_min, self.election_timeout_ms_max, self.heartbeat_ms
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The binary
+// ---------------------------------------------------------------------------------------
+
+/// The `goose` binary of the profile this executable was built with: `$GOOSE_BIN` if set,
+/// else `target/<profile>/goose` next to this executable (`target/<profile>/deps/` for a
+/// test, `target/<profile>/` for a binary). Asks cargo to build it first (a no-op when it is
+/// up to date), because a package's tests cannot depend on another package's binary.
+///
+/// # Panics
+///
+/// If there is no binary and cargo could not build one.
+pub fn goose_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| locate_or_build().unwrap_or_else(|error| panic!("{error}")))
+}
+
+fn locate_or_build() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("GOOSE_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let mut profile_dir = exe.parent().ok_or("executable without a folder")?;
+    if profile_dir.file_name().is_some_and(|name| name == "deps") {
+        profile_dir = profile_dir.parent().ok_or("deps/ without a parent")?;
+    }
+    let profile = profile_dir
+        .file_name()
+        .and_then(|name| name.to_str())
+        .ok_or("profile folder without a name")?;
+    let target_dir = profile_dir
+        .parent()
+        .ok_or("profile folder without a parent")?;
+    let binary = profile_dir.join("goose");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .args(["build", "--quiet", "-p", "goose", "--bin", "goose"])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    match profile {
+        "debug" => {}
+        "release" => {
+            command.arg("--release");
+        }
+        other => {
+            command.args(["--profile", other]);
+        }
+    }
+    let built = command.status();
+    match (built, binary.is_file()) {
+        (Ok(status), true) if status.success() => Ok(binary),
+        (outcome, true) => {
+            eprintln!("procs: `cargo build -p goose` failed ({outcome:?}); using {binary:?}");
+            Ok(binary)
+        }
+        (outcome, false) => Err(format!(
+            "no goose binary at {} and `cargo build -p goose` failed: {outcome:?}",
+            binary.display()
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Ports and folders
+// ---------------------------------------------------------------------------------------
+
+/// A fresh number per call in this process, starting at a value that differs between
+/// processes (pid and clock), so parallel test runs rarely try the same ports.
+fn next_sequence() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    static START: OnceLock<u32> = OnceLock::new();
+    let start = *START.get_or_init(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        std::process::id().wrapping_mul(7919) ^ nanos
+    });
+    start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// `count` distinct UDP ports on 127.0.0.1 that were free a moment ago.
+///
+/// # Panics
+///
+/// If no free ports turn up in 10,000 tries.
+pub fn free_ports(count: usize) -> Vec<u16> {
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..10_000 {
+        if held.len() == count {
+            break;
+        }
+        let port = PORT_LOW + next_sequence().wrapping_mul(2_654_435_761) % (PORT_HIGH - PORT_LOW);
+        let port = u16::try_from(port).expect("below 32000");
+        if let Ok(socket) = UdpSocket::bind((Ipv4Addr::LOCALHOST, port)) {
+            held.push(socket);
+        }
+    }
+    assert_eq!(held.len(), count, "no {count} free UDP ports found");
+    held.iter()
+        .map(|socket| socket.local_addr().expect("bound").port())
+        .collect()
+}
+
+/// A temporary folder, removed when dropped.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// A new empty folder under the system's temporary folder.
+    ///
+    /// # Panics
+    ///
+    /// If it cannot be created.
+    pub fn new(label: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "goose-{label}-{}-{}",
+            std::process::id(),
+            next_sequence()
+        ));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        Self { path }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Probes
+// ---------------------------------------------------------------------------------------
+
+/// A parsed probe reply: `goose|duck id=<id> term=<term> goose=<id|none> [state=stopped] …`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// It answered `goose`.
+    pub goose: bool,
+    /// Its `id=`.
+    pub id: u16,
+    /// Its `term=`.
+    pub term: u64,
+    /// Its `goose=`: the goose it follows (its own id for a goose), `None` for `none`.
+    pub leader: Option<u16>,
+    /// It said `state=stopped`.
+    pub stopped: bool,
+    /// The line as received, without its `\n`.
+    pub line: String,
+}
+
+impl Probe {
+    /// Parses one reply datagram, checking the contract's format: one line ending in `\n`,
+    /// role first, then `id`, `term` and `goose` pairs.
+    ///
+    /// # Errors
+    ///
+    /// A description of what is wrong with the reply.
+    pub fn parse(datagram: &[u8]) -> Result<Self, String> {
+        let text = std::str::from_utf8(datagram)
+            .map_err(|_| format!("reply is not UTF-8: {datagram:?}"))?;
+        let line = text
+            .strip_suffix('\n')
+            .ok_or_else(|| format!("reply does not end in \\n: {text:?}"))?;
+        if line.contains('\n') {
+            return Err(format!("reply is more than one line: {text:?}"));
+        }
+        let mut words = line.split(' ');
+        let goose = match words.next() {
+            Some("goose") => true,
+            Some("duck") => false,
+            _ => return Err(format!("reply does not start with goose|duck: {line:?}")),
+        };
+        let pairs: BTreeMap<&str, &str> = words.filter_map(|w| w.split_once('=')).collect();
+        let number = |key: &str| -> Result<u64, String> {
+            pairs
+                .get(key)
+                .and_then(|value| value.parse().ok())
+                .ok_or_else(|| format!("reply without a numeric {key}=: {line:?}"))
+        };
+        let id = u16::try_from(number("id")?).map_err(|_| format!("id out of range: {line:?}"))?;
+        let term = number("term")?;
+        let leader = match pairs.get("goose") {
+            Some(&"none") => None,
+            Some(value) => Some(
+                value
+                    .parse()
+                    .map_err(|_| format!("bad goose= in {line:?}"))?,
+            ),
+            None => return Err(format!("reply without goose=: {line:?}")),
+        };
+        if goose && leader != Some(id) {
+            return Err(format!("a goose must name itself in goose=: {line:?}"));
+        }
+        Ok(Self {
+            goose,
+            id,
+            term,
+            leader,
+            stopped: pairs.get("state") == Some(&"stopped"),
+            line: line.to_owned(),
+        })
+    }
+}
+
+/// The replies of one probe round, by node index; `None` where a node did not answer.
+#[derive(Clone, Debug)]
+pub struct Round {
+    /// When the probes were sent.
+    pub sent: Instant,
+    /// Each node's reply and when it arrived.
+    pub replies: Vec<Option<(Probe, Instant)>>,
+}
+
+impl Round {
+    /// The nodes that answered `goose`.
+    pub fn geese(&self) -> Vec<usize> {
+        self.answers()
+            .filter(|(_, probe)| probe.goose)
+            .map(|(index, _)| index)
+            .collect()
+    }
+
+    /// The nodes that answered, with their replies.
+    pub fn answers(&self) -> impl Iterator<Item = (usize, &Probe)> {
+        self.replies
+            .iter()
+            .enumerate()
+            .filter_map(|(index, reply)| Some((index, &reply.as_ref()?.0)))
+    }
+
+    /// Node `index`'s reply.
+    pub fn reply(&self, index: usize) -> Option<&Probe> {
+        self.replies.get(index)?.as_ref().map(|(probe, _)| probe)
+    }
+
+    /// `(goose index, term)` if every node in `among` answered, exactly one of them is
+    /// goose, none is stopped, and all share the goose's term and name it in `goose=`.
+    pub fn agreed(&self, among: &[usize]) -> Option<(usize, u64)> {
+        let geese = self.geese();
+        let [goose] = geese[..] else {
+            return None;
+        };
+        if !among.contains(&goose) {
+            return None;
+        }
+        let leader = self.reply(goose)?;
+        let all_agree = among.iter().all(|&index| {
+            self.reply(index).is_some_and(|probe| {
+                !probe.stopped && probe.term == leader.term && probe.leader == Some(leader.id)
+            })
+        });
+        all_agree.then_some((goose, leader.term))
+    }
+}
+
+impl fmt::Display for Round {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, reply) in self.replies.iter().enumerate() {
+            let separator = if index == 0 { "" } else { " | " };
+            match reply {
+                Some((probe, at)) => write!(
+                    f,
+                    "{separator}[{index}] {} (+{} µs)",
+                    probe.line,
+                    at.saturating_duration_since(self.sent).as_micros()
+                )?,
+                None => write!(f, "{separator}[{index}] -")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends `text` to 127.0.0.1:`port` from a fresh socket and returns the first reply within
+/// `timeout`, if any.
+pub fn request(port: u16, text: &[u8], timeout: Duration) -> Option<Vec<u8>> {
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).ok()?;
+    socket.connect((Ipv4Addr::LOCALHOST, port)).ok()?;
+    socket.send(text).ok()?;
+    receive(&socket, Instant::now() + timeout)
+}
+
+/// The next datagram on `socket` before `deadline`, if any.
+pub fn receive(socket: &UdpSocket, deadline: Instant) -> Option<Vec<u8>> {
+    let mut buffer = vec![0; REPLY_SIZE_MAX];
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        if left.is_zero() {
+            return None;
+        }
+        socket.set_read_timeout(Some(left)).ok()?;
+        match socket.recv(&mut buffer) {
+            Ok(size) => {
+                buffer.truncate(size);
+                return Some(buffer);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // WouldBlock/TimedOut: the timeout; ConnectionRefused: nobody listens.
+            Err(_) => return None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The flock
+// ---------------------------------------------------------------------------------------
+
+/// What a probe round does when it sees a broken safety promise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnViolation {
+    /// Panic at once with the round (the tests).
+    Panic,
+    /// Count it in [`Watch`] and go on (the benchmark reports the count).
+    Count,
+}
+
+/// What the probe rounds of a flock have seen so far.
+#[derive(Clone, Debug, Default)]
+pub struct Watch {
+    /// Probe rounds done.
+    pub rounds: u64,
+    /// Rounds in which two or more nodes answered `goose`.
+    pub double_geese: u64,
+    /// Replies whose term was below one the same node had answered before.
+    pub term_regressions: u64,
+    /// Terms in which a second node answered `goose`.
+    pub two_geese_in_a_term: u64,
+    /// Replies that broke the reply format.
+    pub malformed: u64,
+    /// The highest term each node answered.
+    pub max_term: Vec<u64>,
+    /// The goose seen in each term.
+    pub goose_of_term: BTreeMap<u64, u16>,
+}
+
+/// One `goose node` child.
+#[derive(Debug)]
+pub struct Node {
+    /// Its id.
+    pub id: u16,
+    /// Its UDP port on 127.0.0.1.
+    pub port: u16,
+    /// Its `--data-dir`.
+    pub data_dir: PathBuf,
+    log: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+/// A flock of `goose node` processes on 127.0.0.1; see the module docs.
+#[derive(Debug)]
+pub struct Flock {
+    /// The nodes, index `i` has id `i + 1`.
+    pub nodes: Vec<Node>,
+    /// Their timing.
+    pub timing: Timing,
+    /// When the first node was spawned.
+    pub started: Instant,
+    on_violation: OnViolation,
+    watch: RefCell<Watch>,
+    // Last, so the children are killed before their folder is removed.
+    root: TempDir,
+}
+
+impl Flock {
+    /// Starts `count` nodes with `timing` and waits until every one answers a probe.
+    ///
+    /// # Panics
+    ///
+    /// If the flock cannot be started in [`START_ATTEMPTS`] attempts.
+    pub fn start(count: usize, timing: Timing) -> Self {
+        Self::start_with(count, timing, &[], OnViolation::Panic)
+    }
+
+    /// [`Flock::start`] with extra flags for every node, and a choice of what a broken
+    /// safety promise does.
+    ///
+    /// # Panics
+    ///
+    /// If the flock cannot be started in [`START_ATTEMPTS`] attempts.
+    pub fn start_with(
+        count: usize,
+        timing: Timing,
+        extra: &[&str],
+        on_violation: OnViolation,
+    ) -> Self {
+        let mut failures = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            let mut flock = Self::spawn(count, timing, extra, on_violation);
+            match flock.wait_listening(LISTEN_WITHIN) {
+                Ok(()) => return flock,
+                // Another process took a port between the check and the bind: new ports.
+                Err(error) => failures.push(error),
+            }
+        }
+        panic!("could not start a flock of {count}: {failures:#?}");
+    }
+
+    fn spawn(count: usize, timing: Timing, extra: &[&str], on_violation: OnViolation) -> Self {
+        let root = TempDir::new("flock");
+        let ports = free_ports(count);
+        let mut nodes = Vec::with_capacity(count);
+        for (index, &port) in ports.iter().enumerate() {
+            let id = u16::try_from(index + 1).expect("few nodes");
+            let data_dir = root.path().join(id.to_string());
+            let mut args: Vec<String> = vec![
+                "node".into(),
+                "--id".into(),
+                id.to_string(),
+                "--listen".into(),
+                format!("127.0.0.1:{port}"),
+                "--data-dir".into(),
+                data_dir.display().to_string(),
+            ];
+            for (peer_index, &peer_port) in ports.iter().enumerate() {
+                if peer_index != index {
+                    args.push("--peer".into());
+                    args.push(format!("{}=127.0.0.1:{peer_port}", peer_index + 1));
+                }
+            }
+            args.extend(timing.flags());
+            args.extend(extra.iter().map(|&flag| flag.to_owned()));
+            nodes.push(Node {
+                id,
+                port,
+                data_dir,
+                log: root.path().join(format!("node-{id}.log")),
+                args,
+                child: None,
+            });
+        }
+        let mut flock = Self {
+            nodes,
+            timing,
+            started: Instant::now(),
+            on_violation,
+            watch: RefCell::new(Watch {
+                max_term: vec![0; count],
+                ..Watch::default()
+            }),
+            root,
+        };
+        goose_binary(); // build before the clock starts
+        flock.started = Instant::now();
+        for index in 0..count {
+            flock.launch(index);
+        }
+        flock
+    }
+
+    fn launch(&mut self, index: usize) {
+        let node = &mut self.nodes[index];
+        assert!(node.child.is_none(), "node {} is running", node.id);
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("log file");
+        let child = Command::new(goose_binary())
+            .args(&node.args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn goose node {}: {e}", node.id));
+        node.child = Some(child);
+    }
+
+    /// Waits until every running node answers a probe, or fails with why not.
+    fn wait_listening(&mut self, within: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + within;
+        let all: Vec<usize> = (0..self.nodes.len()).collect();
+        loop {
+            for index in 0..self.nodes.len() {
+                if let Some(status) = self.exit_status(index) {
+                    return Err(format!(
+                        "node {} exited ({status}) at start:\n{}",
+                        self.nodes[index].id,
+                        self.log_tail(index)
+                    ));
+                }
+            }
+            let round = self.probe_round(&all, Duration::from_millis(50));
+            if round.answers().count() == all.len() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "not every node answered within {within:?}: {round}"
+                ));
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Node count.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the flock has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Every node's index.
+    pub fn all(&self) -> Vec<usize> {
+        (0..self.nodes.len()).collect()
+    }
+
+    /// Node `index`'s port.
+    pub fn port(&self, index: usize) -> u16 {
+        self.nodes[index].port
+    }
+
+    /// Node `index`'s address.
+    pub fn addr(&self, index: usize) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port(index)))
+    }
+
+    /// Node `index`'s pid, while it runs.
+    pub fn pid(&self, index: usize) -> Option<u32> {
+        self.nodes[index].child.as_ref().map(Child::id)
+    }
+
+    /// What the probe rounds have seen so far.
+    pub fn watch(&self) -> Watch {
+        self.watch.borrow().clone()
+    }
+
+    /// Sends `whois-goose` to the nodes `indices` at once from one fresh socket and collects
+    /// their replies until all answered or `window` has passed; checks the safety promises
+    /// (module docs) on what it got.
+    ///
+    /// # Panics
+    ///
+    /// On a broken promise, if the flock was started with [`OnViolation::Panic`].
+    pub fn probe_round(&self, indices: &[usize], window: Duration) -> Round {
+        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("probe socket");
+        let sent = Instant::now();
+        let mut round = Round {
+            sent,
+            replies: vec![None; self.nodes.len()],
+        };
+        for &index in indices {
+            // A full buffer or a dead port only means no answer.
+            let _ = socket.send_to(b"whois-goose", self.addr(index));
+        }
+        let deadline = sent + window;
+        let mut buffer = [0; REPLY_SIZE_MAX];
+        let mut waiting = indices.len();
+        while waiting > 0 {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            if left.is_zero() || socket.set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+            let (size, source) = match socket.recv_from(&mut buffer) {
+                Ok(received) => received,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            let at = Instant::now();
+            let Some(index) = self.nodes.iter().position(|n| n.port == source.port()) else {
+                continue;
+            };
+            if round.replies[index].is_some() || !indices.contains(&index) {
+                continue;
+            }
+            match Probe::parse(&buffer[..size]) {
+                Ok(probe) => round.replies[index] = Some((probe, at)),
+                Err(error) => self.violation(|w| &mut w.malformed, &error),
+            }
+            waiting -= 1;
+        }
+        self.check(&round);
+        round
+    }
+
+    fn check(&self, round: &Round) {
+        let mut problems = Vec::new();
+        {
+            let mut watch = self.watch.borrow_mut();
+            watch.rounds += 1;
+            if round.geese().len() > 1 {
+                watch.double_geese += 1;
+                problems.push("two nodes answered goose in one round".to_owned());
+            }
+            for (index, probe) in round.answers() {
+                if probe.term < watch.max_term[index] {
+                    watch.term_regressions += 1;
+                    problems.push(format!(
+                        "node {} went back from term {} to {}",
+                        probe.id, watch.max_term[index], probe.term
+                    ));
+                }
+                watch.max_term[index] = watch.max_term[index].max(probe.term);
+                if probe.goose {
+                    match watch.goose_of_term.insert(probe.term, probe.id) {
+                        Some(other) if other != probe.id => {
+                            watch.two_geese_in_a_term += 1;
+                            problems.push(format!(
+                                "term {} had goose {other} and goose {}",
+                                probe.term, probe.id
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if !problems.is_empty() && self.on_violation == OnViolation::Panic {
+            panic!("safety: {} (round {})", problems.join("; "), round);
+        }
+    }
+
+    fn violation(&self, counter: impl FnOnce(&mut Watch) -> &mut u64, what: &str) {
+        *counter(&mut self.watch.borrow_mut()) += 1;
+        if self.on_violation == OnViolation::Panic {
+            panic!("{what}");
+        }
+    }
+
+    /// Probes the nodes `indices` every `every` until `done` accepts a round or `within`
+    /// has passed; returns that round, or the last one as the error.
+    ///
+    /// # Errors
+    ///
+    /// The last round, if none was accepted in time.
+    pub fn wait_until(
+        &self,
+        indices: &[usize],
+        within: Duration,
+        every: Duration,
+        mut done: impl FnMut(&Round) -> bool,
+    ) -> Result<Round, Round> {
+        let deadline = Instant::now() + within;
+        loop {
+            let started = Instant::now();
+            let round = self.probe_round(indices, every.max(Duration::from_millis(20)));
+            if done(&round) {
+                return Ok(round);
+            }
+            if Instant::now() >= deadline {
+                return Err(round);
+            }
+            if let Some(rest) = every.checked_sub(started.elapsed()) {
+                thread::sleep(rest);
+            }
+        }
+    }
+
+    /// Waits until the nodes `among` agree on one goose and its term ([`Round::agreed`]);
+    /// returns `(goose index, term)`.
+    ///
+    /// # Panics
+    ///
+    /// If they do not within `within`.
+    pub fn wait_agreed(&self, among: &[usize], within: Duration) -> (usize, u64) {
+        let waited = Instant::now();
+        match self.wait_until(among, within, Duration::from_millis(10), |round| {
+            round.agreed(among).is_some()
+        }) {
+            Ok(round) => round.agreed(among).expect("accepted"),
+            Err(last) => panic!(
+                "nodes {among:?} did not agree on one goose within {within:?} \
+                 (waited {:?}); last round: {last}",
+                waited.elapsed()
+            ),
+        }
+    }
+
+    /// Sends `ctl <command>` to node `index` and returns the reply line without its `\n`.
+    pub fn ctl(&self, index: usize, command: &str) -> Option<String> {
+        let text = format!("ctl {command}");
+        let reply = request(self.port(index), text.as_bytes(), CTL_TIMEOUT)?;
+        let reply = String::from_utf8_lossy(&reply).into_owned();
+        Some(reply.strip_suffix('\n').unwrap_or(&reply).to_owned())
+    }
+
+    /// Node `index`'s `ctl status` pairs.
+    ///
+    /// # Panics
+    ///
+    /// If it does not answer `ok …`.
+    pub fn status(&self, index: usize) -> BTreeMap<String, String> {
+        let reply = self.ctl(index, "status");
+        let reply = reply.unwrap_or_else(|| panic!("no status from node {}", index + 1));
+        let pairs = reply
+            .strip_prefix("ok ")
+            .unwrap_or_else(|| panic!("status of node {} is not ok: {reply}", index + 1));
+        pairs
+            .split(' ')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(key, value)| (key.to_owned(), value.to_owned()))
+            .collect()
+    }
+
+    /// Sends signal `signal` to node `index` by its pid.
+    ///
+    /// # Panics
+    ///
+    /// If the node is not running or the signal cannot be sent.
+    pub fn signal(&self, index: usize, signal: libc::c_int) {
+        let pid = self.pid(index).expect("node is running");
+        let pid = libc::pid_t::try_from(pid).expect("pid fits");
+        // SAFETY: kill(2) with a pid of our own, unreaped child: it cannot name another
+        // process, and has no memory effects.
+        let result = unsafe { libc::kill(pid, signal) };
+        assert_eq!(
+            result,
+            0,
+            "kill({pid}, {signal}): {}",
+            io::Error::last_os_error()
+        );
+    }
+
+    /// `kill -9`s node `index` and reaps it; returns the instant just before the signal.
+    ///
+    /// # Panics
+    ///
+    /// If the node is not running.
+    pub fn kill9(&mut self, index: usize) -> Instant {
+        let killed = Instant::now();
+        self.signal(index, libc::SIGKILL);
+        let mut child = self.nodes[index].child.take().expect("running");
+        let _ = child.wait();
+        killed
+    }
+
+    /// Starts node `index` again on its data dir, with the same flags.
+    ///
+    /// # Panics
+    ///
+    /// If it is running.
+    pub fn restart(&mut self, index: usize) {
+        self.launch(index);
+    }
+
+    /// Node `index`'s exit status, if it has exited (it is then reaped and forgotten).
+    pub fn exit_status(&mut self, index: usize) -> Option<ExitStatus> {
+        let child = self.nodes[index].child.as_mut()?;
+        let status = child.try_wait().ok()??;
+        self.nodes[index].child = None;
+        Some(status)
+    }
+
+    /// Whether node `index` is running.
+    pub fn running(&mut self, index: usize) -> bool {
+        self.nodes[index].child.is_some() && self.exit_status(index).is_none()
+    }
+
+    /// The last lines of node `index`'s log.
+    pub fn log_tail(&self, index: usize) -> String {
+        let text = fs::read_to_string(&self.nodes[index].log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+    }
+
+    /// The folder every node's data dir and log live in.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+}
+
+impl Drop for Flock {
+    fn drop(&mut self) {
+        for index in 0..self.nodes.len() {
+            if let Some(mut child) = self.nodes[index].child.take() {
+                // SIGKILL also ends a SIGSTOPped child.
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if thread::panicking() {
+            for index in 0..self.nodes.len() {
+                eprintln!(
+                    "--- node {} (127.0.0.1:{}) log tail ---\n{}",
+                    self.nodes[index].id,
+                    self.nodes[index].port,
+                    self.log_tail(index)
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// One-shot runs
+// ---------------------------------------------------------------------------------------
+
+/// How a one-shot `goose` run ended.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Its exit status; `None` if it was still running at the deadline (then killed).
+    pub status: Option<ExitStatus>,
+    /// What it wrote to stderr.
+    pub stderr: String,
+    /// What it wrote to stdout.
+    pub stdout: String,
+}
+
+impl Outcome {
+    /// Its exit code, if it exited.
+    pub fn code(&self) -> Option<i32> {
+        self.status.and_then(|status| status.code())
+    }
+}
+
+/// Runs `goose <args>` with `RUST_LOG=info`, waits at most `within` (then kills it), and
+/// returns how it ended.
+///
+/// # Panics
+///
+/// If it cannot be spawned.
+pub fn run_goose(args: &[&str], within: Duration) -> Outcome {
+    let folder = TempDir::new("run");
+    let (stdout_path, stderr_path) = (folder.path().join("out"), folder.path().join("err"));
+    let mut child = Command::new(goose_binary())
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(File::create(&stdout_path).expect("stdout file"))
+        .stderr(File::create(&stderr_path).expect("stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn goose {args:?}: {e}"));
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    Outcome {
+        status,
+        stderr: fs::read_to_string(stderr_path).unwrap_or_default(),
+        stdout: fs::read_to_string(stdout_path).unwrap_or_default(),
+    }
+}
