@@ -1,0 +1,383 @@
+//! NOR flashes for the persistent state, all with one geometry ([`FLASH_PAGE_SIZE`]-byte
+//! pages, [`FLASH_WORD_SIZE`]-byte writes, [`FLASH_SIZE`] bytes in all), and the adapter
+//! that lets sequential-storage's async API run on a blocking flash.
+//!
+//! - [`MemFlash`]: in RAM, for tests (a volatile flash must never back a real node: a
+//!   rebooted node would forget its vote).
+//! - [`FileFlash`]: a flash image in a host file, reached through any [`FileIo`]; the QEMU
+//!   firmware implements [`FileIo`] with semihosting, tests with `std::fs::File`.
+//!
+//! Both behave like NOR: erasing sets bytes to `0xFF`, writing can only clear bits (the
+//! written data is ANDed in), reads and writes outside the flash or misaligned are errors,
+//! never panics.
+
+use embedded_storage::nor_flash::{
+    ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
+};
+
+/// Bytes one write must be a multiple of, and aligned to (a 32-bit word, like most MCU
+/// flashes).
+pub const FLASH_WORD_SIZE: usize = 4;
+
+/// Bytes one erase covers. 4 KiB holds three worst-case states (`STATE_SIZE_MAX`) or
+/// dozens of typical ones, so the map rarely migrates.
+pub const FLASH_PAGE_SIZE: usize = 4096;
+
+/// Pages of flash given to the state: sequential-storage's map needs at least two (one is
+/// kept free for garbage collection); four spread the wear.
+pub const FLASH_PAGES: usize = 4;
+
+/// The whole flash, in bytes.
+pub const FLASH_SIZE: usize = FLASH_PAGES * FLASH_PAGE_SIZE;
+
+/// Bytes copied at a time by [`FileFlash`]'s erase and read-modify-write.
+const CHUNK_SIZE: usize = 64;
+
+const _: () = assert!(crate::STATE_SIZE_MAX + 64 < FLASH_PAGE_SIZE);
+const _: () = assert!(FLASH_PAGE_SIZE.is_multiple_of(CHUNK_SIZE));
+const _: () = assert!(CHUNK_SIZE.is_multiple_of(FLASH_WORD_SIZE));
+
+/// Why a flash operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlashError {
+    /// The range is not inside the flash.
+    OutOfBounds,
+    /// The offset or length is not a multiple of the write or erase size.
+    NotAligned,
+    /// The medium behind the flash (a host file) failed.
+    Io,
+}
+
+impl NorFlashError for FlashError {
+    fn kind(&self) -> NorFlashErrorKind {
+        match self {
+            Self::OutOfBounds => NorFlashErrorKind::OutOfBounds,
+            Self::NotAligned => NorFlashErrorKind::NotAligned,
+            Self::Io => NorFlashErrorKind::Other,
+        }
+    }
+}
+
+/// Checks `offset..offset + size` against the flash and the alignment `align`.
+fn check(offset: u32, size: usize, align: usize) -> Result<usize, FlashError> {
+    let start = usize::try_from(offset).map_err(|_| FlashError::OutOfBounds)?;
+    let end = start.checked_add(size).ok_or(FlashError::OutOfBounds)?;
+    if end > FLASH_SIZE {
+        return Err(FlashError::OutOfBounds);
+    }
+    if !start.is_multiple_of(align) || !size.is_multiple_of(align) {
+        return Err(FlashError::NotAligned);
+    }
+    Ok(start)
+}
+
+/// Checks an erase range `from..to`.
+fn check_erase(from: u32, to: u32) -> Result<(usize, usize), FlashError> {
+    let size = to.checked_sub(from).ok_or(FlashError::OutOfBounds)?;
+    let size = usize::try_from(size).map_err(|_| FlashError::OutOfBounds)?;
+    let start = check(from, size, FLASH_PAGE_SIZE)?;
+    Ok((start, start + size))
+}
+
+// --- In memory --------------------------------------------------------------------------
+
+/// A flash in RAM, erased at creation. For tests: it forgets everything when dropped.
+pub struct MemFlash {
+    bytes: [u8; FLASH_SIZE],
+    writes: u64,
+    erases: u64,
+}
+
+impl MemFlash {
+    /// An erased flash.
+    pub const fn new() -> Self {
+        Self {
+            bytes: [0xFF; FLASH_SIZE],
+            writes: 0,
+            erases: 0,
+        }
+    }
+
+    /// Every byte, for tests that inspect or corrupt the image.
+    pub fn bytes_mut(&mut self) -> &mut [u8; FLASH_SIZE] {
+        &mut self.bytes
+    }
+
+    /// Write calls so far.
+    pub fn writes(&self) -> u64 {
+        self.writes
+    }
+
+    /// Erase calls so far.
+    pub fn erases(&self) -> u64 {
+        self.erases
+    }
+}
+
+impl Default for MemFlash {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ErrorType for MemFlash {
+    type Error = FlashError;
+}
+
+impl ReadNorFlash for MemFlash {
+    const READ_SIZE: usize = 1;
+
+    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), FlashError> {
+        let start = check(offset, bytes.len(), Self::READ_SIZE)?;
+        bytes.copy_from_slice(&self.bytes[start..start + bytes.len()]);
+        Ok(())
+    }
+
+    fn capacity(&self) -> usize {
+        FLASH_SIZE
+    }
+}
+
+impl NorFlash for MemFlash {
+    const WRITE_SIZE: usize = FLASH_WORD_SIZE;
+    const ERASE_SIZE: usize = FLASH_PAGE_SIZE;
+
+    fn erase(&mut self, from: u32, to: u32) -> Result<(), FlashError> {
+        let (start, end) = check_erase(from, to)?;
+        self.bytes[start..end].fill(0xFF);
+        self.erases += 1;
+        Ok(())
+    }
+
+    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), FlashError> {
+        let start = check(offset, bytes.len(), Self::WRITE_SIZE)?;
+        for (cell, byte) in self.bytes[start..].iter_mut().zip(bytes) {
+            *cell &= byte;
+        }
+        self.writes += 1;
+        Ok(())
+    }
+}
+
+// --- In a host file ---------------------------------------------------------------------
+
+/// Positioned reads and writes on a file that holds a flash image.
+pub trait FileIo {
+    /// Reads from `offset` into `buffer` as many bytes as the file holds there, up to
+    /// `buffer.len()`, and returns how many; fewer only at the end of the file.
+    ///
+    /// # Errors
+    /// [`FlashError::Io`] if the file cannot be read.
+    fn read_at(&mut self, offset: u32, buffer: &mut [u8]) -> Result<usize, FlashError>;
+
+    /// Writes all of `data` at `offset`, extending the file if needed.
+    ///
+    /// # Errors
+    /// [`FlashError::Io`] if the file cannot be written.
+    fn write_at(&mut self, offset: u32, data: &[u8]) -> Result<(), FlashError>;
+}
+
+/// A NOR flash of [`FLASH_SIZE`] bytes kept in a file. Bytes the file does not hold yet
+/// read as erased (`0xFF`), so an empty or new file is an erased flash.
+///
+/// Durability is the file's: a write has reached the host's page cache when it returns, so
+/// it survives the emulator being killed, not the host losing power.
+pub struct FileFlash<B: FileIo> {
+    file: B,
+}
+
+impl<B: FileIo> FileFlash<B> {
+    /// A flash backed by `file`.
+    pub const fn new(file: B) -> Self {
+        Self { file }
+    }
+
+    /// The file back.
+    pub fn into_file(self) -> B {
+        self.file
+    }
+
+    /// Reads `bytes.len()` bytes at `start`, filling what the file lacks with `0xFF`.
+    fn read_padded(&mut self, start: usize, bytes: &mut [u8]) -> Result<(), FlashError> {
+        let offset = u32::try_from(start).map_err(|_| FlashError::OutOfBounds)?;
+        let read = self.file.read_at(offset, bytes)?.min(bytes.len());
+        bytes[read..].fill(0xFF);
+        Ok(())
+    }
+}
+
+impl<B: FileIo> ErrorType for FileFlash<B> {
+    type Error = FlashError;
+}
+
+impl<B: FileIo> ReadNorFlash for FileFlash<B> {
+    const READ_SIZE: usize = 1;
+
+    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), FlashError> {
+        let start = check(offset, bytes.len(), Self::READ_SIZE)?;
+        self.read_padded(start, bytes)
+    }
+
+    fn capacity(&self) -> usize {
+        FLASH_SIZE
+    }
+}
+
+impl<B: FileIo> NorFlash for FileFlash<B> {
+    const WRITE_SIZE: usize = FLASH_WORD_SIZE;
+    const ERASE_SIZE: usize = FLASH_PAGE_SIZE;
+
+    fn erase(&mut self, from: u32, to: u32) -> Result<(), FlashError> {
+        let (start, end) = check_erase(from, to)?;
+        let erased = [0xFF; CHUNK_SIZE];
+        for chunk_start in (start..end).step_by(CHUNK_SIZE) {
+            let offset = u32::try_from(chunk_start).map_err(|_| FlashError::OutOfBounds)?;
+            self.file.write_at(offset, &erased)?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), FlashError> {
+        let start = check(offset, bytes.len(), Self::WRITE_SIZE)?;
+        let mut current = [0; CHUNK_SIZE];
+        for (index, data) in bytes.chunks(CHUNK_SIZE).enumerate() {
+            let chunk_start = start + index * CHUNK_SIZE;
+            let current = &mut current[..data.len()];
+            self.read_padded(chunk_start, current)?;
+            for (cell, byte) in current.iter_mut().zip(data) {
+                *cell &= byte;
+            }
+            let offset = u32::try_from(chunk_start).map_err(|_| FlashError::OutOfBounds)?;
+            self.file.write_at(offset, current)?;
+        }
+        Ok(())
+    }
+}
+
+// --- Blocking to async ------------------------------------------------------------------
+
+/// Presents a blocking `embedded_storage` flash through the async
+/// `embedded_storage_async` traits that sequential-storage is written against. Every call
+/// completes in its first poll, so [`embassy_futures::block_on`] runs it to the end at once.
+pub struct Blocking<F>(pub F);
+
+impl<F: ErrorType> ErrorType for Blocking<F> {
+    type Error = F::Error;
+}
+
+impl<F: ReadNorFlash> embedded_storage_async::nor_flash::ReadNorFlash for Blocking<F> {
+    const READ_SIZE: usize = F::READ_SIZE;
+
+    async fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
+        self.0.read(offset, bytes)
+    }
+
+    fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+}
+
+impl<F: NorFlash> embedded_storage_async::nor_flash::NorFlash for Blocking<F> {
+    const WRITE_SIZE: usize = F::WRITE_SIZE;
+    const ERASE_SIZE: usize = F::ERASE_SIZE;
+
+    async fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
+        self.0.erase(from, to)
+    }
+
+    async fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
+        self.0.write(offset, bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use std::vec::Vec;
+
+    use super::*;
+
+    /// A file in memory, to test [`FileFlash`] without a file system.
+    #[derive(Default)]
+    struct VecFile(Vec<u8>);
+
+    impl FileIo for VecFile {
+        fn read_at(&mut self, offset: u32, buffer: &mut [u8]) -> Result<usize, FlashError> {
+            let start = (offset as usize).min(self.0.len());
+            let available = &self.0[start..];
+            let count = available.len().min(buffer.len());
+            buffer[..count].copy_from_slice(&available[..count]);
+            Ok(count)
+        }
+
+        fn write_at(&mut self, offset: u32, data: &[u8]) -> Result<(), FlashError> {
+            let start = offset as usize;
+            if self.0.len() < start + data.len() {
+                self.0.resize(start + data.len(), 0);
+            }
+            self.0[start..start + data.len()].copy_from_slice(data);
+            Ok(())
+        }
+    }
+
+    fn exercise(flash: &mut impl NorFlash<Error = FlashError>) {
+        let mut read = [0; 8];
+        flash.read(100, &mut read).unwrap();
+        assert_eq!(read, [0xFF; 8], "a new flash reads erased");
+        flash.write(96, &[0x0F, 0xF0, 0x00, 0xFF]).unwrap();
+        flash.write(96, &[0xFF, 0x3C, 0xFF, 0xFF]).unwrap();
+        let mut word = [0; 4];
+        flash.read(96, &mut word).unwrap();
+        assert_eq!(word, [0x0F, 0x30, 0x00, 0xFF], "writes only clear bits");
+        // Writes that span chunk boundaries.
+        let data: Vec<u8> = (0..200u8).collect();
+        flash.write(4100, &data).unwrap();
+        let mut back = [0; 200];
+        flash.read(4100, &mut back).unwrap();
+        assert_eq!(&back[..], &data[..]);
+        flash.erase(0, FLASH_PAGE_SIZE as u32).unwrap();
+        flash.read(96, &mut word).unwrap();
+        assert_eq!(word, [0xFF; 4], "erase sets every byte");
+        flash.read(4100, &mut word).unwrap();
+        assert_eq!(word, [0, 1, 2, 3], "erase stays inside its pages");
+        flash
+            .erase(FLASH_PAGE_SIZE as u32, FLASH_SIZE as u32)
+            .unwrap();
+        flash.read(4100, &mut word).unwrap();
+        assert_eq!(word, [0xFF; 4]);
+    }
+
+    fn refuses(flash: &mut impl NorFlash<Error = FlashError>) {
+        let size = FLASH_SIZE as u32;
+        assert_eq!(flash.write(2, &[0; 4]), Err(FlashError::NotAligned));
+        assert_eq!(flash.write(0, &[0; 3]), Err(FlashError::NotAligned));
+        assert_eq!(flash.write(size, &[0; 4]), Err(FlashError::OutOfBounds));
+        assert_eq!(
+            flash.write(u32::MAX - 3, &[0; 4]),
+            Err(FlashError::OutOfBounds)
+        );
+        assert_eq!(
+            flash.read(size - 1, &mut [0; 2]),
+            Err(FlashError::OutOfBounds)
+        );
+        assert_eq!(flash.erase(1, 4096), Err(FlashError::NotAligned));
+        assert_eq!(flash.erase(4096, 0), Err(FlashError::OutOfBounds));
+        assert_eq!(flash.erase(0, size + 4096), Err(FlashError::OutOfBounds));
+    }
+
+    #[test]
+    fn mem_flash_behaves_like_nor() {
+        let mut flash = MemFlash::new();
+        exercise(&mut flash);
+        refuses(&mut flash);
+    }
+
+    #[test]
+    fn file_flash_behaves_like_nor() {
+        let mut flash = FileFlash::new(VecFile::default());
+        exercise(&mut flash);
+        refuses(&mut flash);
+        assert!(flash.into_file().0.len() <= FLASH_SIZE);
+    }
+}

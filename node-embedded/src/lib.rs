@@ -1,0 +1,114 @@
+//! # goose-embedded: the Duck Duck Goose node for microcontrollers
+//!
+//! The very same allocation-free Raft core as the desktop node, driven over
+//! [smoltcp](https://docs.rs/smoltcp) instead of an operating system:
+//!
+//! - [`Board`] owns one smoltcp [`Interface`](smoltcp::iface::Interface), one UDP socket and
+//!   one core [`Node`](goose_core::Node) with room for [`MEMBERS_MAX`] members and
+//!   [`LOG_ENTRIES_MAX`] entries. It is generic over any [`smoltcp::phy::Device`] and reads
+//!   time from any [`Clock`]; it answers peer frames, `whois-goose` and `ctl` exactly as the
+//!   desktop node does (the contract's "One UDP port per node").
+//! - [`store`] keeps term, vote and log through the core's [`Storage`](goose_core::Storage)
+//!   in a sequential-storage map on any `embedded_storage` [`NorFlash`](embedded_storage::nor_flash::NorFlash).
+//! - [`flash`] has the flashes this repository uses: [`flash::MemFlash`] for tests and
+//!   [`flash::FileFlash`], a flash kept in a host file (the QEMU firmware reaches it through
+//!   semihosting).
+//! - [`args`] parses and writes the board's command line; [`qemu`] is the QEMU command line
+//!   a launcher runs.
+//!
+//! Nothing here allocates: every buffer is a field of [`Buffers`], [`Board`] or
+//! [`store::FlashStore`], with its size a named constant below, and the firmware keeps all
+//! three in `static`s.
+//!
+//! ## Driving a board
+//!
+//! ```text
+//! let board = Board::new(config, &mut device, buffers, store, clock.now())?;
+//! loop {
+//!     let wake = board.poll(&mut device, &clock);   // frames in, replies and peer frames out
+//!     while let Some(event) = board.poll_event() { /* log; Event::Failed: halt */ }
+//!     sleep until `wake` or the next frame (the firmware: WFI until the next 1 ms tick)
+//! }
+//! ```
+//!
+//! ## Addresses: the host's view and the board's
+//!
+//! Members are configured as the host sees them (`127.0.0.1:<port>`), so every node of a
+//! mixed flock shares one membership. A board cannot reach 127.0.0.1: it sends to
+//! [`BoardConfig::host`] (QEMU slirp's 10.0.2.2, which is the host's loopback) at the same
+//! port. Control is trusted from that address, the board's equivalent of the desktop node's
+//! "loopback only" rule; anyone else needs `ctl token=T …` when a token is configured. A
+//! peer is always identified by the id in its frame, never by the source address (slirp
+//! rewrites it).
+#![no_std]
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod args;
+mod board;
+pub mod flash;
+pub mod qemu;
+pub mod store;
+
+pub use board::{Board, BoardConfig, BoardError, BoardNode, BoardStats, Buffers, Clock};
+
+use goose_core::limits::{EMBEDDED_LOG_ENTRIES_MAX, EMBEDDED_MEMBERS_MAX, FRAME_SIZE_MAX};
+use goose_core::storage::state_size_max;
+
+/// Members (voters and learners) a board holds: the core's embedded configuration, a
+/// 5-node flock.
+pub const MEMBERS_MAX: usize = EMBEDDED_MEMBERS_MAX;
+
+/// Log entries a board holds before compacting: the core's embedded configuration.
+pub const LOG_ENTRIES_MAX: usize = EMBEDDED_LOG_ENTRIES_MAX;
+
+/// The largest encoded persistent state at [`MEMBERS_MAX`] and [`LOG_ENTRIES_MAX`].
+pub const STATE_SIZE_MAX: usize = state_size_max(MEMBERS_MAX, LOG_ENTRIES_MAX);
+
+/// The largest UDP payload a board sends or accepts: what fits one Ethernet frame
+/// (1500-byte MTU − 20-byte IPv4 header − 8-byte UDP header). Peer frames are at most
+/// [`FRAME_SIZE_MAX`] and text replies at most [`REPLY_SIZE_MAX`]; anything longer that
+/// arrives is dropped by the driver or smoltcp, never fragmented or reassembled.
+pub const DATAGRAM_SIZE_MAX: usize = 1472;
+
+/// The largest Ethernet frame without its FCS (14-byte header + 1500-byte MTU): the size of
+/// a driver's frame buffers.
+pub const ETHERNET_FRAME_SIZE_MAX: usize = 1514;
+
+/// Datagrams the UDP socket queues for reading. [`Board::poll`] moves one frame at a time
+/// into the socket and empties it before the next, so one is in it at most; two leave room
+/// for the ring buffer's wrap-around padding.
+pub const UDP_RX_DATAGRAMS_MAX: usize = 2;
+
+/// Bytes of the socket's receive ring: two of the largest datagrams.
+pub const UDP_RX_BUFFER_SIZE: usize = 2 * DATAGRAM_SIZE_MAX;
+
+/// Datagrams the UDP socket queues for sending. A leader sends one frame per peer per
+/// heartbeat (4 in a 5-node flock) plus a reply; when the queue is full the board flushes
+/// it to the device and retries once before counting a send error.
+pub const UDP_TX_DATAGRAMS_MAX: usize = 8;
+
+/// Bytes of the socket's send ring: [`UDP_TX_DATAGRAMS_MAX`] full peer frames.
+pub const UDP_TX_BUFFER_SIZE: usize = UDP_TX_DATAGRAMS_MAX * FRAME_SIZE_MAX;
+
+/// The longest text reply: `ctl status` with every counter at `u64::MAX` and
+/// [`MEMBERS_MAX`] five-digit ids takes 1102 bytes (checked by a test); the rest is room
+/// for a few more counters.
+pub const REPLY_SIZE_MAX: usize = 1200;
+
+/// The longest `--control-token`.
+pub const TOKEN_SIZE_MAX: usize = 64;
+
+/// Frames [`Board::poll`] takes from the device before it lets timers run. The QEMU MAC's
+/// receive FIFO holds 31 frames; 64 bounds how long a flood can delay a heartbeat.
+pub const FRAMES_PER_POLL_MAX: usize = 64;
+
+/// Frames drained from the core per input. The core's outbox and per-peer replication hold
+/// far fewer; the bound only keeps a core bug from becoming a spin.
+pub const TRANSMITS_PER_INPUT_MAX: usize = 256;
+
+const _: () = assert!(FRAME_SIZE_MAX <= DATAGRAM_SIZE_MAX);
+const _: () = assert!(REPLY_SIZE_MAX <= DATAGRAM_SIZE_MAX);
+const _: () = assert!(DATAGRAM_SIZE_MAX + 20 + 8 + 14 <= ETHERNET_FRAME_SIZE_MAX);
+const _: () = assert!(UDP_TX_BUFFER_SIZE >= REPLY_SIZE_MAX);

@@ -1,0 +1,71 @@
+//! The QEMU command line that runs one board, for launchers (`goose board`) and tests:
+//!
+//! ```text
+//! qemu-system-arm -M lm3s6965evb -nographic -monitor none \
+//!     -semihosting-config enable=on,target=native \
+//!     -nic user,model=stellaris,mac=02:00:00:00:00:04,hostfwd=udp:127.0.0.1:9903-:9903 \
+//!     -kernel <firmware elf> -append "<args::write output>"
+//! ```
+//!
+//! [`PROGRAM`], then [`FIXED_ARGS`], then `-nic` and [`write_nic`]'s value, then `-kernel`
+//! and the firmware, then `-append` and [`crate::args::write`]'s line. Each value is one
+//! argument (no shell involved). The guest's port equals the host's, so the board's own
+//! member address `127.0.0.1:<port>` is what every other node dials.
+
+use core::fmt::{self, Write};
+
+use goose_core::NodeId;
+
+use crate::board::BoardConfig;
+
+/// The emulator.
+pub const PROGRAM: &str = "qemu-system-arm";
+
+/// Arguments that never change: the board, no display or monitor (the process is a plain
+/// child that a signal stops), semihosting on (command line, state file, log lines).
+pub const FIXED_ARGS: [&str; 7] = [
+    "-M",
+    "lm3s6965evb",
+    "-nographic",
+    "-monitor",
+    "none",
+    "-semihosting-config",
+    "enable=on,target=native",
+];
+
+/// The firmware a `cargo build --release` in `node-embedded/firmware` produces, relative to
+/// the workspace root.
+pub const FIRMWARE_PATH: &str =
+    "node-embedded/firmware/target/thumbv7m-none-eabi/release/goose-firmware";
+
+/// Writes the `-nic` value: slirp user networking with the Stellaris model, the board's
+/// MAC, and the host's `127.0.0.1:<port>` forwarded to the board's `<port>`.
+///
+/// # Errors
+/// Only those of `out`.
+pub fn write_nic(out: &mut impl Write, id: NodeId, port: u16) -> fmt::Result {
+    let mac = BoardConfig::mac_for(id);
+    write!(
+        out,
+        "user,model=stellaris,mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x},\
+         hostfwd=udp:127.0.0.1:{port}-:{port}",
+        mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use heapless::String;
+
+    use super::*;
+
+    #[test]
+    fn nic_forwards_the_port_and_sets_the_mac() {
+        let mut nic: String<128> = String::new();
+        write_nic(&mut nic, NodeId::new(0x1234).unwrap(), 9903).unwrap();
+        assert_eq!(
+            nic,
+            "user,model=stellaris,mac=02:00:00:00:12:34,hostfwd=udp:127.0.0.1:9903-:9903"
+        );
+    }
+}
