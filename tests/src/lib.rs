@@ -10,6 +10,7 @@
 
 pub mod checker;
 pub mod procs;
+pub mod soak;
 pub mod swarm;
 
 use std::cell::RefCell;
