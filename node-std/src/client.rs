@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 pub(crate) const WHOIS_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long `ctl` waits for a reply.
 const CTL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long `ctl … transfer` waits: the goose answers only once the handoff is sent, or
+/// after an election timeout without a caught-up voter, and election timeouts may be set
+/// up to 600 s; 10 s covers any sensible setting.
+const CTL_TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest reply read; longer ones are truncated (a `status` line is well below).
 const REPLY_SIZE_MAX: usize = 2048;
 
@@ -24,6 +28,8 @@ pub(crate) struct Probe {
     pub(crate) goose: bool,
     /// Its `term=`, if it gave one.
     pub(crate) term: Option<u64>,
+    /// The goose it names (`goose=<id>`; itself when it is goose), if any.
+    pub(crate) leader: Option<u16>,
 }
 
 impl Probe {
@@ -35,10 +41,19 @@ impl Probe {
             "duck" => false,
             _ => return None,
         };
-        let term = words
-            .filter_map(|word| word.strip_prefix("term="))
-            .find_map(|value| value.parse().ok());
-        Some(Self { goose, term })
+        let (mut term, mut leader) = (None, None);
+        for word in words {
+            if let Some(value) = word.strip_prefix("term=") {
+                term = term.or_else(|| value.parse().ok());
+            } else if let Some(value) = word.strip_prefix("goose=") {
+                leader = leader.or_else(|| value.parse().ok());
+            }
+        }
+        Some(Self {
+            goose,
+            term,
+            leader,
+        })
     }
 }
 
@@ -82,12 +97,17 @@ pub(crate) fn ctl(addr: SocketAddr, token: Option<&str>, command: &[String]) -> 
         request.push(' ');
         request.push_str(word);
     }
+    let timeout = if command.first().is_some_and(|word| word == "transfer") {
+        CTL_TRANSFER_TIMEOUT
+    } else {
+        CTL_TIMEOUT
+    };
     let mut target = addr;
-    let mut reply = request_reply(target, &request);
+    let mut reply = request_reply(target, &request, timeout);
     if let Some(goose) = reply.as_deref().ok().and_then(not_goose_addr) {
         eprintln!("goose ctl: {target} is not goose; following to {goose}");
         target = goose;
-        reply = request_reply(target, &request);
+        reply = request_reply(target, &request, timeout);
     }
     match reply {
         Ok(reply) => {
@@ -106,16 +126,16 @@ pub(crate) fn ctl(addr: SocketAddr, token: Option<&str>, command: &[String]) -> 
 }
 
 /// The goose's address in an `err not-goose goose=<id> addr=<ip:port>` reply.
-fn not_goose_addr(reply: &str) -> Option<SocketAddr> {
+pub(crate) fn not_goose_addr(reply: &str) -> Option<SocketAddr> {
     let rest = reply.strip_prefix("err not-goose")?;
     rest.split_ascii_whitespace()
         .find_map(|word| word.strip_prefix("addr="))
         .and_then(|addr| addr.parse().ok())
 }
 
-fn request_reply(addr: SocketAddr, request: &str) -> io::Result<String> {
+fn request_reply(addr: SocketAddr, request: &str, timeout: Duration) -> io::Result<String> {
     let socket = send_request(addr, request.as_bytes())?;
-    receive_reply(&socket, Instant::now() + CTL_TIMEOUT)
+    receive_reply(&socket, Instant::now() + timeout)
 }
 
 fn send_request(addr: SocketAddr, request: &[u8]) -> io::Result<UdpSocket> {
@@ -151,14 +171,16 @@ mod tests {
             Probe::parse("goose id=3 term=7 goose=3\n"),
             Some(Probe {
                 goose: true,
-                term: Some(7)
+                term: Some(7),
+                leader: Some(3),
             })
         );
         assert_eq!(
             Probe::parse("duck id=4 term=6 goose=none state=stopped"),
             Some(Probe {
                 goose: false,
-                term: Some(6)
+                term: Some(6),
+                leader: None,
             })
         );
         assert_eq!(Probe::parse("err unknown-command"), None);

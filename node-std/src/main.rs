@@ -16,6 +16,7 @@ mod client;
 mod clock;
 mod cluster;
 mod event_loop;
+mod hooks;
 mod storage_file;
 
 use std::net::SocketAddr;
@@ -29,6 +30,12 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use goose_core::limits::MEMBERS_MAX;
 use goose_core::{Config, Duration, Member, NodeId};
 
+/// An id for checks that do not depend on it (timing).
+const ANY_ID: NodeId = match NodeId::new(1) {
+    Some(id) => id,
+    None => panic!("1 is a valid node id"),
+};
+
 /// Duck Duck Goose: a flock of nodes elects exactly one goose (a lease-holding Raft
 /// leader); every other node is a duck. Without a subcommand, runs `goose cluster`.
 #[derive(Debug, Parser)]
@@ -41,20 +48,62 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run one node of a flock.
-    #[command(after_help = "Example:\n  goose node --id 1 --listen 127.0.0.1:9900 \
-                      --peer 2=127.0.0.1:9901 --peer 3=127.0.0.1:9902")]
+    #[command(after_help = NODE_AFTER_HELP)]
     Node(NodeArgs),
     /// Launch a local flock of `goose node` processes and show who is goose.
+    #[command(after_help = CLUSTER_AFTER_HELP)]
     Cluster(ClusterArgs),
     /// Ask nodes who they are: prints "<port>: goose|duck|-" per address, in order.
     Whois(WhoisArgs),
     /// Send a control command to a node and print its reply (exit 1 on err or no reply).
-    #[command(
-        after_help = "Commands: stop, start, status, partition <peer>[,<peer>...], \
-                            heal, transfer [<id>], add <id> <ip:port>, remove <id>"
-    )]
+    #[command(after_help = CTL_AFTER_HELP)]
     Ctl(CtlArgs),
 }
+
+const NODE_AFTER_HELP: &str = "\
+Examples:
+  goose node --id 1 --listen 127.0.0.1:9900 --peer 2=127.0.0.1:9901 --peer 3=127.0.0.1:9902
+      a node of a new flock of three (every node gets the same peer list)
+  goose node --id 4 --listen 127.0.0.1:9903 --join 127.0.0.1:9900
+      a new node that asks the flock to add it (as a learner, promoted to voter once caught
+      up while voters are fewer than --voters)
+  goose node --data-dir goose-data/4
+      a restart: id, address and membership come from the data dir
+
+Leaving: SIGTERM or SIGINT on the goose hands leadership to the most up-to-date voter
+(`ctl transfer`) and exits 0 once the handoff is sent (or failed, within an election
+timeout); any other node exits 0 at once. A node whose removal (`ctl remove <id>`) committed
+exits 0. Either way the node first goes silent and lets a running or pending hook finish
+(the duck hook of a goose that hands off); a second signal exits at once.
+
+Hooks: --on-goose and --on-duck run with `sh -c`, never two at once, with GOOSE_ID,
+GOOSE_TERM (a fencing token) and GOOSE_ROLE (goose|duck) in their environment. The goose hook
+runs once the lease holds; the duck hook the moment the node stops being goose (step-down,
+lease lapse, handoff, `ctl stop`, exit). A transition during a hook waits, and only the latest
+one waiting runs. A hook still running after --hook-timeout-ms is killed (with its process
+group) and logged.";
+
+const CLUSTER_AFTER_HELP: &str = "\
+Signals to the launcher (it prints its pid):
+  SIGHUP           rolling restart: every node in turn (ducks first, the goose last) gets
+                   SIGTERM, so a goose hands off first; it is restarted with `goose node
+                   --data-dir <dir>/<id>` alone, and the next node waits until it answers
+                   again and follows a goose
+  SIGINT, SIGTERM  stops the flock, ducks first and the goose last (nobody is left to hand
+                   off to, so this costs no election), and exits 0";
+
+const CTL_AFTER_HELP: &str = "\
+Commands:
+  status                      role, term, goose, members, voters, learners, counters
+  stop | start                go silent to peers / resume from the persisted state
+  partition <peer>[,<peer>…]  drop peer traffic with these ids or ip:ports; heal: none
+  transfer [<id>]             goose: hand off (to <id>, or the most up-to-date voter);
+                              answers `ok to=<id>` once sent
+  add <id> <ip:port>          goose: add a learner (promoted once caught up, up to the
+                              voter target); one change at a time, else `err busy`
+  remove <id>                 goose: remove a voter or learner; it exits 0 once committed
+A duck answers goose-only commands with `err not-goose goose=<id> addr=<ip:port>`, which
+`goose ctl` follows once.";
 
 /// Timing shared by `node` and `cluster`; every node of a flock should use the same.
 #[derive(Debug, Clone, Copy, Args)]
@@ -178,21 +227,44 @@ fn parse_token(text: &str) -> Result<String, String> {
 
 #[derive(Debug, Args)]
 struct NodeArgs {
-    /// This node's id, 1..65535.
+    /// This node's id, 1..65535. Needed for a new node; a restart reads it from --data-dir.
     #[arg(long, value_parser = parse_node_id)]
-    id: NodeId,
+    id: Option<NodeId>,
     /// The UDP address to listen on (peer traffic, probes and control), e.g. 127.0.0.1:9900.
+    /// Needed for a new node; a restart uses its address in the stored membership.
     #[arg(long, value_name = "IP:PORT", value_parser = parse_peer_addr)]
-    listen: SocketAddr,
-    /// Another member of the flock; repeat for each. Only seeds an empty data dir.
-    #[arg(long = "peer", value_name = "ID=IP:PORT")]
+    listen: Option<SocketAddr>,
+    /// Another member of a new flock; repeat for each. Only seeds an empty data dir (with a
+    /// stored membership they are ignored, with a warning when they differ).
+    #[arg(long = "peer", value_name = "ID=IP:PORT", conflicts_with = "join")]
     peers: Vec<PeerArg>,
-    /// Where the persistent state lives [default: goose-data/<id>].
+    /// Start with no membership and ask the member at IP:PORT to add this node (`ctl add`,
+    /// following a duck's redirect to the goose), retrying with a backoff of 0.1 s doubling
+    /// to 2 s (±50% jitter) until the node is in the membership. Sends --control-token if given.
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_peer_addr)]
+    join: Option<SocketAddr>,
+    /// Voters a goose keeps: it promotes caught-up learners while there are fewer; beyond
+    /// it, added nodes stay learners. Give every node the same value.
+    #[arg(long, value_name = "N", default_value_t = 5,
+          value_parser = clap::value_parser!(u16).range(1..=MEMBERS_MAX as i64))]
+    voters: u16,
+    /// Where the persistent state lives [default: goose-data/<id>]. Alone, restarts the
+    /// node stored there.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Accept control datagrams from non-loopback sources that carry `token=<T>`.
     #[arg(long, value_name = "T", value_parser = parse_token)]
     control_token: Option<String>,
+    /// Shell command run (sh -c) when this node becomes goose, once its lease holds.
+    #[arg(long, value_name = "CMD")]
+    on_goose: Option<String>,
+    /// Shell command run (sh -c) the moment this node stops being goose.
+    #[arg(long, value_name = "CMD")]
+    on_duck: Option<String>,
+    /// A hook still running after this long is killed, with everything it started.
+    #[arg(long, value_name = "MS", default_value_t = hooks::HOOK_TIMEOUT_DEFAULT.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    hook_timeout_ms: u64,
     #[command(flatten)]
     timing: TimingArgs,
 }
@@ -300,26 +372,59 @@ fn usage_error(subcommand: &str, message: &str) -> ! {
 }
 
 fn run_node(args: NodeArgs) -> ExitCode {
-    let config = args
+    // Timing does not depend on the id: check it with the one given, or any; a restart
+    // learns its id from the data dir.
+    let mut config = args
         .timing
-        .config(args.id)
+        .config(args.id.unwrap_or(ANY_ID))
         .unwrap_or_else(|message| usage_error("node", &message));
-    let bootstrap =
-        bootstrap_members(&args).unwrap_or_else(|message| usage_error("node", &message));
-    let data_dir = args
-        .data_dir
-        .unwrap_or_else(|| PathBuf::from("goose-data").join(args.id.to_string()));
+    config.voters_target = args.voters;
+    let Some(data_dir) = args.data_dir.clone().or_else(|| {
+        args.id
+            .map(|id| PathBuf::from("goose-data").join(id.to_string()))
+    }) else {
+        usage_error(
+            "node",
+            "a new node needs --id and --listen; a restart needs --data-dir (or --id)",
+        );
+    };
+    if let (Some(_), Some(listen)) = (args.join, args.listen) {
+        if listen.ip().is_unspecified() {
+            usage_error(
+                "node",
+                &format!("--join needs an address the flock can reach, not --listen {listen}"),
+            );
+        }
+    }
+    let bootstrap = match (args.id, args.listen) {
+        (Some(_), Some(_)) if args.join.is_some() => Some(Vec::new()),
+        (Some(id), Some(listen)) => Some(
+            bootstrap_members(id, listen, &args.peers)
+                .unwrap_or_else(|message| usage_error("node", &message)),
+        ),
+        _ => None,
+    };
     let options = event_loop::Options {
-        config,
+        id: args.id,
         listen: args.listen,
         bootstrap,
+        peers: args.peers.iter().map(|peer| (peer.id, peer.addr)).collect(),
+        join: args.join,
+        config,
         data_dir,
         control_token: args.control_token,
+        hooks: hooks::HookCommands {
+            on_goose: args.on_goose,
+            on_duck: args.on_duck,
+            timeout: std::time::Duration::from_millis(args.hook_timeout_ms),
+        },
     };
     match event_loop::run(options) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(event_loop::RunError::Usage(message)) => usage_error("node", &message),
         Err(error) => {
-            log::error!("node {}: {error}", args.id);
+            let id = args.id.map_or_else(|| "?".to_owned(), |id| id.to_string());
+            log::error!("node {id}: {error}");
             ExitCode::FAILURE
         }
     }
@@ -327,18 +432,23 @@ fn run_node(args: NodeArgs) -> ExitCode {
 
 /// Self at `--listen` plus every `--peer`, all voters, in id order. A `--peer` naming this node is
 /// accepted (so every node can be given one shared peer list) if its address is `--listen`.
-fn bootstrap_members(args: &NodeArgs) -> Result<Vec<Member>, String> {
+fn bootstrap_members(
+    id: NodeId,
+    listen: SocketAddr,
+    peers: &[PeerArg],
+) -> Result<Vec<Member>, String> {
     let mut members = vec![Member {
-        id: args.id,
-        addr: args.listen,
+        id,
+        addr: listen,
         voter: true,
     }];
-    for peer in &args.peers {
-        if peer.id == args.id {
-            if peer.addr != args.listen {
+    for peer in peers {
+        if peer.id == id {
+            if peer.addr != listen {
                 return Err(format!(
-                    "--peer {}={} names this node (--id {}) at another address than --listen {}",
-                    peer.id, peer.addr, args.id, args.listen
+                    "--peer {}={} names this node (--id {id}) at another address than \
+                     --listen {listen}",
+                    peer.id, peer.addr
                 ));
             }
             continue;
@@ -383,10 +493,8 @@ fn run_cluster(args: ClusterArgs) -> ExitCode {
             ),
         );
     }
-    if let Some(id) = NodeId::new(1) {
-        if let Err(message) = args.timing.config(id) {
-            usage_error("cluster", &message);
-        }
+    if let Err(message) = args.timing.config(ANY_ID) {
+        usage_error("cluster", &message);
     }
     let options = cluster::Options {
         nodes: args.nodes,
@@ -454,6 +562,76 @@ mod tests {
             let error = Cli::try_parse_from(args).unwrap_err();
             assert_eq!(error.exit_code(), 2, "{args:?}");
         }
+    }
+
+    #[test]
+    fn elastic_flags() {
+        let restart = Cli::try_parse_from(["goose", "node", "--data-dir", "d"]).unwrap();
+        let Some(super::Command::Node(args)) = restart.command else {
+            panic!("a node")
+        };
+        assert_eq!((args.id, args.listen, args.voters), (None, None, 5));
+        let join = [
+            "goose",
+            "node",
+            "--id",
+            "4",
+            "--listen",
+            "127.0.0.1:9903",
+            "--join",
+            "127.0.0.1:9900",
+            "--voters",
+            "3",
+            "--on-goose",
+            "echo up",
+            "--on-duck",
+            "echo down",
+            "--hook-timeout-ms",
+            "500",
+        ];
+        let Some(super::Command::Node(args)) = Cli::try_parse_from(join).unwrap().command else {
+            panic!("a node")
+        };
+        assert_eq!(args.join, "127.0.0.1:9900".parse().ok());
+        assert_eq!(args.voters, 3);
+        assert_eq!(args.on_goose.as_deref(), Some("echo up"));
+        assert_eq!(args.hook_timeout_ms, 500);
+        for bad in [
+            &["goose", "node", "--data-dir", "d", "--voters", "0"][..],
+            &["goose", "node", "--data-dir", "d", "--join", "nowhere"],
+            &["goose", "node", "--data-dir", "d", "--hook-timeout-ms", "0"],
+            &[
+                "goose",
+                "node",
+                "--id",
+                "1",
+                "--listen",
+                "127.0.0.1:1",
+                "--join",
+                "127.0.0.1:2",
+                "--peer",
+                "2=127.0.0.1:2",
+            ],
+        ] {
+            let error = Cli::try_parse_from(bad).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bootstrap_is_self_and_peers_in_id_order() {
+        let id = |n| goose_core::NodeId::new(n).unwrap();
+        let listen = "127.0.0.1:9901".parse().unwrap();
+        let peers: Vec<PeerArg> = ["3=127.0.0.1:9902", "1=127.0.0.1:9900", "2=127.0.0.1:9901"]
+            .iter()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        let members = super::bootstrap_members(id(2), listen, &peers).unwrap();
+        let ids: Vec<u16> = members.iter().map(|m| m.id.get()).collect();
+        assert_eq!(ids, [1, 2, 3]);
+        assert!(members.iter().all(|m| m.voter));
+        let clash: Vec<PeerArg> = vec!["2=127.0.0.1:1".parse().unwrap()];
+        assert!(super::bootstrap_members(id(2), listen, &clash).is_err());
     }
 
     #[test]
