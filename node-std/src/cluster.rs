@@ -2,14 +2,25 @@
 //! of who is goose.
 //!
 //! The children are this same executable. Each gets `PR_SET_PDEATHSIG = SIGKILL`, so a
-//! launcher killed with SIGKILL does not leave them behind; SIGINT or SIGTERM to the
-//! launcher stops them all (SIGTERM, then SIGKILL after [`STOP_GRACE`]) and exits 0.
+//! launcher killed with SIGKILL does not leave them behind.
+//!
+//! - **SIGINT or SIGTERM** to the launcher stops the flock and exits 0: first every duck
+//!   (SIGTERM; a duck exits at once), then the goose. Why the goose last: nobody is left to
+//!   hand off to in a full shutdown, so a goose stopped first would only cause one more
+//!   election (and a term on every disk) among nodes about to stop too; stopped last, the
+//!   flock keeps one truthful goose until its lease runs out. Children still running
+//!   [`STOP_GRACE`] after their SIGTERM are killed.
+//! - **SIGHUP** restarts every node one by one ([`rolling_restart`]): ducks first, the goose
+//!   last, so exactly one handoff happens; each node gets SIGTERM (a goose hands off before
+//!   it exits) and is started again with `goose node --data-dir <dir>/<id>` alone (its id,
+//!   address and membership come from its state); the next node waits until the restarted
+//!   one answers again and follows a goose.
 
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,12 +30,20 @@ use crate::client::{probe_all, Probe};
 
 /// How often the live view probes every node.
 const VIEW_INTERVAL: Duration = Duration::from_millis(100);
+/// How often a rolling restart checks on the node it waits for (and updates the view).
+const ROLLING_INTERVAL: Duration = Duration::from_millis(10);
 /// How long one round of probes waits for replies.
 const VIEW_PROBE_TIMEOUT: Duration = Duration::from_millis(80);
-/// How long children get to exit after SIGTERM before they are killed.
+/// How long children get to exit after SIGTERM before they are killed. A goose's handoff
+/// takes at most an election timeout; its hooks may take longer, and are killed with it.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 /// How often a stopping launcher checks whether its children have exited.
-const STOP_POLL: Duration = Duration::from_millis(20);
+const STOP_POLL: Duration = Duration::from_millis(5);
+/// How long a rolling restart waits for the flock to have a goose before it takes the next
+/// node down, and for a restarted node to answer and follow a goose. Elections take a few
+/// election timeouts at worst (default 150–300 ms); 10 s is generous. When it passes, the
+/// rolling restart stops rather than take more nodes down.
+const ROLLING_WAIT_MAX: Duration = Duration::from_secs(10);
 
 /// What to launch.
 #[derive(Debug)]
@@ -63,8 +82,15 @@ impl std::error::Error for ClusterError {}
 struct Launched {
     id: u16,
     addr: SocketAddr,
+    data_dir: PathBuf,
     /// `None` once it has exited and been reaped.
     child: Option<Child>,
+}
+
+/// The launcher's signals, set by handlers and read by the loop.
+struct Flags {
+    stop: Arc<AtomicBool>,
+    rolling: Arc<AtomicBool>,
 }
 
 /// Runs the flock until SIGINT or SIGTERM, then stops every child.
@@ -74,50 +100,92 @@ struct Launched {
 /// If signal handlers cannot be installed or a child cannot be spawned (the children
 /// already spawned are stopped first).
 pub(crate) fn run(options: &Options) -> Result<(), ClusterError> {
-    let stop = Arc::new(AtomicBool::new(false));
+    let flags = Flags {
+        stop: Arc::new(AtomicBool::new(false)),
+        rolling: Arc::new(AtomicBool::new(false)),
+    };
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(ClusterError::Setup)?;
+        signal_hook::flag::register(signal, Arc::clone(&flags.stop))
+            .map_err(ClusterError::Setup)?;
     }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&flags.rolling))
+        .map_err(ClusterError::Setup)?;
     let executable = std::env::current_exe().map_err(ClusterError::Setup)?;
-    let addrs: Vec<(u16, SocketAddr)> = (1..=options.nodes)
+    let mut nodes: Vec<Launched> = (1..=options.nodes)
         .map(|id| {
             let port = options.base_port.saturating_add(id - 1);
-            (id, SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+            Launched {
+                id,
+                addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+                data_dir: options.data_dir.join(id.to_string()),
+                child: None,
+            }
         })
         .collect();
-    let mut nodes = Vec::with_capacity(addrs.len());
-    for &(id, addr) in &addrs {
+    let peers: Vec<String> = nodes
+        .iter()
+        .map(|node| format!("{}={}", node.id, node.addr))
+        .collect();
+    for index in 0..nodes.len() {
+        let node = &nodes[index];
         let mut command = Command::new(&executable);
         command
             .arg("node")
             .arg("--id")
-            .arg(id.to_string())
+            .arg(node.id.to_string())
             .arg("--listen")
-            .arg(addr.to_string())
+            .arg(node.addr.to_string())
             .arg("--data-dir")
-            .arg(options.data_dir.join(id.to_string()))
+            .arg(&node.data_dir)
             .args(&options.timing_flags);
-        for &(peer, peer_addr) in addrs.iter().filter(|(peer, _)| *peer != id) {
-            command.arg("--peer").arg(format!("{peer}={peer_addr}"));
+        for (peer, flag) in nodes.iter().zip(&peers) {
+            if peer.id != node.id {
+                command.arg("--peer").arg(flag);
+            }
         }
-        set_parent_death_signal(&mut command);
-        match command.spawn() {
-            Ok(child) => {
-                println!("node {id} {addr} pid {}", child.id());
-                nodes.push(Launched {
-                    id,
-                    addr,
-                    child: Some(child),
-                });
-            }
-            Err(error) => {
-                stop_all(&mut nodes);
-                return Err(ClusterError::Spawn(id, error));
-            }
+        if let Err(error) = spawn(&mut nodes[index], &mut command) {
+            let id = nodes[index].id;
+            stop_all(&mut nodes);
+            return Err(ClusterError::Spawn(id, error));
         }
     }
-    live_view(&mut nodes, &stop);
+    println!(
+        "launcher pid {}: SIGHUP restarts every node one by one; SIGINT or SIGTERM stops \
+         the flock",
+        std::process::id()
+    );
+    let mut view = View::new(&nodes);
+    while !flags.stop.load(Ordering::SeqCst) {
+        let round = Instant::now();
+        if flags.rolling.swap(false, Ordering::SeqCst) {
+            let restart = Restart {
+                executable: &executable,
+                timing_flags: &options.timing_flags,
+                stop: &flags.stop,
+            };
+            match rolling_restart(&mut nodes, &mut view, &restart) {
+                Ok(took) => println!(
+                    "{} rolling restart done in {:.3}s",
+                    view.stamp(),
+                    took.as_secs_f64()
+                ),
+                Err(why) => println!("{} rolling restart stopped: {why}", view.stamp()),
+            }
+            continue;
+        }
+        view.refresh(&mut nodes);
+        std::thread::sleep(VIEW_INTERVAL.saturating_sub(round.elapsed()));
+    }
     stop_all(&mut nodes);
+    Ok(())
+}
+
+/// Spawns `command` for `node` and prints `node <id> <ip:port> pid <pid>`.
+fn spawn(node: &mut Launched, command: &mut Command) -> io::Result<()> {
+    set_parent_death_signal(command);
+    let child = command.spawn()?;
+    println!("node {} {} pid {}", node.id, node.addr, child.id());
+    node.child = Some(child);
     Ok(())
 }
 
@@ -147,62 +215,83 @@ fn set_parent_death_signal(command: &mut Command) {
     }
 }
 
-/// Probes every node each [`VIEW_INTERVAL`] and prints one line per change of goose or
-/// term, and one per child that exits, until `stop` is set.
-fn live_view(nodes: &mut [Launched], stop: &AtomicBool) {
-    let started = Instant::now();
-    let addrs: Vec<SocketAddr> = nodes.iter().map(|node| node.addr).collect();
-    let mut shown: Option<(Vec<u16>, Option<u64>)> = None;
-    while !stop.load(Ordering::SeqCst) {
-        let round = Instant::now();
-        reap_exited(nodes, started);
-        let replies = probe_all(&addrs, VIEW_PROBE_TIMEOUT);
+/// The live view: one line per change of goose or term, one per child that exits.
+struct View {
+    started: Instant,
+    addrs: Vec<SocketAddr>,
+    shown: Option<(Vec<u16>, Option<u64>)>,
+}
+
+impl View {
+    fn new(nodes: &[Launched]) -> Self {
+        Self {
+            started: Instant::now(),
+            addrs: nodes.iter().map(|node| node.addr).collect(),
+            shown: None,
+        }
+    }
+
+    /// `[   1.234s]`: time since the launcher started.
+    fn stamp(&self) -> String {
+        format!("[{:8.3}s]", self.started.elapsed().as_secs_f64())
+    }
+
+    /// Reaps exited children, probes every node, prints what changed; returns the probes
+    /// in node order.
+    fn refresh(&mut self, nodes: &mut [Launched]) -> Vec<Option<Probe>> {
+        self.reap_exited(nodes);
+        let replies = probe_all(&self.addrs, VIEW_PROBE_TIMEOUT);
         let probes: Vec<Option<Probe>> = replies
             .iter()
             .map(|reply| reply.as_deref().and_then(Probe::parse))
             .collect();
-        let geese: Vec<u16> = nodes
-            .iter()
-            .zip(&probes)
-            .filter(|(_, probe)| probe.is_some_and(|p| p.goose))
-            .map(|(node, _)| node.id)
-            .collect();
+        let geese = geese(nodes, &probes);
         let term = probes.iter().flatten().filter_map(|p| p.term).max();
         let view = (geese, term);
-        if shown.as_ref() != Some(&view) {
-            print_view(started, &view.0, view.1);
-            shown = Some(view);
+        if self.shown.as_ref() != Some(&view) {
+            let term = term.map_or_else(|| "-".to_owned(), |t| t.to_string());
+            match view.0.as_slice() {
+                [] => println!("{} goose none term {term}", self.stamp()),
+                [goose] => println!("{} goose {goose} term {term}", self.stamp()),
+                // Never expected: the lease forbids it. Shown loudly if it ever happens.
+                many => println!("{} TWO GEESE {many:?} term {term}", self.stamp()),
+            }
+            self.shown = Some(view);
         }
-        std::thread::sleep(VIEW_INTERVAL.saturating_sub(round.elapsed()));
+        probes
     }
-}
 
-fn print_view(started: Instant, geese: &[u16], term: Option<u64>) {
-    let elapsed = started.elapsed().as_secs_f64();
-    let term = term.map_or_else(|| "-".to_owned(), |t| t.to_string());
-    match geese {
-        [] => println!("[{elapsed:8.3}s] goose none term {term}"),
-        [goose] => println!("[{elapsed:8.3}s] goose {goose} term {term}"),
-        // Never expected: the lease forbids it. Shown loudly if it ever happens.
-        many => println!("[{elapsed:8.3}s] TWO GEESE {many:?} term {term}"),
+    fn reap_exited(&self, nodes: &mut [Launched]) {
+        for node in nodes {
+            self.reap(node);
+        }
     }
-}
 
-fn reap_exited(nodes: &mut [Launched], started: Instant) {
-    for node in nodes {
+    /// Reaps `node` if it has exited, with one line saying how.
+    fn reap(&self, node: &mut Launched) {
         let Some(child) = node.child.as_mut() else {
-            continue;
+            return;
         };
         if let Ok(Some(status)) = child.try_wait() {
-            let elapsed = started.elapsed().as_secs_f64();
             println!(
-                "[{elapsed:8.3}s] node {} exited: {}",
+                "{} node {} exited: {}",
+                self.stamp(),
                 node.id,
                 describe(status)
             );
             node.child = None;
         }
     }
+}
+
+/// The ids of the nodes that answered `goose`.
+fn geese(nodes: &[Launched], probes: &[Option<Probe>]) -> Vec<u16> {
+    nodes
+        .iter()
+        .zip(probes)
+        .filter(|(_, probe)| probe.is_some_and(|p| p.goose))
+        .map(|(node, _)| node.id)
+        .collect()
 }
 
 fn describe(status: ExitStatus) -> String {
@@ -214,41 +303,168 @@ fn describe(status: ExitStatus) -> String {
     }
 }
 
-/// SIGTERM to every running child, then SIGKILL to any still running after
-/// [`STOP_GRACE`]; reaps them all.
-fn stop_all(nodes: &mut [Launched]) {
-    for child in nodes.iter_mut().filter_map(|m| m.child.as_mut()) {
-        if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-            // SAFETY: kill has no memory-safety preconditions; `pid` is our own child,
-            // not yet reaped, so it cannot have been reused by another process.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
+/// What a rolling restart needs besides the nodes.
+struct Restart<'a> {
+    executable: &'a Path,
+    timing_flags: &'a [String],
+    /// SIGINT/SIGTERM during the restart: stop it and let the launcher shut down.
+    stop: &'a AtomicBool,
+}
+
+/// Restarts every node in turn, ducks first and the goose last; returns how long it took.
+/// Stops early (with why) if a wait passes [`ROLLING_WAIT_MAX`], a node cannot be
+/// respawned, or the launcher is told to stop.
+fn rolling_restart(
+    nodes: &mut [Launched],
+    view: &mut View,
+    restart: &Restart<'_>,
+) -> Result<Duration, String> {
+    let started = Instant::now();
+    println!(
+        "{} rolling restart of {} nodes, ducks first, the goose last",
+        view.stamp(),
+        nodes.len()
+    );
+    let goose = wait_until(
+        nodes,
+        view,
+        restart.stop,
+        "the flock to have a goose",
+        |n, p| geese(n, p).first().copied(),
+    )?;
+    let mut order: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].id != goose).collect();
+    order.extend((0..nodes.len()).filter(|&i| nodes[i].id == goose));
+    for index in order {
+        wait_until(
+            nodes,
+            view,
+            restart.stop,
+            "the flock to have a goose",
+            |n, p| geese(n, p).first().copied(),
+        )?;
+        let down = Instant::now();
+        stop_node(&mut nodes[index], view);
+        let node = &mut nodes[index];
+        let mut command = Command::new(restart.executable);
+        command
+            .arg("node")
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args(restart.timing_flags);
+        spawn(node, &mut command)
+            .map_err(|error| format!("cannot respawn {}: {error}", node.id))?;
+        let id = node.id;
+        let what = format!("node {id} to answer and follow a goose");
+        wait_until(nodes, view, restart.stop, &what, |_, probes| {
+            probes[index].and_then(|probe| probe.leader)
+        })?;
+        println!(
+            "{} rolling restart: node {id} back in {} ms",
+            view.stamp(),
+            down.elapsed().as_millis()
+        );
+    }
+    Ok(started.elapsed())
+}
+
+/// Refreshes the view every [`ROLLING_INTERVAL`] until `done` returns something, for at
+/// most [`ROLLING_WAIT_MAX`].
+fn wait_until<T>(
+    nodes: &mut [Launched],
+    view: &mut View,
+    stop: &AtomicBool,
+    what: &str,
+    mut done: impl FnMut(&[Launched], &[Option<Probe>]) -> Option<T>,
+) -> Result<T, String> {
+    let deadline = Instant::now() + ROLLING_WAIT_MAX;
+    loop {
+        let round = Instant::now();
+        let probes = view.refresh(nodes);
+        if let Some(value) = done(nodes, &probes) {
+            return Ok(value);
+        }
+        if stop.load(Ordering::SeqCst) {
+            return Err("the launcher was told to stop".to_owned());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "waited {} s for {what}",
+                ROLLING_WAIT_MAX.as_secs()
+            ));
+        }
+        std::thread::sleep(ROLLING_INTERVAL.saturating_sub(round.elapsed()));
+    }
+}
+
+/// SIGTERM to one node, SIGKILL after [`STOP_GRACE`]; reaps it.
+fn stop_node(node: &mut Launched, view: &View) {
+    terminate(node);
+    wait_exited(&mut [node], view);
+}
+
+/// SIGTERM to a running child.
+fn terminate(node: &mut Launched) {
+    let Some(child) = node.child.as_mut() else {
+        return;
+    };
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill has no memory-safety preconditions; `pid` is our own child, not yet
+        // reaped, so it cannot have been reused by another process.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
         }
     }
+}
+
+/// Waits up to [`STOP_GRACE`] for `nodes` to exit, then kills the rest; reaps them all.
+fn wait_exited(nodes: &mut [&mut Launched], view: &View) {
     let deadline = Instant::now() + STOP_GRACE;
     while Instant::now() < deadline {
-        let running = nodes
-            .iter_mut()
-            .filter_map(|m| m.child.as_mut())
-            .map(|child| matches!(child.try_wait(), Ok(None)))
-            .filter(|running| *running)
-            .count();
-        if running == 0 {
-            break;
+        for node in nodes.iter_mut() {
+            view.reap(node);
+        }
+        if nodes.iter().all(|node| node.child.is_none()) {
+            return;
         }
         std::thread::sleep(STOP_POLL);
     }
     for node in nodes {
         if let Some(mut child) = node.child.take() {
-            if matches!(child.try_wait(), Ok(None)) {
-                eprintln!(
-                    "goose cluster: node {} ignored SIGTERM; killing it",
-                    node.id
-                );
-                let _ = child.kill();
-            }
+            eprintln!(
+                "goose cluster: node {} still running {} s after SIGTERM; killing it",
+                node.id,
+                STOP_GRACE.as_secs()
+            );
+            let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Stops the flock: every node that does not answer goose first, then the goose (see the
+/// module docs for why in this order).
+fn stop_all(nodes: &mut [Launched]) {
+    let view = View::new(nodes);
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|node| node.addr).collect();
+    let is_goose: Vec<bool> = probe_all(&addrs, VIEW_PROBE_TIMEOUT)
+        .iter()
+        .map(|reply| {
+            reply
+                .as_deref()
+                .and_then(Probe::parse)
+                .is_some_and(|p| p.goose)
+        })
+        .collect();
+    for goose_last in [false, true] {
+        let mut group: Vec<&mut Launched> = nodes
+            .iter_mut()
+            .zip(&is_goose)
+            .filter(|(_, goose)| **goose == goose_last)
+            .map(|(node, _)| node)
+            .collect();
+        for node in &mut group {
+            terminate(node);
+        }
+        wait_exited(&mut group, &view);
     }
 }
