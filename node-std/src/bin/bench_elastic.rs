@@ -1,0 +1,365 @@
+//! `bench_elastic`: the elastic-flock figures on real `goose` processes over loopback, as
+//! a markdown table.
+//!
+//! ```text
+//! cargo build --release -p goose && target/release/bench_elastic [--handoffs N]
+//!     [--rolling N] [--learners N] [--measure-secs S] [--goose <path>]
+//! ```
+//!
+//! - planned handoff: from sending `ctl transfer` to the goose (or SIGTERM to it) to the
+//!   first `goose` answer from another node, probed every [`PROBE_PAUSE`]; p50, p99, max
+//!   over `--handoffs` handoffs (default 100) on a flock of 5 at the default timing;
+//! - goose gap over a full rolling restart of 5 nodes (`goose cluster` + SIGHUP), probed
+//!   every [`PROBE_PAUSE`]: the longest and the total time without a goose, per restart;
+//! - heartbeat traffic and CPU of the goose: 5 voters, then 5 voters + `--learners`
+//!   learners (default 40), over `--measure-secs` seconds (default 10) each: datagrams/s
+//!   and bytes/s out of the goose (its `ctl status` counters) and its CPU % (/proc).
+//!
+//! It runs the `goose` binary next to itself unless `--goose` names another.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use std::io::{BufRead as _, BufReader};
+use std::net::UdpSocket;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::{cpu_time, percentile, Flock};
+
+/// The pause between two probe rounds while waiting for a new goose.
+const PROBE_PAUSE: Duration = Duration::from_micros(200);
+/// How long one probe round waits for its replies while timing a handoff.
+const PROBE_WINDOW: Duration = Duration::from_millis(2);
+/// The longest a single handoff may take before the bench gives up on it.
+const HANDOFF_MAX: Duration = Duration::from_secs(5);
+/// The longest a rolling restart of 5 may take.
+const ROLLING_MAX: Duration = Duration::from_secs(60);
+/// Generous bound for a flock to settle (a goose every node follows).
+const SETTLE: Duration = Duration::from_secs(30);
+/// The contract's default timing.
+const DEFAULT_TIMING: &[&str] = &["--heartbeat-ms", "50", "--election-timeout-ms", "150-300"];
+
+struct Args {
+    handoffs: usize,
+    rolling: usize,
+    learners: u16,
+    measure: Duration,
+    goose: PathBuf,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        handoffs: 100,
+        rolling: 3,
+        learners: 40,
+        measure: Duration::from_secs(10),
+        goose: std::env::current_exe()
+            .map_err(|e| format!("current_exe: {e}"))?
+            .with_file_name("goose"),
+    };
+    let mut words = std::env::args().skip(1);
+    while let Some(flag) = words.next() {
+        let value = words
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value"))?;
+        let number = || {
+            value
+                .parse::<u64>()
+                .map_err(|_| format!("{flag} {value}: not a number"))
+        };
+        match flag.as_str() {
+            "--handoffs" => {
+                args.handoffs = usize::try_from(number()?).map_err(|e| e.to_string())?
+            }
+            "--rolling" => args.rolling = usize::try_from(number()?).map_err(|e| e.to_string())?,
+            "--learners" => args.learners = u16::try_from(number()?).map_err(|e| e.to_string())?,
+            "--measure-secs" => args.measure = Duration::from_secs(number()?),
+            "--goose" => args.goose = PathBuf::from(value),
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    if !args.goose.is_file() {
+        return Err(format!(
+            "no goose binary at {}: run `cargo build --release -p goose` first, or pass --goose",
+            args.goose.display()
+        ));
+    }
+    if args.learners > 59 {
+        return Err("--learners: at most 59 (64 members)".to_owned());
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("bench_elastic: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut rows = Vec::new();
+    rows.extend(handoffs(&args, Trigger::Ctl));
+    rows.extend(handoffs(&args, Trigger::Sigterm));
+    rows.extend(rolling(&args));
+    rows.extend(traffic(&args));
+    println!();
+    println!("| measurement | value |");
+    println!("| --- | ---: |");
+    for (what, value) in rows {
+        println!("| {what} | {value} |");
+    }
+    ExitCode::SUCCESS
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    Ctl,
+    Sigterm,
+}
+
+fn millis(duration: Duration) -> String {
+    format!("{:.2} ms", duration.as_secs_f64() * 1000.0)
+}
+
+/// Times `args.handoffs` handoffs on a flock of 5 at the default timing.
+fn handoffs(args: &Args, trigger: Trigger) -> Vec<(String, String)> {
+    let mut flock = Flock::new(&args.goose, "bench-handoff", DEFAULT_TIMING);
+    let all = flock.bootstrap(5, &[]);
+    let mut times = Vec::with_capacity(args.handoffs);
+    let label = match trigger {
+        Trigger::Ctl => "`ctl transfer`",
+        Trigger::Sigterm => "SIGTERM",
+    };
+    for round in 0..args.handoffs {
+        let (goose, _) = flock.wait_goose(&all, SETTLE);
+        let others: Vec<usize> = all.iter().copied().filter(|&i| i != goose).collect();
+        let ports = flock.ports(&others);
+        let control = UdpSocket::bind("127.0.0.1:0").expect("control socket");
+        let started = Instant::now();
+        match trigger {
+            Trigger::Ctl => {
+                let _ = control.send_to(b"ctl transfer", ("127.0.0.1", flock.nodes[goose].port));
+            }
+            Trigger::Sigterm => flock.signal(goose, libc::SIGTERM),
+        }
+        let Some(took) = first_goose_answer(&ports, started) else {
+            eprintln!("{label} handoff {round}: no new goose within {HANDOFF_MAX:?}");
+            continue;
+        };
+        times.push(took);
+        if trigger == Trigger::Sigterm {
+            let _ = flock.wait_exit(goose, SETTLE);
+            flock.restart(goose, &[]);
+            flock.wait_listening(&[goose]);
+        }
+    }
+    times.sort_unstable();
+    eprintln!("{label}: {} handoffs timed", times.len());
+    vec![
+        (
+            format!(
+                "handoff from {label} to the new goose's first goose answer, p50 (n={})",
+                times.len()
+            ),
+            millis(percentile(&times, 50)),
+        ),
+        (
+            format!("handoff from {label}, p99"),
+            millis(percentile(&times, 99)),
+        ),
+        (
+            format!("handoff from {label}, max"),
+            millis(times.last().copied().unwrap_or_default()),
+        ),
+    ]
+}
+
+/// Probes `ports` until one answers goose; the time since `started` of that answer.
+fn first_goose_answer(ports: &[u16], started: Instant) -> Option<Duration> {
+    while started.elapsed() < HANDOFF_MAX {
+        let round = support::probe_round(ports, PROBE_WINDOW);
+        if round.iter().flatten().any(|p| p.goose) {
+            return Some(started.elapsed());
+        }
+        thread::sleep(PROBE_PAUSE);
+    }
+    None
+}
+
+/// Rolling restarts of a 5-node `goose cluster`, each triggered by SIGHUP.
+fn rolling(args: &Args) -> Vec<(String, String)> {
+    let root = support::TempDir::new("bench-rolling");
+    let base = support::free_port_range(5);
+    let mut launcher = Command::new(&args.goose)
+        .args(["cluster", "--nodes", "5", "--base-port", &base.to_string()])
+        .arg("--data-dir")
+        .arg(root.path())
+        .args(DEFAULT_TIMING)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn goose cluster");
+    let (lines_in, lines) = mpsc::channel::<String>();
+    if let Some(stdout) = launcher.stdout.take() {
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines_in.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let ports: Vec<u16> = (0..5).map(|i| base + i).collect();
+    let mut rows = Vec::new();
+    let (mut gaps_max, mut gaps_total, mut durations) = (Vec::new(), Vec::new(), Vec::new());
+    let mut two_geese = 0u64;
+    for run in 0..args.rolling {
+        if !wait_one_goose(&ports) {
+            eprintln!("rolling restart {run}: no goose to start from");
+            break;
+        }
+        while lines.try_recv().is_ok() {}
+        support::signal(launcher.id(), libc::SIGHUP);
+        let started = Instant::now();
+        let (mut last_goose, mut in_gap) = (started, false);
+        let (mut gap_max, mut gap_total) = (Duration::ZERO, Duration::ZERO);
+        let mut done = false;
+        while !done && started.elapsed() < ROLLING_MAX {
+            let now = Instant::now();
+            let round = support::probe_round(&ports, PROBE_WINDOW);
+            let geese = round.iter().flatten().filter(|p| p.goose).count();
+            two_geese += u64::from(geese > 1);
+            if geese == 0 {
+                in_gap = true;
+            } else {
+                if in_gap {
+                    let gap = now.saturating_duration_since(last_goose);
+                    gap_max = gap_max.max(gap);
+                    gap_total += gap;
+                    in_gap = false;
+                }
+                last_goose = Instant::now();
+            }
+            while let Ok(line) = lines.try_recv() {
+                if line.contains("rolling restart done") || line.contains("rolling restart stopped")
+                {
+                    eprintln!("rolling restart {run}: {line}");
+                    done = true;
+                }
+            }
+            thread::sleep(PROBE_PAUSE);
+        }
+        durations.push(started.elapsed());
+        gaps_max.push(gap_max);
+        gaps_total.push(gap_total);
+    }
+    support::signal(launcher.id(), libc::SIGTERM);
+    let _ = launcher.wait();
+    let list = |values: &[Duration]| {
+        values
+            .iter()
+            .map(|d| millis(*d))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    rows.push((
+        format!(
+            "rolling restart of 5 (`goose cluster` + SIGHUP): longest goose gap, per run (n={})",
+            gaps_max.len()
+        ),
+        list(&gaps_max),
+    ));
+    rows.push((
+        "rolling restart of 5: total time without a goose, per run".to_owned(),
+        list(&gaps_total),
+    ));
+    rows.push((
+        "rolling restart of 5: probe rounds with two geese".to_owned(),
+        two_geese.to_string(),
+    ));
+    rows
+}
+
+fn wait_one_goose(ports: &[u16]) -> bool {
+    support::eventually(SETTLE, || {
+        let round = support::probe_round(ports, Duration::from_millis(50));
+        round.iter().all(Option::is_some) && round.iter().flatten().filter(|p| p.goose).count() == 1
+    })
+}
+
+/// Heartbeat traffic and CPU of the goose, 5 voters alone and with learners.
+fn traffic(args: &Args) -> Vec<(String, String)> {
+    let mut flock = Flock::new(&args.goose, "bench-traffic", DEFAULT_TIMING);
+    let voters = flock.bootstrap(5, &[]);
+    let (goose, _) = flock.wait_goose(&voters, SETTLE);
+    let mut rows = measure(&flock, goose, args.measure, "5 voters");
+    let started = Instant::now();
+    for id in 6..6 + args.learners {
+        let target = flock.nodes[voters[usize::from(id) % voters.len()]].port;
+        flock.spawn_join(id, target, &[]);
+    }
+    let all: Vec<usize> = (0..flock.nodes.len()).collect();
+    flock.wait_listening(&all);
+    let learners = usize::from(args.learners);
+    let joined = support::eventually(Duration::from_secs(120), || {
+        let (goose, _) = flock.wait_goose(&voters, SETTLE);
+        support::status(flock.nodes[goose].port)
+            .is_some_and(|s| support::ids(&s, "learners").len() == learners)
+    });
+    if !joined {
+        eprintln!("traffic: the learners did not all join");
+        return rows;
+    }
+    rows.push((
+        format!("{learners} nodes joining at once (`--join`), until all are learners"),
+        format!("{:.1} s", started.elapsed().as_secs_f64()),
+    ));
+    let (goose, _) = flock.wait_goose(&all, SETTLE);
+    rows.extend(measure(
+        &flock,
+        goose,
+        args.measure,
+        &format!("5 voters + {learners} learners"),
+    ));
+    rows
+}
+
+fn measure(flock: &Flock, goose: usize, window: Duration, label: &str) -> Vec<(String, String)> {
+    let counters = |index: usize| {
+        let status = support::status(flock.nodes[index].port).unwrap_or_default();
+        let value = |key: &str| {
+            status
+                .get(key)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        (value("peer_frames_out"), value("peer_bytes_out"))
+    };
+    let pid = flock.pid(goose).unwrap_or(0);
+    let (frames_0, bytes_0) = counters(goose);
+    let cpu_0 = cpu_time(pid).unwrap_or_default();
+    let started = Instant::now();
+    thread::sleep(window);
+    let (frames_1, bytes_1) = counters(goose);
+    let cpu_1 = cpu_time(pid).unwrap_or_default();
+    let elapsed = started.elapsed().as_secs_f64();
+    let per_second = |n: u64| n as f64 / elapsed;
+    let cpu = cpu_1.saturating_sub(cpu_0).as_secs_f64() / elapsed * 100.0;
+    vec![
+        (
+            format!("{label}: datagrams/s out of the goose"),
+            format!("{:.0}", per_second(frames_1.saturating_sub(frames_0))),
+        ),
+        (
+            format!("{label}: bytes/s out of the goose (UDP payload)"),
+            format!("{:.0}", per_second(bytes_1.saturating_sub(bytes_0))),
+        ),
+        (format!("{label}: goose CPU"), format!("{cpu:.2} %")),
+    ]
+}
