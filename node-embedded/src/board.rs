@@ -16,12 +16,10 @@
 //! input from the network.
 
 use core::cell::RefCell;
-use core::net::{IpAddr, Ipv4Addr, SocketAddr};
+use core::net::Ipv4Addr;
 
 use embedded_storage::nor_flash::NorFlash;
-use goose_core::limits::FRAME_SIZE_MAX;
-use goose_core::text::{self, Command, PeerList, ProbeReply, Request, StatusReply};
-use goose_core::{Config, Event, Instant, Member, Node, NodeId, RaftRole, StartError, Status};
+use goose_core::{Config, Event, Instant, Member, Node, NodeId, StartError, Status};
 use heapless::{String, Vec};
 use smoltcp::iface::{
     Config as InterfaceConfig, Interface, PollIngressSingleResult, SocketHandle, SocketSet,
@@ -29,14 +27,13 @@ use smoltcp::iface::{
 };
 use smoltcp::phy::Device;
 use smoltcp::socket::udp;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Cidr};
-use subtle::ConstantTimeEq;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, IpEndpoint, Ipv4Cidr};
 
+use crate::service::{build_node, BoardStats, Outlet, Service};
 use crate::store::{FlashStorage, FlashStore, LoadError};
 use crate::{
-    DATAGRAM_SIZE_MAX, FRAMES_PER_POLL_MAX, LOG_ENTRIES_MAX, MEMBERS_MAX, REPLY_SIZE_MAX,
-    TOKEN_SIZE_MAX, TRANSMITS_PER_INPUT_MAX, UDP_RX_BUFFER_SIZE, UDP_RX_DATAGRAMS_MAX,
-    UDP_TX_BUFFER_SIZE, UDP_TX_DATAGRAMS_MAX,
+    FRAMES_PER_POLL_MAX, LOG_ENTRIES_MAX, MEMBERS_MAX, TOKEN_SIZE_MAX, UDP_RX_BUFFER_SIZE,
+    UDP_RX_DATAGRAMS_MAX, UDP_TX_BUFFER_SIZE, UDP_TX_DATAGRAMS_MAX,
 };
 
 /// A monotonic clock that counts all real time (see `goose_core::time`): on a board, a
@@ -49,52 +46,6 @@ pub trait Clock {
 /// The core node as a board runs it: [`MEMBERS_MAX`] members, [`LOG_ENTRIES_MAX`] entries,
 /// state on flash.
 pub type BoardNode<'a, F> = Node<FlashStorage<'a, F>, MEMBERS_MAX, LOG_ENTRIES_MAX>;
-
-/// Counters in `ctl status` after the core's, one per reason the board dropped something.
-/// The names shared with the desktop node are the same.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct BoardStats {
-    /// Text that is not a request (answered `err unknown-command`).
-    pub text_unknown: u64,
-    /// Control refused (answered `err forbidden`).
-    pub text_forbidden: u64,
-    /// Peer frames dropped on arrival by `ctl partition`.
-    pub partition_in: u64,
-    /// Peer frames not sent because of `ctl partition`.
-    pub partition_out: u64,
-    /// Peer frames dropped on arrival while stopped.
-    pub stopped_in: u64,
-    /// Datagrams the socket refused even after a flush.
-    pub send_errors: u64,
-    /// Datagrams longer than [`DATAGRAM_SIZE_MAX`] or truncated by the socket.
-    pub receive_errors: u64,
-    /// Peer frames for an address the board cannot reach (IPv6, or loopback without a
-    /// configured host).
-    pub unroutable: u64,
-}
-
-impl BoardStats {
-    /// Every counter with its `ctl status` name, in a stable order.
-    pub const fn counters(&self) -> [(&'static str, u64); 8] {
-        [
-            ("text_unknown", self.text_unknown),
-            ("text_forbidden", self.text_forbidden),
-            ("drop_partition_in", self.partition_in),
-            ("drop_partition_out", self.partition_out),
-            ("drop_stopped", self.stopped_in),
-            ("send_errors", self.send_errors),
-            ("receive_errors", self.receive_errors),
-            ("drop_unroutable", self.unroutable),
-        ]
-    }
-}
-
-/// All counters `ctl status` prints: the core's 13 and the board's 8.
-const COUNTERS_MAX: usize = 21;
-
-fn bump(counter: &mut u64) {
-    *counter = counter.saturating_add(1);
-}
 
 /// Everything a board runs with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -194,14 +145,12 @@ impl core::fmt::Display for BoardError {
 
 impl core::error::Error for BoardError {}
 
-/// The socket's storage. Keep it in a `static` (about 8 KiB): the [`Board`] borrows it for
-/// its whole life.
+/// The socket's slot and packet metadata (a few hundred bytes). Keep it in a `static`: the
+/// [`Board`] borrows it for its whole life.
 pub struct Buffers<'a> {
     sockets: [SocketStorage<'a>; 1],
     rx_metadata: [udp::PacketMetadata; UDP_RX_DATAGRAMS_MAX],
-    rx_payload: [u8; UDP_RX_BUFFER_SIZE],
     tx_metadata: [udp::PacketMetadata; UDP_TX_DATAGRAMS_MAX],
-    tx_payload: [u8; UDP_TX_BUFFER_SIZE],
 }
 
 impl Buffers<'_> {
@@ -210,9 +159,7 @@ impl Buffers<'_> {
         Self {
             sockets: [SocketStorage::EMPTY; 1],
             rx_metadata: [udp::PacketMetadata::EMPTY; UDP_RX_DATAGRAMS_MAX],
-            rx_payload: [0; UDP_RX_BUFFER_SIZE],
             tx_metadata: [udp::PacketMetadata::EMPTY; UDP_TX_DATAGRAMS_MAX],
-            tx_payload: [0; UDP_TX_BUFFER_SIZE],
         }
     }
 }
@@ -223,28 +170,60 @@ impl Default for Buffers<'_> {
     }
 }
 
+/// The socket's datagram bytes (about 7 KiB). Kept apart from [`Buffers`] because it is all
+/// zeros: a `static` of it costs RAM (`.bss`) but no flash, where [`Buffers`]' non-zero
+/// `None`s would put the whole lot in `.data`, copied from flash at boot.
+pub struct Payloads {
+    rx: [u8; UDP_RX_BUFFER_SIZE],
+    tx: [u8; UDP_TX_BUFFER_SIZE],
+}
+
+impl Payloads {
+    /// Zeroed payload buffers.
+    pub const fn new() -> Self {
+        Self {
+            rx: [0; UDP_RX_BUFFER_SIZE],
+            tx: [0; UDP_TX_BUFFER_SIZE],
+        }
+    }
+}
+
+impl Default for Payloads {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Starts node `config.node.id` from the state on `store`'s flash, or, if it holds none,
+/// from `config.members` ([`Board::new`]'s first half).
+///
+/// # Errors
+/// See [`BoardError`]: a flash that cannot be read, or holds a state the core refuses.
+pub fn start_node<'a, F: NorFlash>(
+    config: &BoardConfig,
+    store: &'a RefCell<FlashStore<F>>,
+    now: Instant,
+) -> Result<BoardNode<'a, F>, BoardError> {
+    build_node(config, store, config.seed, now)
+}
+
 /// A goose node on a smoltcp interface. See the module docs for its loop.
 pub struct Board<'a, F: NorFlash> {
-    config: BoardConfig,
+    net: Net<'a>,
+    service: Service<'a, F>,
+}
+
+/// The interface and its one socket.
+struct Net<'a> {
     interface: Interface,
     sockets: SocketSet<'a>,
     udp: SocketHandle,
-    store: &'a RefCell<FlashStore<F>>,
-    node: BoardNode<'a, F>,
-    /// `ctl start`s that rebuilt the node, mixed into its seed.
-    restarts: u64,
-    /// `ctl stop` was the last of stop/start.
-    stopped: bool,
-    partition: PeerList,
-    stats: BoardStats,
-    receive: [u8; DATAGRAM_SIZE_MAX],
-    frame: [u8; FRAME_SIZE_MAX],
-    reply: String<REPLY_SIZE_MAX>,
 }
 
 impl<'a, F: NorFlash> Board<'a, F> {
     /// Starts node `config.node.id` from the state on `store`'s flash (or, if it holds none,
-    /// from `config.members`), with an interface on `device` and its socket in `buffers`.
+    /// from `config.members`), with an interface on `device` and its socket in `buffers` and
+    /// `payloads`.
     ///
     /// # Errors
     /// See [`BoardError`]: a flash that cannot be read, or holds a state the core refuses,
@@ -253,10 +232,156 @@ impl<'a, F: NorFlash> Board<'a, F> {
         config: BoardConfig,
         device: &mut D,
         buffers: &'a mut Buffers<'a>,
+        payloads: &'a mut Payloads,
         store: &'a RefCell<FlashStore<F>>,
         now: Instant,
     ) -> Result<Self, BoardError> {
-        let node = build_node(&config, store, config.seed, now)?;
+        let node = start_node(&config, store, now)?;
+        Self::with_node(config, device, buffers, payloads, store, node, now)
+    }
+
+    /// [`Board::new`]'s second half, around a node from [`start_node`]. Calling the two
+    /// halves from two functions keeps their stack frames apart: the core's `Node::new`
+    /// needs a deep one, and the board is large (the firmware does this).
+    ///
+    /// # Errors
+    /// [`BoardError::Network`] if smoltcp refuses the address, route or port.
+    #[inline(never)]
+    pub fn with_node<D: Device + ?Sized>(
+        config: BoardConfig,
+        device: &mut D,
+        buffers: &'a mut Buffers<'a>,
+        payloads: &'a mut Payloads,
+        store: &'a RefCell<FlashStore<F>>,
+        node: BoardNode<'a, F>,
+        now: Instant,
+    ) -> Result<Self, BoardError> {
+        let net = Net::new(&config, device, buffers, payloads, now)?;
+        let service = Service::new(config, store, node);
+        Ok(Self { net, service })
+    }
+
+    // --- Getters -------------------------------------------------------------------------
+
+    /// What the board runs with.
+    pub fn config(&self) -> &BoardConfig {
+        &self.service.config
+    }
+
+    /// The core node (while stopped: the node as it was when stopped).
+    pub fn node(&self) -> &BoardNode<'a, F> {
+        &self.service.node
+    }
+
+    /// Whether `ctl stop` holds the board.
+    pub fn is_stopped(&self) -> bool {
+        self.service.stopped
+    }
+
+    /// Whether the board is goose at `now` (never while stopped).
+    pub fn is_goose(&self, now: Instant) -> bool {
+        !self.service.stopped && self.service.node.is_goose(now)
+    }
+
+    /// The node's status at `now`, as a probe reports it (a stopped board is no goose).
+    pub fn status(&self, now: Instant) -> Status {
+        self.service.status(now)
+    }
+
+    /// The board's own drop counters.
+    pub fn stats(&self) -> &BoardStats {
+        &self.service.stats
+    }
+
+    // --- The loop ------------------------------------------------------------------------
+
+    /// Handles what arrived on `device`, fires due timers, sends what is due, and returns
+    /// the instant it next has work without new frames (`None`: only a frame can give it
+    /// work). Polling earlier is harmless; a board with no frame interrupt polls on every
+    /// tick.
+    pub fn poll<D: Device + ?Sized>(
+        &mut self,
+        device: &mut D,
+        clock: &impl Clock,
+    ) -> Option<Instant> {
+        for _ in 0..FRAMES_PER_POLL_MAX {
+            let now = clock.now();
+            let ingress = self.net.interface.poll_ingress_single(
+                timestamp(now),
+                device,
+                &mut self.net.sockets,
+            );
+            self.receive_all(device, clock);
+            if ingress == PollIngressSingleResult::None {
+                break;
+            }
+        }
+        let now = clock.now();
+        let mut out = NetOutlet {
+            net: &mut self.net,
+            device: &mut *device,
+            now,
+        };
+        self.service.handle_timeout(now, &mut out);
+        self.net
+            .interface
+            .poll_egress(timestamp(now), device, &mut self.net.sockets);
+        let network = self
+            .net
+            .interface
+            .poll_at(timestamp(now), &self.net.sockets)
+            .map(|at| Instant::from_micros(u64::try_from(at.total_micros()).unwrap_or(0)));
+        [network, self.service.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The next event of the node, oldest first, once the board has acted on it: role,
+    /// term or goose changes to log; [`Event::Failed`] when its storage failed and it
+    /// stopped for good, and [`Event::Removed`] when it left the flock: halt the board then
+    /// (the desktop node exits 1 and 0).
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.service.poll_event()
+    }
+
+    /// Handles every datagram in the socket, each at a fresh clock reading (a probe's answer
+    /// reflects the lease at the moment it is sent), where it lies in the socket's ring.
+    fn receive_all<D: Device + ?Sized>(&mut self, device: &mut D, clock: &impl Clock) {
+        // The socket holds at most UDP_RX_DATAGRAMS_MAX datagrams.
+        for _ in 0..UDP_RX_DATAGRAMS_MAX {
+            let now = clock.now();
+            let socket = self.net.sockets.get_mut::<udp::Socket<'_>>(self.net.udp);
+            let (datagram, metadata) = match socket.recv() {
+                Ok(received) => received,
+                Err(udp::RecvError::Exhausted) => return,
+                Err(udp::RecvError::Truncated) => {
+                    self.service.stats.receive_errors =
+                        self.service.stats.receive_errors.saturating_add(1);
+                    continue;
+                }
+            };
+            let source = metadata.endpoint;
+            let answer = self.service.handle_datagram(now, source, datagram);
+            let mut out = NetOutlet {
+                net: &mut self.net,
+                device: &mut *device,
+                now,
+            };
+            self.service
+                .after_datagram(now, answer.then_some(source), &mut out);
+        }
+    }
+}
+
+impl<'a> Net<'a> {
+    fn new<D: Device + ?Sized>(
+        config: &BoardConfig,
+        device: &mut D,
+        buffers: &'a mut Buffers<'a>,
+        payloads: &'a mut Payloads,
+        now: Instant,
+    ) -> Result<Self, BoardError> {
         let hardware = HardwareAddress::Ethernet(EthernetAddress(config.mac));
         let mut interface_config = InterfaceConfig::new(hardware);
         interface_config.random_seed = config.seed;
@@ -276,541 +401,53 @@ impl<'a, F: NorFlash> Board<'a, F> {
         let Buffers {
             sockets,
             rx_metadata,
-            rx_payload,
             tx_metadata,
-            tx_payload,
         } = buffers;
         let mut socket = udp::Socket::new(
-            udp::PacketBuffer::new(&mut rx_metadata[..], &mut rx_payload[..]),
-            udp::PacketBuffer::new(&mut tx_metadata[..], &mut tx_payload[..]),
+            udp::PacketBuffer::new(&mut rx_metadata[..], &mut payloads.rx[..]),
+            udp::PacketBuffer::new(&mut tx_metadata[..], &mut payloads.tx[..]),
         );
         socket.bind(config.port).map_err(|_| BoardError::Network)?;
         let mut sockets = SocketSet::new(&mut sockets[..]);
         let udp = sockets.add(socket);
         Ok(Self {
-            config,
             interface,
             sockets,
             udp,
-            store,
-            node,
-            restarts: 0,
-            stopped: false,
-            partition: PeerList::new(),
-            stats: BoardStats::default(),
-            receive: [0; DATAGRAM_SIZE_MAX],
-            frame: [0; FRAME_SIZE_MAX],
-            reply: String::new(),
         })
     }
-
-    // --- Getters -------------------------------------------------------------------------
-
-    /// What the board runs with.
-    pub fn config(&self) -> &BoardConfig {
-        &self.config
-    }
-
-    /// The core node (while stopped: the node as it was when stopped).
-    pub fn node(&self) -> &BoardNode<'a, F> {
-        &self.node
-    }
-
-    /// Whether `ctl stop` holds the board.
-    pub fn is_stopped(&self) -> bool {
-        self.stopped
-    }
-
-    /// Whether the board is goose at `now` (never while stopped).
-    pub fn is_goose(&self, now: Instant) -> bool {
-        !self.stopped && self.node.is_goose(now)
-    }
-
-    /// The node's status at `now`, as a probe reports it (a stopped board is no goose).
-    pub fn status(&self, now: Instant) -> Status {
-        let mut status = self.node.status(now);
-        status.goose &= !self.stopped;
-        status
-    }
-
-    /// The board's own drop counters.
-    pub fn stats(&self) -> &BoardStats {
-        &self.stats
-    }
-
-    // --- The loop ------------------------------------------------------------------------
-
-    /// Handles what arrived on `device`, fires due timers, sends what is due, and returns
-    /// the instant it next has work without new frames (`None`: only a frame can give it
-    /// work). Polling earlier is harmless; a board with no frame interrupt polls on every
-    /// tick.
-    pub fn poll<D: Device + ?Sized>(
-        &mut self,
-        device: &mut D,
-        clock: &impl Clock,
-    ) -> Option<Instant> {
-        for _ in 0..FRAMES_PER_POLL_MAX {
-            let now = clock.now();
-            let ingress =
-                self.interface
-                    .poll_ingress_single(timestamp(now), device, &mut self.sockets);
-            self.receive_all(device, clock);
-            if ingress == PollIngressSingleResult::None {
-                break;
-            }
-        }
-        let now = clock.now();
-        if !self.stopped
-            && self
-                .node
-                .poll_timeout()
-                .is_some_and(|deadline| deadline <= now)
-        {
-            self.node.handle_timeout(now);
-        }
-        self.transmit_all(device, now);
-        self.interface
-            .poll_egress(timestamp(now), device, &mut self.sockets);
-        self.poll_at(now)
-    }
-
-    /// The next event of the node (role, term or goose changes; [`Event::Failed`] when its
-    /// storage failed and it stopped for good: halt the board then).
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.node.poll_event()
-    }
-
-    fn poll_at(&mut self, now: Instant) -> Option<Instant> {
-        let network = self
-            .interface
-            .poll_at(timestamp(now), &self.sockets)
-            .map(|at| Instant::from_micros(u64::try_from(at.total_micros()).unwrap_or(0)));
-        let node = if self.stopped {
-            None
-        } else {
-            self.node.poll_timeout()
-        };
-        match (network, node) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    fn receive_all<D: Device + ?Sized>(&mut self, device: &mut D, clock: &impl Clock) {
-        // The socket holds at most UDP_RX_DATAGRAMS_MAX datagrams.
-        for _ in 0..UDP_RX_DATAGRAMS_MAX {
-            let socket = self.sockets.get_mut::<udp::Socket<'_>>(self.udp);
-            let (size, source) = match socket.recv() {
-                Ok((payload, metadata)) => match self.receive.get_mut(..payload.len()) {
-                    Some(receive) => {
-                        receive.copy_from_slice(payload);
-                        (payload.len(), metadata.endpoint)
-                    }
-                    None => {
-                        bump(&mut self.stats.receive_errors);
-                        continue;
-                    }
-                },
-                Err(udp::RecvError::Exhausted) => return,
-                Err(udp::RecvError::Truncated) => {
-                    bump(&mut self.stats.receive_errors);
-                    continue;
-                }
-            };
-            // A fresh reading per datagram: a probe's answer reflects the lease now.
-            self.handle_datagram(device, clock.now(), source, size);
-        }
-    }
-
-    fn handle_datagram<D: Device + ?Sized>(
-        &mut self,
-        device: &mut D,
-        now: Instant,
-        source: IpEndpoint,
-        size: usize,
-    ) {
-        match text::parse(&self.receive[..size]) {
-            Request::Binary => {
-                if self.stopped {
-                    bump(&mut self.stats.stopped_in);
-                } else if self.partitioned_source(size) {
-                    bump(&mut self.stats.partition_in);
-                } else {
-                    self.node.handle_frame(now, &self.receive[..size]);
-                    self.transmit_all(device, now);
-                }
-            }
-            Request::Probe => {
-                let status = self.node.status(now);
-                let reply = ProbeReply {
-                    goose: status.goose && !self.stopped,
-                    id: status.id,
-                    term: status.term,
-                    leader: status.leader,
-                    stopped: self.stopped,
-                };
-                self.reply.clear();
-                // REPLY_SIZE_MAX holds any probe reply; a failure would only shorten it.
-                let _ = text::write_probe_reply(&mut self.reply, &reply);
-                self.send_reply(device, now, source);
-            }
-            Request::Control { token, command } => {
-                let allowed = control_allowed(
-                    source,
-                    token,
-                    self.config.host,
-                    self.config.control_token.as_deref(),
-                );
-                self.reply.clear();
-                match (allowed, command) {
-                    (true, Ok(command)) => self.control(now, command),
-                    (true, Err(error)) => {
-                        let _ = text::write_err(&mut self.reply, error.reason());
-                    }
-                    (false, _) => {
-                        bump(&mut self.stats.text_forbidden);
-                        let _ = text::write_err(&mut self.reply, "forbidden");
-                    }
-                }
-                self.send_reply(device, now, source);
-            }
-            Request::Reply => {}
-            Request::Unknown => {
-                bump(&mut self.stats.text_unknown);
-                self.reply.clear();
-                let _ = text::write_err(&mut self.reply, "unknown-command");
-                self.send_reply(device, now, source);
-            }
-        }
-    }
-
-    /// Whether a peer frame comes from a partitioned member: identity is the frame's source
-    /// id (slirp rewrites addresses), mapped to the member's address for partitions named
-    /// by `ip:port`.
-    fn partitioned_source(&self, size: usize) -> bool {
-        if self.partition.is_empty() {
-            return false;
-        }
-        let Ok((header, _)) = goose_core::wire::parse_header(&self.receive[..size]) else {
-            return false; // the core counts it
-        };
-        let Some(source) = NodeId::new(header.source) else {
-            return false;
-        };
-        self.node
-            .members()
-            .iter()
-            .find(|member| member.id == source)
-            .is_some_and(|member| self.partition.contains(member.id, member.addr))
-    }
-
-    /// Carries out one control command and writes its reply into `self.reply`.
-    fn control(&mut self, now: Instant, command: Command) {
-        match command {
-            Command::Stop => {
-                self.stopped = true;
-                let _ = text::write_ok_plain(&mut self.reply);
-            }
-            Command::Start => {
-                if self.stopped {
-                    self.restarts = self.restarts.wrapping_add(1);
-                    let seed = self.config.seed ^ self.restarts.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                    match build_node(&self.config, self.store, seed, now) {
-                        Ok(node) => {
-                            self.node = node;
-                            self.stopped = false;
-                            let _ = text::write_ok_plain(&mut self.reply);
-                        }
-                        // Stays stopped: starting on a state it cannot trust would be worse.
-                        Err(_) => {
-                            let _ = text::write_err(&mut self.reply, "start-failed");
-                        }
-                    }
-                } else {
-                    let _ = text::write_ok_plain(&mut self.reply);
-                }
-            }
-            Command::Partition(peers) => {
-                self.partition = peers;
-                let _ = text::write_ok_plain(&mut self.reply);
-            }
-            Command::Heal => {
-                self.partition = PeerList::new();
-                let _ = text::write_ok_plain(&mut self.reply);
-            }
-            Command::Status => self.write_status(now),
-            Command::Transfer(_) | Command::Add { .. } | Command::Remove(_) => {
-                if self.stopped || !self.node.is_goose(now) {
-                    let leader = self.node.status(now).leader.filter(|_| !self.stopped);
-                    let addr = leader.and_then(|leader| {
-                        let members = self.node.members();
-                        members.iter().find(|m| m.id == leader).map(|m| m.addr)
-                    });
-                    let _ = text::write_not_goose(&mut self.reply, leader, addr);
-                } else {
-                    let _ = text::write_err(&mut self.reply, "not-implemented");
-                }
-            }
-        }
-    }
-
-    fn write_status(&mut self, now: Instant) {
-        let status = self.node.status(now);
-        let members = self.node.members();
-        let mut all: Vec<NodeId, MEMBERS_MAX> = Vec::new();
-        let mut voters: Vec<NodeId, MEMBERS_MAX> = Vec::new();
-        let mut learners: Vec<NodeId, MEMBERS_MAX> = Vec::new();
-        for member in members {
-            // The node holds at most MEMBERS_MAX members: these pushes cannot fail.
-            let _ = all.push(member.id);
-            let _ = match member.voter {
-                true => voters.push(member.id),
-                false => learners.push(member.id),
-            };
-        }
-        let raft = match (self.stopped, status.raft) {
-            (_, RaftRole::Learner) => "learner",
-            // Not taking part: it would restart as a follower.
-            (true, _) => "follower",
-            (false, role) => role.as_str(),
-        };
-        let mut counters: Vec<(&str, u64), COUNTERS_MAX> = Vec::new();
-        for counter in self
-            .node
-            .stats()
-            .counters()
-            .into_iter()
-            .chain(self.stats.counters())
-        {
-            let _ = counters.push(counter);
-        }
-        let reply = StatusReply {
-            goose: status.goose && !self.stopped,
-            raft,
-            id: status.id,
-            term: status.term,
-            leader: status.leader,
-            stopped: self.stopped,
-            commit: status.commit.0,
-            members: &all,
-            voters: &voters,
-            learners: &learners,
-            lease_ms: if self.stopped {
-                0
-            } else {
-                status.lease_remaining.millis()
-            },
-            counters: &counters,
-        };
-        if text::write_status(&mut self.reply, &reply).is_err() {
-            // Cannot happen at REPLY_SIZE_MAX (tested); never send half a line.
-            self.reply.clear();
-            let _ = text::write_err(&mut self.reply, "reply-too-long");
-        }
-    }
-
-    fn send_reply<D: Device + ?Sized>(&mut self, device: &mut D, now: Instant, target: IpEndpoint) {
-        let mut link = Link {
-            interface: &mut self.interface,
-            sockets: &mut self.sockets,
-            udp: self.udp,
-            stats: &mut self.stats,
-        };
-        link.send(device, now, self.reply.as_bytes(), target);
-    }
-
-    /// Drains the node's frames to their members' addresses, as the board reaches them.
-    fn transmit_all<D: Device + ?Sized>(&mut self, device: &mut D, now: Instant) {
-        if self.stopped {
-            return;
-        }
-        for _ in 0..TRANSMITS_PER_INPUT_MAX {
-            let Some(transmit) = self.node.poll_transmit(now, &mut self.frame) else {
-                return;
-            };
-            if self.partition.contains(transmit.target, transmit.addr) {
-                bump(&mut self.stats.partition_out);
-                continue;
-            }
-            let Some(target) = board_endpoint(transmit.addr, self.config.host) else {
-                bump(&mut self.stats.unroutable);
-                continue;
-            };
-            let mut link = Link {
-                interface: &mut self.interface,
-                sockets: &mut self.sockets,
-                udp: self.udp,
-                stats: &mut self.stats,
-            };
-            link.send(device, now, &self.frame[..transmit.size], target);
-        }
-    }
 }
 
-/// The parts of a board that sending touches, borrowed apart from the buffer being sent.
-struct Link<'b, 'a> {
-    interface: &'b mut Interface,
-    sockets: &'b mut SocketSet<'a>,
-    udp: SocketHandle,
-    stats: &'b mut BoardStats,
+/// Sends through the socket, flushing it to the device when it is full.
+struct NetOutlet<'n, 'a, D: Device + ?Sized> {
+    net: &'n mut Net<'a>,
+    device: &'n mut D,
+    now: Instant,
 }
 
-impl Link<'_, '_> {
+impl<D: Device + ?Sized> Outlet for NetOutlet<'_, '_, D> {
     /// Queues `data` for `target`; if the socket is full, flushes it to the device and tries
-    /// once more, then counts a send error (the datagram is lost, as UDP may lose it).
-    fn send<D: Device + ?Sized>(
-        &mut self,
-        device: &mut D,
-        now: Instant,
-        data: &[u8],
-        target: IpEndpoint,
-    ) {
+    /// once more.
+    fn send(&mut self, data: &[u8], target: IpEndpoint) -> bool {
         for attempt in 0..2 {
-            let socket = self.sockets.get_mut::<udp::Socket<'_>>(self.udp);
+            let socket = self.net.sockets.get_mut::<udp::Socket<'_>>(self.net.udp);
             match socket.send_slice(data, target) {
-                Ok(()) => return,
+                Ok(()) => return true,
                 Err(udp::SendError::BufferFull) if attempt == 0 => {
-                    self.interface
-                        .poll_egress(timestamp(now), device, self.sockets);
+                    self.net.interface.poll_egress(
+                        timestamp(self.now),
+                        self.device,
+                        &mut self.net.sockets,
+                    );
                 }
                 Err(_) => break,
             }
         }
-        bump(&mut self.stats.send_errors);
-    }
-}
-
-/// Builds a node from the flash's state, or from the bootstrap membership if it holds none.
-/// It grants no vote for a minimum election timeout (lease safety, see `goose_core::raft`).
-fn build_node<'a, F: NorFlash>(
-    config: &BoardConfig,
-    store: &'a RefCell<FlashStore<F>>,
-    seed: u64,
-    now: Instant,
-) -> Result<BoardNode<'a, F>, BoardError> {
-    let mut flash = store
-        .try_borrow_mut()
-        .map_err(|_| BoardError::StorageBusy)?;
-    let saved = flash.load().map_err(BoardError::Storage)?;
-    // `Node::new` decodes `saved` and never saves, so the borrow above is not contended.
-    Node::new(
-        &config.node,
-        FlashStorage(store),
-        saved,
-        &config.members,
-        seed,
-        now,
-    )
-    .map_err(BoardError::Start)
-}
-
-/// Where the board sends a member's frames: its address, except that the host's loopback
-/// is reached through `host`. `None` if the board cannot reach it.
-pub(crate) fn board_endpoint(addr: SocketAddr, host: Option<Ipv4Addr>) -> Option<IpEndpoint> {
-    let SocketAddr::V4(addr) = addr else {
-        return None;
-    };
-    let ip = match addr.ip().is_loopback() {
-        true => host?,
-        false => *addr.ip(),
-    };
-    Some(IpEndpoint::new(IpAddress::Ipv4(ip), addr.port()))
-}
-
-/// Whether control from `source` with `token` is accepted: from `host` (the host's
-/// loopback as the board sees it) always; from others only if the board has a token and
-/// `token` matches it, compared in constant time (only the length can leak).
-pub(crate) fn control_allowed(
-    source: IpEndpoint,
-    token: Option<&str>,
-    host: Option<Ipv4Addr>,
-    expected: Option<&str>,
-) -> bool {
-    let IpAddress::Ipv4(source) = source.addr;
-    if Some(source) == host || IpAddr::V4(source).is_loopback() {
-        return true;
-    }
-    match (expected, token) {
-        (Some(expected), Some(given)) => expected.as_bytes().ct_eq(given.as_bytes()).into(),
-        _ => false,
+        false
     }
 }
 
 /// The core's instant as smoltcp's (both microseconds on the same clock).
 fn timestamp(now: Instant) -> smoltcp::time::Instant {
     smoltcp::time::Instant::from_micros(i64::try_from(now.micros()).unwrap_or(i64::MAX))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn endpoint(text: &str) -> IpEndpoint {
-        let addr: SocketAddr = text.parse().unwrap();
-        board_endpoint(addr, None).unwrap()
-    }
-
-    #[test]
-    fn loopback_members_are_reached_through_the_host() {
-        let host = Some(BoardConfig::QEMU_HOST);
-        let to = |text: &str| board_endpoint(text.parse().unwrap(), host);
-        assert_eq!(to("127.0.0.1:9901"), Some(endpoint("10.0.2.2:9901")));
-        assert_eq!(to("127.0.0.7:9902"), Some(endpoint("10.0.2.2:9902")));
-        assert_eq!(to("192.0.2.9:9903"), Some(endpoint("192.0.2.9:9903")));
-        assert_eq!(to("[::1]:9904"), None, "IPv6 is not built in");
-        assert_eq!(board_endpoint("127.0.0.1:1".parse().unwrap(), None), None);
-    }
-
-    #[test]
-    fn control_is_trusted_from_the_host_only_unless_the_token_matches() {
-        let host = Some(BoardConfig::QEMU_HOST);
-        let from_host = endpoint("10.0.2.2:40000");
-        let other = endpoint("10.0.2.3:40000");
-        assert!(control_allowed(from_host, None, host, None));
-        assert!(control_allowed(from_host, None, host, Some("t")));
-        assert!(!control_allowed(other, None, host, None));
-        assert!(!control_allowed(other, Some("t"), host, None));
-        assert!(!control_allowed(other, None, host, Some("t")));
-        assert!(!control_allowed(other, Some("T"), host, Some("t")));
-        assert!(!control_allowed(other, Some(""), host, Some("t")));
-        assert!(control_allowed(other, Some("t"), host, Some("t")));
-        assert!(
-            !control_allowed(from_host, None, None, None),
-            "no host, no trust"
-        );
-    }
-
-    #[test]
-    fn status_has_room_for_every_counter() {
-        let core = goose_core::Stats::default().counters().len();
-        assert_eq!(core + BoardStats::default().counters().len(), COUNTERS_MAX);
-    }
-
-    #[test]
-    fn the_longest_status_fits_the_reply_buffer() {
-        let ids = [NodeId::new(65535).unwrap(); MEMBERS_MAX];
-        let counters = [("drop_partition_out", u64::MAX); COUNTERS_MAX];
-        let reply = StatusReply {
-            goose: true,
-            raft: "candidate",
-            id: ids[0],
-            term: goose_core::Term(u64::MAX),
-            leader: Some(ids[0]),
-            stopped: false,
-            commit: u64::MAX,
-            members: &ids,
-            voters: &ids,
-            learners: &ids,
-            lease_ms: u64::MAX,
-            counters: &counters,
-        };
-        let mut out: String<{ 2 * REPLY_SIZE_MAX }> = String::new();
-        text::write_status(&mut out, &reply).unwrap();
-        assert!(out.ends_with('\n'));
-        assert!(
-            out.len() <= REPLY_SIZE_MAX,
-            "{} > {REPLY_SIZE_MAX}",
-            out.len()
-        );
-    }
 }

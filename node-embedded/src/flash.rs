@@ -175,10 +175,17 @@ pub trait FileIo {
     /// # Errors
     /// [`FlashError::Io`] if the file cannot be written.
     fn write_at(&mut self, offset: u32, data: &[u8]) -> Result<(), FlashError>;
+
+    /// The file's length in bytes.
+    ///
+    /// # Errors
+    /// [`FlashError::Io`] if it cannot be read.
+    fn size(&mut self) -> Result<u32, FlashError>;
 }
 
-/// A NOR flash of [`FLASH_SIZE`] bytes kept in a file. Bytes the file does not hold yet
-/// read as erased (`0xFF`), so an empty or new file is an erased flash.
+/// A NOR flash of [`FLASH_SIZE`] bytes kept in a file. [`FileFlash::open`] extends a
+/// shorter file (a new, empty one included) with erased bytes (`0xFF`), so the file never
+/// has a gap a write past its end would fill with zeros.
 ///
 /// Durability is the file's: a write has reached the host's page cache when it returns, so
 /// it survives the emulator being killed, not the host losing power.
@@ -187,9 +194,23 @@ pub struct FileFlash<B: FileIo> {
 }
 
 impl<B: FileIo> FileFlash<B> {
-    /// A flash backed by `file`.
-    pub const fn new(file: B) -> Self {
-        Self { file }
+    /// A flash backed by `file`, extended to [`FLASH_SIZE`] bytes if shorter. Bytes already
+    /// there are kept as they are: a file that is not a flash image is refused later, by
+    /// the state map, never reset.
+    ///
+    /// # Errors
+    /// [`FlashError::Io`] if the file cannot be sized or extended.
+    pub fn open(mut file: B) -> Result<Self, FlashError> {
+        let size = usize::try_from(file.size()?).map_err(|_| FlashError::Io)?;
+        let erased = [0xFF; CHUNK_SIZE];
+        let mut at = size;
+        while at < FLASH_SIZE {
+            let count = (FLASH_SIZE - at).min(CHUNK_SIZE);
+            let offset = u32::try_from(at).map_err(|_| FlashError::OutOfBounds)?;
+            file.write_at(offset, &erased[..count])?;
+            at += count;
+        }
+        Ok(Self { file })
     }
 
     /// The file back.
@@ -314,10 +335,15 @@ mod tests {
         fn write_at(&mut self, offset: u32, data: &[u8]) -> Result<(), FlashError> {
             let start = offset as usize;
             if self.0.len() < start + data.len() {
+                // Like a real file: a gap reads as zeros.
                 self.0.resize(start + data.len(), 0);
             }
             self.0[start..start + data.len()].copy_from_slice(data);
             Ok(())
+        }
+
+        fn size(&mut self) -> Result<u32, FlashError> {
+            Ok(self.0.len() as u32)
         }
     }
 
@@ -375,9 +401,22 @@ mod tests {
 
     #[test]
     fn file_flash_behaves_like_nor() {
-        let mut flash = FileFlash::new(VecFile::default());
+        let mut flash = FileFlash::open(VecFile::default()).unwrap();
         exercise(&mut flash);
         refuses(&mut flash);
-        assert!(flash.into_file().0.len() <= FLASH_SIZE);
+        assert_eq!(flash.into_file().0.len(), FLASH_SIZE);
+    }
+
+    #[test]
+    fn file_flash_extends_a_short_file_with_erased_bytes_and_keeps_its_content() {
+        let flash = FileFlash::open(VecFile(std::vec![1, 2, 3])).unwrap();
+        let file = flash.into_file().0;
+        assert_eq!(file.len(), FLASH_SIZE);
+        assert_eq!(&file[..4], &[1, 2, 3, 0xFF]);
+        assert!(file[3..].iter().all(|byte| *byte == 0xFF));
+        let mut flash = FileFlash::open(VecFile(file)).unwrap();
+        let mut head = [0; 3];
+        flash.read(0, &mut head).unwrap();
+        assert_eq!(head, [1, 2, 3], "an existing image is never reset");
     }
 }

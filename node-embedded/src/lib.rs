@@ -16,14 +16,14 @@
 //! - [`args`] parses and writes the board's command line; [`qemu`] is the QEMU command line
 //!   a launcher runs.
 //!
-//! Nothing here allocates: every buffer is a field of [`Buffers`], [`Board`] or
-//! [`store::FlashStore`], with its size a named constant below, and the firmware keeps all
-//! three in `static`s.
+//! Nothing here allocates: every buffer is a field of [`Buffers`], [`Payloads`], [`Board`]
+//! or [`store::FlashStore`], with its size a named constant below, and the firmware keeps
+//! them all in `static`s.
 //!
 //! ## Driving a board
 //!
 //! ```text
-//! let board = Board::new(config, &mut device, buffers, store, clock.now())?;
+//! let board = Board::new(config, &mut device, buffers, payloads, store, clock.now())?;
 //! loop {
 //!     let wake = board.poll(&mut device, &clock);   // frames in, replies and peer frames out
 //!     while let Some(event) = board.poll_event() { /* log; Event::Failed: halt */ }
@@ -49,9 +49,11 @@ pub mod args;
 mod board;
 pub mod flash;
 pub mod qemu;
+mod service;
 pub mod store;
 
-pub use board::{Board, BoardConfig, BoardError, BoardNode, BoardStats, Buffers, Clock};
+pub use board::{start_node, Board, BoardConfig, BoardError, BoardNode, Buffers, Clock, Payloads};
+pub use service::BoardStats;
 
 use goose_core::limits::{EMBEDDED_LOG_ENTRIES_MAX, EMBEDDED_MEMBERS_MAX, FRAME_SIZE_MAX};
 use goose_core::storage::state_size_max;
@@ -77,12 +79,13 @@ pub const DATAGRAM_SIZE_MAX: usize = 1472;
 pub const ETHERNET_FRAME_SIZE_MAX: usize = 1514;
 
 /// Datagrams the UDP socket queues for reading. [`Board::poll`] moves one frame at a time
-/// into the socket and empties it before the next, so one is in it at most; two leave room
-/// for the ring buffer's wrap-around padding.
+/// into the socket and empties it before the next, so one is in it at most; the second
+/// slot is slack.
 pub const UDP_RX_DATAGRAMS_MAX: usize = 2;
 
-/// Bytes of the socket's receive ring: two of the largest datagrams.
-pub const UDP_RX_BUFFER_SIZE: usize = 2 * DATAGRAM_SIZE_MAX;
+/// Bytes of the socket's receive ring: one of the largest datagrams (an empty ring starts
+/// over at its beginning, so one always fits). Datagrams are handled where they lie in it.
+pub const UDP_RX_BUFFER_SIZE: usize = DATAGRAM_SIZE_MAX;
 
 /// Datagrams the UDP socket queues for sending. A leader sends one frame per peer per
 /// heartbeat (4 in a 5-node flock) plus a reply; when the queue is full the board flushes

@@ -308,8 +308,8 @@ fn text_protocol_unknown_replies_and_goose_only_commands() {
         )
     );
     assert_eq!(
-        sim.ask(goose, "ctl remove 3").as_deref(),
-        Some("err not-implemented\n")
+        sim.ask(goose, "ctl remove 9").as_deref(),
+        Some("err unknown-node\n")
     );
     // Junk that looks binary is counted by the core, never answered, never fatal.
     assert_eq!(sim.ask(duck, "\u{80}\u{1}garbage"), None);
@@ -377,4 +377,73 @@ fn swarm_faults_many_seeds_one_goose_at_most_and_always_again() {
         sim.run_until(3 * ELECTION_MS_MAX, |sim| sim.goose().is_some())
             .unwrap_or_else(|| panic!("seed {seed}: no goose after healing"));
     }
+}
+
+#[test]
+fn transfer_hands_the_goose_to_the_named_board() {
+    let mut sim = Sim::new(41);
+    let goose = sim.elect(ELECTION_MS_MAX);
+    sim.run_ms(200);
+    let target = if goose == 3 { 4 } else { 3 };
+    let reply = sim.ask(goose, &format!("ctl transfer {target}"));
+    assert_eq!(reply, Some(format!("ok to={target}\n")));
+    let moved = sim.run_until(ELECTION_MS_MAX, |sim| sim.goose() == Some(target));
+    assert!(moved.is_some(), "board {target} becomes goose");
+    let old = goose;
+    assert_eq!(
+        sim.ask(old, "ctl transfer").unwrap(),
+        format!(
+            "err not-goose goose={target} addr=127.0.0.1:{}\n",
+            port_of(target)
+        )
+    );
+    assert_eq!(
+        sim.ask(target, &format!("ctl transfer {target}"))
+            .as_deref(),
+        Some("err unknown-node\n"),
+        "not to itself"
+    );
+}
+
+#[test]
+fn remove_then_add_change_the_membership_through_the_log() {
+    let mut sim = Sim::new(43);
+    let goose = sim.elect(ELECTION_MS_MAX);
+    sim.run_ms(200);
+    let leaving = if goose == 5 { 4 } else { 5 };
+    assert_eq!(
+        sim.ask(goose, "ctl add 6 127.0.0.1:9906").as_deref(),
+        Some("err members-full\n"),
+        "a board holds 5 members"
+    );
+    assert_eq!(
+        sim.ask(goose, &format!("ctl remove {leaving}")).as_deref(),
+        Some("ok\n")
+    );
+    let removed = sim.run_until(1_000, |sim| {
+        sim.boards[usize::from(leaving) - 1]
+            .events
+            .contains(&goose_core::Event::Removed)
+    });
+    assert!(removed.is_some(), "the removed board is told, to exit");
+    sim.kill(leaving);
+    sim.run_ms(300);
+    let goose = sim.elect(ELECTION_MS_MAX);
+    assert_eq!(sim.board(goose).node().members().len(), BOARDS - 1);
+    assert_eq!(
+        sim.ask(goose, "ctl add 6 127.0.0.1:9906").as_deref(),
+        Some("ok\n")
+    );
+    sim.run_ms(300);
+    let status = sim.ask(goose, "ctl status").unwrap();
+    assert!(status.contains(" learners=6 "), "{status}");
+    assert_eq!(
+        sim.ask(goose, "ctl add 6 127.0.0.1:9906").as_deref(),
+        Some("ok\n"),
+        "again: no-op"
+    );
+    assert_eq!(
+        sim.ask(goose, "ctl add 7 127.0.0.1:9906").as_deref(),
+        Some("err address-in-use\n")
+    );
 }

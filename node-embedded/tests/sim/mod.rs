@@ -23,7 +23,7 @@ use std::rc::Rc;
 use goose_core::{Config, Instant, Member, NodeId};
 use goose_embedded::flash::MemFlash;
 use goose_embedded::store::FlashStore;
-use goose_embedded::{Board, BoardConfig, Buffers, Clock};
+use goose_embedded::{Board, BoardConfig, Buffers, Clock, Payloads};
 use smoltcp::phy::{ChecksumCapabilities, Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
@@ -349,6 +349,8 @@ pub fn members() -> Vec<Member> {
 
 pub struct SimBoard {
     pub board: Option<Board<'static, MemFlash>>,
+    /// Every event the board reported, oldest first.
+    pub events: Vec<goose_core::Event>,
     device: SlirpDevice,
     store: &'static RefCell<FlashStore<MemFlash>>,
     config: BoardConfig,
@@ -389,6 +391,7 @@ impl Sim {
                 };
                 let mut board = SimBoard {
                     board: None,
+                    events: Vec::new(),
                     device,
                     store,
                     config,
@@ -422,7 +425,9 @@ impl Sim {
         for board in &mut self.boards {
             if let Some(running) = board.board.as_mut() {
                 running.poll(&mut board.device, &self.clock);
-                while running.poll_event().is_some() {}
+                while let Some(event) = running.poll_event() {
+                    board.events.push(event);
+                }
             }
         }
         let now = self.now();
@@ -525,10 +530,12 @@ impl Sim {
 impl SimBoard {
     fn start(&mut self, clock: &SimClock) {
         let buffers = Box::leak(Box::new(Buffers::new()));
+        let payloads = Box::leak(Box::new(Payloads::new()));
         let board = Board::new(
             self.config.clone(),
             &mut self.device,
             buffers,
+            payloads,
             self.store,
             clock.now(),
         )

@@ -1,0 +1,280 @@
+//! Duck Duck Goose on QEMU's lm3s6965evb: one [`Board`] on the Stellaris MAC, a SysTick
+//! clock and a state file on the host.
+//!
+//! Start-up: the command line (`-append "…"`, read through semihosting; see
+//! `goose_embedded::args`), the state file (semihosting file I/O behind a `FileFlash`),
+//! the MAC with the id's address, SysTick, then the board at 10.0.2.15/24 behind slirp's
+//! 10.0.2.2. Then the loop: poll the board, log its events, and sleep (WFI) until the next
+//! 1 ms tick when no frame waits and nothing is due. A bad command line exits 2, a state
+//! that cannot be read or trusted exits 1, and so does a storage failure later (fail-stop,
+//! as the desktop node does).
+//!
+//! There is no `#[global_allocator]`: if any crate in the graph linked `alloc`, this would
+//! not link, which is how the build proves the node allocates nothing.
+#![no_std]
+#![no_main]
+
+mod clock;
+mod host_file;
+mod mac;
+#[cfg(feature = "stack-report")]
+mod stack;
+
+use core::cell::RefCell;
+use core::ffi::CStr;
+use core::fmt::{self, Write as _};
+
+use cortex_m_rt::entry;
+use goose_core::{Event, Instant, NodeId};
+use goose_embedded::args::{self, BoardArgs};
+use goose_embedded::flash::FileFlash;
+use goose_embedded::store::FlashStore;
+use goose_embedded::{
+    start_node, Board, BoardConfig, BoardError, BoardNode, Buffers, Clock, Payloads,
+};
+use heapless::String;
+use semihosting::io::Write as _;
+use static_cell::{ConstStaticCell, StaticCell};
+
+use crate::clock::SysTickClock;
+use crate::host_file::HostFile;
+use crate::mac::Mac;
+
+/// Bytes of the command line read through semihosting: a 5-node flock's line with a long
+/// state path is about 250.
+const COMMAND_LINE_SIZE_MAX: usize = 1024;
+/// Bytes of the state file's path, with its NUL.
+const PATH_SIZE_MAX: usize = 256;
+/// Bytes of one log line; longer ones are cut.
+const LOG_LINE_SIZE_MAX: usize = 192;
+/// Events logged per loop turn; the core buffers at most `EVENTS_MAX` anyway.
+const EVENTS_PER_TURN_MAX: usize = 16;
+
+type Flash = FileFlash<HostFile>;
+
+static BUFFERS: ConstStaticCell<Buffers<'static>> = ConstStaticCell::new(Buffers::new());
+static PAYLOADS: ConstStaticCell<Payloads> = ConstStaticCell::new(Payloads::new());
+static MAC: ConstStaticCell<Mac> = ConstStaticCell::new(Mac::new());
+static STORE: StaticCell<RefCell<FlashStore<Flash>>> = StaticCell::new();
+static BOARD: StaticCell<Result<Board<'static, Flash>, BoardError>> = StaticCell::new();
+
+/// Writes one line to the host's stderr (one semihosting call per line).
+fn log(args: fmt::Arguments<'_>) {
+    let mut line: String<LOG_LINE_SIZE_MAX> = String::new();
+    let _ = line.write_fmt(args);
+    if line.push('\n').is_err() {
+        line.pop();
+        let _ = line.push('\n');
+    }
+    if let Ok(mut stderr) = semihosting::io::stderr() {
+        let _ = stderr.write_all(line.as_bytes());
+    }
+}
+
+/// Logs `args` and ends QEMU with `code`.
+fn fail(code: i32, args: fmt::Arguments<'_>) -> ! {
+    log(args);
+    semihosting::process::exit(code)
+}
+
+#[entry]
+fn main() -> ! {
+    #[cfg(feature = "stack-report")]
+    stack::paint();
+    // Start-up's frames are gone before the loop runs: the deepest call of each (the
+    // core's `Node::new`, at start-up and on `ctl start`) then sits on a shallow stack.
+    let (board, mac, clock) = start();
+    run(board, mac, &clock)
+}
+
+/// Everything before the loop. Each step that needs a large frame is a call of its own, so
+/// their frames never stack up.
+#[inline(never)]
+fn start() -> (
+    &'static mut Board<'static, Flash>,
+    &'static mut Mac,
+    SysTickClock,
+) {
+    let (config, path) = configure();
+    let id = config.node.id;
+    let store = open_store(id, &path);
+    let Some(peripherals) = cortex_m::Peripherals::take() else {
+        fail(1, format_args!("node {id}: core peripherals already taken"));
+    };
+    let mac = MAC.take();
+    if !mac.start(config.mac) {
+        fail(1, format_args!("node {id}: MAC already started"));
+    }
+    let clock = SysTickClock::start(peripherals.SYST);
+    let port = config.port;
+    let node = start_node(&config, store, clock.now());
+    let board = assemble(config, &path, mac, store, node, &clock);
+    log(format_args!(
+        "node {id} term {}: board listening on 10.0.2.15:{port} (host 127.0.0.1:{port}), \
+         state {path}, {} members",
+        board.node().term(),
+        board.node().members().len()
+    ));
+    (board, mac, clock)
+}
+
+/// The board around `node`, in its static; exits 1 if the node could not start. Its own
+/// frame: the board is large, and must not share the stack with the node's construction.
+#[inline(never)]
+fn assemble(
+    config: BoardConfig,
+    path: &str,
+    mac: &mut Mac,
+    store: &'static RefCell<FlashStore<Flash>>,
+    node: Result<BoardNode<'static, Flash>, BoardError>,
+    clock: &SysTickClock,
+) -> &'static mut Board<'static, Flash> {
+    let id = config.node.id;
+    let node = match node {
+        Ok(node) => node,
+        Err(error) => fail(
+            1,
+            format_args!(
+                "node {id}: {error}; refusing to start (state file {path} is never reset \
+                 automatically)"
+            ),
+        ),
+    };
+    let built = BOARD.init_with(|| {
+        let (buffers, payloads) = (BUFFERS.take(), PAYLOADS.take());
+        Board::with_node(config, mac, buffers, payloads, store, node, clock.now())
+    });
+    match built {
+        Ok(board) => board,
+        Err(error) => fail(1, format_args!("node {id}: {error}")),
+    }
+}
+
+/// The board's configuration and state file path from the command line; exits 2 on a bad
+/// one.
+#[inline(never)]
+fn configure() -> (BoardConfig, String<PATH_SIZE_MAX>) {
+    let Ok(command_line) = semihosting::experimental::env::args::<COMMAND_LINE_SIZE_MAX>() else {
+        fail(
+            2,
+            format_args!("goose-firmware: no command line (run QEMU with -append \"…\")"),
+        );
+    };
+    // The first words are the kernel's path (which may hold spaces): flags start at "--".
+    let words = (&command_line)
+        .map(|word| word.unwrap_or("--invalid-utf8"))
+        .skip_while(|word| !word.starts_with("--"));
+    let BoardArgs { config, state } = match args::parse(words) {
+        Ok(parsed) => parsed,
+        Err(error) => fail(2, format_args!("goose-firmware: {error}\n{}", args::USAGE)),
+    };
+    let mut path: String<PATH_SIZE_MAX> = String::new();
+    let written = match state {
+        Some(state) => write!(path, "{state}"),
+        None => write!(path, "goose-board-{}.flash", config.node.id),
+    };
+    // Room for the NUL the host call needs.
+    if written.is_err() || path.len() >= PATH_SIZE_MAX {
+        fail(2, format_args!("goose-firmware: --state path too long"));
+    }
+    (config, path)
+}
+
+/// The state map on the host file `path` (created if missing); exits 1 if it cannot be
+/// opened or holds something that is not a state map.
+#[inline(never)]
+fn open_store(id: NodeId, path: &str) -> &'static RefCell<FlashStore<Flash>> {
+    let mut bytes = [0; PATH_SIZE_MAX];
+    bytes[..path.len()].copy_from_slice(path.as_bytes());
+    let Ok(path_c) = CStr::from_bytes_until_nul(&bytes) else {
+        fail(2, format_args!("goose-firmware: --state path too long"));
+    };
+    let Some(file) = HostFile::open(path_c) else {
+        fail(1, format_args!("node {id}: cannot open state file {path}"));
+    };
+    let flash = match FileFlash::open(file) {
+        Ok(flash) => flash,
+        Err(error) => fail(1, format_args!("node {id}: state file {path}: {error:?}")),
+    };
+    match FlashStore::new(flash) {
+        Ok(store) => STORE.init(RefCell::new(store)),
+        Err(error) => fail(1, format_args!("node {id}: state file {path}: {error}")),
+    }
+}
+
+fn run(board: &mut Board<'static, Flash>, mac: &mut Mac, clock: &SysTickClock) -> ! {
+    #[cfg(feature = "stack-report")]
+    let mut next_report = clock.now();
+    loop {
+        #[cfg(feature = "stack-report")]
+        if clock.now() >= next_report {
+            next_report = clock.now() + goose_core::Duration::from_millis(10_000);
+            log(format_args!(
+                "node {}: stack used at most {} bytes",
+                board.node().id(),
+                stack::used()
+            ));
+        }
+        let wake = board.poll(mac, clock);
+        for _ in 0..EVENTS_PER_TURN_MAX {
+            match board.poll_event() {
+                None => break,
+                Some(Event::Changed(observed)) => {
+                    let id = board.node().id();
+                    let term = observed.term;
+                    let raft = observed.raft.as_str();
+                    match (observed.goose, observed.leader) {
+                        (true, _) => log(format_args!("node {id} term {term}: goose ({raft})")),
+                        (false, Some(leader)) if leader == id => {
+                            log(format_args!(
+                                "node {id} term {term}: duck ({raft}, not yet goose)"
+                            ));
+                        }
+                        (false, Some(leader)) => {
+                            log(format_args!(
+                                "node {id} term {term}: duck ({raft} of {leader})"
+                            ));
+                        }
+                        (false, None) => {
+                            log(format_args!(
+                                "node {id} term {term}: duck ({raft}, no leader)"
+                            ));
+                        }
+                    }
+                }
+                Some(Event::TransferSent { to }) => log(format_args!(
+                    "node {} term {}: leadership handed to {to}",
+                    board.node().id(),
+                    board.node().term()
+                )),
+                Some(Event::TransferFailed) => log(format_args!(
+                    "node {} term {}: leadership transfer found no target",
+                    board.node().id(),
+                    board.node().term()
+                )),
+                // The contract: a removed node logs it and exits 0.
+                Some(Event::Removed) => fail(
+                    0,
+                    format_args!(
+                        "node {} term {}: removed from the flock, exiting",
+                        board.node().id(),
+                        board.node().term()
+                    ),
+                ),
+                Some(Event::Failed) => fail(
+                    1,
+                    format_args!(
+                        "node {} term {}: storage failed; fail-stop",
+                        board.node().id(),
+                        board.node().term()
+                    ),
+                ),
+            }
+        }
+        let idle = wake.is_none_or(|wake: Instant| wake > clock.now());
+        if idle && !mac.has_frame() {
+            // SysTick wakes the core every millisecond; frames wait in the MAC's FIFO.
+            cortex_m::asm::wfi();
+        }
+    }
+}
