@@ -154,6 +154,50 @@ pub(crate) fn probe_round(ports: &[u16], window: Duration) -> Vec<Option<Probe>>
     replies
 }
 
+/// Sends `whois-goose` to every port each `period` from one socket, and hands every reply
+/// to `on_reply` with its arrival time, until `on_reply` returns `true` (then `true`) or
+/// `max` passes (then `false`). Replies are read as they come (blocking until the next
+/// send is due), so a node that does not answer delays nothing and the prober sleeps
+/// between datagrams.
+pub(crate) fn probe_stream(
+    ports: &[u16],
+    period: Duration,
+    max: Duration,
+    mut on_reply: impl FnMut(Instant, &Probe) -> bool,
+) -> bool {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("probe socket");
+    let started = Instant::now();
+    let mut next_send = started;
+    let mut buffer = [0u8; REPLY_SIZE_MAX];
+    while started.elapsed() < max {
+        let now = Instant::now();
+        if now >= next_send {
+            for &port in ports {
+                let _ = socket.send_to(b"whois-goose", ("127.0.0.1", port));
+            }
+            // Never more than one batch behind: a stalled prober does not burst.
+            next_send = (next_send + period).max(now);
+            continue;
+        }
+        // std refuses a zero timeout: wait at least a few microseconds.
+        let wait = next_send
+            .saturating_duration_since(now)
+            .max(Duration::from_micros(5));
+        let _ = socket.set_read_timeout(Some(wait));
+        let Ok((size, _)) = socket.recv_from(&mut buffer) else {
+            continue;
+        };
+        let arrived = Instant::now();
+        let Some(probe) = Probe::parse(&String::from_utf8_lossy(&buffer[..size])) else {
+            continue;
+        };
+        if on_reply(arrived, &probe) {
+            return true;
+        }
+    }
+    false
+}
+
 /// Sends one datagram to `port` and returns the reply line without its `\n`.
 pub(crate) fn request(port: u16, text: &str, timeout: Duration) -> Option<String> {
     let socket = UdpSocket::bind("127.0.0.1:0").ok()?;
