@@ -11,6 +11,34 @@
 //! and the firmware, then `-append` and [`crate::args::write`]'s line. Each value is one
 //! argument (no shell involved). The guest's port equals the host's, so the board's own
 //! member address `127.0.0.1:<port>` is what every other node dials.
+//!
+//! ```
+//! use core::net::{Ipv4Addr, SocketAddr};
+//! use goose_core::{Config, Member, NodeId};
+//! use goose_embedded::args::{self, BoardArgs};
+//! use goose_embedded::{qemu, BoardConfig};
+//!
+//! let member = |id: u16| Member {
+//!     id: NodeId::new(id).unwrap(),
+//!     addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 9899 + id)),
+//!     voter: true,
+//! };
+//! let id = NodeId::new(4).unwrap();
+//! let members = [member(1), member(2), member(3), member(4), member(5)];
+//! let config = BoardConfig::qemu(Config::new(id), 9903, &members, 77).unwrap();
+//! let (mut nic, mut append) = (heapless::String::<128>::new(), heapless::String::<512>::new());
+//! qemu::write_nic(&mut nic, id, 9903).unwrap();
+//! args::write(&mut append, &BoardArgs { config, state: Some("data/4/board.flash") }).unwrap();
+//! assert_eq!(nic, "user,model=stellaris,mac=02:00:00:00:00:04,hostfwd=udp:127.0.0.1:9903-:9903");
+//! assert_eq!(
+//!     append,
+//!     "--id 4 --port 9903 --seed 77 --heartbeat-ms 50 --election-timeout-ms 150-300 \
+//!      --peer 1=127.0.0.1:9900 --peer 2=127.0.0.1:9901 --peer 3=127.0.0.1:9902 \
+//!      --peer 5=127.0.0.1:9904 --state data/4/board.flash"
+//! );
+//! // A launcher runs: PROGRAM, FIXED_ARGS…, "-nic", nic, "-kernel", <elf>, "-append", append.
+//! assert_eq!(qemu::PROGRAM, "qemu-system-arm");
+//! ```
 
 use core::fmt::{self, Write};
 
