@@ -1,0 +1,662 @@
+//! `bench_flock`: the figures issue 3 asks for, measured on real `goose` processes on
+//! 127.0.0.1, printed as a markdown table, with the failover CDF drawn in the style of the
+//! Raft paper's Figure 16.
+//!
+//! ```text
+//! cargo run --release -p flock-tests --bin bench_flock -- \
+//!     [--runs 100] [--timing default|fast|both] [--cold-runs 10] [--probe-ms 5] \
+//!     [--plot docs/failover-cdf.svg]
+//! ```
+//!
+//! - **failover**: a 5-node flock; `runs` times: wait until it is stable (every node agrees
+//!   on one goose and its term for an election timeout), wait a random part of a heartbeat,
+//!   `kill -9` the goose, probe the four others every 5 ms (`--probe-ms`) and take the time
+//!   from the kill to the first `goose` answer; restart the killed node on its data dir.
+//!   The figure is quantised to the probe period: with 12–24 ms timeouts, 5 ms is coarse,
+//!   so `--timing fast --probe-ms 1` gives the finer curve.
+//! - **cold start**: spawn of the first node to the first `goose` answer, fresh data dirs.
+//! - **whois throughput**: closed-loop clients (one thread each: send a probe, wait for
+//!   the reply) against the goose for 3 s, while the flock is watched for a term change.
+//! - **idle CPU and RSS** per node: `/proc/<pid>/stat` utime + stime and
+//!   `/proc/<pid>/schedstat` run time over 5 s without probes; `VmRSS` of
+//!   `/proc/<pid>/status`.
+//!
+//! Every probe round also counts double-goose observations (two nodes answering `goose`
+//! in one round), term regressions and terms with two geese: all must be zero.
+
+use std::fs;
+use std::net::{Ipv4Addr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use flock_tests::procs::{Flock, OnViolation, Timing, Watch};
+use goose_core::rand::Rand;
+use plotters::prelude::*;
+
+/// Nodes in the benchmarked flock.
+const NODES: usize = 5;
+/// How often the survivors are probed after a kill, by default (issue 3). The measured
+/// failover is quantised to it: a goose that appears between two probes is seen at the next.
+const PROBE_EVERY_MS: u64 = 5;
+/// A failover not seen within this is counted as missed.
+const FAILOVER_WITHIN: Duration = Duration::from_secs(5);
+/// How long a flock gets to become stable before a kill.
+const STABLE_WITHIN: Duration = Duration::from_secs(10);
+/// How long closed-loop clients flood the goose.
+const FLOOD_FOR: Duration = Duration::from_secs(3);
+/// Client counts tried for the throughput figure.
+const FLOOD_CLIENTS: [usize; 4] = [1, 2, 4, 8];
+/// How long idle CPU is sampled.
+const IDLE_FOR: Duration = Duration::from_secs(5);
+
+struct Args {
+    runs: usize,
+    cold_runs: usize,
+    timings: Vec<(&'static str, Timing)>,
+    plot: PathBuf,
+    probe_every: Duration,
+}
+
+const USAGE: &str = "usage: bench_flock [--runs N] [--cold-runs N] \
+                     [--timing default|fast|both] [--probe-ms N] [--plot FILE.svg]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        runs: 100,
+        cold_runs: 10,
+        timings: vec![("default", Timing::DEFAULT), ("fast", Timing::FAST)],
+        plot: Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/failover-cdf.svg"),
+        probe_every: Duration::from_millis(PROBE_EVERY_MS),
+    };
+    let mut words = std::env::args().skip(1);
+    while let Some(flag) = words.next() {
+        let mut value = || words.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--runs" => args.runs = value()?.parse().map_err(|e| format!("--runs: {e}"))?,
+            "--cold-runs" => {
+                args.cold_runs = value()?.parse().map_err(|e| format!("--cold-runs: {e}"))?;
+            }
+            "--timing" => {
+                args.timings = match value()?.as_str() {
+                    "default" => vec![("default", Timing::DEFAULT)],
+                    "fast" => vec![("fast", Timing::FAST)],
+                    "both" => vec![("default", Timing::DEFAULT), ("fast", Timing::FAST)],
+                    other => return Err(format!("--timing {other}: default, fast or both")),
+                }
+            }
+            "--plot" => args.plot = PathBuf::from(value()?),
+            "--probe-ms" => {
+                let ms: u64 = value()?.parse().map_err(|e| format!("--probe-ms: {e}"))?;
+                if ms == 0 {
+                    return Err("--probe-ms must be at least 1".into());
+                }
+                args.probe_every = Duration::from_millis(ms);
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("bench_flock: {error}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let load_before = load_average();
+    let mut results = Vec::new();
+    for &(name, timing) in &args.timings {
+        eprintln!("== {name} timing ({timing})");
+        results.push(bench_timing(name, timing, &args));
+    }
+    let load_after = load_average();
+    print_report(&results, &args, &load_before, &load_after);
+    if let Err(error) = plot(&results, args.probe_every, &args.plot) {
+        eprintln!("bench_flock: plot {}: {error}", args.plot.display());
+        return ExitCode::FAILURE;
+    }
+    println!("\nplot: {}", args.plot.display());
+    let safe = results.iter().all(|r| r.watch_clean());
+    if safe {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("bench_flock: a safety promise was broken (see the table)");
+        ExitCode::FAILURE
+    }
+}
+
+/// Everything measured for one timing.
+struct TimingResult {
+    name: &'static str,
+    timing: Timing,
+    cold_starts: Vec<Duration>,
+    failovers: Vec<Duration>,
+    missed_failovers: usize,
+    unstable: usize,
+    idle: Vec<Idle>,
+    /// `(clients, answers per second, lost replies, term changed)`.
+    flood: Vec<(usize, f64, u64, bool)>,
+    watch: Watch,
+}
+
+impl TimingResult {
+    fn watch_clean(&self) -> bool {
+        self.watch.double_geese == 0
+            && self.watch.term_regressions == 0
+            && self.watch.two_geese_in_a_term == 0
+            && self.watch.malformed == 0
+            && self.flood.iter().all(|&(_, _, _, changed)| !changed)
+    }
+}
+
+fn bench_timing(name: &'static str, timing: Timing, args: &Args) -> TimingResult {
+    let mut watch = Watch::default();
+    let mut cold_starts = Vec::new();
+    for run in 0..args.cold_runs {
+        let flock = Flock::start_with(NODES, timing, &[], OnViolation::Count);
+        let all = flock.all();
+        match first_goose(
+            &flock,
+            &all,
+            flock.started,
+            args.probe_every,
+            FAILOVER_WITHIN,
+        ) {
+            Some(after) => cold_starts.push(after),
+            None => eprintln!("cold start {run}: no goose within {FAILOVER_WITHIN:?}"),
+        }
+        add_watch(&mut watch, &flock.watch());
+    }
+    eprintln!("cold start: {}", summary(&cold_starts));
+
+    let mut flock = Flock::start_with(NODES, timing, &[], OnViolation::Count);
+    let mut rand = Rand::new(seed());
+    let (mut failovers, mut missed, mut unstable) = (Vec::new(), 0, 0);
+    for run in 0..args.runs {
+        let Some(goose) = wait_stable(&flock) else {
+            unstable += 1;
+            eprintln!("run {run}: flock not stable within {STABLE_WITHIN:?}");
+            continue;
+        };
+        // Kill at a random phase of the heartbeat.
+        let jitter = rand.range_inclusive(0, timing.heartbeat_ms * 1000);
+        thread::sleep(Duration::from_micros(jitter));
+        let killed = flock.kill9(goose);
+        let survivors: Vec<usize> = flock.all().into_iter().filter(|&i| i != goose).collect();
+        match first_goose(
+            &flock,
+            &survivors,
+            killed,
+            args.probe_every,
+            FAILOVER_WITHIN,
+        ) {
+            Some(after) => failovers.push(after),
+            None => missed += 1,
+        }
+        flock.restart(goose);
+        if (run + 1) % 10 == 0 {
+            eprintln!("{} kills: {}", run + 1, summary(&failovers));
+        }
+    }
+    let idle = match wait_stable(&flock) {
+        Some(goose) => measure_idle(&flock, goose),
+        None => Vec::new(),
+    };
+    let flood = if timing == Timing::DEFAULT {
+        FLOOD_CLIENTS
+            .iter()
+            .filter_map(|&clients| flood(&flock, clients))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    add_watch(&mut watch, &flock.watch());
+    TimingResult {
+        name,
+        timing,
+        cold_starts,
+        failovers,
+        missed_failovers: missed,
+        unstable,
+        idle,
+        flood,
+        watch,
+    }
+}
+
+fn add_watch(total: &mut Watch, more: &Watch) {
+    total.rounds += more.rounds;
+    total.double_geese += more.double_geese;
+    total.term_regressions += more.term_regressions;
+    total.two_geese_in_a_term += more.two_geese_in_a_term;
+    total.malformed += more.malformed;
+}
+
+fn seed() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+}
+
+/// Probes `indices` every `every` until one answers `goose`; the time from `since`
+/// to that answer's arrival.
+fn first_goose(
+    flock: &Flock,
+    indices: &[usize],
+    since: Instant,
+    every: Duration,
+    within: Duration,
+) -> Option<Duration> {
+    while since.elapsed() < within {
+        let next = Instant::now() + every;
+        // Replies take well under a millisecond; leave the rest of the period to sleep.
+        let window = every.saturating_sub(Duration::from_micros(200));
+        let round = flock.probe_round(indices, window);
+        if let Some(&goose) = round.geese().first() {
+            let (_, at) = round.replies[goose].as_ref()?;
+            return Some(at.saturating_duration_since(since));
+        }
+        thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    None
+}
+
+/// Waits until every node agrees on one goose and its term without a change for an
+/// election timeout (at least 100 ms); returns the goose.
+fn wait_stable(flock: &Flock) -> Option<usize> {
+    let hold = flock
+        .timing
+        .election_timeout_max()
+        .max(Duration::from_millis(100));
+    let all = flock.all();
+    let deadline = Instant::now() + STABLE_WITHIN;
+    let mut since: Option<(Instant, (usize, u64))> = None;
+    while Instant::now() < deadline {
+        let round = flock.probe_round(&all, Duration::from_millis(50));
+        match (round.agreed(&all), since) {
+            (Some(agreed), Some((start, seen))) if agreed == seen => {
+                if start.elapsed() >= hold {
+                    return Some(agreed.0);
+                }
+            }
+            (Some(agreed), _) => since = Some((Instant::now(), agreed)),
+            (None, _) => since = None,
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------------------
+// Throughput
+// ---------------------------------------------------------------------------------------
+
+/// `clients` closed-loop threads probe the goose for [`FLOOD_FOR`] while the flock is
+/// watched; returns `(clients, answers/s, lost replies, term or goose changed)`.
+fn flood(flock: &Flock, clients: usize) -> Option<(usize, f64, u64, bool)> {
+    let goose = wait_stable(flock)?;
+    let all = flock.all();
+    let before = flock
+        .probe_round(&all, Duration::from_millis(50))
+        .agreed(&all)?;
+    let port = flock.port(goose);
+    let started = Instant::now();
+    let threads: Vec<_> = (0..clients)
+        .map(|_| thread::spawn(move || closed_loop(port, started + FLOOD_FOR)))
+        .collect();
+    let mut changed = false;
+    while started.elapsed() < FLOOD_FOR {
+        // Replies may be slow under the flood: a missing one is not a change, another goose
+        // or term is.
+        let round = flock.probe_round(&all, Duration::from_millis(100));
+        let geese = round.geese();
+        if geese.iter().any(|&g| g != goose)
+            || round.answers().any(|(_, probe)| probe.term != before.1)
+        {
+            changed = true;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let (mut answers, mut lost) = (0, 0);
+    for thread in threads {
+        let (a, l) = thread.join().expect("client thread");
+        answers += a;
+        lost += l;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = flock
+        .probe_round(&all, Duration::from_millis(200))
+        .agreed(&all);
+    changed |= after != Some(before);
+    let rate = answers as f64 / elapsed;
+    eprintln!("whois flood, {clients} clients: {rate:.0}/s, {lost} lost, changed: {changed}");
+    Some((clients, rate, lost, changed))
+}
+
+/// Sends `whois-goose` and waits for the reply, until `deadline`; returns (answers, lost).
+fn closed_loop(port: u16, deadline: Instant) -> (u64, u64) {
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("client socket");
+    socket
+        .connect((Ipv4Addr::LOCALHOST, port))
+        .expect("connect");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let mut buffer = [0; 256];
+    let (mut answers, mut lost) = (0, 0);
+    while Instant::now() < deadline {
+        if socket.send(b"whois-goose").is_err() {
+            lost += 1;
+            continue;
+        }
+        match socket.recv(&mut buffer) {
+            Ok(size) if buffer[..size].starts_with(b"goose ") => answers += 1,
+            _ => lost += 1,
+        }
+    }
+    (answers, lost)
+}
+
+// ---------------------------------------------------------------------------------------
+// Idle CPU and memory
+// ---------------------------------------------------------------------------------------
+
+/// One node's idle figures.
+struct Idle {
+    goose: bool,
+    /// CPU % from utime + stime (clock-tick resolution).
+    cpu_ticks_percent: f64,
+    /// CPU % from schedstat's run time (nanosecond resolution).
+    cpu_percent: f64,
+    rss_kib: u64,
+}
+
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn run_nanos(pid: u32) -> Option<u64> {
+    let schedstat = fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+    schedstat.split(' ').next()?.parse().ok()
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn measure_idle(flock: &Flock, goose: usize) -> Vec<Idle> {
+    // SAFETY: sysconf has no memory effects.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let pids: Vec<u32> = flock.all().iter().filter_map(|&i| flock.pid(i)).collect();
+    let start: Vec<_> = pids.iter().map(|&p| (cpu_ticks(p), run_nanos(p))).collect();
+    let started = Instant::now();
+    thread::sleep(IDLE_FOR);
+    let seconds = started.elapsed().as_secs_f64();
+    pids.iter()
+        .zip(start)
+        .enumerate()
+        .filter_map(|(index, (&pid, (ticks, nanos)))| {
+            let ticks = cpu_ticks(pid)? - ticks?;
+            let nanos = run_nanos(pid)? - nanos?;
+            Some(Idle {
+                goose: index == goose,
+                cpu_ticks_percent: ticks as f64 / ticks_per_second / seconds * 100.0,
+                cpu_percent: nanos as f64 / 1e9 / seconds * 100.0,
+                rss_kib: rss_kib(pid)?,
+            })
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Report
+// ---------------------------------------------------------------------------------------
+
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|text| text.split(' ').take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn sorted_ms(samples: &[Duration]) -> Vec<f64> {
+    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    ms
+}
+
+/// The nearest-rank percentile `p` of sorted `ms`.
+fn percentile(ms: &[f64], p: f64) -> Option<f64> {
+    if ms.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * ms.len() as f64).ceil().max(1.0) as usize;
+    Some(ms[rank.min(ms.len()) - 1])
+}
+
+fn fmt_ms(value: Option<f64>) -> String {
+    value.map_or("–".into(), |v| format!("{v:.1} ms"))
+}
+
+fn summary(samples: &[Duration]) -> String {
+    let ms = sorted_ms(samples);
+    format!(
+        "n={} p50 {} p90 {} p99 {} max {}",
+        ms.len(),
+        fmt_ms(percentile(&ms, 50.0)),
+        fmt_ms(percentile(&ms, 90.0)),
+        fmt_ms(percentile(&ms, 99.0)),
+        fmt_ms(ms.last().copied())
+    )
+}
+
+fn print_report(results: &[TimingResult], args: &Args, before: &str, after: &str) {
+    println!("\n## bench_flock\n");
+    println!(
+        "{NODES} `goose node` processes on 127.0.0.1, {} kills per timing, {} cold starts, \
+         probes every {} ms; {} cores; load average {before} before, {after} after.\n",
+        args.runs,
+        args.cold_runs,
+        args.probe_every.as_millis(),
+        thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let header: Vec<String> = results
+        .iter()
+        .map(|r| format!("{} ({})", r.name, r.timing))
+        .collect();
+    println!("| figure | {} | target |", header.join(" | "));
+    println!("| --- |{} --- |", " --- |".repeat(results.len()));
+    let row = |figure: &str, cell: &dyn Fn(&TimingResult) -> String, target: &str| {
+        let cells: Vec<String> = results.iter().map(cell).collect();
+        println!("| {figure} | {} | {target} |", cells.join(" | "));
+    };
+    let failover = |p: f64| move |r: &TimingResult| fmt_ms(percentile(&sorted_ms(&r.failovers), p));
+    row(
+        "failover p50",
+        &failover(50.0),
+        "≤ 250 ms (default), ≤ 40 ms (fast)",
+    );
+    row("failover p90", &failover(90.0), "");
+    row("failover p99", &failover(99.0), "≤ 450 ms (default)");
+    row(
+        "failover max",
+        &|r| fmt_ms(sorted_ms(&r.failovers).last().copied()),
+        "",
+    );
+    row(
+        "kills measured / missed / not stable",
+        &|r| {
+            format!(
+                "{} / {} / {}",
+                r.failovers.len(),
+                r.missed_failovers,
+                r.unstable
+            )
+        },
+        "all / 0 / 0",
+    );
+    row(
+        "cold start to first goose (median, min–max)",
+        &|r| {
+            let ms = sorted_ms(&r.cold_starts);
+            format!(
+                "{} ({}–{})",
+                fmt_ms(percentile(&ms, 50.0)),
+                fmt_ms(ms.first().copied()),
+                fmt_ms(ms.last().copied())
+            )
+        },
+        "",
+    );
+    row(
+        "whois answers/s, one node (best of 1, 2, 4, 8 clients)",
+        &|r| match r.flood.iter().max_by(|a, b| a.1.total_cmp(&b.1)) {
+            Some(&(clients, rate, lost, changed)) => format!(
+                "{rate:.0} ({clients} clients, {lost} lost, term {})",
+                if changed { "CHANGED" } else { "unchanged" }
+            ),
+            None => "–".into(),
+        },
+        "≥ 100,000 /s, no term change",
+    );
+    row(
+        "idle CPU per node (max; goose)",
+        &|r| {
+            let max = r.idle.iter().map(|i| i.cpu_percent).fold(0.0, f64::max);
+            let goose = r
+                .idle
+                .iter()
+                .find(|i| i.goose)
+                .map_or(0.0, |i| i.cpu_percent);
+            let ticks = r
+                .idle
+                .iter()
+                .map(|i| i.cpu_ticks_percent)
+                .fold(0.0, f64::max);
+            format!("{max:.2} %; {goose:.2} % (stat: ≤ {ticks:.1} %)")
+        },
+        "< 1 %",
+    );
+    row(
+        "RSS per node (max)",
+        &|r| {
+            let max = r.idle.iter().map(|i| i.rss_kib).max().unwrap_or(0);
+            format!("{:.2} MiB", max as f64 / 1024.0)
+        },
+        "< 4 MiB",
+    );
+    row(
+        "probe rounds / double-goose rounds",
+        &|r| format!("{} / {}", r.watch.rounds, r.watch.double_geese),
+        "– / 0",
+    );
+    row(
+        "term regressions / terms with two geese",
+        &|r| {
+            format!(
+                "{} / {}",
+                r.watch.term_regressions, r.watch.two_geese_in_a_term
+            )
+        },
+        "0 / 0",
+    );
+    for r in results.iter().filter(|r| !r.flood.is_empty()) {
+        println!("\nwhois flood on the goose ({}):\n", r.name);
+        println!("| clients | answers/s | lost | term or goose changed |");
+        println!("| --- | --- | --- | --- |");
+        for &(clients, rate, lost, changed) in &r.flood {
+            println!("| {clients} | {rate:.0} | {lost} | {changed} |");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Plot
+// ---------------------------------------------------------------------------------------
+
+/// The CDF of each timing's failovers, one panel per timing, as in the Raft paper's
+/// Figure 16 (x: time without a goose, y: cumulative percent of kills).
+fn plot(
+    results: &[TimingResult],
+    probe_every: Duration,
+    path: &Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(folder) = path.parent() {
+        fs::create_dir_all(folder)?;
+    }
+    let panels_count = results.len().max(1);
+    let root = SVGBackend::new(path, (760, 300 * panels_count as u32)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let panels = root.split_evenly((panels_count, 1));
+    let colors = [RGBColor(31, 119, 180), RGBColor(214, 39, 40)];
+    for ((panel, result), color) in panels.iter().zip(results).zip(colors.iter().cycle()) {
+        let ms = sorted_ms(&result.failovers);
+        let x_max = ms.last().copied().unwrap_or(1.0) * 1.1;
+        let mut chart = ChartBuilder::on(panel)
+            .caption(
+                format!(
+                    "kill -9 the goose of 5: election timeout {}–{} ms, heartbeat {} ms, \
+                     probes every {} ms",
+                    result.timing.election_timeout_ms_min,
+                    result.timing.election_timeout_ms_max,
+                    result.timing.heartbeat_ms,
+                    probe_every.as_millis()
+                ),
+                ("sans-serif", 16),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..x_max, 0.0..100.0)?;
+        chart
+            .configure_mesh()
+            .x_desc("time without a goose (ms)")
+            .y_desc("cumulative %")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()?;
+        // A step line: up by 100/n at each sample.
+        let n = ms.len() as f64;
+        let mut points = vec![(0.0, 0.0)];
+        for (index, &x) in ms.iter().enumerate() {
+            points.push((x, index as f64 / n * 100.0));
+            points.push((x, (index + 1) as f64 / n * 100.0));
+        }
+        let label = format!(
+            "{} kills: p50 {} p99 {}",
+            ms.len(),
+            fmt_ms(percentile(&ms, 50.0)),
+            fmt_ms(percentile(&ms, 99.0))
+        );
+        let style = color.stroke_width(2);
+        chart
+            .draw_series(LineSeries::new(points, style))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], style));
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
