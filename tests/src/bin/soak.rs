@@ -10,6 +10,7 @@
 //! around it) and the longest goose gap after a heal. Exit 0 when the checker found nothing
 //! and no node exited on its own, 1 otherwise, 2 on bad flags, 3 on a harness failure.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -96,7 +97,12 @@ fn main() -> ExitCode {
         }
     };
     if let Some(path) = &flags.history {
-        if let Err(error) = std::fs::write(path, report.history.dump()) {
+        let written = std::fs::File::create(path).and_then(|file| {
+            let mut out = std::io::BufWriter::new(file);
+            report.history.write_to(&mut out)?;
+            out.flush()
+        });
+        if let Err(error) = written {
             eprintln!("soak: could not write {}: {error}", path.display());
         }
     }

@@ -132,6 +132,24 @@ impl Violation {
         }
     }
 
+    /// The nodes the evidence is about (for a history excerpt).
+    pub fn nodes(&self) -> Vec<u16> {
+        match self {
+            Self::TwoGeeseInOneTerm { first, second, .. }
+            | Self::TwoLeadersInOneTerm { first, second, .. }
+            | Self::StaleGoose {
+                newer: first,
+                older: second,
+            }
+            | Self::TermWentBack {
+                before: first,
+                after: second,
+            } => vec![first.node, second.node],
+            Self::NoGooseAfterHeal { .. } => Vec::new(),
+            Self::WrongId { probe } | Self::Malformed { probe } => vec![probe.node],
+        }
+    }
+
     /// The time span the evidence covers (for a history excerpt).
     pub fn span(&self) -> (Micros, Micros) {
         let ends = |record: &ProbeRecord| match record.outcome {
@@ -814,11 +832,24 @@ mod tests {
             vec![goose(1, 3, 300, 310), duck(2, 3, Some(1), 100, 110)],
             vec![(200, EventKind::Paused { node: 3 })],
         );
-        let text = h.excerpt(0, 1_000, 10);
+        let text = h.excerpt(0, 1_000, &[], 10);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[0].contains("node 2"));
         assert!(lines[1].contains("Paused"));
         assert!(lines[2].starts_with("probe p0 -> node 1"));
+
+        // Filtered by node and cut to the last probe: the event stays.
+        let text = h.excerpt(0, 1_000, &[1, 2], 1);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].contains("1 earlier probes left out"));
+        assert!(lines[1].contains("Paused"));
+        assert!(lines[2].contains("node 1"));
+
+        let mut out = Vec::new();
+        h.write_to(&mut out).unwrap();
+        let written = String::from_utf8(out).unwrap();
+        assert_eq!(written, h.excerpt(0, u64::MAX, &[], usize::MAX) + "\n");
     }
 }

@@ -3,6 +3,7 @@
 //! started. Pure data; [`super::check`] judges it.
 
 use std::fmt;
+use std::io::{self, Write};
 
 /// Microseconds since the soak started (one monotonic clock for probers and nemesis).
 pub type Micros = u64;
@@ -210,18 +211,36 @@ pub struct History {
 
 impl History {
     /// Probes and events that touch `from..=to` (a probe touches it if its send-to-receive
-    /// span overlaps it), one per line, in time order; at most `lines_max` lines.
-    pub fn excerpt(&self, from: Micros, to: Micros, lines_max: usize) -> String {
-        let mut lines: Vec<(Micros, String)> = Vec::new();
-        for probe in &self.probes {
-            let end = match &probe.outcome {
-                Outcome::Reply { received, .. } | Outcome::Malformed { received, .. } => *received,
-                Outcome::Timeout => probe.sent,
-            };
-            if end >= from && probe.sent <= to {
-                lines.push((probe.sent, probe.to_string()));
-            }
-        }
+    /// span overlaps it), one per line, in time order. Only probes to `nodes` are listed
+    /// (all if `nodes` is empty), and only the last `probe_lines_max` of them: the evidence
+    /// of a violation sits at the end of its window. Every event in the window is listed.
+    pub fn excerpt(
+        &self,
+        from: Micros,
+        to: Micros,
+        nodes: &[u16],
+        probe_lines_max: usize,
+    ) -> String {
+        let mut probes: Vec<&ProbeRecord> = self
+            .probes
+            .iter()
+            .filter(|probe| nodes.is_empty() || nodes.contains(&probe.node))
+            .filter(|probe| {
+                let end = match &probe.outcome {
+                    Outcome::Reply { received, .. } | Outcome::Malformed { received, .. } => {
+                        *received
+                    }
+                    Outcome::Timeout => probe.sent,
+                };
+                end >= from && probe.sent <= to
+            })
+            .collect();
+        probes.sort_by_key(|probe| probe.sent);
+        let skipped = probes.len().saturating_sub(probe_lines_max);
+        let mut lines: Vec<(Micros, String)> = probes[skipped..]
+            .iter()
+            .map(|probe| (probe.sent, probe.to_string()))
+            .collect();
         for event in &self.events {
             if event.at >= from && event.at <= to {
                 lines.push((event.at, event.to_string()));
@@ -229,17 +248,35 @@ impl History {
         }
         // Stable, by time only: events of one instant keep the order they happened in.
         lines.sort_by_key(|(at, _)| *at);
-        let total = lines.len();
-        let mut text: Vec<String> = lines.into_iter().take(lines_max).map(|(_, l)| l).collect();
-        if total > lines_max {
-            text.push(format!("… {} more lines", total - lines_max));
+        let mut text = Vec::with_capacity(lines.len() + 1);
+        if skipped > 0 {
+            text.push(format!("… {skipped} earlier probes left out"));
         }
+        text.extend(lines.into_iter().map(|(_, line)| line));
         text.join("\n")
     }
 
-    /// The history as text, one probe or event per line in time order (for a file).
-    pub fn dump(&self) -> String {
-        self.excerpt(0, Micros::MAX, usize::MAX)
+    /// Writes the whole history as text, one probe (by send time) or event per line in time
+    /// order, without building it in memory first (an hour's soak has millions of probes).
+    ///
+    /// # Errors
+    ///
+    /// The writer's.
+    pub fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
+        let mut order: Vec<usize> = (0..self.probes.len()).collect();
+        order.sort_by_key(|&index| (self.probes[index].sent, index));
+        let mut events = self.events.iter().peekable();
+        for index in order {
+            let probe = &self.probes[index];
+            while let Some(event) = events.next_if(|event| event.at < probe.sent) {
+                writeln!(out, "{event}")?;
+            }
+            writeln!(out, "{probe}")?;
+        }
+        for event in events {
+            writeln!(out, "{event}")?;
+        }
+        Ok(())
     }
 }
 

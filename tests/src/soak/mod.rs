@@ -38,8 +38,10 @@ use prober::{ProberConfig, Sightings};
 
 /// Every node listens on this port, each at its own address in its own namespace.
 pub const NODE_PORT: u16 = 7000;
-/// History lines printed around each violation.
-pub const EXCERPT_LINES_MAX: usize = 60;
+/// Probe lines printed before each violation's evidence (plus every fault in the window).
+pub const EXCERPT_PROBE_LINES_MAX: usize = 80;
+/// How far back the excerpt of a violation reaches (faults long before still show).
+pub const EXCERPT_BEFORE: Micros = 3_000_000;
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -118,15 +120,17 @@ impl Report {
         let mut text = String::new();
         for violation in &self.verdict.violations {
             let (from, to) = violation.span();
+            let (from, to) = (
+                from.saturating_sub(EXCERPT_BEFORE),
+                to.saturating_add(50_000),
+            );
+            let nodes = violation.nodes();
             text.push_str(&format!(
-                "VIOLATION {violation}\n--- history {}..{} ---\n{}\n\n",
-                history::show(from.saturating_sub(500_000)),
-                history::show(to.saturating_add(100_000)),
-                self.history.excerpt(
-                    from.saturating_sub(500_000),
-                    to.saturating_add(100_000),
-                    EXCERPT_LINES_MAX
-                )
+                "VIOLATION {violation}\n--- history {}..{}, probes to nodes {nodes:?} ---\n{}\n\n",
+                history::show(from),
+                history::show(to),
+                self.history
+                    .excerpt(from, to, &nodes, EXCERPT_PROBE_LINES_MAX)
             ));
         }
         text
