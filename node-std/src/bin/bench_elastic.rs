@@ -235,6 +235,9 @@ fn rolling(args: &Args) -> Vec<(String, String)> {
         let mut last_goose: Option<(Instant, u16)> = None;
         let mut lapsed = false;
         let (mut gap_max, mut gap_total) = (Duration::ZERO, Duration::ZERO);
+        // The launcher may report the end (the last node back, following the new leader)
+        // before the new leader's lease holds: probe on until a goose answers.
+        let mut ended = false;
         let done = support::probe_stream(&ports, PROBE_PERIOD, ROLLING_MAX, |at, probe| {
             match (probe.goose, last_goose) {
                 (true, Some((since, id))) if id != probe.id || lapsed => {
@@ -256,15 +259,14 @@ fn rolling(args: &Args) -> Vec<(String, String)> {
                 last_goose = Some((at, probe.id));
                 lapsed = false;
             }
-            let mut done = false;
             while let Ok(line) = lines.try_recv() {
                 if line.contains("rolling restart done") || line.contains("rolling restart stopped")
                 {
                     eprintln!("rolling restart {run}: {line}");
-                    done = true;
+                    ended = true;
                 }
             }
-            done
+            ended && probe.goose
         });
         if !done {
             eprintln!("rolling restart {run}: no end within {ROLLING_MAX:?}");
