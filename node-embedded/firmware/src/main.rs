@@ -45,8 +45,8 @@ use crate::mac::Mac;
 const COMMAND_LINE_SIZE_MAX: usize = 1024;
 /// Bytes of the state file's path, with its NUL.
 const PATH_SIZE_MAX: usize = 256;
-/// Bytes of one log line; longer ones are cut.
-const LOG_LINE_SIZE_MAX: usize = 192;
+/// Bytes of one log line (the usage line is the longest, about 230); longer ones are cut.
+const LOG_LINE_SIZE_MAX: usize = 256;
 /// Events logged per loop turn; the core buffers at most `EVENTS_MAX` anyway.
 const EVENTS_PER_TURN_MAX: usize = 16;
 
@@ -166,7 +166,10 @@ fn configure() -> (BoardConfig, String<PATH_SIZE_MAX>) {
         .skip_while(|word| !word.starts_with("--"));
     let BoardArgs { config, state } = match args::parse(words) {
         Ok(parsed) => parsed,
-        Err(error) => fail(2, format_args!("goose-firmware: {error}\n{}", args::USAGE)),
+        Err(error) => {
+            log(format_args!("goose-firmware: {error}"));
+            fail(2, format_args!("{}", args::USAGE))
+        }
     };
     let mut path: String<PATH_SIZE_MAX> = String::new();
     let written = match state {
