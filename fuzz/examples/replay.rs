@@ -1,0 +1,59 @@
+//! Replays one `node_sequences` input on stable, printing every action and each node's
+//! status after it: `cargo run --example replay -- artifacts/node_sequences/crash-…`.
+//! With `--scenario NAME`, replays a seed scenario instead; with `--frames INPUT`, prints a
+//! `node_frames` input's operations and runs it.
+
+use goose_fuzz::flock::{decode_script, Flock};
+use goose_fuzz::seeds::scenarios;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (setup, actions) = match args.as_slice() {
+        [flag, name] if flag == "--scenario" => {
+            let scenario = scenarios()
+                .into_iter()
+                .find(|s| s.name == name)
+                .expect("no such scenario");
+            (scenario.setup, scenario.actions)
+        }
+        [flag, path] if flag == "--frames" => {
+            let data = std::fs::read(path).expect("readable input");
+            for op in goose_fuzz::single::decode_ops(&data) {
+                println!("{op:?}");
+            }
+            // Without the target's skips of open issues, so that their inputs reproduce.
+            let status = goose_fuzz::single::run_with(&data, false);
+            println!("{status:?}");
+            return;
+        }
+        [path] => decode_script(&std::fs::read(path).expect("readable input")),
+        _ => {
+            eprintln!("usage: replay INPUT | replay --scenario NAME | replay --frames INPUT");
+            std::process::exit(2);
+        }
+    };
+    println!("{setup:?}");
+    let mut flock = Flock::new(&setup);
+    for action in &actions {
+        flock.apply(action);
+        println!("{action:?}  in flight: {}", flock.in_flight().len());
+        for n in 0..3 {
+            match flock.node(n) {
+                Some(node) => {
+                    let s = node.status(flock.local_now(n));
+                    println!(
+                        "    {}: {:?} term={} leader={:?} commit={} last={:?} goose={}",
+                        n + 1,
+                        s.raft,
+                        s.term,
+                        s.leader.map(|l| l.get()),
+                        s.commit,
+                        (s.last.term.0, s.last.index.0),
+                        s.goose
+                    );
+                }
+                None => println!("    {}: down", n + 1),
+            }
+        }
+    }
+}

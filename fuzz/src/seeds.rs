@@ -1,0 +1,526 @@
+//! The seed corpus, generated rather than typed: scripted flock scenarios (encoded as
+//! `node_sequences` inputs), the frames those scenarios send (one per message kind, for
+//! `frame_decode`), sealed-frame scripts for `auth_open`, and probe and control strings
+//! for `text_parse`. `tests/corpus.rs` checks `corpus/` against this and rewrites it with
+//! `GOOSE_FUZZ_WRITE_CORPUS=1`.
+
+use std::collections::BTreeMap;
+
+use goose_core::limits::FRAME_SIZE_MAX;
+use goose_core::wire::{self, Body, Message};
+use goose_core::{EntryId, Instant, LogIndex, NodeId, Term};
+
+use crate::auth::AuthOp;
+use crate::flock::Encode as _;
+use crate::flock::{encode_script, Action, Bytes, Change, Flock, Packet, Setup};
+use crate::single::Op;
+
+/// One seed: the target, a file name, the bytes.
+pub struct Seed {
+    pub target: &'static str,
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+/// A named flock scenario and what it must end with.
+pub struct Scenario {
+    pub name: &'static str,
+    pub setup: Setup,
+    pub actions: Vec<Action>,
+    /// The node (1-based) that must be goose at the end, if any.
+    pub goose: Option<usize>,
+}
+
+const DELIVER_ROUNDS: usize = 6;
+
+fn setup() -> Setup {
+    Setup {
+        drift: [0, 1_000, -1_000],
+        epoch: [0, 5_000_000, 77],
+        seed: 1,
+    }
+}
+
+fn rounds(actions: &mut Vec<Action>, count: usize) {
+    actions.extend(std::iter::repeat_n(Action::DeliverAll, count));
+}
+
+/// Node `node` (0-based) times out and wins: its timer fires, then every message round
+/// trip is delivered until its no-op commits.
+fn elect(actions: &mut Vec<Action>, node: u8) {
+    actions.push(Action::Tick { node });
+    rounds(actions, DELIVER_ROUNDS);
+}
+
+/// `count` heartbeat rounds of leader `node`, each delivered both ways.
+fn heartbeats(actions: &mut Vec<Action>, node: u8, count: usize) {
+    for _ in 0..count {
+        actions.push(Action::Tick { node });
+        rounds(actions, 2);
+    }
+}
+
+/// The scenarios, each with the goose it must end with.
+pub fn scenarios() -> Vec<Scenario> {
+    let mut list = Vec::new();
+
+    let mut actions = vec![Action::Advance {
+        node: 1,
+        ticks: 1_600,
+    }];
+    elect(&mut actions, 0);
+    list.push(Scenario {
+        name: "elect",
+        setup: setup(),
+        actions,
+        goose: Some(1),
+    });
+
+    let mut actions = vec![Action::Advance {
+        node: 1,
+        ticks: 1_600,
+    }];
+    elect(&mut actions, 0);
+    heartbeats(&mut actions, 0, 3);
+    // The leader crashes; node 2 waits out its timeout, wins, and the old leader returns.
+    actions.push(Action::Crash { node: 0 });
+    actions.push(Action::Advance {
+        node: 1,
+        ticks: 3_100,
+    });
+    rounds(&mut actions, DELIVER_ROUNDS);
+    actions.push(Action::Restart { node: 0 });
+    heartbeats(&mut actions, 1, 2);
+    list.push(Scenario {
+        name: "crash-and-failover",
+        setup: setup(),
+        actions,
+        goose: Some(2),
+    });
+
+    let mut actions = vec![Action::Advance {
+        node: 1,
+        ticks: 1_600,
+    }];
+    elect(&mut actions, 0);
+    heartbeats(&mut actions, 0, 1);
+    for change in [
+        Change::AddLearner { id: 3, port: 0 },
+        Change::Promote { id: 3 },
+        Change::Remove { id: 3 },
+        Change::Noop,
+    ] {
+        actions.push(Action::Propose { node: 0, change });
+        rounds(&mut actions, 2);
+        heartbeats(&mut actions, 0, 1);
+    }
+    list.push(Scenario {
+        name: "membership",
+        setup: setup(),
+        actions,
+        goose: Some(1),
+    });
+
+    let mut actions = vec![Action::Advance {
+        node: 1,
+        ticks: 1_600,
+    }];
+    elect(&mut actions, 0);
+    heartbeats(&mut actions, 0, 1);
+    actions.push(Action::Transfer {
+        node: 0,
+        to: Some(2),
+    });
+    rounds(&mut actions, 8);
+    heartbeats(&mut actions, 2, 1);
+    list.push(Scenario {
+        name: "transfer",
+        setup: setup(),
+        actions,
+        goose: Some(3),
+    });
+
+    // Node 3 is down while the leader fills and compacts its 16-entry log; on its return it
+    // is sent the snapshot.
+    let mut actions = vec![Action::Advance {
+        node: 1,
+        ticks: 1_600,
+    }];
+    elect(&mut actions, 0);
+    actions.push(Action::Crash { node: 2 });
+    for _ in 0..10 {
+        for change in [
+            Change::AddLearner { id: 3, port: 1 },
+            Change::Remove { id: 3 },
+        ] {
+            actions.push(Action::Propose { node: 0, change });
+            heartbeats(&mut actions, 0, 1);
+        }
+    }
+    actions.push(Action::Restart { node: 2 });
+    heartbeats(&mut actions, 0, 3);
+    list.push(Scenario {
+        name: "snapshot",
+        setup: setup(),
+        actions,
+        goose: Some(1),
+    });
+
+    // Faults the nodes must shrug off: garbage, tampered frames, a failed save.
+    let mut actions = vec![Action::Advance {
+        node: 1,
+        ticks: 1_600,
+    }];
+    actions.push(Action::Inject {
+        node: 1,
+        bytes: Bytes(b"whois-goose".to_vec()),
+    });
+    actions.push(Action::Inject {
+        node: 2,
+        bytes: Bytes(vec![0xD9, 1, 1, 0, 3, 0, 0xFF, 0xFF]),
+    });
+    actions.push(Action::Tick { node: 0 });
+    actions.push(Action::Tamper {
+        frame: 0,
+        at: 1,
+        xor: 2,
+    });
+    actions.push(Action::Duplicate { frame: 1 });
+    rounds(&mut actions, DELIVER_ROUNDS);
+    actions.push(Action::FailStorage { node: 1 });
+    heartbeats(&mut actions, 0, 2);
+    actions.push(Action::Restart { node: 1 });
+    heartbeats(&mut actions, 0, 2);
+    list.push(Scenario {
+        name: "faults",
+        setup: setup(),
+        actions,
+        goose: Some(1),
+    });
+
+    list
+}
+
+/// Runs a scenario, returning the flock and every frame sent.
+pub fn play(scenario: &Scenario) -> (Flock, Vec<Packet>) {
+    let mut flock = Flock::new(&scenario.setup);
+    flock.sent = Some(Vec::new());
+    for action in &scenario.actions {
+        flock.apply(action);
+    }
+    let sent = flock.sent.take().unwrap_or_default();
+    (flock, sent)
+}
+
+/// The first frame of each message kind the scenarios send.
+pub fn frames_by_kind() -> BTreeMap<&'static str, Vec<u8>> {
+    let mut frames = BTreeMap::new();
+    for scenario in scenarios() {
+        let (_, sent) = play(&scenario);
+        for packet in sent {
+            if let Ok((_, message)) = wire::decode(&packet.bytes) {
+                frames
+                    .entry(crate::kind_name(&message.body))
+                    .or_insert(packet.bytes);
+            }
+        }
+    }
+    // A snapshot fits one chunk in a flock this small, so no node ever asks to resume
+    // one: build that kind by hand.
+    let message = Message {
+        term: Term(3),
+        body: Body::SnapshotResponse {
+            sent_at: Instant::from_millis(1_500),
+            last: EntryId {
+                term: Term(2),
+                index: LogIndex(17),
+            },
+            received: 8,
+        },
+    };
+    let mut buffer = [0; FRAME_SIZE_MAX];
+    let (from, to) = (NodeId::new(2), NodeId::new(1));
+    if let (Some(from), Some(to)) = (from, to) {
+        if let Ok(size) = wire::encode(from, to, &message, &mut buffer) {
+            frames
+                .entry("snapshot-response")
+                .or_insert(buffer[..size].to_vec());
+        }
+    }
+    frames
+}
+
+fn text_seeds() -> Vec<(&'static str, &'static [u8])> {
+    vec![
+        ("probe", b"whois-goose\n"),
+        ("status", b"ctl status"),
+        ("status-token", b"ctl token=s3cret status\n"),
+        ("stop", b"ctl stop"),
+        ("start", b"ctl start"),
+        ("heal", b"ctl heal"),
+        ("partition", b"ctl partition 1,3,127.0.0.1:9002,[::1]:9005"),
+        ("transfer", b"ctl transfer 2"),
+        ("transfer-any", b"ctl transfer"),
+        ("add", b"ctl add 4 127.0.0.1:9004"),
+        ("add-v6", b"ctl add 65535 [fe80::1%2]:65535"),
+        ("remove", b"ctl remove 3"),
+        ("bad-id", b"ctl remove 0"),
+        ("extra", b"ctl stop now"),
+        ("reply", b"goose id=1 term=3 goose=1\n"),
+        ("unknown", b"hello"),
+    ]
+}
+
+fn auth_scripts(frames: &BTreeMap<&'static str, Vec<u8>>) -> Vec<(&'static str, Vec<AuthOp>)> {
+    let frame = |kind: &str| Bytes(frames.get(kind).cloned().unwrap_or_default());
+    vec![
+        (
+            "seal-open-replay",
+            vec![
+                AuthOp::Seal {
+                    frame: frame("append"),
+                },
+                AuthOp::Open { frame: 0 },
+                AuthOp::Open { frame: 0 },
+            ],
+        ),
+        (
+            "reorder-and-tamper",
+            vec![
+                AuthOp::Seal {
+                    frame: frame("vote"),
+                },
+                AuthOp::Seal {
+                    frame: frame("vote"),
+                },
+                AuthOp::Seal {
+                    frame: frame("prevote"),
+                },
+                AuthOp::Open { frame: 1 },
+                AuthOp::OpenTampered {
+                    frame: 0,
+                    at: 3,
+                    xor: 1,
+                },
+                AuthOp::Open { frame: 0 },
+                AuthOp::Open { frame: 2 },
+            ],
+        ),
+        (
+            "restart-epochs",
+            vec![
+                AuthOp::Seal {
+                    frame: frame("append-response"),
+                },
+                AuthOp::Open { frame: 0 },
+                AuthOp::Restart {
+                    sender: 2,
+                    epoch: 2,
+                },
+                AuthOp::Seal {
+                    frame: frame("append-response"),
+                },
+                AuthOp::Open { frame: 1 },
+                AuthOp::OpenForged {
+                    sender: 2,
+                    epoch: 1,
+                    counter: 9,
+                },
+                AuthOp::OpenForged {
+                    sender: 2,
+                    epoch: 2,
+                    counter: 200,
+                },
+                AuthOp::OpenForged {
+                    sender: 2,
+                    epoch: 2,
+                    counter: 137,
+                },
+                AuthOp::OpenForged {
+                    sender: 2,
+                    epoch: 2,
+                    counter: 136,
+                },
+            ],
+        ),
+        (
+            "many-senders",
+            (0..12)
+                .map(|sender| AuthOp::OpenForged {
+                    sender,
+                    epoch: 1,
+                    counter: 1,
+                })
+                .chain([AuthOp::OpenRaw {
+                    bytes: frame("timeout-now"),
+                }])
+                .collect(),
+        ),
+    ]
+}
+
+/// `node_frames` scripts, each with whether the node must end as goose.
+pub fn frame_scripts(
+    frames: &BTreeMap<&'static str, Vec<u8>>,
+) -> Vec<(&'static str, Vec<Op>, bool)> {
+    use crate::single::{ArbBody, ArbEntry, ArbId, ArbMember, Few};
+    let now = ArbId { term: 0, index: 0 };
+    let from_2 = |term: i8, body: ArbBody| Op::Frame {
+        from: 2,
+        to: 0,
+        term,
+        body,
+    };
+    let win = vec![
+        Op::Timeout,
+        from_2(1, ArbBody::PreVoteResponse { granted: true }),
+        from_2(0, ArbBody::VoteResponse { granted: true }),
+        from_2(
+            0,
+            ArbBody::AppendResponse {
+                sent_at: 0,
+                accepted: true,
+                index: 0,
+                hint: now,
+            },
+        ),
+    ];
+    let mut lead = win.clone();
+    lead.extend([
+        Op::Propose { kind: 1, id: 3 },
+        Op::Advance { micros: 50_000 },
+        from_2(
+            0,
+            ArbBody::AppendResponse {
+                sent_at: 0,
+                accepted: true,
+                index: 0,
+                hint: now,
+            },
+        ),
+        Op::Transfer { to: Some(1) },
+        from_2(
+            0,
+            ArbBody::AppendResponse {
+                sent_at: 0,
+                accepted: false,
+                index: -1,
+                hint: now,
+            },
+        ),
+    ]);
+    let follow = vec![
+        from_2(
+            1,
+            ArbBody::Append {
+                prev: ArbId { term: -1, index: 0 },
+                commit: 1,
+                sent_at: 0,
+                entries: Few(vec![
+                    ArbEntry {
+                        term: 1,
+                        kind: 0,
+                        id: 0,
+                    },
+                    ArbEntry {
+                        term: 1,
+                        kind: 1,
+                        id: 3,
+                    },
+                ]),
+            },
+        ),
+        from_2(
+            0,
+            ArbBody::Vote {
+                last: ArbId { term: 0, index: 0 },
+                transfer: false,
+            },
+        ),
+        from_2(
+            0,
+            ArbBody::Snapshot {
+                last: ArbId { term: 0, index: 10 },
+                sent_at: 0,
+                offset: 0,
+                members: Few(vec![
+                    ArbMember { id: 0, voter: true },
+                    ArbMember { id: 1, voter: true },
+                    ArbMember { id: 2, voter: true },
+                ]),
+                done: true,
+            },
+        ),
+        from_2(0, ArbBody::TimeoutNow),
+        Op::Restart,
+    ];
+    let faults = vec![
+        Op::Raw {
+            bytes: Bytes(frames.get("vote").cloned().unwrap_or_default()),
+        },
+        Op::Raw {
+            bytes: Bytes(b"whois-goose".to_vec()),
+        },
+        Op::Timeout,
+        Op::FailStorage,
+        from_2(1, ArbBody::PreVoteResponse { granted: true }),
+        Op::Restart,
+        Op::Timeout,
+    ];
+    vec![
+        ("win-election", win, true),
+        ("lead", lead, false),
+        ("follow", follow, false),
+        ("faults", faults, false),
+    ]
+}
+
+/// Every seed of every target.
+pub fn corpus() -> Vec<Seed> {
+    let mut seeds = Vec::new();
+    for scenario in scenarios() {
+        seeds.push(Seed {
+            target: "node_sequences",
+            name: scenario.name.to_string(),
+            bytes: encode_script(&scenario.setup, &scenario.actions),
+        });
+    }
+    let frames = frames_by_kind();
+    for (kind, bytes) in &frames {
+        seeds.push(Seed {
+            target: "frame_decode",
+            name: (*kind).to_string(),
+            bytes: bytes.clone(),
+        });
+    }
+    for (name, ops) in auth_scripts(&frames) {
+        let mut bytes = Vec::new();
+        for op in &ops {
+            op.encode(&mut bytes);
+        }
+        seeds.push(Seed {
+            target: "auth_open",
+            name: name.to_string(),
+            bytes,
+        });
+    }
+    for (name, ops, _) in frame_scripts(&frames) {
+        let mut bytes = Vec::new();
+        for op in &ops {
+            op.encode(&mut bytes);
+        }
+        seeds.push(Seed {
+            target: "node_frames",
+            name: name.to_string(),
+            bytes,
+        });
+    }
+    for (name, bytes) in text_seeds() {
+        seeds.push(Seed {
+            target: "text_parse",
+            name: name.to_string(),
+            bytes: bytes.to_vec(),
+        });
+    }
+    seeds
+}

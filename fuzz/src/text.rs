@@ -1,0 +1,189 @@
+//! The `text_parse` target: any datagram parses without panicking; a parsed control
+//! command renders back to text that parses to the same command; and every reply a node
+//! can write, with values drawn from the input up to their largest, fits a
+//! `heapless::String<TEXT_REPLY_SIZE_MAX>` as exactly one line that parses as a reply (so
+//! two nodes can never bounce replies).
+
+use std::fmt::Write as _;
+
+use goose_core::limits::MEMBERS_MAX;
+use goose_core::text::{
+    self, Command, PeerRef, ProbeReply, Request, StatusReply, TEXT_REPLY_SIZE_MAX,
+};
+use goose_core::{NodeId, Stats, Term};
+
+type Reply = heapless::String<TEXT_REPLY_SIZE_MAX>;
+
+/// Runs one input.
+pub fn run(data: &[u8]) {
+    let request = text::parse(data);
+    match data.first() {
+        None => assert_eq!(request, Request::Unknown),
+        Some(&first) if first >= 0x80 => assert_eq!(request, Request::Binary),
+        Some(_) => assert_ne!(request, Request::Binary),
+    }
+    if let Request::Control {
+        token,
+        command: Ok(command),
+    } = &request
+    {
+        let rendered = render(*token, command);
+        let again = text::parse(rendered.as_bytes());
+        assert_eq!(
+            again,
+            Request::Control {
+                token: *token,
+                command: Ok(command.clone())
+            },
+            "{rendered:?} does not parse back"
+        );
+    }
+    let mut values = Values::new(data);
+    check_reply(|out| {
+        text::write_probe_reply(
+            out,
+            &ProbeReply {
+                goose: values.bool(),
+                id: values.id(),
+                term: Term(values.u64()),
+                leader: values.option_id(),
+                stopped: values.bool(),
+            },
+        )
+    });
+    let members: Vec<NodeId> = (0..values.count(MEMBERS_MAX))
+        .map(|_| values.id())
+        .collect();
+    let voters: Vec<NodeId> = (0..values.count(MEMBERS_MAX))
+        .map(|_| values.id())
+        .collect();
+    let learners: Vec<NodeId> = (0..values.count(MEMBERS_MAX))
+        .map(|_| values.id())
+        .collect();
+    let stats = Stats::default();
+    let counters: Vec<(&str, u64)> = stats
+        .counters()
+        .iter()
+        .map(|(name, _)| (*name, values.u64()))
+        .collect();
+    check_reply(|out| {
+        text::write_status(
+            out,
+            &StatusReply {
+                goose: values.bool(),
+                raft: ["follower", "candidate", "leader", "learner"][values.count(3)],
+                id: values.id(),
+                term: Term(values.u64()),
+                leader: values.option_id(),
+                stopped: values.bool(),
+                commit: values.u64(),
+                members: &members,
+                voters: &voters,
+                learners: &learners,
+                lease_ms: values.u64(),
+                counters: &counters,
+            },
+        )
+    });
+    let addr = match &request {
+        Request::Control {
+            command: Ok(Command::Add { addr, .. }),
+            ..
+        } => Some(*addr),
+        _ => None,
+    };
+    check_reply(|out| text::write_not_goose(out, values.option_id(), addr));
+    check_reply(text::write_ok_plain);
+    check_reply(|out| text::write_ok(out, format_args!("term={}", values.u64())));
+    if let Request::Control {
+        command: Err(error),
+        ..
+    } = &request
+    {
+        check_reply(|out| text::write_err(out, error.reason()));
+    }
+}
+
+/// Writes a reply into a fresh buffer and checks it.
+fn check_reply(write: impl FnOnce(&mut Reply) -> std::fmt::Result) {
+    let mut reply = Reply::new();
+    write(&mut reply).expect("a reply fits TEXT_REPLY_SIZE_MAX");
+    assert!(reply.ends_with('\n'), "{reply:?} does not end a line");
+    assert_eq!(reply.matches('\n').count(), 1, "{reply:?} is not one line");
+    assert_eq!(text::parse(reply.as_bytes()), Request::Reply, "{reply:?}");
+}
+
+/// The text a `ctl` client would send for `command`.
+fn render(token: Option<&str>, command: &Command) -> String {
+    let mut out = String::from("ctl");
+    if let Some(token) = token {
+        let _ = write!(out, " token={token}");
+    }
+    let _ = match command {
+        Command::Stop => write!(out, " stop"),
+        Command::Start => write!(out, " start"),
+        Command::Heal => write!(out, " heal"),
+        Command::Status => write!(out, " status"),
+        Command::Partition(peers) => {
+            let _ = write!(out, " partition");
+            for (i, peer) in peers.as_slice().iter().enumerate() {
+                let separator = if i == 0 { ' ' } else { ',' };
+                let _ = match peer {
+                    PeerRef::Id(id) => write!(out, "{separator}{id}"),
+                    PeerRef::Addr(addr) => write!(out, "{separator}{addr}"),
+                };
+            }
+            Ok(())
+        }
+        Command::Transfer(None) => write!(out, " transfer"),
+        Command::Transfer(Some(id)) => write!(out, " transfer {id}"),
+        Command::Add { id, addr } => write!(out, " add {id} {addr}"),
+        Command::Remove(id) => write!(out, " remove {id}"),
+    };
+    out
+}
+
+/// Reply values drawn from the input, cycling through it; past the end, or for an empty
+/// input, the largest values (the worst case for the reply's length).
+struct Values<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Values<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Self { data, at: 0 }
+    }
+
+    fn byte(&mut self) -> u8 {
+        let byte = self.data.get(self.at).copied().unwrap_or(0xFF);
+        self.at += 1;
+        byte
+    }
+
+    fn bool(&mut self) -> bool {
+        self.byte() & 1 == 1
+    }
+
+    /// 0..=max, biased to max (0xFF bytes, and most bytes ≥ max, give max).
+    fn count(&mut self, max: usize) -> usize {
+        usize::from(self.byte()).min(max)
+    }
+
+    fn u64(&mut self) -> u64 {
+        match self.byte() {
+            0 => 0,
+            small @ 1..=0x7F => u64::from(small),
+            _ => u64::MAX - u64::from(self.byte()),
+        }
+    }
+
+    fn id(&mut self) -> NodeId {
+        let high = u16::from(self.byte());
+        NodeId::new(high << 8 | 0xFF).expect("never 0")
+    }
+
+    fn option_id(&mut self) -> Option<NodeId> {
+        self.bool().then(|| self.id())
+    }
+}
