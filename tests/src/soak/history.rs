@@ -162,6 +162,12 @@ pub enum EventKind {
         /// Nodes that answered `ok`.
         acked: Vec<u16>,
     },
+    /// An isolated pause begins: a partition of the node alone, then SIGSTOP (both logged
+    /// next as their own events).
+    IsolatedPause {
+        /// Node id.
+        node: u16,
+    },
     /// The node's veth port on the bridge was set down: no frame in or out.
     LinkCut {
         /// Node id.

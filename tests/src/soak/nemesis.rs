@@ -11,6 +11,14 @@
 //! | ctl-stop | `ctl stop` | `ctl start` |
 //! | partition | `ctl partition <ids>` to every node: each drops the peers outside its group | `ctl heal` |
 //! | link-cut | the node's bridge port set down | set up |
+//! | isolated-pause | a partition of the node alone, then SIGSTOP | SIGCONT, then `ctl heal` 50–500 ms later |
+//!
+//! The isolated pause is the one that tests the lease itself: a goose paused while nothing
+//! from the new goose can reach it wakes up with probes queued and no higher term in sight
+//! (CheckQuorum has not run yet: the event loop reads its socket before its timers), so
+//! only the lapsed lease keeps it from answering `goose`. (A plain pause is caught earlier
+//! by the new leader's frames queued ahead of the probes.) Its parts are also counted as a
+//! pause and a partition.
 //!
 //! A node carries at most one process fault (kill, pause, ctl-stop) and one link cut at a
 //! time; at most one partition is in force; at most `faults_active_max` faults overlap.
@@ -51,16 +59,19 @@ pub enum FaultKind {
     Partition,
     /// Bridge port down, then up.
     LinkCut,
+    /// A partition of one node, then SIGSTOP; SIGCONT, then heal.
+    IsolatedPause,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Kill,
         Self::Pause,
         Self::CtlStop,
         Self::Partition,
         Self::LinkCut,
+        Self::IsolatedPause,
     ];
 
     /// Its name in reports.
@@ -71,6 +82,7 @@ impl FaultKind {
             Self::CtlStop => "ctl-stop",
             Self::Partition => "partition",
             Self::LinkCut => "link-cut",
+            Self::IsolatedPause => "isolated-pause",
         }
     }
 
@@ -82,6 +94,7 @@ impl FaultKind {
             EventKind::CtlStopped { .. } => Some(Self::CtlStop),
             EventKind::Partitioned { .. } => Some(Self::Partition),
             EventKind::LinkCut { .. } => Some(Self::LinkCut),
+            EventKind::IsolatedPause { .. } => Some(Self::IsolatedPause),
             _ => None,
         }
     }
@@ -94,6 +107,7 @@ impl FaultKind {
             Self::CtlStop => (100, 2_000),
             Self::Partition => (300, 3_000),
             Self::LinkCut => (100, 3_000),
+            Self::IsolatedPause => (200, 2_500),
         }
     }
 }
@@ -308,25 +322,47 @@ impl<'a> Nemesis<'a> {
                     return Ok(());
                 }
                 let groups = self.draw_groups(index);
-                let mut acked = Vec::new();
-                for (member, group) in self.group_of(&groups).into_iter().enumerate() {
-                    let others: Vec<String> = (0..self.nodes.len())
-                        .filter(|&other| !groups[group].contains(&Self::id(other)))
-                        .map(|other| Self::id(other).to_string())
-                        .collect();
-                    if others.is_empty() {
-                        continue;
-                    }
-                    self.maybe_partitioned[member] = true;
-                    if self.ctl_ok(member, &format!("partition {}", others.join(","))) {
-                        acked.push(Self::id(member));
-                    }
+                self.apply_partition(groups, until);
+            }
+            FaultKind::IsolatedPause => {
+                if self.partition_until.is_some() || self.process_fault[index].is_some() {
+                    return Ok(());
                 }
-                self.log(EventKind::Partitioned { groups, acked });
-                self.partition_until = Some(until);
+                self.log(EventKind::IsolatedPause { node });
+                let rest = (0..self.nodes.len())
+                    .map(Self::id)
+                    .filter(|&id| id != node)
+                    .collect();
+                let heal_after = Duration::from_millis(self.rand.range_inclusive(50, 500));
+                self.apply_partition(vec![vec![node], rest], until + heal_after);
+                self.start_fault(FaultKind::Pause, index, until)?;
             }
         }
         Ok(())
+    }
+
+    /// Tells every node to drop the peers outside its group, until `until`.
+    fn apply_partition(&mut self, groups: Vec<Vec<u16>>, until: Instant) {
+        let mut acked = Vec::new();
+        for (member, group) in self.group_of(&groups).into_iter().enumerate() {
+            let others: Vec<String> = (0..self.nodes.len())
+                .filter(|&other| {
+                    groups
+                        .get(group)
+                        .is_none_or(|group| !group.contains(&Self::id(other)))
+                })
+                .map(|other| Self::id(other).to_string())
+                .collect();
+            if others.is_empty() {
+                continue;
+            }
+            self.maybe_partitioned[member] = true;
+            if self.ctl_ok(member, &format!("partition {}", others.join(","))) {
+                acked.push(Self::id(member));
+            }
+        }
+        self.log(EventKind::Partitioned { groups, acked });
+        self.partition_until = Some(until);
     }
 
     /// Half of the time node `index` alone (or with one more) against the rest, else a
