@@ -259,3 +259,37 @@ fn transfer_without_a_caught_up_voter_fails_and_the_leader_resumes() {
         "the leader leads on, and is goose again"
     );
 }
+
+#[test]
+fn membership_node_joins_through_a_goose_that_was_itself_added_later() {
+    // The joiner learns the flock from the goose's snapshot; that snapshot must name the
+    // goose even when the goose joined after the bootstrap, or the joiner can never reply.
+    let mut flock = flock_with(5, 3, 50, 5);
+    let first = elect(&mut flock);
+    add(&mut flock, first, 4);
+    assert!(flock.run_until_condition(ms(2_000), |f| voters(f, first).contains(&4)));
+    flock.transfer(first, Some(4)).expect("4 is a voter");
+    assert!(flock.run_until_condition(ms(1_000), |f| f.goose() == Some(4)));
+    add(&mut flock, 4, 5);
+    assert!(
+        flock.run_until_condition(ms(2_000), |f| voters(f, 4).contains(&5)),
+        "5 promoted"
+    );
+    flock.run_for(ms(500));
+    assert_eq!(voters(&flock, 5), vec![1, 2, 3, 4, 5]);
+    assert_eq!(
+        flock.node(5).unwrap().commit(),
+        flock.node(4).unwrap().commit()
+    );
+}
+
+#[test]
+fn membership_the_last_voter_cannot_be_removed() {
+    let mut flock = flock_with(1, 1, 51, 5);
+    let goose = elect(&mut flock);
+    assert_eq!(
+        flock.propose(goose, Payload::Remove { id: id(goose) }),
+        Err(ProposeError::Invalid)
+    );
+    assert_eq!(flock.goose(), Some(goose));
+}

@@ -217,6 +217,19 @@ pub enum ProposeError {
     LogFull,
 }
 
+impl core::fmt::Display for ProposeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::NotLeader => "not the leader",
+            Self::Busy => "busy: a change is in flight or this term's no-op is not committed",
+            Self::Invalid => "invalid change: unknown member, last voter, or over capacity",
+            Self::LogFull => "log full of uncommitted entries",
+        })
+    }
+}
+
+impl core::error::Error for ProposeError {}
+
 /// Why a leadership transfer could not start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TransferError {
@@ -229,6 +242,19 @@ pub enum TransferError {
     /// A transfer is already under way.
     Busy,
 }
+
+impl core::fmt::Display for TransferError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::NotLeader => "not the leader",
+            Self::UnknownNode => "not a voter of this flock",
+            Self::NoTarget => "no other voter",
+            Self::Busy => "a transfer is already under way",
+        })
+    }
+}
+
+impl core::error::Error for TransferError {}
 
 #[derive(Clone, Debug)]
 struct Votes<const M: usize> {
@@ -602,12 +628,17 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             Payload::Noop => true,
             Payload::AddLearner { id, .. } => id.is_valid(),
             Payload::Promote { id } => self.log.member(id).is_some_and(|m| !m.voter),
-            Payload::Remove { id } => self.log.member(id).is_some(),
+            // Removing the last voter would leave a flock that can never commit again.
+            Payload::Remove { id } => {
+                self.log.member(id).is_some_and(|m| !m.voter) || self.log.voter_count() > 1
+            }
         };
         if !valid {
             return Err(ProposeError::Invalid);
         }
         let index = self.append_as_leader(now, payload)?;
+        // Replicate now rather than at the next heartbeat.
+        self.broadcast_append(now);
         self.finish(now);
         Ok(index)
     }
@@ -1153,8 +1184,9 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     fn advance_commit(&mut self, index: LogIndex) {
         if index > self.commit {
             debug_assert!(index <= self.log.last_index());
+            // Not a reason to save on its own: the commit index rides along with the next
+            // save (see PersistentState::commit), keeping fsyncs off the path to goose.
             self.commit = index;
-            self.dirty = true;
         }
     }
 
@@ -1178,6 +1210,12 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
                 AppendError::MembersFull => ProposeError::Invalid,
             })?;
         self.dirty = true;
+        if payload.is_membership_change() {
+            // A new member starts from a snapshot: fold what is committed into it first,
+            // so the snapshot names every member a joining node must be able to answer,
+            // including a leader that was itself added after the bootstrap.
+            self.log.compact(self.commit);
+        }
         self.sync_progress();
         self.maybe_commit(now);
         Ok(self.log.last_index())
@@ -1374,8 +1412,8 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             return;
         };
         if index > self.commit && self.log.term_at(index) == Some(self.term) {
+            // Saved with the next save, as in advance_commit.
             self.commit = index;
-            self.dirty = true;
             self.step_down_if_removed();
         }
     }
