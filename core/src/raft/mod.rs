@@ -767,6 +767,12 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             }
             return;
         }
+        if body.is_from_leader() && matches!(self.role, Role::Leader(_)) {
+            // Another leader in this term: impossible among honest peers (one vote per
+            // voter per term), so the frame is forged or corrupt. Drop it, never follow it.
+            bump(&mut self.stats.invalid);
+            return;
+        }
         match body {
             Body::PreVote { last } => self.handle_vote_request(now, from, term, last, true),
             Body::Vote { last, transfer } => {
@@ -848,7 +854,8 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     /// A message from the leader of the current term: follow it and note the contact.
     fn follow(&mut self, now: Instant, leader: NodeId) {
         if !matches!(self.role, Role::Follower) || self.leader != Some(leader) {
-            // Two leaders in one term are impossible (one vote per term per voter).
+            // Two leaders in one term are impossible (one vote per term per voter), and
+            // `step` drops a leader-only message that reaches a leader.
             debug_assert!(!matches!(self.role, Role::Leader(_)));
             self.become_follower(now, self.term, Some(leader));
         }
@@ -1127,7 +1134,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     ) {
         // A joining node has no membership yet: even a snapshot at index 0 (the flock's
         // bootstrap membership) is news to it.
-        let knows_nothing = self.log.members().is_empty();
+        let knows_nothing = self.log.members().is_empty() && last.index >= self.commit;
         if last.index <= self.commit && !knows_nothing {
             let result = AppendResult::Accepted {
                 match_index: self.commit,
@@ -1172,6 +1179,11 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         let Some(receive) = self.snapshot_receive.take() else {
             return;
         };
+        if !receive.members.iter().any(|m| m.voter) {
+            // A flock always has a voter: a snapshot without one is forged or corrupt.
+            bump(&mut self.stats.invalid);
+            return;
+        }
         self.log.install(last, receive.members);
         self.commit = self.commit.max(last.index);
         self.dirty = true;
