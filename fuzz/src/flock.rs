@@ -2,7 +2,7 @@
 //! the safety invariants asserted after every action.
 //!
 //! The network is a bag of frames in flight: the fuzzer delivers, drops, duplicates and
-//! tampers with them in any order, advances time, crashes and restarts nodes from their
+//! tampers with them in any order, cuts and heals links, advances time, crashes and restarts nodes from their
 //! saved bytes, fails their storage, and asks for membership changes and transfers. Clocks
 //! run at rates within the configured drift bound of one another (each node's clock is a
 //! fixed linear function of one global clock), so "two geese at once" is decided by
@@ -100,6 +100,11 @@ pub enum Action {
     Propose { node: u8, change: Change },
     /// Ask node `node` to hand leadership over (to `to`, or to the best voter).
     Transfer { node: u8, to: Option<u8> },
+    /// Cut the link between nodes `a` and `b` both ways (`a == b`: cut node `a` off from
+    /// both others); frames on a cut link are lost when delivered.
+    Cut { a: u8, b: u8 },
+    /// Restore every link.
+    Heal,
 }
 
 /// A membership change; ids are taken modulo [`IDS`].
@@ -152,7 +157,7 @@ impl Encode for Setup {
 
 impl Encode for Action {
     fn encode(&self, out: &mut Vec<u8>) {
-        const COUNT: u64 = 13;
+        const COUNT: u64 = 15;
         match self {
             Self::Deliver { frame } => {
                 variant(out, 0, COUNT);
@@ -226,6 +231,11 @@ impl Encode for Action {
                     None => out.push(0),
                 }
             }
+            Self::Cut { a, b } => {
+                variant(out, 13, COUNT);
+                out.extend_from_slice(&[*a, *b]);
+            }
+            Self::Heal => variant(out, 14, COUNT),
         }
     }
 }
@@ -345,6 +355,8 @@ pub struct Flock {
     now: u64,
     processes: Vec<Process>,
     in_flight: Vec<Packet>,
+    /// `cut[a][b]`: frames from node index `a` to `b` are lost.
+    cut: [[bool; NODES]; NODES],
     checker: Checker,
     /// Every frame any node sent, when recording (the seed generator's frame source).
     pub sent: Option<Vec<Packet>>,
@@ -388,6 +400,7 @@ impl Flock {
             now: 0,
             processes,
             in_flight: Vec::new(),
+            cut: [[false; NODES]; NODES],
             checker: Checker::default(),
             sent: None,
             trace: Vec::new(),
@@ -531,6 +544,16 @@ impl Flock {
                     self.drain(n);
                 }
             }
+            Action::Cut { a, b } => {
+                let (a, b) = (usize::from(a) % NODES, usize::from(b) % NODES);
+                for other in 0..NODES {
+                    if other != a && (a == b || other == b) {
+                        self.cut[a][other] = true;
+                        self.cut[other][a] = true;
+                    }
+                }
+            }
+            Action::Heal => self.cut = [[false; NODES]; NODES],
         }
         self.check();
     }
@@ -578,7 +601,8 @@ impl Flock {
 
     fn deliver(&mut self, packet: &Packet) {
         let n = usize::from(packet.to) - 1;
-        if n >= NODES {
+        let from = usize::from(packet.from).wrapping_sub(1);
+        if n >= NODES || (from < NODES && self.cut[from][n]) {
             return;
         }
         let now = self.local_now(n);

@@ -166,6 +166,27 @@ pub fn scenarios() -> Vec<Scenario> {
         goose: Some(1),
     });
 
+    // Nodes 1 and 3 cannot hear each other: node 3 times out and campaigns, but node 2,
+    // hearing from the leader, refuses it (leader stickiness), so node 1 stays goose.
+    let mut actions = vec![Action::Advance {
+        node: 1,
+        ticks: 1_600,
+    }];
+    elect(&mut actions, 0);
+    actions.push(Action::Cut { a: 0, b: 2 });
+    heartbeats(&mut actions, 0, 4);
+    actions.push(Action::Tick { node: 2 });
+    rounds(&mut actions, DELIVER_ROUNDS);
+    heartbeats(&mut actions, 0, 1);
+    actions.push(Action::Heal);
+    heartbeats(&mut actions, 0, 2);
+    list.push(Scenario {
+        name: "partition",
+        setup: setup(),
+        actions,
+        goose: Some(1),
+    });
+
     // Faults the nodes must shrug off: garbage, tampered frames, a failed save.
     let mut actions = vec![Action::Advance {
         node: 1,
