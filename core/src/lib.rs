@@ -13,7 +13,10 @@
 //! - [`wire`]: peer frames (magic, version, ids, postcard body), checked once at the
 //!   gateway; [`auth`]: sealing frames with a MAC and a replay window (the MAC itself is
 //!   injected); [`text`]: the `whois-goose` / `ctl` text protocol;
-//! - [`raft`]: the [`Node`], its [`Storage`] and the lease's safety argument.
+//! - [`raft`]: the [`Node`], its [`Storage`] and the lease's safety argument;
+//! - [`service`]: the node behind its UDP port without the port (probe and `ctl` replies,
+//!   stop/start, partitions, transfer requesters), which the desktop node and the board
+//!   both run.
 //!
 //! ```
 //! use core::net::{Ipv4Addr, SocketAddr};
@@ -54,6 +57,7 @@ pub mod limits;
 pub mod quorum;
 pub mod raft;
 pub mod rand;
+pub mod service;
 pub mod stats;
 pub mod storage;
 pub mod text;

@@ -20,9 +20,12 @@ use core::net::SocketAddr;
 use crate::limits::MEMBERS_MAX;
 use crate::types::{NodeId, Term};
 
-/// Peers one `ctl partition` may name: the default member capacity ([`MEMBERS_MAX`]), since
-/// a node never has more peers than its flock holds. A longer list is refused with
-/// [`CommandError::TooManyPeers`], never truncated (a half-applied partition would mislead).
+/// Peers one `ctl partition` may name by default ([`parse`]): the default member capacity
+/// ([`MEMBERS_MAX`]), since a node never has more peers than its flock holds. A longer list
+/// is refused with [`CommandError::TooManyPeers`], never truncated (a half-applied partition
+/// would mislead). A small node picks a smaller capacity with [`parse_sized`]: each peer
+/// takes 32 bytes, so 64 of them cost 2 KiB of RAM, and as much stack while a command is
+/// parsed.
 pub const PARTITION_PEERS_MAX: usize = MEMBERS_MAX;
 
 /// Size of the longest reply, `ctl status` at [`MEMBERS_MAX`] members: three id lists
@@ -32,13 +35,14 @@ pub const TEXT_REPLY_SIZE_MAX: usize = 2048;
 
 const _: () = assert!(3 * MEMBERS_MAX * "65535,".len() + 30 * 24 <= TEXT_REPLY_SIZE_MAX);
 
-/// What a datagram that arrived on the node's port asks for.
+/// What a datagram that arrived on the node's port asks for; a `ctl partition` names at most
+/// `N` peers.
 #[allow(
     clippy::large_enum_variant,
     reason = "no alloc to box into; parsed once, on the stack"
 )]
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Request<'a> {
+pub enum Request<'a, const N: usize = PARTITION_PEERS_MAX> {
     /// A peer frame (first byte ≥ 0x80): the caller decodes it with [`crate::wire`].
     Binary,
     /// `whois-goose`: answer with [`write_probe_reply`].
@@ -49,7 +53,7 @@ pub enum Request<'a> {
         /// only for sources other than loopback.
         token: Option<&'a str>,
         /// The command, or why it would not parse (answered `err <reason>`).
-        command: Result<Command, CommandError>,
+        command: Result<Command<N>, CommandError>,
     },
     /// Text that is itself a reply (first word `ok`, `err`, `goose` or `duck`): answer nothing.
     Reply,
@@ -57,20 +61,21 @@ pub enum Request<'a> {
     Unknown,
 }
 
-/// A parsed `ctl` command; the contract's table says what each does.
+/// A parsed `ctl` command; the contract's table says what each does. A partition names at
+/// most `N` peers.
 #[allow(
     clippy::large_enum_variant,
     reason = "no alloc to box into; parsed once, on the stack"
 )]
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Command {
+pub enum Command<const N: usize = PARTITION_PEERS_MAX> {
     /// `stop`: go silent to peers, keep answering probes and control.
     Stop,
     /// `start`: resume from the persisted state as a follower.
     Start,
     /// `partition <peer>[,<peer>…]`: drop peer traffic with exactly these peers. An empty
     /// list (`partition` alone) heals.
-    Partition(PeerList),
+    Partition(PeerList<N>),
     /// `heal`: drop no peer traffic.
     Heal,
     /// `status`: answer with [`write_status`].
@@ -97,13 +102,14 @@ pub enum PeerRef {
     Addr(SocketAddr),
 }
 
-/// The set of peers a node is partitioned from: at most [`PARTITION_PEERS_MAX`], no duplicates.
+/// The set of peers a node is partitioned from: at most `N` (by default
+/// [`PARTITION_PEERS_MAX`]), no duplicates.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PeerList {
-    peers: heapless::Vec<PeerRef, PARTITION_PEERS_MAX>,
+pub struct PeerList<const N: usize = PARTITION_PEERS_MAX> {
+    peers: heapless::Vec<PeerRef, N>,
 }
 
-impl PeerList {
+impl<const N: usize> PeerList<N> {
     /// The empty set: no partition.
     pub const fn new() -> Self {
         Self {
@@ -150,7 +156,8 @@ pub enum CommandError {
     BadNodeId,
     /// An address that is not `ip:port`.
     BadAddress,
-    /// A partition naming more than [`PARTITION_PEERS_MAX`] peers.
+    /// A partition naming more peers than the list holds ([`PARTITION_PEERS_MAX`] for
+    /// [`parse`]).
     TooManyPeers,
     /// More arguments than the command takes.
     ExtraArgument,
@@ -180,8 +187,14 @@ impl core::error::Error for CommandError {}
 
 /// Classifies one datagram. Total: any byte string gives a [`Request`], never a panic.
 /// Trailing ASCII whitespace (spaces, `\r`, `\n`) is ignored; words are separated by one
-/// or more spaces.
+/// or more spaces. A `ctl partition` may name up to [`PARTITION_PEERS_MAX`] peers.
 pub fn parse(datagram: &[u8]) -> Request<'_> {
+    parse_sized(datagram)
+}
+
+/// [`parse`] with room for `N` peers in a `ctl partition` (a longer list is
+/// [`CommandError::TooManyPeers`]).
+pub fn parse_sized<const N: usize>(datagram: &[u8]) -> Request<'_, N> {
     let Some(&first) = datagram.first() else {
         return Request::Unknown;
     };
@@ -208,7 +221,9 @@ pub fn parse(datagram: &[u8]) -> Request<'_> {
     }
 }
 
-fn parse_command<'a>(words: &mut impl Iterator<Item = &'a str>) -> Result<Command, CommandError> {
+fn parse_command<'a, const N: usize>(
+    words: &mut impl Iterator<Item = &'a str>,
+) -> Result<Command<N>, CommandError> {
     let mut required = || words.next().ok_or(CommandError::MissingArgument);
     let command = match required()? {
         "stop" => Command::Stop,
@@ -231,7 +246,7 @@ fn parse_command<'a>(words: &mut impl Iterator<Item = &'a str>) -> Result<Comman
 }
 
 /// A comma-separated list of ids and addresses; empty items are skipped, so `1,2,` is fine.
-fn parse_peers(list: &str) -> Result<PeerList, CommandError> {
+fn parse_peers<const N: usize>(list: &str) -> Result<PeerList<N>, CommandError> {
     let mut peers = PeerList::new();
     for item in list.split(',').filter(|item| !item.is_empty()) {
         let peer = match item.contains(':') {
@@ -653,6 +668,21 @@ mod tests {
         assert!(!peers.contains(id(65), addr("1.1.1.1:1")));
         let too_many = format!("ctl partition {}", list(65));
         assert_eq!(command(&too_many), Err(CommandError::TooManyPeers));
+    }
+
+    #[test]
+    fn partition_capacity_of_a_small_node() {
+        let parsed = |text: &str| match parse_sized::<3>(text.as_bytes()) {
+            Request::Control { command, .. } => command,
+            other => panic!("{text:?} parsed as {other:?}"),
+        };
+        let Ok(Command::Partition(peers)) = parsed("ctl partition 1,2,127.0.0.1:9,2") else {
+            panic!("three distinct peers fit")
+        };
+        assert_eq!(peers.as_slice().len(), 3);
+        let too_many = parsed("ctl partition 1,2,3,4");
+        assert_eq!(too_many, Err(CommandError::TooManyPeers));
+        assert_eq!(parsed("ctl stop"), Ok(Command::Stop));
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! [`Board`]: one core node on one smoltcp UDP socket, answering exactly like the desktop
-//! node (`node-std/src/event_loop.rs`), and its loop (STYLE.md, "the node-embedded loop").
+//! [`Board`]: one core node on one smoltcp UDP socket, and its loop (STYLE.md, "the
+//! node-embedded loop"). What the node answers (probes, `ctl`, stop/start, partitions,
+//! transfer requesters) is the core's `goose_core::service`, the very code the desktop node
+//! runs; this file is the socket, the flash and the board's address translation.
 //!
 //! Each [`Board::poll`]:
 //!
@@ -16,24 +18,26 @@
 //! input from the network.
 
 use core::cell::RefCell;
-use core::net::Ipv4Addr;
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use embedded_storage::nor_flash::NorFlash;
-use goose_core::{Config, Event, Instant, Member, Node, NodeId, StartError, Status};
-use heapless::{String, Vec};
+use goose_core::limits::EVENTS_MAX;
+use goose_core::service::{Handled, Host, Origin, Outlet, Service, ServiceStats};
+use goose_core::{Config, Event, Instant, Member, Node, NodeId, StartError, Status, Transmit};
+use heapless::{Deque, String, Vec};
 use smoltcp::iface::{
     Config as InterfaceConfig, Interface, PollIngressSingleResult, SocketHandle, SocketSet,
     SocketStorage,
 };
 use smoltcp::phy::Device;
 use smoltcp::socket::udp;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, IpEndpoint, Ipv4Cidr};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Cidr};
 
-use crate::service::{build_node, BoardStats, Outlet, Service};
 use crate::store::{FlashStorage, FlashStore, LoadError};
 use crate::{
-    FRAMES_PER_POLL_MAX, LOG_ENTRIES_MAX, MEMBERS_MAX, TOKEN_SIZE_MAX, UDP_RX_BUFFER_SIZE,
-    UDP_RX_DATAGRAMS_MAX, UDP_TX_BUFFER_SIZE, UDP_TX_DATAGRAMS_MAX,
+    FRAMES_PER_POLL_MAX, LOG_ENTRIES_MAX, MEMBERS_MAX, PARTITION_PEERS_MAX, REPLY_SIZE_MAX,
+    TOKEN_SIZE_MAX, UDP_RX_BUFFER_SIZE, UDP_RX_DATAGRAMS_MAX, UDP_TX_BUFFER_SIZE,
+    UDP_TX_DATAGRAMS_MAX,
 };
 
 /// A monotonic clock that counts all real time (see `goose_core::time`): on a board, a
@@ -207,10 +211,43 @@ pub fn start_node<'a, F: NorFlash>(
     build_node(config, store, config.seed, now)
 }
 
+/// The board's counters in `ctl status`, after the core node's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BoardStats {
+    /// The text protocol's counters, named and ordered as on the desktop node.
+    pub service: ServiceStats,
+    /// Peer frames for an address the board cannot reach (IPv6, or loopback without a
+    /// configured host): `drop_unroutable`.
+    pub unroutable: u64,
+}
+
+/// Events kept for [`Board::poll_event`]: the core's own bound. When full, the oldest is
+/// dropped (a caller that polls after every [`Board::poll`] never sees more than a few).
+const BOARD_EVENTS_MAX: usize = EVENTS_MAX;
+
+/// The core's text-protocol service at the board's capacities.
+type BoardService<'a, F> = Service<
+    FlashStorage<'a, F>,
+    IpEndpoint,
+    MEMBERS_MAX,
+    LOG_ENTRIES_MAX,
+    PARTITION_PEERS_MAX,
+    REPLY_SIZE_MAX,
+>;
+
 /// A goose node on a smoltcp interface. See the module docs for its loop.
 pub struct Board<'a, F: NorFlash> {
     net: Net<'a>,
-    service: Service<'a, F>,
+    /// The node and its text protocol (`goose_core::service`, as on the desktop node).
+    service: BoardService<'a, F>,
+    config: BoardConfig,
+    store: &'a RefCell<FlashStore<F>>,
+    /// `ctl start`s that rebuilt the node, mixed into its seed.
+    restarts: u64,
+    /// `drop_unroutable`.
+    unroutable: u64,
+    /// The node's events, after the service has acted on them.
+    events: Deque<Event, BOARD_EVENTS_MAX>,
 }
 
 /// The interface and its one socket.
@@ -257,30 +294,37 @@ impl<'a, F: NorFlash> Board<'a, F> {
         now: Instant,
     ) -> Result<Self, BoardError> {
         let net = Net::new(&config, device, buffers, payloads, now)?;
-        let service = Service::new(config, store, node);
-        Ok(Self { net, service })
+        Ok(Self {
+            net,
+            service: Service::new(node),
+            config,
+            store,
+            restarts: 0,
+            unroutable: 0,
+            events: Deque::new(),
+        })
     }
 
     // --- Getters -------------------------------------------------------------------------
 
     /// What the board runs with.
     pub fn config(&self) -> &BoardConfig {
-        &self.service.config
+        &self.config
     }
 
     /// The core node (while stopped: the node as it was when stopped).
     pub fn node(&self) -> &BoardNode<'a, F> {
-        &self.service.node
+        self.service.node()
     }
 
     /// Whether `ctl stop` holds the board.
     pub fn is_stopped(&self) -> bool {
-        self.service.stopped
+        self.service.is_stopped()
     }
 
     /// Whether the board is goose at `now` (never while stopped).
     pub fn is_goose(&self, now: Instant) -> bool {
-        !self.service.stopped && self.service.node.is_goose(now)
+        self.service.is_goose(now)
     }
 
     /// The node's status at `now`, as a probe reports it (a stopped board is no goose).
@@ -288,9 +332,12 @@ impl<'a, F: NorFlash> Board<'a, F> {
         self.service.status(now)
     }
 
-    /// The board's own drop counters.
-    pub fn stats(&self) -> &BoardStats {
-        &self.service.stats
+    /// The board's counters (the core node's are in [`Board::node`]).
+    pub fn stats(&self) -> BoardStats {
+        BoardStats {
+            service: *self.service.stats(),
+            unroutable: self.unroutable,
+        }
     }
 
     // --- The loop ------------------------------------------------------------------------
@@ -321,8 +368,11 @@ impl<'a, F: NorFlash> Board<'a, F> {
             net: &mut self.net,
             device: &mut *device,
             now,
+            host: self.config.host,
+            unroutable: &mut self.unroutable,
         };
         self.service.handle_timeout(now, &mut out);
+        drain(&mut self.service, &mut self.events, now, &mut out);
         self.net
             .interface
             .poll_egress(timestamp(now), device, &mut self.net.sockets);
@@ -342,11 +392,12 @@ impl<'a, F: NorFlash> Board<'a, F> {
     /// stopped for good, and [`Event::Removed`] when it left the flock: halt the board then
     /// (the desktop node exits 1 and 0).
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.service.poll_event()
+        self.events.pop_front()
     }
 
     /// Handles every datagram in the socket, each at a fresh clock reading (a probe's answer
-    /// reflects the lease at the moment it is sent), where it lies in the socket's ring.
+    /// reflects the lease at the moment it is sent), where it lies in the socket's ring;
+    /// answers once the socket has it back.
     fn receive_all<D: Device + ?Sized>(&mut self, device: &mut D, clock: &impl Clock) {
         // The socket holds at most UDP_RX_DATAGRAMS_MAX datagrams.
         for _ in 0..UDP_RX_DATAGRAMS_MAX {
@@ -356,21 +407,71 @@ impl<'a, F: NorFlash> Board<'a, F> {
                 Ok(received) => received,
                 Err(udp::RecvError::Exhausted) => return,
                 Err(udp::RecvError::Truncated) => {
-                    self.service.stats.receive_errors =
-                        self.service.stats.receive_errors.saturating_add(1);
+                    let errors = &mut self.service.stats_mut().receive_errors;
+                    *errors = errors.saturating_add(1);
                     continue;
                 }
             };
             let source = metadata.endpoint;
-            let answer = self.service.handle_datagram(now, source, datagram);
+            let origin = Origin {
+                addr: source,
+                trusted: source_trusted(source, self.config.host),
+            };
+            let unroutable = [("drop_unroutable", self.unroutable)];
+            let host = Host {
+                control_token: self.config.control_token.as_deref(),
+                counters: &unroutable,
+            };
+            let handled = self.service.handle_datagram(now, origin, &host, datagram);
+            if handled == Handled::Start {
+                self.restart(now);
+            }
             let mut out = NetOutlet {
                 net: &mut self.net,
                 device: &mut *device,
                 now,
+                host: self.config.host,
+                unroutable: &mut self.unroutable,
             };
-            self.service
-                .after_datagram(now, answer.then_some(source), &mut out);
+            if matches!(handled, Handled::Answer(_) | Handled::Start) {
+                self.service.send_reply(source, &mut out);
+            }
+            self.service.send_pending(now, &mut out);
+            drain(&mut self.service, &mut self.events, now, &mut out);
         }
+    }
+
+    /// `ctl start` on a stopped board: a new node from the flash, with a fresh seed. Out of
+    /// line, where the stack is shallow: the core's `Node::new` needs a deep frame.
+    #[inline(never)]
+    fn restart(&mut self, now: Instant) {
+        self.restarts = self.restarts.wrapping_add(1);
+        let seed = self.config.seed ^ self.restarts.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        match build_node(&self.config, self.store, seed, now) {
+            Ok(node) => self.service.start(node),
+            Err(_) => self.service.start_failed(),
+        }
+    }
+}
+
+/// Drains the node's frames to the socket, and its events, after the service has acted on
+/// them, to the board's queue.
+fn drain<F: NorFlash>(
+    service: &mut BoardService<'_, F>,
+    events: &mut Deque<Event, BOARD_EVENTS_MAX>,
+    now: Instant,
+    out: &mut impl Outlet<IpEndpoint>,
+) {
+    // At TRANSMITS_PER_CALL_MAX the rest goes at the next poll.
+    let _ = service.transmit(now, out);
+    for _ in 0..EVENTS_MAX {
+        let Some(event) = service.poll_event(now, out) else {
+            return;
+        };
+        if events.is_full() {
+            events.pop_front();
+        }
+        let _ = events.push_back(event);
     }
 }
 
@@ -423,9 +524,13 @@ struct NetOutlet<'n, 'a, D: Device + ?Sized> {
     net: &'n mut Net<'a>,
     device: &'n mut D,
     now: Instant,
+    /// How the board reaches the host's loopback ([`BoardConfig::host`]).
+    host: Option<Ipv4Addr>,
+    /// `drop_unroutable`.
+    unroutable: &'n mut u64,
 }
 
-impl<D: Device + ?Sized> Outlet for NetOutlet<'_, '_, D> {
+impl<D: Device + ?Sized> NetOutlet<'_, '_, D> {
     /// Queues `data` for `target`; if the socket is full, flushes it to the device and tries
     /// once more.
     fn send(&mut self, data: &[u8], target: IpEndpoint) -> bool {
@@ -447,7 +552,152 @@ impl<D: Device + ?Sized> Outlet for NetOutlet<'_, '_, D> {
     }
 }
 
+impl<D: Device + ?Sized> Outlet<IpEndpoint> for NetOutlet<'_, '_, D> {
+    /// Sends a peer frame to the member's address as the board reaches it; one it cannot
+    /// reach is counted `drop_unroutable`.
+    fn send_frame(&mut self, frame: &[u8], transmit: &Transmit) -> bool {
+        let Some(target) = board_endpoint(transmit.addr, self.host) else {
+            *self.unroutable = self.unroutable.saturating_add(1);
+            return true;
+        };
+        self.send(frame, target)
+    }
+
+    fn send_reply(&mut self, reply: &[u8], target: IpEndpoint) -> bool {
+        self.send(reply, target)
+    }
+}
+
 /// The core's instant as smoltcp's (both microseconds on the same clock).
 fn timestamp(now: Instant) -> smoltcp::time::Instant {
     smoltcp::time::Instant::from_micros(i64::try_from(now.micros()).unwrap_or(i64::MAX))
+}
+
+/// Where the board sends a member's frames: its address, except that the host's loopback
+/// is reached through `host`. `None` if the board cannot reach it.
+pub(crate) fn board_endpoint(addr: SocketAddr, host: Option<Ipv4Addr>) -> Option<IpEndpoint> {
+    let SocketAddr::V4(addr) = addr else {
+        return None;
+    };
+    let ip = match addr.ip().is_loopback() {
+        true => host?,
+        false => *addr.ip(),
+    };
+    Some(IpEndpoint::new(IpAddress::Ipv4(ip), addr.port()))
+}
+
+/// Whether control from `source` needs no token: from `host` (the host's loopback as the
+/// board sees it) or the board's own loopback. Others need the token
+/// (`goose_core::service::control_allowed`).
+pub(crate) fn source_trusted(source: IpEndpoint, host: Option<Ipv4Addr>) -> bool {
+    let IpAddress::Ipv4(source) = source.addr;
+    Some(source) == host || IpAddr::V4(source).is_loopback()
+}
+
+/// Builds a node from the flash's state, or from the bootstrap membership if it holds none.
+/// It grants no vote for a minimum election timeout (lease safety, see `goose_core::raft`).
+/// Out of line: the core's `Node::new` takes a deep frame, which should exist only here.
+#[inline(never)]
+pub(crate) fn build_node<'a, F: NorFlash>(
+    config: &BoardConfig,
+    store: &'a RefCell<FlashStore<F>>,
+    seed: u64,
+    now: Instant,
+) -> Result<BoardNode<'a, F>, BoardError> {
+    let mut flash = store
+        .try_borrow_mut()
+        .map_err(|_| BoardError::StorageBusy)?;
+    let saved = flash.load().map_err(BoardError::Storage)?;
+    // `Node::new` decodes `saved` and never saves, so the borrow above is not contended.
+    Node::new(
+        &config.node,
+        FlashStorage(store),
+        saved,
+        &config.members,
+        seed,
+        now,
+    )
+    .map_err(BoardError::Start)
+}
+
+#[cfg(test)]
+mod tests {
+    use goose_core::service::{control_allowed, STATUS_COUNTERS_MAX};
+    use goose_core::text::{self, StatusReply};
+
+    use super::*;
+
+    fn endpoint(text: &str) -> IpEndpoint {
+        let addr: SocketAddr = text.parse().unwrap();
+        board_endpoint(addr, None).unwrap()
+    }
+
+    #[test]
+    fn loopback_members_are_reached_through_the_host() {
+        let host = Some(BoardConfig::QEMU_HOST);
+        let to = |text: &str| board_endpoint(text.parse().unwrap(), host);
+        assert_eq!(to("127.0.0.1:9901"), Some(endpoint("10.0.2.2:9901")));
+        assert_eq!(to("127.0.0.7:9902"), Some(endpoint("10.0.2.2:9902")));
+        assert_eq!(to("192.0.2.9:9903"), Some(endpoint("192.0.2.9:9903")));
+        assert_eq!(to("[::1]:9904"), None, "IPv6 is not built in");
+        assert_eq!(board_endpoint("127.0.0.1:1".parse().unwrap(), None), None);
+    }
+
+    #[test]
+    fn control_is_trusted_from_the_host_only_unless_the_token_matches() {
+        let host = Some(BoardConfig::QEMU_HOST);
+        let allowed = |source: IpEndpoint, token, host, expected| {
+            control_allowed(source_trusted(source, host), token, expected)
+        };
+        let from_host = endpoint("10.0.2.2:40000");
+        let other = endpoint("10.0.2.3:40000");
+        assert!(allowed(from_host, None, host, None));
+        assert!(allowed(from_host, None, host, Some("t")));
+        assert!(!allowed(other, None, host, None));
+        assert!(!allowed(other, Some("t"), host, None));
+        assert!(!allowed(other, None, host, Some("t")));
+        assert!(!allowed(other, Some("T"), host, Some("t")));
+        assert!(!allowed(other, Some(""), host, Some("t")));
+        assert!(allowed(other, Some("t"), host, Some("t")));
+        assert!(!allowed(from_host, None, None, None), "no host, no trust");
+    }
+
+    /// The core's counters, the service's and `drop_unroutable`.
+    const COUNTERS: usize = 21;
+
+    #[test]
+    fn status_has_room_for_every_counter() {
+        let core = goose_core::Stats::default().counters().len();
+        let service = ServiceStats::default().counters().len();
+        assert_eq!(core + service + 1, COUNTERS);
+        const { assert!(COUNTERS <= STATUS_COUNTERS_MAX) };
+    }
+
+    #[test]
+    fn the_longest_status_fits_the_reply_buffer() {
+        let ids = [NodeId::new(65535).unwrap(); MEMBERS_MAX];
+        let counters = [("drop_partition_out", u64::MAX); COUNTERS];
+        let reply = StatusReply {
+            goose: true,
+            raft: "candidate",
+            id: ids[0],
+            term: goose_core::Term(u64::MAX),
+            leader: Some(ids[0]),
+            stopped: false,
+            commit: u64::MAX,
+            members: &ids,
+            voters: &ids,
+            learners: &ids,
+            lease_ms: u64::MAX,
+            counters: &counters,
+        };
+        let mut out: String<{ 2 * REPLY_SIZE_MAX }> = String::new();
+        text::write_status(&mut out, &reply).unwrap();
+        assert!(out.ends_with('\n'));
+        assert!(
+            out.len() <= REPLY_SIZE_MAX,
+            "{} > {REPLY_SIZE_MAX}",
+            out.len()
+        );
+    }
 }

@@ -6,8 +6,9 @@
 //! - [`Board`] owns one smoltcp [`Interface`](smoltcp::iface::Interface), one UDP socket and
 //!   one core [`Node`](goose_core::Node) with room for [`MEMBERS_MAX`] members and
 //!   [`LOG_ENTRIES_MAX`] entries. It is generic over any [`smoltcp::phy::Device`] and reads
-//!   time from any [`Clock`]; it answers peer frames, `whois-goose` and `ctl` exactly as the
-//!   desktop node does (the contract's "One UDP port per node").
+//!   time from any [`Clock`]; it answers peer frames, `whois-goose` and `ctl` with the
+//!   core's [`Service`](goose_core::service::Service), the same code as the desktop node
+//!   (the contract's "One UDP port per node").
 //! - [`store`] keeps term, vote and log through the core's [`Storage`](goose_core::Storage)
 //!   in a sequential-storage map on any `embedded_storage` [`NorFlash`](embedded_storage::nor_flash::NorFlash).
 //! - [`flash`] has the flashes this repository uses: [`flash::MemFlash`] for tests and
@@ -49,11 +50,11 @@ pub mod args;
 mod board;
 pub mod flash;
 pub mod qemu;
-mod service;
 pub mod store;
 
-pub use board::{start_node, Board, BoardConfig, BoardError, BoardNode, Buffers, Clock, Payloads};
-pub use service::BoardStats;
+pub use board::{
+    start_node, Board, BoardConfig, BoardError, BoardNode, BoardStats, Buffers, Clock, Payloads,
+};
 
 use goose_core::limits::{EMBEDDED_LOG_ENTRIES_MAX, EMBEDDED_MEMBERS_MAX, FRAME_SIZE_MAX};
 use goose_core::storage::state_size_max;
@@ -99,6 +100,11 @@ pub const UDP_TX_BUFFER_SIZE: usize = UDP_TX_DATAGRAMS_MAX * FRAME_SIZE_MAX;
 /// [`MEMBERS_MAX`] five-digit ids takes 1102 bytes (checked by a test); the rest is room
 /// for a few more counters.
 pub const REPLY_SIZE_MAX: usize = 1200;
+
+/// Peers one `ctl partition` may name on a board: every other member by id and by address
+/// (a longer list is answered `err too-many-peers`). At 32 bytes a peer, the desktop's 64
+/// would cost 2 KiB of RAM for the set and as much stack while a command is parsed.
+pub const PARTITION_PEERS_MAX: usize = 2 * MEMBERS_MAX;
 
 /// The longest `--control-token`.
 pub const TOKEN_SIZE_MAX: usize = 64;

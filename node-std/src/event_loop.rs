@@ -1,20 +1,22 @@
 //! `goose node`: one [`Node`] driven by a single-threaded mio loop over one UDP socket.
 //!
-//! Each wake-up (STYLE.md, "the node-std loop"):
+//! The node sits in a [`goose_core::service::Service`], which owns everything the text
+//! protocol does (probe and `ctl` replies, stop/start, partitions, transfer requesters) the
+//! same way on a board; this file is the socket, the clock, the data dir, hooks, `--join`
+//! and leaving. Each wake-up (STYLE.md, "the node-std loop"):
 //!
 //! 1. read the socket until `WouldBlock` (at most [`DATAGRAMS_PER_WAKE_MAX`]; mio is
-//!    edge-triggered, so a capped drain wakes again at once): peer frames (first byte
-//!    ≥ 0x80) go to [`Node::handle_frame`], text goes to [`goose_core::text::parse`] and is
-//!    answered here, each at a fresh reading of the clock ([`crate::clock`]);
+//!    edge-triggered, so a capped drain wakes again at once), each datagram to
+//!    [`Service::handle_datagram`] at a fresh reading of the clock ([`crate::clock`]), its
+//!    answer sent at once;
 //! 2. `now` = the clock;
-//! 3. [`Node::handle_timeout`] if its deadline has passed; a joining node asks to be added
-//!    if its next attempt is due;
-//! 4. drain [`Node::poll_transmit`] to the socket, then [`Node::poll_event`]: role changes
-//!    to the log and the hooks ([`crate::hooks`]), handoffs to the `ctl transfer` requester
-//!    waiting for them, a removal to the exit;
-//! 5. sleep in `poll` until the earliest deadline (the node's, a hook's, a join attempt's, a
-//!    pending handoff's): an idle node sleeps, it never spins. SIGINT/SIGTERM and SIGCHLD
-//!    wake it through self-pipes.
+//! 3. [`Service::handle_timeout`] (the node's timers, late transfer requesters); a joining
+//!    node asks to be added if its next attempt is due;
+//! 4. [`Service::transmit`] to the socket, then [`Service::poll_event`]: role changes to the
+//!    log and the hooks ([`crate::hooks`]), a handoff to the exit, a removal to the exit;
+//! 5. sleep in `poll` until the earliest deadline (the service's, a hook's, a join
+//!    attempt's, a pending handoff's): an idle node sleeps, it never spins. SIGINT/SIGTERM
+//!    and SIGCHLD wake it through self-pipes.
 //!
 //! `ctl stop` keeps the node object only to answer `status`: nothing is fed to it and
 //! nothing taken from it until `ctl start`, which rebuilds it from the state file.
@@ -39,18 +41,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration as StdDuration;
 
-use goose_core::limits::{FRAME_SIZE_MAX, LOG_ENTRIES_MAX, MEMBERS_MAX};
-use goose_core::text::{
-    self, Command, PeerList, ProbeReply, Request, StatusReply, TEXT_REPLY_SIZE_MAX,
-};
+use goose_core::limits::{LOG_ENTRIES_MAX, MEMBERS_MAX};
+use goose_core::service::{Handled, Host, Notice, Origin, Outlet, Service, TRANSMITS_PER_CALL_MAX};
+use goose_core::text::{PeerRef, PARTITION_PEERS_MAX, TEXT_REPLY_SIZE_MAX};
 use goose_core::{
-    Config, Duration, Event, Instant, Member, Node, NodeId, Observed, Payload, ProposeError,
-    RaftRole, SavedState, StartError, TransferError,
+    Config, Duration, Event, Instant, Member, Node, NodeId, Observed, RaftRole, SavedState,
+    StartError, Transmit,
 };
 use mio::net::{UdpSocket, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, Socket, Type};
-use subtle::ConstantTimeEq;
 
 use crate::client::not_goose_addr;
 use crate::clock::Clock;
@@ -61,9 +61,6 @@ use crate::storage_file::{DataDir, DataDirError, FileStorage};
 /// above what a flock sends one node between two wake-ups (a few per peer), and bounds the
 /// time one flood can keep timers from firing.
 const DATAGRAMS_PER_WAKE_MAX: usize = 1024;
-/// Frames sent per wake-up. The core's outbox and per-peer replication hold far fewer; the
-/// bound only guards against a core bug turning into a spin.
-const TRANSMITS_PER_WAKE_MAX: usize = 4096;
 /// Events handled per wake-up; the core buffers at most `EVENTS_MAX` anyway.
 const EVENTS_PER_WAKE_MAX: usize = 64;
 /// mio readiness events taken per `poll`: one per registered source (socket, two pipes)
@@ -78,14 +75,6 @@ const SOCKET_BUFFER_SIZE: usize = 1 << 20;
 /// The receive buffer: larger than any valid frame or text request, so a too-long frame
 /// arrives whole and is counted as too long rather than undecodable.
 const RECEIVE_BUFFER_SIZE: usize = 2048;
-/// `ctl transfer` requesters waiting for [`Event::TransferSent`]. The core runs one
-/// transfer at a time and refuses others (`err busy`), so one waiter is the norm; when
-/// full, the oldest is answered `err busy` and dropped.
-const TRANSFER_WAITERS_MAX: usize = 4;
-/// How long after `election_timeout_max` a `ctl transfer` requester is answered
-/// `err no-target` if the core reported nothing (it always reports within
-/// `election_timeout_min`; this only guards against a lost event).
-const TRANSFER_REPLY_SLACK: Duration = Duration::from_millis(100);
 /// The first wait between two `ctl add` requests of a joining node; it doubles up to
 /// [`JOIN_RETRY_MAX`]. 100 ms: a goose answers within a round trip, and a change in
 /// flight (`err busy`) commits within a few heartbeats.
@@ -177,23 +166,9 @@ impl From<DataDirError> for RunError {
     }
 }
 
-/// The desktop node's own counters, reported by `ctl status` after the core's.
+/// The desktop node's peer traffic, reported by `ctl status` after the service's counters.
 #[derive(Debug, Default)]
-struct LoopStats {
-    /// Text that is not a request (`err unknown-command`).
-    text_unknown: u64,
-    /// Control refused (`err forbidden`).
-    forbidden: u64,
-    /// Peer frames dropped on arrival by `ctl partition`.
-    partition_in: u64,
-    /// Peer frames not sent because of `ctl partition`.
-    partition_out: u64,
-    /// Peer frames dropped on arrival while stopped.
-    stopped_in: u64,
-    /// Datagrams the kernel refused to send (buffer full, no route).
-    send_errors: u64,
-    /// Socket read errors other than `WouldBlock`.
-    receive_errors: u64,
+struct Traffic {
     /// Peer frames handed to the core.
     frames_in: u64,
     /// Their bytes.
@@ -204,16 +179,9 @@ struct LoopStats {
     bytes_out: u64,
 }
 
-impl LoopStats {
-    fn counters(&self) -> [(&'static str, u64); 11] {
+impl Traffic {
+    fn counters(&self) -> [(&'static str, u64); 4] {
         [
-            ("text_unknown", self.text_unknown),
-            ("text_forbidden", self.forbidden),
-            ("drop_partition_in", self.partition_in),
-            ("drop_partition_out", self.partition_out),
-            ("drop_stopped", self.stopped_in),
-            ("send_errors", self.send_errors),
-            ("receive_errors", self.receive_errors),
             ("peer_frames_in", self.frames_in),
             ("peer_bytes_in", self.bytes_in),
             ("peer_frames_out", self.frames_out),
@@ -228,14 +196,6 @@ fn bump(counter: &mut u64) {
 
 fn add(counter: &mut u64, amount: usize) {
     *counter = counter.saturating_add(u64::try_from(amount).unwrap_or(u64::MAX));
-}
-
-/// A `ctl transfer` requester waiting for the handoff to be sent.
-#[derive(Debug, Clone, Copy)]
-struct TransferWaiter {
-    addr: SocketAddr,
-    /// When it is answered `err no-target` if the core reported nothing.
-    deadline: Instant,
 }
 
 /// A node started with `--join` that is not in the membership yet.
@@ -418,6 +378,16 @@ struct Prepared {
     listen: SocketAddr,
 }
 
+/// The desktop node's service: the core's, at the desktop's capacities.
+type DesktopService = Service<
+    FileStorage,
+    SocketAddr,
+    MEMBERS_MAX,
+    LOG_ENTRIES_MAX,
+    PARTITION_PEERS_MAX,
+    TEXT_REPLY_SIZE_MAX,
+>;
+
 struct Runner {
     config: Config,
     /// What `ctl start` rebuilds from when the data dir holds no state yet.
@@ -429,23 +399,68 @@ struct Runner {
     pipes: Pipes,
     poll: Poll,
     clock: Clock,
-    node: Node<FileStorage>,
-    /// `ctl stop` was the last of stop/start, or the node is leaving.
-    stopped: bool,
-    partition: PeerList,
-    stats: LoopStats,
-    frame: [u8; FRAME_SIZE_MAX],
+    /// The node and its text protocol (probes, `ctl`, stop/start, partitions, transfer
+    /// requesters): `goose_core::service`.
+    service: DesktopService,
+    traffic: Traffic,
     receive: [u8; RECEIVE_BUFFER_SIZE],
-    reply: String,
     /// The receive drain stopped at its bound with datagrams possibly left: poll again
     /// without sleeping.
     more_to_read: bool,
     hooks: Hooks,
     /// The goose status the hooks were last told about.
     was_goose: bool,
-    transfer_waiters: Vec<TransferWaiter>,
     join: Option<Join>,
     exit: Option<Exit>,
+}
+
+/// Sends through the node's socket, counting its peer traffic.
+struct SocketOutlet<'a> {
+    socket: &'a UdpSocket,
+    traffic: &'a mut Traffic,
+    id: NodeId,
+}
+
+impl Outlet<SocketAddr> for SocketOutlet<'_> {
+    fn send_frame(&mut self, frame: &[u8], transmit: &Transmit) -> bool {
+        match self.socket.send_to(frame, transmit.addr) {
+            Ok(sent) => {
+                bump(&mut self.traffic.frames_out);
+                add(&mut self.traffic.bytes_out, sent);
+                true
+            }
+            Err(error) => {
+                log::debug!(
+                    "node {}: send to {} ({}) failed: {error}",
+                    self.id,
+                    transmit.target,
+                    transmit.addr
+                );
+                false
+            }
+        }
+    }
+
+    fn send_reply(&mut self, reply: &[u8], target: SocketAddr) -> bool {
+        match self.socket.send_to(reply, target) {
+            Ok(_) => true,
+            Err(error) => {
+                log::debug!("node {}: reply to {target} failed: {error}", self.id);
+                false
+            }
+        }
+    }
+}
+
+/// The outlet over a runner's socket (a macro, so the service stays borrowable beside it).
+macro_rules! outlet {
+    ($runner:expr) => {
+        SocketOutlet {
+            socket: &$runner.socket,
+            traffic: &mut $runner.traffic,
+            id: $runner.service.node().id(),
+        }
+    };
 }
 
 impl Runner {
@@ -456,22 +471,22 @@ impl Runner {
             // Read after the datagrams: every call into a node gets a `now` at or after
             // the one before (a `ctl start` builds its node at a fresh reading).
             let now = self.clock.now();
-            if !self.stopped {
-                if self
-                    .node
-                    .poll_timeout()
-                    .is_some_and(|deadline| deadline <= now)
-                {
-                    self.node.handle_timeout(now);
-                }
+            self.service.handle_timeout(now, &mut outlet!(self));
+            if !self.service.is_stopped() {
                 self.maybe_join(now);
-                self.transmit_all(now);
             }
-            self.handle_events()?;
-            self.check_deadlines();
+            if !self.service.transmit(now, &mut outlet!(self)) {
+                log::warn!(
+                    "node {}: more than {TRANSMITS_PER_CALL_MAX} frames in one wake-up",
+                    self.service.node().id()
+                );
+            }
+            self.handle_events(now)?;
+            self.check_exit_deadline();
             self.hooks.poll();
             if self.exit == Some(Exit::Draining) && self.hooks.is_idle() {
-                log::info!("node {} term {}: exiting", self.node.id(), self.node.term());
+                let node = self.service.node();
+                log::info!("node {} term {}: exiting", node.id(), node.term());
                 return Ok(());
             }
             let timeout = self.sleep_for();
@@ -498,8 +513,8 @@ impl Runner {
     }
 
     /// How long to sleep: until the earliest deadline, not at all if the last drain was
-    /// capped. A stopped node has no node deadline (only datagrams, signals and its hooks
-    /// wake it).
+    /// capped. A stopped node has no node deadline (only datagrams, signals, transfer
+    /// requesters and its hooks wake it).
     fn sleep_for(&mut self) -> Option<StdDuration> {
         if self.more_to_read {
             return Some(StdDuration::ZERO);
@@ -511,11 +526,10 @@ impl Runner {
                 (a, b) => a.or(b),
             };
         };
-        if !self.stopped {
-            consider(self.node.poll_timeout());
+        consider(self.service.poll_timeout());
+        if !self.service.is_stopped() {
             consider(self.join.as_ref().map(|join| join.next_attempt));
         }
-        consider(self.transfer_waiters.iter().map(|w| w.deadline).min());
         if let Some(Exit::Handoff { deadline }) = self.exit {
             consider(Some(deadline));
         }
@@ -542,8 +556,8 @@ impl Runner {
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => {
                     // E.g. an ICMP error queued on the socket: count it and read on.
-                    bump(&mut self.stats.receive_errors);
-                    log::debug!("node {}: receive error: {error}", self.node.id());
+                    bump(&mut self.service.stats_mut().receive_errors);
+                    log::debug!("node {}: receive error: {error}", self.service.node().id());
                     continue;
                 }
             };
@@ -557,419 +571,124 @@ impl Runner {
     /// lease at the moment it is sent, not at the start of a long drain).
     fn handle_datagram(&mut self, source: SocketAddr, size: usize) -> Result<(), RunError> {
         let now = self.clock.now();
+        let origin = Origin {
+            addr: source,
+            trusted: source.ip().to_canonical().is_loopback(),
+        };
+        let host = Host {
+            control_token: self.control_token.as_deref(),
+            counters: &self.traffic.counters(),
+        };
         let datagram = &self.receive[..size];
-        match text::parse(datagram) {
-            Request::Binary => {
-                if self.stopped {
-                    bump(&mut self.stats.stopped_in);
-                } else if self.partitioned_source(datagram) {
-                    bump(&mut self.stats.partition_in);
-                } else {
-                    bump(&mut self.stats.frames_in);
-                    add(&mut self.stats.bytes_in, size);
-                    self.node.handle_frame(now, datagram);
-                }
+        match self.service.handle_datagram(now, origin, &host, datagram) {
+            Handled::Frame => {
+                bump(&mut self.traffic.frames_in);
+                add(&mut self.traffic.bytes_in, size);
             }
-            Request::Probe => {
-                let status = self.node.status(now);
-                let reply = ProbeReply {
-                    goose: status.goose,
-                    id: status.id,
-                    term: status.term,
-                    leader: status.leader,
-                    stopped: self.stopped,
-                };
-                self.reply.clear();
-                // A String never refuses a write: the Err arm is unreachable.
-                let _ = text::write_probe_reply(&mut self.reply, &reply);
-                self.send_reply(source);
-            }
-            Request::Control { token, command } => {
-                self.reply.clear();
-                if control_allowed(source, token, self.control_token.as_deref()) {
-                    match command {
-                        Ok(command) => self.control(source, command)?,
-                        Err(error) => {
-                            let _ = text::write_err(&mut self.reply, error.reason());
-                        }
-                    }
-                } else {
-                    bump(&mut self.stats.forbidden);
-                    log::warn!("node {}: control from {source} refused", self.node.id());
-                    let _ = text::write_err(&mut self.reply, "forbidden");
-                }
-                // Empty: answered later (a `ctl transfer` waits for its handoff).
-                if !self.reply.is_empty() {
-                    self.send_reply(source);
-                }
-            }
-            Request::Reply => self.maybe_join_reply(source, size),
-            Request::Unknown => {
-                bump(&mut self.stats.text_unknown);
-                self.reply.clear();
-                let _ = text::write_err(&mut self.reply, "unknown-command");
-                self.send_reply(source);
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether a peer frame comes from a partitioned member. Identity is the frame
-    /// header's source id (a NAT'd board's address says nothing), mapped to the member's
-    /// address for partitions named by `ip:port`.
-    fn partitioned_source(&self, frame: &[u8]) -> bool {
-        if self.partition.is_empty() {
-            return false;
-        }
-        let Ok((header, _)) = goose_core::wire::parse_header(frame) else {
-            return false; // the core counts it
-        };
-        let Some(source) = NodeId::new(header.source) else {
-            return false;
-        };
-        self.node
-            .members()
-            .iter()
-            .find(|member| member.id == source)
-            .is_some_and(|member| self.partition.contains(member.id, member.addr))
-    }
-
-    /// Carries out one control command and writes its reply into `self.reply` (or leaves
-    /// it empty when the reply comes later).
-    fn control(&mut self, source: SocketAddr, command: Command) -> Result<(), RunError> {
-        let id = self.node.id();
-        match command {
-            Command::Stop => {
-                if !self.stopped {
-                    log::info!("node {id} term {}: stopped by ctl", self.node.term());
-                    self.go_silent();
-                }
-                let _ = text::write_ok_plain(&mut self.reply);
-            }
-            Command::Start if self.exit.is_some() => {
-                let _ = text::write_err(&mut self.reply, "exiting");
-            }
-            Command::Start => {
-                if self.stopped {
-                    let now = self.clock.now();
-                    // Drop the old node first: its storage must not outlive the restart.
-                    self.node = build_node(&self.config, &self.bootstrap, &self.data_dir, now)?;
-                    self.stopped = false;
-                    log::info!(
-                        "node {id} term {}: started by ctl from the persisted state",
-                        self.node.term()
-                    );
-                }
-                let _ = text::write_ok_plain(&mut self.reply);
-            }
-            Command::Partition(peers) => {
-                self.partition = peers;
-                log::info!(
-                    "node {id}: partitioned from {}",
-                    describe_peers(&self.partition)
-                );
-                let _ = text::write_ok_plain(&mut self.reply);
-            }
-            Command::Heal => {
-                self.partition = PeerList::new();
-                log::info!("node {id}: partition healed");
-                let _ = text::write_ok_plain(&mut self.reply);
-            }
-            Command::Status => self.write_status(),
-            Command::Transfer(target) => {
-                if self.goose_only() {
-                    self.control_transfer(source, target);
-                }
-            }
-            Command::Add { id: new, addr } => {
-                if self.goose_only() {
-                    self.control_add(new, addr);
-                }
-            }
-            Command::Remove(member) => {
-                if self.goose_only() {
-                    self.control_remove(member);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether this node is goose; if not, writes `err not-goose goose=… addr=…` naming
-    /// the goose it follows (never itself: a leader that is not goose names none).
-    fn goose_only(&mut self) -> bool {
-        let now = self.clock.now();
-        if !self.stopped && self.node.is_goose(now) {
-            return true;
-        }
-        self.write_not_goose();
-        false
-    }
-
-    fn write_not_goose(&mut self) {
-        let now = self.clock.now();
-        let id = self.node.id();
-        let leader = (!self.stopped)
-            .then(|| self.node.status(now).leader)
-            .flatten()
-            .filter(|&leader| leader != id);
-        let addr = leader.and_then(|leader| self.member_addr(leader));
-        let _ = text::write_not_goose(&mut self.reply, leader, addr);
-    }
-
-    /// `ctl transfer [<id>]` on the goose: starts the handoff; the requester is answered
-    /// `ok to=<id>` once TimeoutNow is sent ([`Event::TransferSent`]).
-    fn control_transfer(&mut self, source: SocketAddr, target: Option<NodeId>) {
-        let now = self.clock.now();
-        match self.node.transfer(now, target) {
-            Ok(()) => {
+            Handled::Dropped => {}
+            Handled::Ignored => self.maybe_join_reply(source, size),
+            Handled::Transferring(target) => {
+                let node = self.service.node();
                 log::info!(
                     "node {} term {}: handing leadership to {} (ctl from {source})",
-                    self.node.id(),
-                    self.node.term(),
+                    node.id(),
+                    node.term(),
                     target
                         .map_or_else(|| "the most up-to-date voter".to_owned(), |t| t.to_string())
                 );
-                if self.transfer_waiters.len() >= TRANSFER_WAITERS_MAX {
-                    let oldest = self.transfer_waiters.remove(0);
-                    self.answer(oldest.addr, |out| text::write_err(out, "busy"));
-                }
-                let wait = self.config.election_timeout_max + TRANSFER_REPLY_SLACK;
-                self.transfer_waiters.push(TransferWaiter {
-                    addr: source,
-                    deadline: now + wait,
-                });
             }
-            Err(error) => {
-                let reason = match error {
-                    TransferError::NotLeader => return self.write_not_goose(),
-                    TransferError::UnknownNode => "unknown-node",
-                    TransferError::NoTarget => "no-target",
-                    TransferError::Busy => "busy",
-                };
-                let _ = text::write_err(&mut self.reply, reason);
+            Handled::Answer(notice) => {
+                self.on_notice(source, notice);
+                self.service.send_reply(source, &mut outlet!(self));
             }
-        }
-    }
-
-    /// `ctl add <id> <ip:port>` on the goose. Adding a member again at the same address is
-    /// a no-op answered `ok`, so a joining node may repeat its request.
-    fn control_add(&mut self, id: NodeId, addr: SocketAddr) {
-        let members = self.node.members();
-        if members.iter().any(|m| m.id == id && m.addr == addr) {
-            let _ = text::write_ok_plain(&mut self.reply);
-            return;
-        }
-        if members.iter().any(|m| m.id != id && m.addr == addr) {
-            let _ = text::write_err(&mut self.reply, "address-in-use");
-            return;
-        }
-        let now = self.clock.now();
-        match self.node.propose(now, Payload::AddLearner { id, addr }) {
-            Ok(index) => {
+            Handled::Start => {
+                let now = self.clock.now();
+                let node = build_node(&self.config, &self.bootstrap, &self.data_dir, now)?;
+                self.service.start(node);
                 log::info!(
-                    "node {} term {}: adding {id} at {addr} as a learner (entry {})",
-                    self.node.id(),
-                    self.node.term(),
-                    index.0
+                    "node {} term {}: started by ctl from the persisted state",
+                    self.service.node().id(),
+                    self.service.node().term()
                 );
-                let _ = text::write_ok_plain(&mut self.reply);
-            }
-            Err(error) => self.write_propose_error(error, "members-full"),
-        }
-    }
-
-    /// `ctl remove <id>` on the goose. Removing the last voter is refused: no majority
-    /// would be left to commit anything, ever.
-    fn control_remove(&mut self, id: NodeId) {
-        let members = self.node.members();
-        let Some(member) = members.iter().find(|m| m.id == id) else {
-            let _ = text::write_err(&mut self.reply, "unknown-node");
-            return;
-        };
-        if member.voter && members.iter().filter(|m| m.voter).count() == 1 {
-            let _ = text::write_err(&mut self.reply, "last-voter");
-            return;
-        }
-        let now = self.clock.now();
-        match self.node.propose(now, Payload::Remove { id }) {
-            Ok(index) => {
-                log::info!(
-                    "node {} term {}: removing {id} (entry {})",
-                    self.node.id(),
-                    self.node.term(),
-                    index.0
-                );
-                let _ = text::write_ok_plain(&mut self.reply);
-            }
-            Err(error) => self.write_propose_error(error, "unknown-node"),
-        }
-    }
-
-    fn write_propose_error(&mut self, error: ProposeError, invalid: &str) {
-        let reason = match error {
-            ProposeError::NotLeader => return self.write_not_goose(),
-            // Too many uncommitted entries is as transient as a change in flight.
-            ProposeError::Busy | ProposeError::LogFull => "busy",
-            ProposeError::Invalid => invalid,
-        };
-        let _ = text::write_err(&mut self.reply, reason);
-    }
-
-    fn write_status(&mut self) {
-        let now = self.clock.now();
-        let status = self.node.status(now);
-        let members = self.node.members();
-        let ids = |voter: Option<bool>| -> Vec<NodeId> {
-            members
-                .iter()
-                .filter(|m| voter.is_none_or(|voter| m.voter == voter))
-                .map(|m| m.id)
-                .collect()
-        };
-        let (all, voters, learners) = (ids(None), ids(Some(true)), ids(Some(false)));
-        let raft = match (self.stopped, status.raft) {
-            // Not taking part: it would restart as a follower (or learner).
-            (true, RaftRole::Learner) | (false, RaftRole::Learner) => "learner",
-            (true, _) => "follower",
-            (false, role) => role.as_str(),
-        };
-        let counters: Vec<(&str, u64)> = self
-            .node
-            .stats()
-            .counters()
-            .into_iter()
-            .chain(self.stats.counters())
-            .collect();
-        let reply = StatusReply {
-            goose: status.goose && !self.stopped,
-            raft,
-            id: status.id,
-            term: status.term,
-            leader: status.leader,
-            stopped: self.stopped,
-            commit: status.commit.0,
-            members: &all,
-            voters: &voters,
-            learners: &learners,
-            lease_ms: if self.stopped {
-                0
-            } else {
-                status.lease_remaining.millis()
-            },
-            counters: &counters,
-        };
-        let _ = text::write_status(&mut self.reply, &reply);
-    }
-
-    fn member_addr(&self, id: NodeId) -> Option<SocketAddr> {
-        let member = self.node.members().iter().find(|m| m.id == id)?;
-        Some(member.addr)
-    }
-
-    fn send_reply(&mut self, target: SocketAddr) {
-        debug_assert!(self.reply.ends_with('\n'));
-        if let Err(error) = self.socket.send_to(self.reply.as_bytes(), target) {
-            bump(&mut self.stats.send_errors);
-            log::debug!("node {}: reply to {target} failed: {error}", self.node.id());
-        }
-    }
-
-    /// Writes a reply with `write` and sends it to `target` (a requester answered late).
-    fn answer(&mut self, target: SocketAddr, write: impl FnOnce(&mut String) -> fmt::Result) {
-        self.reply.clear();
-        let _ = write(&mut self.reply);
-        self.send_reply(target);
-    }
-
-    fn transmit_all(&mut self, now: Instant) {
-        for _ in 0..TRANSMITS_PER_WAKE_MAX {
-            let Some(transmit) = self.node.poll_transmit(now, &mut self.frame) else {
-                return;
-            };
-            if self.partition.contains(transmit.target, transmit.addr) {
-                bump(&mut self.stats.partition_out);
-                continue;
-            }
-            let frame = &self.frame[..transmit.size];
-            match self.socket.send_to(frame, transmit.addr) {
-                Ok(sent) => {
-                    bump(&mut self.stats.frames_out);
-                    add(&mut self.stats.bytes_out, sent);
-                }
-                Err(error) => {
-                    bump(&mut self.stats.send_errors);
-                    log::debug!(
-                        "node {}: send to {} ({}) failed: {error}",
-                        self.node.id(),
-                        transmit.target,
-                        transmit.addr
-                    );
-                }
+                self.service.send_reply(source, &mut outlet!(self));
             }
         }
-        log::warn!(
-            "node {}: more than {TRANSMITS_PER_WAKE_MAX} frames in one wake-up",
-            self.node.id()
-        );
+        self.service.send_pending(now, &mut outlet!(self));
+        Ok(())
     }
 
-    fn handle_events(&mut self) -> Result<(), RunError> {
-        let id = self.node.id();
+    /// Logs what a control command changed; a node that went silent runs its duck hook.
+    fn on_notice(&mut self, source: SocketAddr, notice: Notice) {
+        let node = self.service.node();
+        let (id, term) = (node.id(), node.term());
+        match notice {
+            Notice::None => {}
+            Notice::Forbidden => log::warn!("node {id}: control from {source} refused"),
+            Notice::Stopped => {
+                log::info!("node {id} term {term}: stopped by ctl");
+                self.went_silent();
+            }
+            Notice::Partitioned => log::info!(
+                "node {id}: partitioned from {}",
+                describe_peers(self.service.partition().as_slice())
+            ),
+            Notice::Healed => log::info!("node {id}: partition healed"),
+            Notice::Adding {
+                id: new,
+                addr,
+                index,
+            } => log::info!(
+                "node {id} term {term}: adding {new} at {addr} as a learner (entry {index})"
+            ),
+            Notice::Removing { id: member, index } => {
+                log::info!("node {id} term {term}: removing {member} (entry {index})");
+            }
+        }
+    }
+
+    fn handle_events(&mut self, now: Instant) -> Result<(), RunError> {
+        let id = self.service.node().id();
         for _ in 0..EVENTS_PER_WAKE_MAX {
-            match self.node.poll_event() {
-                None => break,
-                Some(Event::Changed(observed)) => self.on_changed(&observed),
+            let Some(event) = self.service.poll_event(now, &mut outlet!(self)) else {
+                break;
+            };
+            let term = self.service.node().term();
+            match event {
+                Event::Changed(observed) => self.on_changed(&observed),
                 // storage_file has logged the cause; main logs the exit.
-                Some(Event::Failed) => return Err(RunError::StorageFailed),
-                Some(Event::TransferSent { to }) => {
-                    log::info!(
-                        "node {id} term {}: handed leadership to {to}",
-                        self.node.term()
-                    );
-                    for waiter in std::mem::take(&mut self.transfer_waiters) {
-                        self.answer(waiter.addr, |out| {
-                            text::write_ok(out, format_args!("to={to}"))
-                        });
-                    }
+                Event::Failed => return Err(RunError::StorageFailed),
+                Event::TransferSent { to } => {
+                    log::info!("node {id} term {term}: handed leadership to {to}");
                     if matches!(self.exit, Some(Exit::Handoff { .. })) {
                         self.begin_drain("handoff sent");
                     }
                 }
-                Some(Event::TransferFailed) => {
-                    log::warn!(
-                        "node {id} term {}: no voter caught up for a handoff",
-                        self.node.term()
-                    );
-                    for waiter in std::mem::take(&mut self.transfer_waiters) {
-                        self.answer(waiter.addr, |out| text::write_err(out, "no-target"));
-                    }
+                Event::TransferFailed => {
+                    log::warn!("node {id} term {term}: no voter caught up for a handoff");
                     if matches!(self.exit, Some(Exit::Handoff { .. })) {
                         self.begin_drain("no handoff possible");
                     }
                 }
-                Some(Event::Removed) => {
-                    log::info!(
-                        "node {id} term {}: removed from the flock",
-                        self.node.term()
-                    );
+                Event::Removed => {
+                    log::info!("node {id} term {term}: removed from the flock");
                     self.begin_drain("removed");
                 }
             }
         }
         // Belt and braces: a failed node has no deadline, so if its Failed event were ever
         // lost the loop would sleep forever instead of exiting.
-        if self.node.status(self.clock.now()).failed {
+        if self.service.node().status(self.clock.now()).failed {
             return Err(RunError::StorageFailed);
         }
         Ok(())
     }
 
     /// A role, goose, term or leader change: log it, tell the hooks when the goose status
-    /// flipped, and settle what waited on this node leading.
+    /// flipped, and settle a handoff that waited on this node leading. (The service has
+    /// answered `ctl transfer` requesters already.)
     fn on_changed(&mut self, observed: &Observed) {
-        log_change(self.node.id(), observed);
-        if self.stopped {
+        log_change(self.service.node().id(), observed);
+        if self.service.is_stopped() {
             // Silent: its goose status as others see it is already settled.
             return;
         }
@@ -985,34 +704,21 @@ impl Runner {
                 term: observed.term,
             });
         }
-        if observed.raft != RaftRole::Leader {
-            self.answer_waiters_not_goose();
-            if matches!(self.exit, Some(Exit::Handoff { .. })) {
-                self.begin_drain("no longer leader");
-            }
+        if observed.raft != RaftRole::Leader && matches!(self.exit, Some(Exit::Handoff { .. })) {
+            self.begin_drain("no longer leader");
         }
     }
 
-    fn answer_waiters_not_goose(&mut self) {
-        for waiter in std::mem::take(&mut self.transfer_waiters) {
-            self.reply.clear();
-            self.write_not_goose();
-            self.send_reply(waiter.addr);
-        }
-    }
-
-    /// Stops taking part (`ctl stop`, or leaving): a goose that goes silent stops being
-    /// goose as far as anyone can tell, so the duck hook runs.
-    fn go_silent(&mut self) {
-        self.stopped = true;
+    /// The node stopped taking part (`ctl stop`, or leaving): a goose that goes silent
+    /// stops being goose as far as anyone can tell, so the duck hook runs.
+    fn went_silent(&mut self) {
         if self.was_goose {
             self.was_goose = false;
             self.hooks.transition(Transition {
                 role: HookRole::Duck,
-                term: self.node.term(),
+                term: self.service.node().term(),
             });
         }
-        self.answer_waiters_not_goose();
     }
 
     fn begin_drain(&mut self, reason: &str) {
@@ -1021,27 +727,31 @@ impl Runner {
         }
         log::info!(
             "node {} term {}: {reason}; leaving once hooks are done",
-            self.node.id(),
-            self.node.term()
+            self.service.node().id(),
+            self.service.node().term()
         );
-        self.go_silent();
+        self.service.leave();
+        self.went_silent();
+        // Transfer requesters hear `err not-goose` now, not at the next datagram.
+        let now = self.clock.now();
+        self.service.send_pending(now, &mut outlet!(self));
         self.exit = Some(Exit::Draining);
     }
 
     /// SIGINT or SIGTERM. Returns whether to exit at once (a second signal).
     fn on_signal(&mut self) -> bool {
-        let id = self.node.id();
+        let id = self.service.node().id();
         if self.exit.is_some() {
             log::info!("node {id}: signalled again, exiting now");
             return true;
         }
         let now = self.clock.now();
-        if !self.stopped && self.node.status(now).raft == RaftRole::Leader {
-            match self.node.transfer(now, None) {
+        if !self.service.is_stopped() && self.service.node().status(now).raft == RaftRole::Leader {
+            match self.service.node_mut().transfer(now, None) {
                 Ok(()) => {
                     log::info!(
                         "node {id} term {}: signalled; handing leadership off before exiting",
-                        self.node.term()
+                        self.service.node().term()
                     );
                     let deadline = now + self.config.election_timeout_max;
                     self.exit = Some(Exit::Handoff { deadline });
@@ -1054,20 +764,10 @@ impl Runner {
         false
     }
 
-    /// Answers `ctl transfer` requesters nothing was reported for, and gives up a
-    /// handoff that was not sent in time.
-    fn check_deadlines(&mut self) {
-        let now = self.clock.now();
-        let (late, waiting): (Vec<_>, Vec<_>) = self
-            .transfer_waiters
-            .iter()
-            .partition(|waiter| now >= waiter.deadline);
-        self.transfer_waiters = waiting;
-        for waiter in late {
-            self.answer(waiter.addr, |out| text::write_err(out, "no-target"));
-        }
+    /// Gives up a handoff that was not sent in time.
+    fn check_exit_deadline(&mut self) {
         if let Some(Exit::Handoff { deadline }) = self.exit {
-            if now >= deadline {
+            if self.clock.now() >= deadline {
                 self.begin_drain("handoff not sent in time");
             }
         }
@@ -1076,16 +776,17 @@ impl Runner {
     /// A joining node not yet in the membership asks to be added when its next attempt is
     /// due; once the membership names it, it stops asking.
     fn maybe_join(&mut self, now: Instant) {
-        let id = self.node.id();
+        let node = self.service.node();
+        let id = node.id();
         let Some(join) = self.join.as_mut() else {
             return;
         };
-        if self.node.members().iter().any(|m| m.id == id) {
+        if node.members().iter().any(|m| m.id == id) {
             log::info!(
                 "node {id} term {}: joined the flock after {} request(s): {}",
-                self.node.term(),
+                node.term(),
                 join.attempts,
-                describe_members(self.node.members())
+                describe_members(node.members())
             );
             self.join = None;
             return;
@@ -1112,20 +813,18 @@ impl Runner {
         if let Some(token) = &self.control_token {
             let _ = write!(request, " token={token}");
         }
-        let _ = write!(request, " add {} {}", self.node.id(), self.listen);
+        let id = self.service.node().id();
+        let _ = write!(request, " add {id} {}", self.listen);
         if let Err(error) = self.socket.send_to(request.as_bytes(), target) {
-            bump(&mut self.stats.send_errors);
-            log::debug!(
-                "node {}: join request to {target} failed: {error}",
-                self.node.id()
-            );
+            bump(&mut self.service.stats_mut().send_errors);
+            log::debug!("node {id}: join request to {target} failed: {error}");
         }
     }
 
     /// A reply to a join request: a duck's `err not-goose … addr=<goose>` is followed once
     /// per attempt; anything else only matters for the log (the next attempt retries).
     fn maybe_join_reply(&mut self, source: SocketAddr, size: usize) {
-        let id = self.node.id();
+        let id = self.service.node().id();
         let Some(join) = self.join.as_mut() else {
             return;
         };
@@ -1218,32 +917,14 @@ impl Prepared {
             poll,
             clock,
             hooks: Hooks::new(id, options.hooks),
-            node,
-            stopped: false,
-            partition: PeerList::new(),
-            stats: LoopStats::default(),
-            frame: [0; FRAME_SIZE_MAX],
+            service: Service::new(node),
+            traffic: Traffic::default(),
             receive: [0; RECEIVE_BUFFER_SIZE],
-            reply: String::with_capacity(TEXT_REPLY_SIZE_MAX),
             more_to_read: false,
             was_goose: false,
-            transfer_waiters: Vec::with_capacity(TRANSFER_WAITERS_MAX),
             join,
             exit: None,
         })
-    }
-}
-
-/// Whether control from `source` with `token` is accepted: loopback sources always;
-/// others only if the node has a token and `token` matches it, compared in constant time
-/// (only the length can leak).
-fn control_allowed(source: SocketAddr, token: Option<&str>, expected: Option<&str>) -> bool {
-    if source.ip().to_canonical().is_loopback() {
-        return true;
-    }
-    match (expected, token) {
-        (Some(expected), Some(given)) => expected.as_bytes().ct_eq(given.as_bytes()).into(),
-        _ => false,
     }
 }
 
@@ -1315,16 +996,16 @@ fn describe_members(members: &[Member]) -> String {
     text
 }
 
-fn describe_peers(peers: &PeerList) -> String {
+fn describe_peers(peers: &[PeerRef]) -> String {
     if peers.is_empty() {
         return "nobody".to_owned();
     }
     let mut text = String::new();
-    for (index, peer) in peers.as_slice().iter().enumerate() {
+    for (index, peer) in peers.iter().enumerate() {
         let separator = if index == 0 { "" } else { "," };
         let _ = match peer {
-            text::PeerRef::Id(id) => write!(text, "{separator}{id}"),
-            text::PeerRef::Addr(addr) => write!(text, "{separator}{addr}"),
+            PeerRef::Id(id) => write!(text, "{separator}{id}"),
+            PeerRef::Addr(addr) => write!(text, "{separator}{addr}"),
         };
     }
     text
@@ -1341,48 +1022,5 @@ fn log_change(id: NodeId, observed: &Observed) {
         }
         (false, Some(leader)) => log::info!("node {id} term {term}: duck ({raft} of {leader})"),
         (false, None) => log::info!("node {id} term {term}: duck ({raft}, no leader)"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::control_allowed;
-    use std::net::SocketAddr;
-
-    fn addr(text: &str) -> SocketAddr {
-        text.parse().unwrap()
-    }
-
-    #[test]
-    fn loopback_control_needs_no_token() {
-        for source in [
-            "127.0.0.1:5000",
-            "127.9.9.9:5000",
-            "[::1]:5000",
-            "[::ffff:127.0.0.1]:5000",
-        ] {
-            assert!(control_allowed(addr(source), None, None), "{source}");
-            assert!(
-                control_allowed(addr(source), None, Some("secret")),
-                "{source}"
-            );
-        }
-    }
-
-    #[test]
-    fn remote_control_needs_the_token() {
-        let remote = addr("192.0.2.7:5000");
-        assert!(!control_allowed(remote, None, None));
-        assert!(!control_allowed(remote, Some("secret"), None));
-        assert!(!control_allowed(remote, None, Some("secret")));
-        assert!(!control_allowed(remote, Some("secreT"), Some("secret")));
-        assert!(!control_allowed(remote, Some(""), Some("secret")));
-        assert!(!control_allowed(remote, Some("secret2"), Some("secret")));
-        assert!(control_allowed(remote, Some("secret"), Some("secret")));
-        assert!(control_allowed(
-            addr("[2001:db8::1]:5000"),
-            Some("secret"),
-            Some("secret")
-        ));
     }
 }

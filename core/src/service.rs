@@ -1,0 +1,1144 @@
+//! The node behind a UDP port, without the port: what a node does with each datagram that
+//! is not handled by Raft itself, written once for the desktop node and the board.
+//!
+//! A [`Service`] owns a [`Node`] and everything the text protocol keeps about it:
+//!
+//! - probe and `ctl status` replies, built from the node's status and counters;
+//! - `ctl stop`/`start` (a stopped node drops peer traffic in and out, fires no timer,
+//!   answers probes `duck … goose=none state=stopped`; `start` asks the caller to rebuild
+//!   the node from storage: see [`Handled::Start`]);
+//! - `ctl partition`/`heal` and the matching of peer frames against the partition (by the
+//!   source id in the frame header, never by address: NAT rewrites addresses);
+//! - the control trust decision: the caller says whether the source is trusted (loopback on
+//!   a desktop, the slirp host on a board), the service checks the token for the others;
+//! - `ctl transfer`/`add`/`remove` on the goose, their `err …` words, and the requesters
+//!   of a transfer, answered once the handoff is sent ([`TRANSFER_WAITERS_MAX`]).
+//!
+//! It never touches a socket: [`Service::handle_datagram`] only writes its answer into
+//! [`Service::reply`] (a board handles a datagram where it lies in its socket's ring, and
+//! cannot send meanwhile), and everything sent goes through an [`Outlet`] in the calls that
+//! take one. The caller's loop, after each input:
+//!
+//! 1. [`Service::handle_datagram`] for each datagram (then [`Service::send_reply`] to its
+//!    source if [`Handled`] says so, and [`Service::send_pending`]), and
+//!    [`Service::handle_timeout`] once its deadline has passed;
+//! 2. [`Service::transmit`], then [`Service::poll_event`] until `None`;
+//! 3. sleep until [`Service::poll_timeout`].
+//!
+//! `now` must never decrease (the node asserts it). Nothing here panics on input.
+
+use core::fmt::{self, Write};
+use core::net::SocketAddr;
+
+use heapless::{String, Vec};
+
+use crate::limits::FRAME_SIZE_MAX;
+use crate::raft::{Event, Node, ProposeError, RaftRole, Status, TransferError, Transmit};
+use crate::stats::bump;
+use crate::storage::Storage;
+use crate::text::{self, Command, PeerList, ProbeReply, Request, StatusReply};
+use crate::time::{Duration, Instant};
+use crate::types::{Member, NodeId, Payload};
+
+/// `ctl transfer` requesters waiting for the handoff to be sent. The core runs one
+/// transfer at a time and refuses others (`err busy`), so one waiter is the norm; when
+/// full, the oldest is answered `err busy` and dropped.
+pub const TRANSFER_WAITERS_MAX: usize = 4;
+
+/// How long after `election_timeout_max` a `ctl transfer` requester is answered
+/// `err no-target` if the node reported nothing (it always reports within
+/// `election_timeout_min`; this only guards against a lost event).
+pub const TRANSFER_REPLY_SLACK: Duration = Duration::from_millis(100);
+
+/// Frames [`Service::transmit`] drains per call. The node's outbox and per-peer replication
+/// hold far fewer (a leader of 64 members sends a few per peer); the bound only keeps a
+/// core bug from becoming a spin.
+pub const TRANSMITS_PER_CALL_MAX: usize = 4096;
+
+/// Counters `ctl status` prints: the node's (13), the service's (7) and up to 12 of the
+/// caller's own ([`Host::counters`]; the desktop node has 4, a board 1). Any beyond are left
+/// out of the reply.
+pub const STATUS_COUNTERS_MAX: usize = 32;
+
+/// The smallest reply buffer a [`Service`] accepts: room for a probe reply, a late transfer
+/// answer and any `err` word. `ctl status` needs more (see [`text::TEXT_REPLY_SIZE_MAX`]);
+/// a status that does not fit is answered `err reply-too-long`, never cut.
+pub const REPLY_SIZE_MIN: usize = LATE_REPLY_SIZE_MAX;
+
+/// Bytes of the buffer for answers sent outside [`Service::handle_datagram`]: the longest is
+/// `err not-goose goose=65535 addr=<IPv6 with scope>:65535\n`, 85 bytes.
+const LATE_REPLY_SIZE_MAX: usize = 128;
+
+/// The service's counters; `ctl status` prints them after the node's. The names are the
+/// same on every kind of node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceStats {
+    /// Text that is not a request (answered `err unknown-command`).
+    pub text_unknown: u64,
+    /// Control refused (answered `err forbidden`).
+    pub text_forbidden: u64,
+    /// Peer frames dropped on arrival by `ctl partition`.
+    pub partition_in: u64,
+    /// Peer frames not sent because of `ctl partition`.
+    pub partition_out: u64,
+    /// Peer frames dropped on arrival while stopped.
+    pub stopped_in: u64,
+    /// Datagrams the [`Outlet`] could not send.
+    pub send_errors: u64,
+    /// Datagrams the caller could not receive whole (counted by the caller).
+    pub receive_errors: u64,
+}
+
+impl ServiceStats {
+    /// Every counter with its `ctl status` name, in a stable order.
+    pub const fn counters(&self) -> [(&'static str, u64); 7] {
+        [
+            ("text_unknown", self.text_unknown),
+            ("text_forbidden", self.text_forbidden),
+            ("drop_partition_in", self.partition_in),
+            ("drop_partition_out", self.partition_out),
+            ("drop_stopped", self.stopped_in),
+            ("send_errors", self.send_errors),
+            ("receive_errors", self.receive_errors),
+        ]
+    }
+}
+
+/// Where a [`Service`] sends; `A` is the caller's kind of source address (a desktop's
+/// `SocketAddr`, a board's smoltcp endpoint).
+pub trait Outlet<A> {
+    /// Sends a peer frame the node wrote for `transmit.target` at `transmit.addr` (an
+    /// address as the flock knows it). Returns `false` if it could not be sent, which the
+    /// service counts as a send error; an outlet that drops a frame for a reason of its own
+    /// (an address it cannot reach) counts that itself and returns `true`.
+    fn send_frame(&mut self, frame: &[u8], transmit: &Transmit) -> bool;
+
+    /// Sends a one-line text reply to `target`; `false` if it could not (counted).
+    fn send_reply(&mut self, reply: &[u8], target: A) -> bool;
+}
+
+/// Where a datagram came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin<A> {
+    /// The source address, where the answer goes.
+    pub addr: A,
+    /// Whether control from it needs no token (loopback on a desktop; the host's loopback
+    /// as a board sees it).
+    pub trusted: bool,
+}
+
+/// What the program around the service adds to its answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Host<'a> {
+    /// The node's control token: a control datagram from an untrusted source must carry
+    /// `token=<it>`. Without one, only trusted sources may send control.
+    pub control_token: Option<&'a str>,
+    /// The caller's own counters, printed by `ctl status` after the service's.
+    pub counters: &'a [(&'a str, u64)],
+}
+
+/// What [`Service::handle_datagram`] did, and what the caller does next.
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// A peer frame, handed to the node: drain [`Service::transmit`] and events.
+    Frame,
+    /// A peer frame dropped (stopped, or from a partitioned member), and counted.
+    Dropped,
+    /// Text that is itself a reply (`ok`, `err`, `goose`, `duck`): never answered, so two
+    /// nodes can never bounce replies (a caller that sent a request may read it).
+    Ignored,
+    /// [`Service::reply`] holds the answer: [`Service::send_reply`] it to the source.
+    Answer(Notice),
+    /// `ctl transfer [<id>]` started a handoff: the source is answered later, from
+    /// [`Service::poll_event`] or [`Service::handle_timeout`].
+    Transferring(Option<NodeId>),
+    /// `ctl start` on a stopped node: build a new node from storage (at a fresh `now`: it
+    /// grants no vote for an election timeout, see `crate::raft`), hand it to
+    /// [`Service::start`] (or call [`Service::start_failed`]), then send the reply.
+    Start,
+}
+
+/// What a control command changed, for the caller's log (and hooks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// Nothing worth a log line (probes, `status`, refusals of a command).
+    None,
+    /// Control refused: `err forbidden`.
+    Forbidden,
+    /// `ctl stop` stopped a running node: it is silent now (no longer goose to anyone).
+    Stopped,
+    /// `ctl partition`: [`Service::partition`] holds the new set.
+    Partitioned,
+    /// `ctl heal`.
+    Healed,
+    /// `ctl add`: the learner's entry was appended at `index`.
+    Adding {
+        /// The new member.
+        id: NodeId,
+        /// Its address.
+        addr: SocketAddr,
+        /// The configuration entry's index.
+        index: u64,
+    },
+    /// `ctl remove`: the removal's entry was appended at `index`.
+    Removing {
+        /// The member removed.
+        id: NodeId,
+        /// The configuration entry's index.
+        index: u64,
+    },
+}
+
+/// A `ctl transfer` requester waiting for the handoff to be sent.
+#[derive(Clone, Copy, Debug)]
+struct TransferWaiter<A> {
+    addr: A,
+    /// When it is answered `err no-target` if the node reported nothing.
+    deadline: Instant,
+}
+
+/// A node and its text protocol; see the module docs. `A` is the caller's address type,
+/// `P` the peers a `ctl partition` may name, `R` the reply buffer's size (at least
+/// [`REPLY_SIZE_MIN`]; [`text::TEXT_REPLY_SIZE_MAX`] holds any status of a 64-member node).
+pub struct Service<
+    S: Storage,
+    A: Copy,
+    const M: usize,
+    const L: usize,
+    const P: usize,
+    const R: usize,
+> {
+    node: Node<S, M, L>,
+    /// `ctl stop` was the last of stop/start, or the node is leaving.
+    stopped: bool,
+    /// The node is on its way out ([`Service::leave`]): `ctl start` is refused.
+    leaving: bool,
+    partition: PeerList<P>,
+    stats: ServiceStats,
+    waiters: Vec<TransferWaiter<A>, TRANSFER_WAITERS_MAX>,
+    /// A requester pushed out of `waiters`, answered `err busy` by [`Service::send_pending`].
+    busy: Option<A>,
+    /// The node went silent: [`Service::send_pending`] answers every waiter `err not-goose`.
+    silenced: bool,
+    frame: [u8; FRAME_SIZE_MAX],
+    reply: String<R>,
+    late: String<LATE_REPLY_SIZE_MAX>,
+}
+
+impl<S: Storage, A: Copy, const M: usize, const L: usize, const P: usize, const R: usize>
+    Service<S, A, M, L, P, R>
+{
+    const REPLY_HOLDS_ANY_SHORT_ANSWER: () = assert!(R >= REPLY_SIZE_MIN);
+
+    /// The service around a running `node`.
+    pub fn new(node: Node<S, M, L>) -> Self {
+        let () = Self::REPLY_HOLDS_ANY_SHORT_ANSWER;
+        Self {
+            node,
+            stopped: false,
+            leaving: false,
+            partition: PeerList::new(),
+            stats: ServiceStats::default(),
+            waiters: Vec::new(),
+            busy: None,
+            silenced: false,
+            frame: [0; FRAME_SIZE_MAX],
+            reply: String::new(),
+            late: String::new(),
+        }
+    }
+
+    // --- Getters -------------------------------------------------------------------------
+
+    /// The node (while stopped: as it was when stopped).
+    pub fn node(&self) -> &Node<S, M, L> {
+        &self.node
+    }
+
+    /// The node, to drive it directly (a desktop node's handoff when it is told to leave).
+    pub fn node_mut(&mut self) -> &mut Node<S, M, L> {
+        &mut self.node
+    }
+
+    /// Whether `ctl stop` (or leaving) holds the node.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Whether the node is goose at `now` (never while stopped).
+    pub fn is_goose(&self, now: Instant) -> bool {
+        !self.stopped && self.node.is_goose(now)
+    }
+
+    /// The node's status at `now`, as a probe reports it (a stopped node is no goose).
+    pub fn status(&self, now: Instant) -> Status {
+        let mut status = self.node.status(now);
+        status.goose &= !self.stopped;
+        status
+    }
+
+    /// The peers `ctl partition` named.
+    pub fn partition(&self) -> &PeerList<P> {
+        &self.partition
+    }
+
+    /// The service's counters.
+    pub fn stats(&self) -> &ServiceStats {
+        &self.stats
+    }
+
+    /// The service's counters, for the caller to count receive errors.
+    pub fn stats_mut(&mut self) -> &mut ServiceStats {
+        &mut self.stats
+    }
+
+    /// The answer [`Service::handle_datagram`] wrote (one line ending in `\n`, or empty).
+    pub fn reply(&self) -> &str {
+        &self.reply
+    }
+
+    /// The next instant the service has work without new datagrams: the node's deadline
+    /// (none while stopped) or a transfer requester's.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let node = if self.stopped {
+            None
+        } else {
+            self.node.poll_timeout()
+        };
+        let waiter = self.waiters.iter().map(|waiter| waiter.deadline).min();
+        match (node, waiter) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // --- Inputs --------------------------------------------------------------------------
+
+    /// Handles one datagram from `origin` and writes the answer, if any, into
+    /// [`Service::reply`]. Sends nothing; see [`Handled`] for what comes next.
+    ///
+    /// Out of line, as are the control commands: a parsed command and a status reply take
+    /// a few hundred bytes of stack, which a board's loop should not carry at all times.
+    #[inline(never)]
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        origin: Origin<A>,
+        host: &Host<'_>,
+        datagram: &[u8],
+    ) -> Handled {
+        self.reply.clear();
+        match text::parse_sized::<P>(datagram) {
+            Request::Binary => self.handle_frame(now, datagram),
+            Request::Probe => {
+                let status = self.node.status(now);
+                let reply = ProbeReply {
+                    goose: status.goose && !self.stopped,
+                    id: status.id,
+                    term: status.term,
+                    leader: status.leader,
+                    stopped: self.stopped,
+                };
+                // R >= REPLY_SIZE_MIN holds any probe reply.
+                let _ = text::write_probe_reply(&mut self.reply, &reply);
+                Handled::Answer(Notice::None)
+            }
+            Request::Control { token, command } => {
+                if !control_allowed(origin.trusted, token, host.control_token) {
+                    bump(&mut self.stats.text_forbidden);
+                    let _ = text::write_err(&mut self.reply, "forbidden");
+                    return Handled::Answer(Notice::Forbidden);
+                }
+                match command {
+                    Ok(command) => self.control(now, origin.addr, command, host.counters),
+                    Err(error) => {
+                        let _ = text::write_err(&mut self.reply, error.reason());
+                        Handled::Answer(Notice::None)
+                    }
+                }
+            }
+            Request::Reply => Handled::Ignored,
+            Request::Unknown => {
+                bump(&mut self.stats.text_unknown);
+                let _ = text::write_err(&mut self.reply, "unknown-command");
+                Handled::Answer(Notice::None)
+            }
+        }
+    }
+
+    /// Fires the node's timers if they are due (not while stopped), and answers
+    /// `err no-target` to transfer requesters the node reported nothing for in time.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut impl Outlet<A>) {
+        if !self.stopped && self.node.poll_timeout().is_some_and(|at| at <= now) {
+            self.node.handle_timeout(now);
+        }
+        for waiter in core::mem::take(&mut self.waiters) {
+            if now >= waiter.deadline {
+                self.late.clear();
+                let _ = text::write_err(&mut self.late, "no-target");
+                send_late(out, &self.late, waiter.addr, &mut self.stats);
+            } else {
+                // Fits: it came from there.
+                let _ = self.waiters.push(waiter);
+            }
+        }
+    }
+
+    /// `ctl start` (after [`Handled::Start`]): the service runs `node`, a new node built from
+    /// storage, and answers `ok`.
+    pub fn start(&mut self, node: Node<S, M, L>) {
+        self.node = node;
+        self.stopped = false;
+        self.reply.clear();
+        let _ = text::write_ok_plain(&mut self.reply);
+    }
+
+    /// `ctl start` (after [`Handled::Start`]) could not build a node from storage: the node
+    /// stays stopped (starting on a storage it cannot trust would be worse) and the answer
+    /// is `err start-failed`.
+    pub fn start_failed(&mut self) {
+        self.reply.clear();
+        let _ = text::write_err(&mut self.reply, "start-failed");
+    }
+
+    /// Stops taking part, as `ctl stop` does; returns whether the node was running. Transfer
+    /// requesters are answered `err not-goose …` by the next [`Service::send_pending`].
+    pub fn stop(&mut self) -> bool {
+        let was_running = !self.stopped;
+        self.stopped = true;
+        self.silenced |= !self.waiters.is_empty();
+        was_running
+    }
+
+    /// Stops for good (the node is leaving): as [`Service::stop`], and `ctl start` is
+    /// answered `err exiting` from now on.
+    pub fn leave(&mut self) -> bool {
+        self.leaving = true;
+        self.stop()
+    }
+
+    // --- Outputs -------------------------------------------------------------------------
+
+    /// Sends [`Service::reply`] to `target` (the source of the datagram just handled).
+    pub fn send_reply(&mut self, target: A, out: &mut impl Outlet<A>) {
+        debug_assert!(self.reply.ends_with('\n'), "{:?}", self.reply.as_str());
+        if !out.send_reply(self.reply.as_bytes(), target) {
+            bump(&mut self.stats.send_errors);
+        }
+    }
+
+    /// Sends the answers [`Service::handle_datagram`] left for later: `err busy` to a
+    /// transfer requester pushed out by a newer one, `err not-goose …` to every requester
+    /// once the node went silent. Call it after every datagram.
+    pub fn send_pending(&mut self, now: Instant, out: &mut impl Outlet<A>) {
+        if let Some(target) = self.busy.take() {
+            self.late.clear();
+            let _ = text::write_err(&mut self.late, "busy");
+            send_late(out, &self.late, target, &mut self.stats);
+        }
+        if core::mem::take(&mut self.silenced) {
+            self.answer_waiters_not_goose(now, out);
+        }
+    }
+
+    /// Sends the node's frames to their members (not while stopped, nor to or from a
+    /// partitioned peer). Returns `false` if it stopped at [`TRANSMITS_PER_CALL_MAX`] with
+    /// frames possibly left.
+    pub fn transmit(&mut self, now: Instant, out: &mut impl Outlet<A>) -> bool {
+        if self.stopped {
+            return true;
+        }
+        for _ in 0..TRANSMITS_PER_CALL_MAX {
+            let Some(transmit) = self.node.poll_transmit(now, &mut self.frame) else {
+                return true;
+            };
+            if self.partition.contains(transmit.target, transmit.addr) {
+                bump(&mut self.stats.partition_out);
+                continue;
+            }
+            if !out.send_frame(&self.frame[..transmit.size], &transmit) {
+                bump(&mut self.stats.send_errors);
+            }
+        }
+        false
+    }
+
+    /// The node's next event, oldest first, once the service has acted on it: a handoff
+    /// sent answers the transfer requesters `ok to=<id>`, a handoff that found no target
+    /// `err no-target`, and leadership lost `err not-goose …`.
+    pub fn poll_event(&mut self, now: Instant, out: &mut impl Outlet<A>) -> Option<Event> {
+        let event = self.node.poll_event()?;
+        match event {
+            Event::TransferSent { to } => {
+                self.late.clear();
+                let _ = text::write_ok(&mut self.late, format_args!("to={to}"));
+                self.answer_waiters(out);
+            }
+            Event::TransferFailed => {
+                self.late.clear();
+                let _ = text::write_err(&mut self.late, "no-target");
+                self.answer_waiters(out);
+            }
+            Event::Changed(observed) if observed.raft != RaftRole::Leader => {
+                self.answer_waiters_not_goose(now, out);
+            }
+            Event::Changed(_) | Event::Failed | Event::Removed => {}
+        }
+        Some(event)
+    }
+
+    // --- Peer frames ---------------------------------------------------------------------
+
+    fn handle_frame(&mut self, now: Instant, frame: &[u8]) -> Handled {
+        if self.stopped {
+            bump(&mut self.stats.stopped_in);
+            Handled::Dropped
+        } else if partitioned_source(&self.partition, self.node.members(), frame) {
+            bump(&mut self.stats.partition_in);
+            Handled::Dropped
+        } else {
+            self.node.handle_frame(now, frame);
+            Handled::Frame
+        }
+    }
+
+    // --- Control -------------------------------------------------------------------------
+
+    /// Carries out one control command and writes its reply (none yet for a transfer or a
+    /// start).
+    #[inline(never)]
+    fn control(
+        &mut self,
+        now: Instant,
+        source: A,
+        command: Command<P>,
+        counters: &[(&str, u64)],
+    ) -> Handled {
+        let notice = match command {
+            Command::Stop => {
+                let stopped = self.stop();
+                let _ = text::write_ok_plain(&mut self.reply);
+                if stopped {
+                    Notice::Stopped
+                } else {
+                    Notice::None
+                }
+            }
+            Command::Start if self.leaving => {
+                let _ = text::write_err(&mut self.reply, "exiting");
+                Notice::None
+            }
+            Command::Start if self.stopped => return Handled::Start,
+            Command::Start => {
+                let _ = text::write_ok_plain(&mut self.reply);
+                Notice::None
+            }
+            Command::Partition(peers) => {
+                self.partition = peers;
+                let _ = text::write_ok_plain(&mut self.reply);
+                Notice::Partitioned
+            }
+            Command::Heal => {
+                self.partition = PeerList::new();
+                let _ = text::write_ok_plain(&mut self.reply);
+                Notice::Healed
+            }
+            Command::Status => {
+                self.write_status(now, counters);
+                Notice::None
+            }
+            Command::Transfer(target) => {
+                if !self.goose_only(now) {
+                    return Handled::Answer(Notice::None);
+                }
+                return self.control_transfer(now, source, target);
+            }
+            Command::Add { id, addr } => match self.goose_only(now) {
+                true => self.control_add(now, id, addr),
+                false => Notice::None,
+            },
+            Command::Remove(id) => match self.goose_only(now) {
+                true => self.control_remove(now, id),
+                false => Notice::None,
+            },
+        };
+        Handled::Answer(notice)
+    }
+
+    /// Whether this node is goose; if not, writes `err not-goose goose=… addr=…` naming
+    /// the goose it follows (never itself: a leader that is not goose names none).
+    fn goose_only(&mut self, now: Instant) -> bool {
+        if self.is_goose(now) {
+            return true;
+        }
+        let _ = write_not_goose(&mut self.reply, &self.node, self.stopped, now);
+        false
+    }
+
+    /// `ctl transfer [<id>]` on the goose: starts the handoff; the requester is answered
+    /// `ok to=<id>` once TimeoutNow is sent ([`Event::TransferSent`]).
+    fn control_transfer(&mut self, now: Instant, source: A, target: Option<NodeId>) -> Handled {
+        let reason = match self.node.transfer(now, target) {
+            Ok(()) => {
+                if self.waiters.is_full() {
+                    // Answered `err busy` by send_pending.
+                    self.busy = Some(self.waiters.remove(0).addr);
+                }
+                let wait = self.node.config().election_timeout_max + TRANSFER_REPLY_SLACK;
+                // Room was made above.
+                let _ = self.waiters.push(TransferWaiter {
+                    addr: source,
+                    deadline: now + wait,
+                });
+                return Handled::Transferring(target);
+            }
+            Err(TransferError::NotLeader) => {
+                let _ = write_not_goose(&mut self.reply, &self.node, self.stopped, now);
+                return Handled::Answer(Notice::None);
+            }
+            Err(TransferError::UnknownNode) => "unknown-node",
+            Err(TransferError::NoTarget) => "no-target",
+            Err(TransferError::Busy) => "busy",
+        };
+        let _ = text::write_err(&mut self.reply, reason);
+        Handled::Answer(Notice::None)
+    }
+
+    /// `ctl add <id> <ip:port>` on the goose. Adding a member again at the same address is
+    /// a no-op answered `ok`, so a joining node may repeat its request.
+    fn control_add(&mut self, now: Instant, id: NodeId, addr: SocketAddr) -> Notice {
+        let members = self.node.members();
+        if members.iter().any(|m| m.id == id && m.addr == addr) {
+            let _ = text::write_ok_plain(&mut self.reply);
+            return Notice::None;
+        }
+        if members.iter().any(|m| m.id != id && m.addr == addr) {
+            let _ = text::write_err(&mut self.reply, "address-in-use");
+            return Notice::None;
+        }
+        match self.node.propose(now, Payload::AddLearner { id, addr }) {
+            Ok(index) => {
+                let _ = text::write_ok_plain(&mut self.reply);
+                Notice::Adding {
+                    id,
+                    addr,
+                    index: index.0,
+                }
+            }
+            Err(error) => self.write_propose_error(now, error, "members-full"),
+        }
+    }
+
+    /// `ctl remove <id>` on the goose. Removing the last voter is refused: no majority
+    /// would be left to commit anything, ever.
+    fn control_remove(&mut self, now: Instant, id: NodeId) -> Notice {
+        let members = self.node.members();
+        let Some(member) = members.iter().find(|m| m.id == id) else {
+            let _ = text::write_err(&mut self.reply, "unknown-node");
+            return Notice::None;
+        };
+        if member.voter && members.iter().filter(|m| m.voter).count() == 1 {
+            let _ = text::write_err(&mut self.reply, "last-voter");
+            return Notice::None;
+        }
+        match self.node.propose(now, Payload::Remove { id }) {
+            Ok(index) => {
+                let _ = text::write_ok_plain(&mut self.reply);
+                Notice::Removing { id, index: index.0 }
+            }
+            Err(error) => self.write_propose_error(now, error, "unknown-node"),
+        }
+    }
+
+    fn write_propose_error(&mut self, now: Instant, error: ProposeError, invalid: &str) -> Notice {
+        let reason = match error {
+            ProposeError::NotLeader => {
+                let _ = write_not_goose(&mut self.reply, &self.node, self.stopped, now);
+                return Notice::None;
+            }
+            // Too many uncommitted entries is as transient as a change in flight.
+            ProposeError::Busy | ProposeError::LogFull => "busy",
+            ProposeError::Invalid => invalid,
+        };
+        let _ = text::write_err(&mut self.reply, reason);
+        Notice::None
+    }
+
+    /// `ok role=… raft=… …`: the node's status and counters, then the service's, then the
+    /// caller's.
+    #[inline(never)]
+    fn write_status(&mut self, now: Instant, extra: &[(&str, u64)]) {
+        let status = self.node.status(now);
+        let mut all: Vec<NodeId, M> = Vec::new();
+        let mut voters: Vec<NodeId, M> = Vec::new();
+        let mut learners: Vec<NodeId, M> = Vec::new();
+        for member in self.node.members() {
+            // The node holds at most M members: these pushes cannot fail.
+            let _ = all.push(member.id);
+            let _ = match member.voter {
+                true => voters.push(member.id),
+                false => learners.push(member.id),
+            };
+        }
+        let raft = match (self.stopped, status.raft) {
+            (_, RaftRole::Learner) => "learner",
+            // Not taking part: it would restart as a follower.
+            (true, _) => "follower",
+            (false, role) => role.as_str(),
+        };
+        let mut counters: Vec<(&str, u64), STATUS_COUNTERS_MAX> = Vec::new();
+        let every = (self.node.stats().counters().into_iter())
+            .chain(self.stats.counters())
+            .chain(extra.iter().copied());
+        for counter in every {
+            if counters.push(counter).is_err() {
+                break;
+            }
+        }
+        let reply = StatusReply {
+            goose: status.goose && !self.stopped,
+            raft,
+            id: status.id,
+            term: status.term,
+            leader: status.leader,
+            stopped: self.stopped,
+            commit: status.commit.0,
+            members: &all,
+            voters: &voters,
+            learners: &learners,
+            lease_ms: if self.stopped {
+                0
+            } else {
+                status.lease_remaining.millis()
+            },
+            counters: &counters,
+        };
+        if text::write_status(&mut self.reply, &reply).is_err() {
+            // Never send half a line.
+            self.reply.clear();
+            let _ = text::write_err(&mut self.reply, "reply-too-long");
+        }
+    }
+
+    // --- Transfer requesters -------------------------------------------------------------
+
+    /// Sends the late answer to every transfer requester and forgets them.
+    fn answer_waiters(&mut self, out: &mut impl Outlet<A>) {
+        for waiter in core::mem::take(&mut self.waiters) {
+            send_late(out, &self.late, waiter.addr, &mut self.stats);
+        }
+    }
+
+    fn answer_waiters_not_goose(&mut self, now: Instant, out: &mut impl Outlet<A>) {
+        if self.waiters.is_empty() {
+            return;
+        }
+        self.late.clear();
+        let _ = write_not_goose(&mut self.late, &self.node, self.stopped, now);
+        self.answer_waiters(out);
+    }
+}
+
+fn send_late<A>(out: &mut impl Outlet<A>, reply: &str, target: A, stats: &mut ServiceStats) {
+    if !out.send_reply(reply.as_bytes(), target) {
+        bump(&mut stats.send_errors);
+    }
+}
+
+/// `err not-goose goose=<id|none> addr=<ip:port|none>`: the leader `node` follows, never
+/// itself, and none while stopped.
+fn write_not_goose<S: Storage, const M: usize, const L: usize>(
+    out: &mut impl Write,
+    node: &Node<S, M, L>,
+    stopped: bool,
+    now: Instant,
+) -> fmt::Result {
+    let id = node.id();
+    let leader = (!stopped)
+        .then(|| node.status(now).leader)
+        .flatten()
+        .filter(|&leader| leader != id);
+    let addr = leader.and_then(|leader| {
+        let member = node.members().iter().find(|m| m.id == leader)?;
+        Some(member.addr)
+    });
+    text::write_not_goose(out, leader, addr)
+}
+
+/// Whether a peer frame comes from a partitioned member. Identity is the frame header's
+/// source id (a NAT'd board's address says nothing), mapped to the member's address for
+/// partitions named by `ip:port`.
+fn partitioned_source<const P: usize>(
+    partition: &PeerList<P>,
+    members: &[Member],
+    frame: &[u8],
+) -> bool {
+    if partition.is_empty() {
+        return false;
+    }
+    let Ok((header, _)) = crate::wire::parse_header(frame) else {
+        return false; // the node counts it
+    };
+    let Some(source) = NodeId::new(header.source) else {
+        return false;
+    };
+    members
+        .iter()
+        .find(|member| member.id == source)
+        .is_some_and(|member| partition.contains(member.id, member.addr))
+}
+
+/// Whether control is accepted: from a trusted source always; from others only if the node
+/// has a token and `given` matches it.
+pub fn control_allowed(trusted: bool, given: Option<&str>, expected: Option<&str>) -> bool {
+    if trusted {
+        return true;
+    }
+    match (expected, given) {
+        (Some(expected), Some(given)) => same_token(given.as_bytes(), expected.as_bytes()),
+        _ => false,
+    }
+}
+
+/// Compares two tokens in time that depends only on their lengths: every byte is looked
+/// at, and `black_box` keeps the optimiser from stopping at the first difference (the
+/// approach of the `subtle` crate, which the core does not depend on). Only the length can
+/// leak.
+fn same_token(given: &[u8], expected: &[u8]) -> bool {
+    if given.len() != expected.len() {
+        return false;
+    }
+    let mut difference = 0u8;
+    for (a, b) in given.iter().zip(expected) {
+        difference |= core::hint::black_box(a ^ b);
+    }
+    core::hint::black_box(difference) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use std::string::String as StdString;
+    use std::vec::Vec as StdVec;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::storage::{PersistentState, StorageError};
+    use crate::text::TEXT_REPLY_SIZE_MAX;
+
+    struct Nowhere;
+
+    impl Storage for Nowhere {
+        fn save(&mut self, _state: &PersistentState<'_>) -> Result<(), StorageError> {
+            Ok(())
+        }
+    }
+
+    type TestService = Service<Nowhere, u16, 5, 32, 3, TEXT_REPLY_SIZE_MAX>;
+
+    fn id(value: u16) -> NodeId {
+        NodeId::new(value).unwrap()
+    }
+
+    fn member(value: u16) -> Member {
+        Member {
+            id: id(value),
+            addr: SocketAddr::from(([127, 0, 0, 1], 9899 + value)),
+            voter: true,
+        }
+    }
+
+    /// Records what was sent.
+    #[derive(Default)]
+    struct Recorder {
+        frames: StdVec<(NodeId, usize)>,
+        replies: StdVec<(u16, StdString)>,
+        refuse: bool,
+    }
+
+    impl Outlet<u16> for Recorder {
+        fn send_frame(&mut self, frame: &[u8], transmit: &Transmit) -> bool {
+            self.frames.push((transmit.target, frame.len()));
+            !self.refuse
+        }
+
+        fn send_reply(&mut self, reply: &[u8], target: u16) -> bool {
+            let reply = StdString::from_utf8(reply.to_vec()).unwrap();
+            self.replies.push((target, reply));
+            !self.refuse
+        }
+    }
+
+    /// Node 1 of a flock of `size`, or a flock of one (which elects itself) for `size` 1.
+    fn service(size: u16) -> TestService {
+        let members: StdVec<Member> = (1..=size).map(member).collect();
+        let node = Node::new(
+            &Config::new(id(1)),
+            Nowhere,
+            None,
+            &members,
+            7,
+            Instant::ZERO,
+        );
+        Service::new(node.unwrap())
+    }
+
+    const TRUSTED: Origin<u16> = Origin {
+        addr: 5000,
+        trusted: true,
+    };
+
+    fn ask(service: &mut TestService, now: Instant, text: &str) -> (Handled, StdString) {
+        let handled = service.handle_datagram(now, TRUSTED, &Host::default(), text.as_bytes());
+        (handled, StdString::from(service.reply()))
+    }
+
+    /// Runs a flock of one until it is goose; returns the time.
+    fn elect(service: &mut TestService, out: &mut Recorder) -> Instant {
+        let mut now = Instant::ZERO;
+        for _ in 0..100 {
+            if service.is_goose(now) {
+                return now;
+            }
+            now = service.poll_timeout().unwrap().max(now);
+            service.handle_timeout(now, out);
+            let _ = service.transmit(now, out);
+            while service.poll_event(now, out).is_some() {}
+        }
+        panic!("a flock of one elects itself");
+    }
+
+    #[test]
+    fn probes_and_stop_start() {
+        let mut service = service(3);
+        let now = Instant::from_millis(1);
+        let (handled, reply) = ask(&mut service, now, "whois-goose");
+        assert_eq!(handled, Handled::Answer(Notice::None));
+        assert_eq!(reply, "duck id=1 term=0 goose=none\n");
+        let (handled, reply) = ask(&mut service, now, "ctl stop");
+        assert_eq!(
+            (handled, reply.as_str()),
+            (Handled::Answer(Notice::Stopped), "ok\n")
+        );
+        assert_eq!(
+            ask(&mut service, now, "ctl stop").0,
+            Handled::Answer(Notice::None)
+        );
+        let (_, reply) = ask(&mut service, now, "whois-goose");
+        assert_eq!(reply, "duck id=1 term=0 goose=none state=stopped\n");
+        assert_eq!(service.poll_timeout(), None, "a stopped node has no timer");
+        assert_eq!(ask(&mut service, now, "ctl start").0, Handled::Start);
+        assert_eq!(
+            service.reply(),
+            "",
+            "answered once the caller rebuilt the node"
+        );
+        service.start_failed();
+        assert_eq!(service.reply(), "err start-failed\n");
+        assert!(service.is_stopped());
+        assert_eq!(ask(&mut service, now, "ctl start").0, Handled::Start);
+        let fresh = self::service(3).node;
+        service.start(fresh);
+        assert_eq!(service.reply(), "ok\n");
+        assert!(!service.is_stopped());
+        assert_eq!(ask(&mut service, now, "ctl start").1, "ok\n");
+        service.leave();
+        assert_eq!(ask(&mut service, now, "ctl start").1, "err exiting\n");
+    }
+
+    #[test]
+    fn text_that_is_not_a_request() {
+        let mut service = service(3);
+        let now = Instant::from_millis(1);
+        assert_eq!(ask(&mut service, now, "ok to=3").0, Handled::Ignored);
+        assert_eq!(ask(&mut service, now, "hello").1, "err unknown-command\n");
+        assert_eq!(
+            ask(&mut service, now, "ctl frob").1,
+            "err unknown-command\n"
+        );
+        assert_eq!(
+            ask(&mut service, now, "ctl remove 0").1,
+            "err bad-node-id\n"
+        );
+        assert_eq!(service.stats().text_unknown, 1);
+        let (_, reply) = ask(&mut service, now, "ctl partition 2,3,4,5");
+        assert_eq!(reply, "err too-many-peers\n", "this service holds 3");
+    }
+
+    #[test]
+    fn goose_only_commands_on_a_duck() {
+        let mut service = service(3);
+        let now = Instant::from_millis(1);
+        for command in ["ctl transfer", "ctl add 4 127.0.0.1:1", "ctl remove 2"] {
+            let (_, reply) = ask(&mut service, now, command);
+            assert_eq!(reply, "err not-goose goose=none addr=none\n", "{command}");
+        }
+    }
+
+    #[test]
+    fn goose_commands_and_their_errors() {
+        let mut service = service(1);
+        let mut out = Recorder::default();
+        let now = elect(&mut service, &mut out);
+        let (_, reply) = ask(&mut service, now, "whois-goose");
+        assert_eq!(reply, "goose id=1 term=1 goose=1\n");
+        assert_eq!(ask(&mut service, now, "ctl transfer").1, "err no-target\n");
+        assert_eq!(
+            ask(&mut service, now, "ctl transfer 2").1,
+            "err unknown-node\n"
+        );
+        assert_eq!(ask(&mut service, now, "ctl remove 1").1, "err last-voter\n");
+        assert_eq!(
+            ask(&mut service, now, "ctl remove 3").1,
+            "err unknown-node\n"
+        );
+        let (_, reply) = ask(&mut service, now, "ctl add 2 127.0.0.1:9900");
+        assert_eq!(reply, "err address-in-use\n", "node 1's address");
+        assert_eq!(ask(&mut service, now, "ctl add 1 127.0.0.1:9900").1, "ok\n");
+        let (handled, reply) = ask(&mut service, now, "ctl add 2 127.0.0.1:9901");
+        let added = Notice::Adding {
+            id: id(2),
+            addr: member(2).addr,
+            index: 2,
+        };
+        assert_eq!((handled, reply.as_str()), (Handled::Answer(added), "ok\n"));
+        let status = ask(&mut service, now, "ctl status").1;
+        assert!(
+            status.starts_with("ok role=goose raft=leader id=1 term=1 goose=1 "),
+            "{status}"
+        );
+        assert!(
+            status.contains(" members=1,2 voters=1 learners=2 "),
+            "{status}"
+        );
+    }
+
+    #[test]
+    fn transfer_requesters_are_answered_later() {
+        let mut service = service(1);
+        let mut out = Recorder::default();
+        let now = elect(&mut service, &mut out);
+        let _ = ask(&mut service, now, "ctl add 2 127.0.0.1:9901");
+        let _ = service.transmit(now, &mut out);
+        // Node 2 is a learner, not a voter: no transfer target.
+        assert_eq!(
+            ask(&mut service, now, "ctl transfer 2").1,
+            "err unknown-node\n"
+        );
+        // A stopped node answers its waiters not-goose.
+        let mut waiting = self::service(1);
+        let now = elect(&mut waiting, &mut out);
+        waiting
+            .waiters
+            .push(TransferWaiter {
+                addr: 7,
+                deadline: now,
+            })
+            .unwrap();
+        assert!(waiting.stop());
+        out.replies.clear();
+        waiting.send_pending(now, &mut out);
+        assert_eq!(
+            out.replies,
+            [(7, StdString::from("err not-goose goose=none addr=none\n"))]
+        );
+        // Late requesters get no-target.
+        waiting
+            .waiters
+            .push(TransferWaiter {
+                addr: 8,
+                deadline: now,
+            })
+            .unwrap();
+        out.replies.clear();
+        waiting.handle_timeout(now, &mut out);
+        assert_eq!(out.replies, [(8, StdString::from("err no-target\n"))]);
+        assert_eq!(waiting.poll_timeout(), None);
+    }
+
+    #[test]
+    fn status_reports_every_counter_and_fits() {
+        let mut service = service(3);
+        let now = Instant::from_millis(1);
+        let extra = [("peer_frames_in", u64::MAX), ("drop_unroutable", 3)];
+        let host = Host {
+            control_token: None,
+            counters: &extra,
+        };
+        let _ = service.handle_datagram(now, TRUSTED, &host, b"ctl status");
+        let reply = service.reply();
+        assert!(reply.starts_with("ok role=duck raft=follower id=1 term=0 goose=none "));
+        assert!(
+            reply.contains(" drop_events=0 text_unknown=0 text_forbidden=0 "),
+            "{reply}"
+        );
+        assert!(reply.ends_with(" peer_frames_in=18446744073709551615 drop_unroutable=3\n"));
+        let core = service.node.stats().counters().len();
+        assert!(core + service.stats.counters().len() + 4 <= STATUS_COUNTERS_MAX);
+    }
+
+    #[test]
+    fn control_trust() {
+        assert!(control_allowed(true, None, None));
+        assert!(control_allowed(true, Some("x"), Some("secret")));
+        assert!(!control_allowed(false, None, None));
+        assert!(!control_allowed(false, Some("secret"), None));
+        assert!(!control_allowed(false, None, Some("secret")));
+        assert!(!control_allowed(false, Some("secreT"), Some("secret")));
+        assert!(!control_allowed(false, Some(""), Some("secret")));
+        assert!(!control_allowed(false, Some("secret2"), Some("secret")));
+        assert!(control_allowed(false, Some("secret"), Some("secret")));
+        let mut service = service(3);
+        let stranger = Origin {
+            addr: 9,
+            trusted: false,
+        };
+        let host = Host {
+            control_token: Some("t"),
+            counters: &[],
+        };
+        let now = Instant::from_millis(1);
+        let handled = service.handle_datagram(now, stranger, &host, b"ctl status");
+        assert_eq!(handled, Handled::Answer(Notice::Forbidden));
+        assert_eq!(service.reply(), "err forbidden\n");
+        let _ = service.handle_datagram(now, stranger, &host, b"ctl token=t status");
+        assert!(service.reply().starts_with("ok role=duck"));
+        assert_eq!(service.stats().text_forbidden, 1);
+    }
+
+    #[test]
+    fn partitioned_and_stopped_frames_are_dropped() {
+        let mut service = service(3);
+        let now = Instant::from_millis(1);
+        // A heartbeat from node 2 to node 1 (the wire tests' fixture, source and target
+        // swapped).
+        let frame = [
+            0xD9, 0x01, 0x02, 0x00, 0x01, 0x00, 0x03, 0x04, 0x02, 0x05, 0x04, 0xE8, 0x07, 0x00,
+        ];
+        let _ = ask(&mut service, now, "ctl partition 127.0.0.1:9901");
+        let handled = service.handle_datagram(now, TRUSTED, &Host::default(), &frame);
+        assert_eq!(handled, Handled::Dropped);
+        assert_eq!(service.stats().partition_in, 1);
+        assert_eq!(
+            ask(&mut service, now, "ctl heal").0,
+            Handled::Answer(Notice::Healed)
+        );
+        let handled = service.handle_datagram(now, TRUSTED, &Host::default(), &frame);
+        assert_eq!(handled, Handled::Frame);
+        let _ = service.stop();
+        let handled = service.handle_datagram(now, TRUSTED, &Host::default(), &frame);
+        assert_eq!(handled, Handled::Dropped);
+        assert_eq!(service.stats().stopped_in, 1);
+        let mut out = Recorder {
+            refuse: true,
+            ..Recorder::default()
+        };
+        assert!(
+            service.transmit(now, &mut out),
+            "a stopped node sends nothing"
+        );
+        assert!(out.frames.is_empty());
+    }
+}
