@@ -189,7 +189,10 @@ fn five_voters_and_forty_learners_keep_electing_and_answering() {
     wait_membership(&flock, goose, &[1, 2, 3, 4, 5], &learner_ids);
     let joined = started.elapsed();
     let (goose, term) = flock.wait_goose(&all, SETTLE);
-    let learner = flock.status(all[all.len() - 1]);
+    // A learner hears the last additions a heartbeat after the goose commits them.
+    let last = all[all.len() - 1];
+    wait_membership(&flock, last, &[1, 2, 3, 4, 5], &learner_ids);
+    let learner = flock.status(last);
     assert_eq!(learner.get("raft").map(String::as_str), Some("learner"));
     assert_eq!(ids(&learner, "learners").len(), 40);
 
