@@ -105,23 +105,20 @@ fn grow_three_to_five_and_shrink_back_while_the_goose_is_killed() {
     flock.restart(goose, &[]);
     flock.wait_listening(&[goose]);
 
-    // Node 5 by --join alone. Core limitation, reported to the core's owner: a joining node
-    // learns the flock from the goose's snapshot, which (until the log compacts) predates
-    // every later addition; if the goose is such a later member (node 4 here), the joiner
-    // installs a membership without it and can never answer it. So join through a goose of
-    // the bootstrap: hand leadership to one if node 4 won the election.
-    let goose2 = if flock.nodes[goose2].id > 3 {
+    // Node 5 by --join alone, through a goose that itself joined after the bootstrap
+    // (node 4): the joiner learns the flock from that goose's snapshot, which must name it.
+    let goose2 = if flock.nodes[goose2].id == 4 {
+        goose2
+    } else {
         let target = live
             .iter()
             .copied()
-            .find(|&i| i != goose2 && flock.nodes[i].id <= 3)
-            .expect("a bootstrap voter");
-        let command = format!("transfer {}", flock.nodes[target].id);
-        let expected = format!("ok to={}", flock.nodes[target].id);
-        assert_eq!(flock.ctl(goose2, &command), Some(expected));
-        flock.wait_goose(&live, SETTLE).0
-    } else {
-        goose2
+            .find(|&i| flock.nodes[i].id == 4)
+            .expect("node 4 is live");
+        assert_eq!(flock.ctl(goose2, "transfer 4"), Some("ok to=4".to_string()));
+        let (goose, _) = flock.wait_goose(&live, SETTLE);
+        assert_eq!(goose, target, "node 4 took over");
+        goose
     };
     let node5 = flock.spawn_join(5, flock.nodes[goose2].port, &[]);
     flock.wait_listening(&[node5]);
