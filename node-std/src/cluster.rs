@@ -1,8 +1,10 @@
 //! `goose cluster`: launches a local flock of `goose node` processes and keeps a live view
 //! of who is goose.
 //!
-//! The children are this same executable. Each gets `PR_SET_PDEATHSIG = SIGKILL`, so a
-//! launcher killed with SIGKILL does not leave them behind.
+//! The children are this same executable, and with `--boards <m>`, for the `m` highest ids,
+//! QEMU running the board firmware ([`crate::board`]; the launcher holds each board's data
+//! dir lock). Each child gets `PR_SET_PDEATHSIG = SIGKILL`, so a launcher killed with
+//! SIGKILL does not leave them behind.
 //!
 //! - **SIGINT or SIGTERM** to the launcher stops the flock and exits 0: first every duck
 //!   (SIGTERM; a duck exits at once), then the goose. Why the goose last: nobody is left to
@@ -13,8 +15,9 @@
 //! - **SIGHUP** restarts every node one by one ([`rolling_restart`]): ducks first, the goose
 //!   last, so exactly one handoff happens; each node gets SIGTERM (a goose hands off before
 //!   it exits) and is started again with `goose node --data-dir <dir>/<id>` alone (its id,
-//!   address and membership come from its state); the next node waits until the restarted
-//!   one answers again and follows a goose.
+//!   address and membership come from its state); a board's QEMU is stopped and started
+//!   again on its state file (a board goose does not hand off: the flock elects another).
+//!   The next node waits until the restarted one answers again and follows a goose.
 
 use std::fmt;
 use std::io;
@@ -26,7 +29,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use goose_core::{Config, Member, NodeId};
+
+use crate::board::{self, BoardError, BoardSpec};
 use crate::client::{probe_all, Probe};
+use crate::storage_file::DataDir;
 
 /// How often the live view probes every node.
 const VIEW_INTERVAL: Duration = Duration::from_millis(100);
@@ -56,6 +63,12 @@ pub(crate) struct Options {
     pub(crate) data_dir: PathBuf,
     /// `--heartbeat-ms …` and `--election-timeout-ms …`, passed to every child.
     pub(crate) timing_flags: Vec<String>,
+    /// The same timing, for the boards' command lines.
+    pub(crate) timing: Config,
+    /// How many of the nodes (the highest ids) are boards.
+    pub(crate) boards: u16,
+    /// The boards' firmware.
+    pub(crate) firmware: PathBuf,
 }
 
 /// Why the launcher failed.
@@ -65,6 +78,8 @@ pub(crate) enum ClusterError {
     Setup(io::Error),
     /// A child could not be spawned.
     Spawn(u16, io::Error),
+    /// A board cannot run (no firmware or QEMU, its data dir locked, …).
+    Board(u16, BoardError),
 }
 
 impl fmt::Display for ClusterError {
@@ -72,19 +87,44 @@ impl fmt::Display for ClusterError {
         match self {
             Self::Setup(error) => write!(f, "cannot start: {error}"),
             Self::Spawn(id, error) => write!(f, "cannot spawn node {id}: {error}"),
+            Self::Board(id, error) => write!(f, "board {id}: {error}"),
         }
     }
 }
 
 impl std::error::Error for ClusterError {}
 
-/// One `goose node` child of the launcher.
+/// One child of the launcher: a `goose node`, or a board's QEMU.
 struct Launched {
     id: u16,
     addr: SocketAddr,
     data_dir: PathBuf,
+    kind: Kind,
     /// `None` once it has exited and been reaped.
     child: Option<Child>,
+}
+
+/// What a child runs.
+enum Kind {
+    /// `goose node`.
+    Node,
+    /// QEMU with the board firmware.
+    Board {
+        spec: BoardSpec,
+        qemu: PathBuf,
+        /// The board's data dir, locked by the launcher for the board.
+        _lock: DataDir,
+    },
+}
+
+impl Launched {
+    /// `node` or `board`, as the launcher's lines say.
+    fn label(&self) -> &'static str {
+        match self.kind {
+            Kind::Node => "node",
+            Kind::Board { .. } => "board",
+        }
+    }
 }
 
 /// The launcher's signals, set by handlers and read by the loop.
@@ -111,38 +151,43 @@ pub(crate) fn run(options: &Options) -> Result<(), ClusterError> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&flags.rolling))
         .map_err(ClusterError::Setup)?;
     let executable = std::env::current_exe().map_err(ClusterError::Setup)?;
-    let mut nodes: Vec<Launched> = (1..=options.nodes)
-        .map(|id| {
-            let port = options.base_port.saturating_add(id - 1);
-            Launched {
-                id,
-                addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-                data_dir: options.data_dir.join(id.to_string()),
-                child: None,
-            }
-        })
-        .collect();
+    let mut nodes = plan(options)?;
     let peers: Vec<String> = nodes
         .iter()
         .map(|node| format!("{}={}", node.id, node.addr))
         .collect();
     for index in 0..nodes.len() {
         let node = &nodes[index];
-        let mut command = Command::new(&executable);
-        command
-            .arg("node")
-            .arg("--id")
-            .arg(node.id.to_string())
-            .arg("--listen")
-            .arg(node.addr.to_string())
-            .arg("--data-dir")
-            .arg(&node.data_dir)
-            .args(&options.timing_flags);
-        for (peer, flag) in nodes.iter().zip(&peers) {
-            if peer.id != node.id {
-                command.arg("--peer").arg(flag);
+        let mut command = match &node.kind {
+            Kind::Node => {
+                let mut command = Command::new(&executable);
+                command
+                    .arg("node")
+                    .arg("--id")
+                    .arg(node.id.to_string())
+                    .arg("--listen")
+                    .arg(node.addr.to_string())
+                    .arg("--data-dir")
+                    .arg(&node.data_dir)
+                    .args(&options.timing_flags);
+                for (peer, flag) in nodes.iter().zip(&peers) {
+                    if peer.id != node.id {
+                        command.arg("--peer").arg(flag);
+                    }
+                }
+                command
             }
-        }
+            Kind::Board { spec, qemu, .. } => {
+                match spec.command(qemu, board::fresh_seed(spec.config.id)) {
+                    Ok(command) => command,
+                    Err(error) => {
+                        let id = node.id;
+                        stop_all(&mut nodes);
+                        return Err(ClusterError::Board(id, error));
+                    }
+                }
+            }
+        };
         if let Err(error) = spawn(&mut nodes[index], &mut command) {
             let id = nodes[index].id;
             stop_all(&mut nodes);
@@ -180,17 +225,89 @@ pub(crate) fn run(options: &Options) -> Result<(), ClusterError> {
     Ok(())
 }
 
-/// Spawns `command` for `node` and prints `node <id> <ip:port> pid <pid>`.
+/// The children to launch: ids 1..=n on consecutive ports, the last `boards` of them
+/// boards (checked, with their data dirs created and locked by the launcher).
+fn plan(options: &Options) -> Result<Vec<Launched>, ClusterError> {
+    let first_board = options.nodes.saturating_sub(options.boards) + 1;
+    let addr_of = |id: u16| {
+        let port = options.base_port.saturating_add(id - 1);
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+    };
+    let members: Vec<Member> = (1..=options.nodes)
+        .filter_map(|id| {
+            Some(Member {
+                id: NodeId::new(id)?,
+                addr: addr_of(id),
+                voter: true,
+            })
+        })
+        .collect();
+    let qemu = match options.boards {
+        0 => None,
+        _ => Some(
+            board::check_tools(&options.firmware)
+                .map_err(|e| ClusterError::Board(first_board, e))?,
+        ),
+    };
+    let mut nodes = Vec::with_capacity(usize::from(options.nodes));
+    for id in 1..=options.nodes {
+        let addr = addr_of(id);
+        let data_dir = options.data_dir.join(id.to_string());
+        let kind = match (&qemu, NodeId::new(id)) {
+            (Some(qemu), Some(node_id)) if id >= first_board => {
+                let spec = BoardSpec {
+                    config: Config {
+                        id: node_id,
+                        ..options.timing
+                    },
+                    port: addr.port(),
+                    members: members.clone(),
+                    data_dir: data_dir.clone(),
+                    firmware: options.firmware.clone(),
+                    control_token: None,
+                };
+                let board_error = |error| ClusterError::Board(id, error);
+                spec.check().map_err(board_error)?;
+                let lock = DataDir::open(&data_dir)
+                    .map_err(|error| board_error(BoardError::DataDir(error)))?;
+                Kind::Board {
+                    spec,
+                    qemu: qemu.clone(),
+                    _lock: lock,
+                }
+            }
+            _ => Kind::Node,
+        };
+        nodes.push(Launched {
+            id,
+            addr,
+            data_dir,
+            kind,
+            child: None,
+        });
+    }
+    Ok(nodes)
+}
+
+/// Spawns `command` for `node` and prints `node <id> <ip:port> pid <pid>` (`board …` for a
+/// board, with QEMU's pid).
 fn spawn(node: &mut Launched, command: &mut Command) -> io::Result<()> {
     set_parent_death_signal(command);
     let child = command.spawn()?;
-    println!("node {} {} pid {}", node.id, node.addr, child.id());
+    println!(
+        "{} {} {} pid {}",
+        node.label(),
+        node.id,
+        node.addr,
+        child.id()
+    );
     node.child = Some(child);
     Ok(())
 }
 
-/// Kills the child with SIGKILL when the launcher dies, however it dies.
-fn set_parent_death_signal(command: &mut Command) {
+/// Kills the child with SIGKILL when its parent (the launcher, or `goose board`) dies,
+/// however it dies.
+pub(crate) fn set_parent_death_signal(command: &mut Command) {
     // SAFETY: getpid is async-signal-safe and has no preconditions.
     let launcher = unsafe { libc::getpid() };
     let hook = move || {
@@ -274,8 +391,9 @@ impl View {
         };
         if let Ok(Some(status)) = child.try_wait() {
             println!(
-                "{} node {} exited: {}",
+                "{} {} {} exited: {}",
                 self.stamp(),
+                node.label(),
                 node.id,
                 describe(status)
             );
@@ -345,21 +463,29 @@ fn rolling_restart(
         let down = Instant::now();
         stop_node(&mut nodes[index], view);
         let node = &mut nodes[index];
-        let mut command = Command::new(restart.executable);
-        command
-            .arg("node")
-            .arg("--data-dir")
-            .arg(&node.data_dir)
-            .args(restart.timing_flags);
+        let mut command = match &node.kind {
+            Kind::Node => {
+                let mut command = Command::new(restart.executable);
+                command
+                    .arg("node")
+                    .arg("--data-dir")
+                    .arg(&node.data_dir)
+                    .args(restart.timing_flags);
+                command
+            }
+            Kind::Board { spec, qemu, .. } => spec
+                .command(qemu, board::fresh_seed(spec.config.id))
+                .map_err(|error| format!("cannot respawn board {}: {error}", node.id))?,
+        };
         spawn(node, &mut command)
             .map_err(|error| format!("cannot respawn {}: {error}", node.id))?;
-        let id = node.id;
-        let what = format!("node {id} to answer and follow a goose");
+        let (id, label) = (node.id, node.label());
+        let what = format!("{label} {id} to answer and follow a goose");
         wait_until(nodes, view, restart.stop, &what, |_, probes| {
             probes[index].and_then(|probe| probe.leader)
         })?;
         println!(
-            "{} rolling restart: node {id} back in {} ms",
+            "{} rolling restart: {label} {id} back in {} ms",
             view.stamp(),
             down.elapsed().as_millis()
         );
@@ -431,7 +557,8 @@ fn wait_exited(nodes: &mut [&mut Launched], view: &View) {
     for node in nodes {
         if let Some(mut child) = node.child.take() {
             eprintln!(
-                "goose cluster: node {} still running {} s after SIGTERM; killing it",
+                "goose cluster: {} {} still running {} s after SIGTERM; killing it",
+                node.label(),
                 node.id,
                 STOP_GRACE.as_secs()
             );

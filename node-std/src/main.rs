@@ -3,7 +3,9 @@
 //! This file is the CLI (the contract's flags, usage and exit codes) and nothing else:
 //!
 //! - `goose node` runs one node ([`event_loop`], [`storage_file`], [`clock`]);
-//! - `goose cluster` (also what a bare `goose` runs) launches a local flock ([`cluster`]);
+//! - `goose cluster` (also what a bare `goose` runs) launches a local flock ([`cluster`]),
+//!   some of it boards with `--boards`;
+//! - `goose board` runs one board, the firmware in QEMU ([`board`]);
 //! - `goose whois` and `goose ctl` talk the text protocol to nodes ([`client`]).
 //!
 //! Exit codes: 0 success, 1 a runtime failure (port in use, locked or corrupt data dir,
@@ -12,6 +14,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod board;
 mod client;
 mod clock;
 mod cluster;
@@ -58,6 +61,10 @@ enum Command {
     /// Send a control command to a node and print its reply (exit 1 on err or no reply).
     #[command(after_help = CTL_AFTER_HELP)]
     Ctl(CtlArgs),
+    /// Run one board: the firmware in qemu-system-arm (lm3s6965evb), its UDP port forwarded
+    /// to 127.0.0.1:<port>.
+    #[command(after_help = BOARD_AFTER_HELP)]
+    Board(BoardArgs),
 }
 
 const NODE_AFTER_HELP: &str = "\
@@ -91,6 +98,16 @@ Signals to the launcher (it prints its pid):
                    again and follows a goose
   SIGINT, SIGTERM  stops the flock, ducks first and the goose last (nobody is left to hand
                    off to, so this costs no election), and exits 0";
+
+const BOARD_AFTER_HELP: &str = "\
+Example, a mixed flock of three desktop nodes and two boards:
+  goose node --id 1 --listen 127.0.0.1:9900 --peer 2=127.0.0.1:9901 … --peer 5=127.0.0.1:9904
+  goose board --id 4 --port 9903 --peer 1=127.0.0.1:9900 … --peer 5=127.0.0.1:9904
+(or all five with `goose cluster --boards 2`). Peers are given as this machine sees them
+(127.0.0.1:<port>); a board holds at most 5 members. Its state is <data-dir>/board.flash.
+It prints `board <id> 127.0.0.1:<port> pid <qemu pid>` and stays in the foreground;
+SIGINT or SIGTERM stop QEMU and exit 0; QEMU's own exit code is passed on (1: state file
+unusable or storage failed, 2: bad command line, 0: removed from the flock).";
 
 const CTL_AFTER_HELP: &str = "\
 Commands:
@@ -282,6 +299,40 @@ struct ClusterArgs {
     /// Parent of every node's data dir (<dir>/<id>).
     #[arg(long, value_name = "DIR", default_value = "goose-data")]
     data_dir: PathBuf,
+    /// How many of the nodes (the highest ids) are boards: the firmware in qemu-system-arm,
+    /// as `goose board` runs it. A flock with boards has at most 5 nodes.
+    #[arg(long, value_name = "M", default_value_t = 0)]
+    boards: u16,
+    /// The boards' firmware [default: the release build in node-embedded/firmware].
+    #[arg(long, value_name = "ELF")]
+    firmware: Option<PathBuf>,
+    #[command(flatten)]
+    timing: TimingArgs,
+}
+
+#[derive(Debug, Args)]
+struct BoardArgs {
+    /// This board's node id, 1..65535.
+    #[arg(long, value_parser = parse_node_id)]
+    id: NodeId,
+    /// The UDP port on 127.0.0.1 forwarded to the board (the board listens on the same
+    /// port inside QEMU).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    port: u16,
+    /// Another member of the flock, as this machine sees it (127.0.0.1:<port>); repeat for
+    /// each (at most 4).
+    #[arg(long = "peer", value_name = "ID=IP:PORT")]
+    peers: Vec<PeerArg>,
+    /// Where the board's state file lives [default: goose-data/<id>]; created if missing.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The firmware ELF [default: the release build in node-embedded/firmware].
+    #[arg(long, value_name = "ELF")]
+    firmware: Option<PathBuf>,
+    /// Accept control datagrams from other sources than this machine that carry
+    /// `token=<T>` (at most 64 bytes).
+    #[arg(long, value_name = "T", value_parser = parse_token)]
+    control_token: Option<String>,
     #[command(flatten)]
     timing: TimingArgs,
 }
@@ -317,6 +368,7 @@ fn main() -> ExitCode {
         Command::Cluster(args) => run_cluster(args),
         Command::Whois(args) => client::whois(&args.addrs),
         Command::Ctl(args) => client::ctl(args.addr, args.token.as_deref(), &args.command),
+        Command::Board(args) => run_board(args),
     }
 }
 
@@ -493,19 +545,68 @@ fn run_cluster(args: ClusterArgs) -> ExitCode {
             ),
         );
     }
-    if let Err(message) = args.timing.config(ANY_ID) {
-        usage_error("cluster", &message);
+    let timing = args
+        .timing
+        .config(ANY_ID)
+        .unwrap_or_else(|message| usage_error("cluster", &message));
+    if args.boards > args.nodes {
+        usage_error(
+            "cluster",
+            &format!("--boards {} with only --nodes {}", args.boards, args.nodes),
+        );
+    }
+    if args.boards > 0 && usize::from(args.nodes) > goose_embedded::MEMBERS_MAX {
+        usage_error(
+            "cluster",
+            &format!(
+                "a board holds at most {} members: --nodes {} with --boards {}",
+                goose_embedded::MEMBERS_MAX,
+                args.nodes,
+                args.boards
+            ),
+        );
     }
     let options = cluster::Options {
         nodes: args.nodes,
         base_port: args.base_port,
         data_dir: args.data_dir,
         timing_flags: args.timing.to_flags().to_vec(),
+        timing,
+        boards: args.boards,
+        firmware: args.firmware.unwrap_or_else(board::default_firmware),
     };
     match cluster::run(&options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("goose cluster: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_board(args: BoardArgs) -> ExitCode {
+    let config = args
+        .timing
+        .config(args.id)
+        .unwrap_or_else(|message| usage_error("board", &message));
+    let listen = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, args.port));
+    let members = bootstrap_members(args.id, listen, &args.peers)
+        .unwrap_or_else(|message| usage_error("board", &message));
+    let spec = board::BoardSpec {
+        config,
+        port: args.port,
+        members,
+        data_dir: args
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("goose-data").join(args.id.to_string())),
+        firmware: args.firmware.unwrap_or_else(board::default_firmware),
+        control_token: args.control_token,
+    };
+    match board::run(&spec) {
+        Ok(code) => ExitCode::from(code),
+        Err(board::BoardError::Usage(message)) => usage_error("board", &message),
+        Err(error) => {
+            log::error!("board {}: {error}", args.id);
             ExitCode::FAILURE
         }
     }
