@@ -8,7 +8,7 @@
 //! fixed linear function of one global clock), so "two geese at once" is decided by
 //! evaluating every node's `is_goose` at the same global instant.
 //!
-//! Invariants (after every action; a violation panics with the action trace):
+//! Invariants (after every input to a node; a violation panics with the action trace):
 //!
 //! - at most one leader per term;
 //! - at most one goose at any global instant, and a goose is a leader;
@@ -32,8 +32,8 @@ use goose_core::limits::FRAME_SIZE_MAX;
 use goose_core::storage::state_size_max;
 use goose_core::wire;
 use goose_core::{
-    Config, Entry, Instant, LogIndex, Member, Node, NodeId, Payload, PersistentState, RaftRole,
-    Storage, StorageError, Term,
+    Config, Duration, Entry, Instant, LogIndex, Member, Node, NodeId, Payload, PersistentState,
+    RaftRole, Storage, StorageError, Term,
 };
 
 /// Nodes that run.
@@ -50,8 +50,11 @@ pub const ACTIONS_MAX: usize = 192;
 /// Frames in flight at most; the oldest is lost when a new one does not fit.
 pub const IN_FLIGHT_MAX: usize = 48;
 /// A node's clock rate differs from the global clock's by at most this (parts per
-/// million), so any two differ by less than the configured 1% (`Config::max_drift_ppm`).
-pub const DRIFT_PPM_MAX: i64 = 4_900;
+/// million), so that any two stay within the configured 1% (`Config::max_drift_ppm`):
+/// (1 − 0.005) / (1 + 0.005) ≥ 0.99.
+pub const DRIFT_PPM_MAX: i64 = 5_000;
+/// The largest `lease_margin` a setup picks, in µs: the default's.
+pub const MARGIN_MAX_MICROS: u64 = 15_000;
 /// `Action::Advance` moves the clock by its `ticks` times this many microseconds.
 pub const TICK_MICROS: u64 = 100;
 /// `Action::Tick` never moves the clock further than this at once.
@@ -69,6 +72,10 @@ pub struct Setup {
     pub epoch: [u32; NODES],
     /// Mixed into each node's election-timeout seed.
     pub seed: u16,
+    /// Every node's `lease_margin`, in µs, reduced to at most the default (15 ms). The
+    /// margin covers real processing delays, which the simulation has none of: the lease
+    /// must be safe down to a margin of zero.
+    pub margin: u16,
 }
 
 /// One step of the fuzzer's script. Node and frame numbers are taken modulo what exists.
@@ -152,6 +159,7 @@ impl Encode for Setup {
             out.extend_from_slice(&epoch.to_le_bytes());
         }
         out.extend_from_slice(&self.seed.to_le_bytes());
+        out.extend_from_slice(&self.margin.to_le_bytes());
     }
 }
 
@@ -259,6 +267,7 @@ pub fn decode_script(data: &[u8]) -> (Setup, Vec<Action>) {
         drift: [0; NODES],
         epoch: [0; NODES],
         seed: 0,
+        margin: 0,
     });
     let mut actions = Vec::new();
     while !u.is_empty() && actions.len() < ACTIONS_MAX {
@@ -334,7 +343,7 @@ impl Clock {
 }
 
 struct Process {
-    id: NodeId,
+    config: Config,
     node: Option<FuzzNode>,
     disk: Rc<RefCell<Disk>>,
     clock: Clock,
@@ -385,7 +394,12 @@ impl Flock {
     pub fn new(setup: &Setup) -> Self {
         let processes = (0..NODES)
             .map(|i| Process {
-                id: id(i as u16 + 1),
+                config: Config {
+                    lease_margin: Duration::from_micros(
+                        u64::from(setup.margin) % (MARGIN_MAX_MICROS + 1),
+                    ),
+                    ..Config::new(id(i as u16 + 1))
+                },
                 node: None,
                 disk: Rc::default(),
                 clock: Clock {
@@ -567,7 +581,7 @@ impl Flock {
         let process = &mut self.processes[n];
         process.starts += 1;
         let saved = process.disk.borrow().saved.clone();
-        let config = Config::new(process.id);
+        let config = process.config;
         let storage = MemStorage(Rc::clone(&process.disk));
         let seed = process.seed ^ process.starts.rotate_left(40);
         let node = match FuzzNode::new(&config, storage, saved.as_deref(), &bootstrap(), seed, now)
@@ -658,6 +672,9 @@ impl Flock {
             }
             self.send(packet);
         }
+        // After every input, not only every action: within one `DeliverAll` a node can
+        // become goose before another learns it must step down.
+        self.check();
     }
 
     fn check(&mut self) {

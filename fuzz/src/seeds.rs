@@ -38,6 +38,7 @@ fn setup() -> Setup {
         drift: [0, 1_000, -1_000],
         epoch: [0, 5_000_000, 77],
         seed: 1,
+        margin: 15_000,
     }
 }
 

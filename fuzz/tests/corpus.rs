@@ -96,7 +96,7 @@ fn committed_corpus_passes_and_is_regenerated_on_request() {
 #[test]
 fn regressions_still_pass() {
     // fuzz/regressions/<target>/<name>: inputs that once crashed a target, kept once fixed.
-    // (fuzz/regressions/open/ holds those of open issues: see the test below.)
+    // (fuzz/regressions/open/ holds those of open issues, if any: not replayed here.)
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions");
     let Ok(targets) = fs::read_dir(&root) else {
         return;
@@ -119,26 +119,5 @@ fn regressions_still_pass() {
                 &fs::read(&path).unwrap(),
             );
         }
-    }
-}
-
-/// The open issues of fuzz/regressions/README.md still reproduce once the target stops
-/// stepping around them. Ignored: it fails (rightly) once an issue is fixed, and then the
-/// input moves to fuzz/regressions/<target>/ and its skip in the harness goes.
-#[test]
-#[ignore = "open core issues: run with --ignored to reproduce them"]
-fn open_issues_reproduce() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions/open/node_frames");
-    for file in fs::read_dir(root).unwrap() {
-        let path = file.unwrap().path();
-        let data = fs::read(&path).unwrap();
-        let outcome = std::panic::catch_unwind(|| goose_fuzz::single::run_with(&data, false));
-        assert!(
-            outcome.is_err(),
-            "{} no longer fails: fixed?",
-            path.display()
-        );
-        // With the harness's skips, the same input passes.
-        goose_fuzz::single::run(&data);
     }
 }
