@@ -1,9 +1,12 @@
-//! Real `goose` processes on 127.0.0.1, for `tests/processes.rs` and `bin/bench_flock.rs`.
+//! Real `goose` processes on 127.0.0.1, for `tests/processes.rs`, `tests/qemu.rs`,
+//! `bin/bench_flock.rs` and `bin/bench_mixed.rs`.
 //!
 //! A [`Flock`] spawns `goose node` children on free UDP ports, each with its own data dir in
-//! a fresh temporary folder. Dropping it (also while a test panics) kills every child by
-//! pid with SIGKILL, reaps it, prints the tail of each node's log if a test is failing, and
-//! removes the folder.
+//! a fresh temporary folder; a mixed flock ([`Flock::start_mixed`]) makes its last members
+//! boards, `goose board` children running the firmware in QEMU. Dropping it (also while a
+//! test panics) kills every child by pid with SIGKILL (a board's QEMU dies with its
+//! `goose board`, which set its parent-death signal), reaps it, prints the tail of each
+//! node's log if a test is failing, and removes the folder.
 //!
 //! Every [`Flock::probe_round`] sends `whois-goose` to the nodes at once and checks, on the
 //! replies it sees, what the contract promises at every instant:
@@ -39,12 +42,19 @@ const PORT_HIGH: u32 = 32_000;
 const LISTEN_WITHIN: Duration = Duration::from_secs(10);
 /// Attempts at starting a flock when a port turned out to be taken meanwhile.
 const START_ATTEMPTS: u32 = 5;
+/// How long a `goose board` gets to exit once its QEMU was killed.
+const STOP_WAIT: Duration = Duration::from_secs(5);
 /// How long [`Flock::ctl`] waits for a reply.
 const CTL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Largest reply read (a `status` line of a 5-node flock is well below).
 const REPLY_SIZE_MAX: usize = 4096;
 /// Log lines of each node printed when a test fails.
 const LOG_TAIL_LINES: usize = 40;
+/// How long a started mixed flock gets until every member answers: QEMU boots in well
+/// under a second, but two cores shared with builds can make it many times slower.
+const MIXED_LISTEN_WITHIN: Duration = Duration::from_secs(30);
+/// How long `goose board` gets to print its QEMU's pid.
+const QEMU_PID_WITHIN: Duration = Duration::from_secs(10);
 
 /// A flock's timing, passed to every node as `--heartbeat-ms` and `--election-timeout-ms`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,6 +184,59 @@ fn locate_or_build() -> Result<PathBuf, String> {
             binary.display()
         )),
     }
+}
+
+/// The board firmware, built with `cargo build --release` in node-embedded/firmware if its
+/// ELF is missing: `$GOOSE_FIRMWARE` if set, else that folder's release ELF.
+///
+/// # Panics
+///
+/// If there is no ELF and the build fails: a mixed flock cannot run without it.
+pub fn firmware() -> &'static Path {
+    static FIRMWARE: OnceLock<PathBuf> = OnceLock::new();
+    FIRMWARE.get_or_init(|| {
+        if let Some(path) = std::env::var_os("GOOSE_FIRMWARE") {
+            return PathBuf::from(path);
+        }
+        let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../node-embedded/firmware");
+        let elf = folder.join("target/thumbv7m-none-eabi/release/goose-firmware");
+        if elf.is_file() {
+            return elf;
+        }
+        eprintln!("procs: no firmware at {}; building it", elf.display());
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        // The firmware's own .cargo/config.toml sets its target, linker script and
+        // rustflags: an outer target dir or RUSTFLAGS would put the ELF elsewhere or
+        // override them.
+        let built = Command::new(cargo)
+            .args(["build", "--release"])
+            .current_dir(&folder)
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET_DIR")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .status();
+        match (built, elf.is_file()) {
+            (Ok(status), true) if status.success() => elf,
+            (outcome, _) => panic!(
+                "no firmware at {} and `cargo build --release` in {} failed ({outcome:?});                  it needs the thumbv7m-none-eabi target (`rustup target add                  thumbv7m-none-eabi`)",
+                elf.display(),
+                folder.display()
+            ),
+        }
+    })
+}
+
+/// Panics, naming the package, unless `qemu-system-arm` is on the `PATH`: the QEMU tests
+/// fail rather than skip without it.
+pub fn require_qemu() {
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| dir.join("qemu-system-arm").is_file())
+    });
+    assert!(
+        found,
+        "qemu-system-arm is not on the PATH: install it (Debian: apt-get install          qemu-system-arm); the mixed-flock tests need it and never skip"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -458,11 +521,13 @@ pub struct Watch {
     pub goose_of_term: BTreeMap<u64, u16>,
 }
 
-/// One `goose node` child.
+/// One `goose node` child, or a `goose board` one.
 #[derive(Debug)]
 pub struct Node {
     /// Its id.
     pub id: u16,
+    /// Whether it is a board (`goose board`, the firmware in QEMU).
+    pub board: bool,
     /// Its UDP port on 127.0.0.1.
     pub port: u16,
     /// Its `--data-dir`.
@@ -509,10 +574,43 @@ impl Flock {
         extra: &[&str],
         on_violation: OnViolation,
     ) -> Self {
+        Self::start_members(count, 0, timing, extra, on_violation)
+    }
+
+    /// A mixed flock: `desktops` `goose node`s (ids 1..) then `boards` `goose board`s, the
+    /// firmware in QEMU ([`firmware`], built if missing), every member answering a probe.
+    ///
+    /// # Panics
+    ///
+    /// If `qemu-system-arm` is missing, the firmware cannot be built, or the flock cannot
+    /// be started in [`START_ATTEMPTS`] attempts.
+    pub fn start_mixed(
+        desktops: usize,
+        boards: usize,
+        timing: Timing,
+        on_violation: OnViolation,
+    ) -> Self {
+        require_qemu();
+        firmware();
+        Self::start_members(desktops + boards, boards, timing, &[], on_violation)
+    }
+
+    fn start_members(
+        count: usize,
+        boards: usize,
+        timing: Timing,
+        extra: &[&str],
+        on_violation: OnViolation,
+    ) -> Self {
+        let within = if boards == 0 {
+            LISTEN_WITHIN
+        } else {
+            MIXED_LISTEN_WITHIN
+        };
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
-            let mut flock = Self::spawn(count, timing, extra, on_violation);
-            match flock.wait_listening(LISTEN_WITHIN) {
+            let mut flock = Self::spawn(count, boards, timing, extra, on_violation);
+            match flock.wait_listening(within) {
                 Ok(()) => return flock,
                 // Another process took a port between the check and the bind: new ports.
                 Err(error) => failures.push(error),
@@ -521,22 +619,40 @@ impl Flock {
         panic!("could not start a flock of {count}: {failures:#?}");
     }
 
-    fn spawn(count: usize, timing: Timing, extra: &[&str], on_violation: OnViolation) -> Self {
+    fn spawn(
+        count: usize,
+        boards: usize,
+        timing: Timing,
+        extra: &[&str],
+        on_violation: OnViolation,
+    ) -> Self {
         let root = TempDir::new("flock");
         let ports = free_ports(count);
         let mut nodes = Vec::with_capacity(count);
         for (index, &port) in ports.iter().enumerate() {
             let id = u16::try_from(index + 1).expect("few nodes");
             let data_dir = root.path().join(id.to_string());
-            let mut args: Vec<String> = vec![
-                "node".into(),
-                "--id".into(),
-                id.to_string(),
-                "--listen".into(),
-                format!("127.0.0.1:{port}"),
-                "--data-dir".into(),
-                data_dir.display().to_string(),
-            ];
+            let board = index + boards >= count;
+            let mut args: Vec<String> = if board {
+                vec![
+                    "board".into(),
+                    "--id".into(),
+                    id.to_string(),
+                    "--port".into(),
+                    port.to_string(),
+                    "--firmware".into(),
+                    firmware().display().to_string(),
+                ]
+            } else {
+                vec![
+                    "node".into(),
+                    "--id".into(),
+                    id.to_string(),
+                    "--listen".into(),
+                    format!("127.0.0.1:{port}"),
+                ]
+            };
+            args.extend(["--data-dir".into(), data_dir.display().to_string()]);
             for (peer_index, &peer_port) in ports.iter().enumerate() {
                 if peer_index != index {
                     args.push("--peer".into());
@@ -544,9 +660,12 @@ impl Flock {
                 }
             }
             args.extend(timing.flags());
-            args.extend(extra.iter().map(|&flag| flag.to_owned()));
+            if !board {
+                args.extend(extra.iter().map(|&flag| flag.to_owned()));
+            }
             nodes.push(Node {
                 id,
+                board,
                 port,
                 data_dir,
                 log: root.path().join(format!("node-{id}.log")),
@@ -576,17 +695,20 @@ impl Flock {
     fn launch(&mut self, index: usize) {
         let node = &mut self.nodes[index];
         assert!(node.child.is_none(), "node {} is running", node.id);
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&node.log)
-            .expect("log file");
+        let open_log = || {
+            File::options()
+                .create(true)
+                .append(true)
+                .open(&node.log)
+                .expect("log file")
+        };
+        // stdout too: `goose board` prints its QEMU's pid there.
         let child = Command::new(goose_binary())
             .args(&node.args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
+            .stdout(open_log())
+            .stderr(open_log())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn goose node {}: {e}", node.id));
         node.child = Some(child);
@@ -851,6 +973,68 @@ impl Flock {
         let killed = Instant::now();
         self.signal(index, libc::SIGKILL);
         let mut child = self.nodes[index].child.take().expect("running");
+        let _ = child.wait();
+        killed
+    }
+
+    /// The pid of board `index`'s QEMU, as its `goose board` printed it
+    /// (`board <id> 127.0.0.1:<port> pid <pid>`, the latest start's).
+    ///
+    /// # Panics
+    ///
+    /// If it is not a running board or printed no pid in time.
+    pub fn qemu_pid(&self, index: usize) -> u32 {
+        let node = &self.nodes[index];
+        assert!(node.board, "node {} is not a board", node.id);
+        let prefix = format!("board {} 127.0.0.1:{} pid ", node.id, node.port);
+        let deadline = Instant::now() + QEMU_PID_WITHIN;
+        loop {
+            let text = fs::read_to_string(&node.log).unwrap_or_default();
+            let pid = text
+                .lines()
+                .filter_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
+                .next_back();
+            if let Some(pid) = pid {
+                return pid;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "board {} printed no QEMU pid:\n{}",
+                node.id,
+                self.log_tail(index)
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Kills member `index` with SIGKILL and reaps it; returns the instant just before the
+    /// signal. A board's QEMU is what is killed (its `goose board` then exits, reaped here);
+    /// a desktop node's process, as [`Flock::kill9`].
+    ///
+    /// # Panics
+    ///
+    /// If the member is not running.
+    pub fn kill_member(&mut self, index: usize) -> Instant {
+        if !self.nodes[index].board {
+            return self.kill9(index);
+        }
+        let qemu = libc::pid_t::try_from(self.qemu_pid(index)).expect("pid fits");
+        let killed = Instant::now();
+        // SAFETY: kill(2) has no memory effects; the pid is the QEMU child of our own
+        // running, unreaped `goose board` child, which reaps it only after it dies, so the
+        // pid cannot name another process yet.
+        let result = unsafe { libc::kill(qemu, libc::SIGKILL) };
+        assert_eq!(result, 0, "kill({qemu}): {}", io::Error::last_os_error());
+        let mut child = self.nodes[index].child.take().expect("running");
+        // `goose board` notices within its watch interval and exits 1.
+        let deadline = Instant::now() + STOP_WAIT;
+        while Instant::now() < deadline {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return killed;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        let _ = child.kill();
         let _ = child.wait();
         killed
     }
