@@ -8,4 +8,8 @@ cd "$(dirname "$0")/.."
 # global allocator: any crate that links `alloc` fails this build.
 ./scripts/ci/footprint.sh
 
+# The board firmware, for the QEMU tests (tests/tests/qemu.rs finds its release ELF there).
+# Its own target dir, where the tests look, whatever CARGO_TARGET_DIR says.
+(cd node-embedded/firmware && env -u CARGO_TARGET_DIR cargo build --release --locked)
+
 cargo test --workspace --release --locked
