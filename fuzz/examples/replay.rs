@@ -21,7 +21,8 @@ fn main() {
             for op in goose_fuzz::single::decode_ops(&data) {
                 println!("{op:?}");
             }
-            let status = goose_fuzz::single::final_status(&data);
+            // Without the target's step-arounds, so that open issues reproduce.
+            let status = goose_fuzz::single::run_with(&data, false);
             println!("{status:?}");
             return;
         }
