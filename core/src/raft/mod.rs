@@ -1153,6 +1153,17 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             };
         }
         let in_order = receive.last == last && usize::from(offset) == receive.members.len();
+        if in_order
+            && members
+                .iter()
+                .any(|m| receive.members.iter().any(|r| r.id == m.id))
+        {
+            // Each chunk is checked alone at the gateway; an id repeated across chunks is
+            // forged or corrupt, and a membership with it could not be saved and read back.
+            bump(&mut self.stats.invalid);
+            self.snapshot_receive = None;
+            return;
+        }
         if in_order && receive.members.extend_from_slice(members).is_err() {
             bump(&mut self.stats.capacity);
             self.snapshot_receive = None;
