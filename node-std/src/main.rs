@@ -476,7 +476,9 @@ fn run_node(args: NodeArgs) -> ExitCode {
         Err(event_loop::RunError::Usage(message)) => usage_error("node", &message),
         Err(error) => {
             let id = args.id.map_or_else(|| "?".to_owned(), |id| id.to_string());
-            log::error!("node {id}: {error}");
+            // Straight to stderr, not through the logger: a fatal error must be seen
+            // whatever RUST_LOG says.
+            eprintln!("goose node {id}: error: {error}");
             ExitCode::FAILURE
         }
     }
@@ -606,7 +608,7 @@ fn run_board(args: BoardArgs) -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(board::BoardError::Usage(message)) => usage_error("board", &message),
         Err(error) => {
-            log::error!("board {}: {error}", args.id);
+            eprintln!("goose board {}: error: {error}", args.id);
             ExitCode::FAILURE
         }
     }
