@@ -21,8 +21,7 @@ fn main() {
             for op in goose_fuzz::single::decode_ops(&data) {
                 println!("{op:?}");
             }
-            // Without the target's step-arounds, so that open issues reproduce.
-            let status = goose_fuzz::single::run_with(&data, false);
+            let status = goose_fuzz::single::final_status(&data);
             println!("{status:?}");
             return;
         }

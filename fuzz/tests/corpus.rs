@@ -121,26 +121,3 @@ fn regressions_still_pass() {
         }
     }
 }
-
-/// The open issues of fuzz/regressions/README.md still fail without the harness's
-/// step-arounds, and pass with them. Ignored: it fails (rightly) once an issue is fixed;
-/// then the input moves to fuzz/regressions/<target>/ and its step-around goes.
-#[test]
-#[ignore = "open core issues: run with --ignored to reproduce them"]
-fn open_issues_reproduce() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions/open/node_frames");
-    let Ok(files) = fs::read_dir(root) else {
-        return;
-    };
-    for file in files {
-        let path = file.unwrap().path();
-        let data = fs::read(&path).unwrap();
-        let outcome = std::panic::catch_unwind(|| goose_fuzz::single::run_with(&data, false));
-        assert!(
-            outcome.is_err(),
-            "{} no longer fails: fixed?",
-            path.display()
-        );
-        goose_fuzz::single::run(&data);
-    }
-}
