@@ -49,6 +49,7 @@
 pub mod args;
 mod board;
 pub mod flash;
+pub mod key;
 pub mod qemu;
 pub mod store;
 
