@@ -57,6 +57,7 @@ pub mod limits;
 pub mod quorum;
 pub mod raft;
 pub mod rand;
+pub mod ratelimit;
 pub mod service;
 pub mod stats;
 pub mod storage;
