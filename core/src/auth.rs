@@ -14,12 +14,43 @@
 //! 64-frame window of counters, and drops anything older or seen. (Raft already tolerates
 //! duplicated and delayed messages; the window keeps an attacker from replaying a recorded
 //! frame to make a node act on it again.)
+//!
+//! ## Safety does not rest on this
+//!
+//! Raft's safety (one leader per term, the lease) assumes a network that may lose, delay,
+//! duplicate and reorder messages, but not forge them. The MAC removes forgery; what is left
+//! to an attacker who can record and resend frames is duplication and delay, which the
+//! protocol already tolerates. The replay window is a second line: it keeps a recorded
+//! frame from being acted on twice within a sender's boot, and a receiver that restarts
+//! (its windows start empty) may accept one stale frame per sender, which Raft treats as
+//! any delayed message. So a bug here can cost liveness (frames dropped as replays), never
+//! a second goose. A sender must persist a higher epoch *before* sending at start: with the
+//! same epoch and a counter from zero, receivers would drop its frames as replays until the
+//! counter passed the old one.
+//!
+//! ## Signed control
+//!
+//! With a key, `ctl` commands are signed by the client over a nonce the node issued, so a
+//! recorded command can never be replayed (no clock needed, which a board lacks):
+//!
+//! ```text
+//! client -> node   ctl nonce
+//! node -> client   ok nonce=<16 hex digits>
+//! client -> node   ctl sig=<32 hex digits> nonce=<16 hex digits> <command> [args]
+//! ```
+//!
+//! The tag covers `nonce=… <command> [args]` exactly as sent (after the `sig=…` word, without
+//! trailing whitespace). A nonce is this node's epoch and a sequence number, so it is never
+//! issued twice, even across restarts; it is good once, for [`NONCE_LIFETIME`], and only
+//! while among the last [`NONCES_MAX`] issued. Peer frames start with a byte ≥ 0x80 and
+//! signed text with `n`, so no tag of one kind is ever valid for the other.
 
-use core::fmt;
+use core::fmt::{self, Write};
 
-use heapless::Vec;
+use heapless::{String, Vec};
 
 use crate::limits::{FRAME_HEADER_SIZE, FRAME_SIZE_MAX};
+use crate::time::{Duration, Instant};
 use crate::types::NodeId;
 
 /// Bytes of the MAC tag (HMAC-SHA256 truncated to 128 bits, RFC 2104 §5).
@@ -32,12 +63,32 @@ pub const UNSEALED_FRAME_SIZE_MAX: usize = FRAME_SIZE_MAX - TRAILER_SIZE;
 /// by more than this are dropped as replays.
 pub const REPLAY_WINDOW: u64 = 64;
 
+/// Nonces a node remembers for signed control: a nonce older than the last this many issued
+/// is refused (`err stale-nonce`; the client asks again).
+pub const NONCES_MAX: usize = 8;
+/// How long an issued nonce stays good.
+pub const NONCE_LIFETIME: Duration = Duration::from_millis(10_000);
+
 /// A keyed MAC over byte strings, implemented outside the core.
 pub trait Mac {
     /// The tag of `data`.
     fn tag(&self, data: &[u8]) -> [u8; TAG_SIZE];
     /// Whether `tag` is the tag of `data`, compared in constant time.
     fn verify(&self, data: &[u8], tag: &[u8; TAG_SIZE]) -> bool;
+}
+
+/// The key of a node that has none: a type with no value, for
+/// [`crate::service::Service`]'s key parameter.
+#[derive(Clone, Copy, Debug)]
+pub enum NoKey {}
+
+impl Mac for NoKey {
+    fn tag(&self, _: &[u8]) -> [u8; TAG_SIZE] {
+        match *self {}
+    }
+    fn verify(&self, _: &[u8], _: &[u8; TAG_SIZE]) -> bool {
+        match *self {}
+    }
 }
 
 /// Why a frame was not sealed or not accepted. Each has its own drop counter.
@@ -126,7 +177,16 @@ impl<const N: usize> ReplayGuard<N> {
 
     /// Checks a sealed frame's tag and freshness; on success returns the frame without its
     /// trailer, for [`crate::Node::handle_frame`]. A failed check changes nothing.
-    pub fn open<'f>(&mut self, mac: &impl Mac, frame: &'f [u8]) -> Result<&'f [u8], AuthError> {
+    ///
+    /// When the table is full, a new sender takes the window of a sender for which
+    /// `is_member` is false (a removed node: the node drops its frames anyway); with every
+    /// window a member's, the frame is refused ([`AuthError::TooManySenders`]).
+    pub fn open<'f>(
+        &mut self,
+        mac: &impl Mac,
+        frame: &'f [u8],
+        is_member: impl Fn(NodeId) -> bool,
+    ) -> Result<&'f [u8], AuthError> {
         if frame.len() < FRAME_HEADER_SIZE + TRAILER_SIZE || frame.len() > FRAME_SIZE_MAX {
             return Err(AuthError::Short);
         }
@@ -144,11 +204,17 @@ impl<const N: usize> ReplayGuard<N> {
         // the node later; here they only name a window).
         let sender =
             NodeId::new(u16::from_le_bytes([body[2], body[3]])).ok_or(AuthError::BadTag)?;
-        self.accept(sender, epoch, counter)?;
+        self.accept(sender, epoch, counter, is_member)?;
         Ok(body)
     }
 
-    fn accept(&mut self, sender: NodeId, epoch: u32, counter: u64) -> Result<(), AuthError> {
+    fn accept(
+        &mut self,
+        sender: NodeId,
+        epoch: u32,
+        counter: u64,
+        is_member: impl Fn(NodeId) -> bool,
+    ) -> Result<(), AuthError> {
         let Some(window) = self.windows.iter_mut().find(|w| w.sender == sender) else {
             let window = Window {
                 sender,
@@ -156,10 +222,11 @@ impl<const N: usize> ReplayGuard<N> {
                 newest: counter,
                 seen: 1,
             };
-            return self
-                .windows
-                .push(window)
-                .map_err(|_| AuthError::TooManySenders);
+            if let Err(window) = self.windows.push(window) {
+                let gone = self.windows.iter_mut().find(|w| !is_member(w.sender));
+                *gone.ok_or(AuthError::TooManySenders)? = window;
+            }
+            return Ok(());
         };
         if epoch < window.epoch {
             return Err(AuthError::Replay);
@@ -193,6 +260,74 @@ impl<const N: usize> ReplayGuard<N> {
     }
 }
 
+/// The nonces a node issued for signed control ([module docs](self)).
+#[derive(Clone, Debug)]
+pub struct Nonces {
+    epoch: u32,
+    /// Nonces issued so far this boot; the next one's sequence number.
+    issued: u32,
+    /// Per slot (`sequence % NONCES_MAX`): when that sequence was issued, and whether it
+    /// was used.
+    slots: [(u32, Instant, bool); NONCES_MAX],
+}
+
+impl Nonces {
+    /// No nonce issued yet in this boot's `epoch`.
+    pub const fn new(epoch: u32) -> Self {
+        Self {
+            epoch,
+            issued: 0,
+            slots: [(0, Instant::ZERO, true); NONCES_MAX],
+        }
+    }
+
+    /// A new nonce, good once for [`NONCE_LIFETIME`]. After 2³² nonces in one boot the
+    /// sequence would repeat: from then on no nonce is issued (`None`).
+    pub fn issue(&mut self, now: Instant) -> Option<u64> {
+        let sequence = self.issued;
+        self.issued = self.issued.checked_add(1)?;
+        self.slots[sequence as usize % NONCES_MAX] = (sequence, now, false);
+        Some((u64::from(self.epoch) << 32) | u64::from(sequence))
+    }
+
+    /// Uses up `nonce` if this node issued it in this boot, within [`NONCE_LIFETIME`]
+    /// before `now`, among the last [`NONCES_MAX`], and it was not used yet.
+    pub fn redeem(&mut self, now: Instant, nonce: u64) -> bool {
+        if nonce >> 32 != u64::from(self.epoch) {
+            return false;
+        }
+        let sequence = nonce as u32;
+        let slot = &mut self.slots[sequence as usize % NONCES_MAX];
+        let fresh = slot.0 == sequence
+            && sequence < self.issued
+            && !slot.2
+            && now.saturating_since(slot.1) < NONCE_LIFETIME;
+        slot.2 |= fresh;
+        fresh
+    }
+}
+
+/// Longest `nonce=… <command> [args]` a client signs: a control datagram fits a frame.
+pub const SIGNED_CONTROL_SIZE_MAX: usize = FRAME_SIZE_MAX - "ctl sig= ".len() - 2 * TAG_SIZE;
+
+/// Writes the signed control datagram `ctl sig=<tag> nonce=<nonce> <command>` (the client's
+/// side; `command` is the command and its arguments, e.g. `partition 2,3`). Fails if the
+/// command is too long for a datagram.
+pub fn write_signed_control(
+    out: &mut impl Write,
+    mac: &impl Mac,
+    nonce: u64,
+    command: &str,
+) -> fmt::Result {
+    let mut signed: String<SIGNED_CONTROL_SIZE_MAX> = String::new();
+    write!(signed, "nonce={nonce:016x} {}", command.trim_ascii())?;
+    out.write_str("ctl sig=")?;
+    for byte in mac.tag(signed.as_bytes()) {
+        write!(out, "{byte:02x}")?;
+    }
+    write!(out, " {signed}")
+}
+
 // The largest message the core builds still fits once sealed.
 const _: () = assert!(
     UNSEALED_FRAME_SIZE_MAX
@@ -202,11 +337,11 @@ const _: () = assert!(
 );
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A toy MAC for the tests: not cryptographic, only keyed and position-sensitive.
-    struct ToyMac(u8);
+    pub(crate) struct ToyMac(pub(crate) u8);
 
     impl Mac for ToyMac {
         fn tag(&self, data: &[u8]) -> [u8; TAG_SIZE] {
@@ -219,6 +354,10 @@ mod tests {
         fn verify(&self, data: &[u8], tag: &[u8; TAG_SIZE]) -> bool {
             self.tag(data) == *tag
         }
+    }
+
+    fn member(_: NodeId) -> bool {
+        true
     }
 
     fn frame(source: u16) -> [u8; 8] {
@@ -241,15 +380,24 @@ mod tests {
         let (buffer, size) = sealed(&mut sealer, &mac, 3);
         assert_eq!(size, 8 + TRAILER_SIZE);
         assert_eq!(
-            guard.open(&ToyMac(8), &buffer[..size]),
+            guard.open(&ToyMac(8), &buffer[..size], member),
             Err(AuthError::BadTag)
         );
-        assert_eq!(guard.open(&mac, &buffer[..size]), Ok(&frame(3)[..]));
-        assert_eq!(guard.open(&mac, &buffer[..size]), Err(AuthError::Replay));
+        assert_eq!(guard.open(&mac, &buffer[..size], member), Ok(&frame(3)[..]));
+        assert_eq!(
+            guard.open(&mac, &buffer[..size], member),
+            Err(AuthError::Replay)
+        );
         let mut tampered = buffer;
         tampered[6] ^= 1;
-        assert_eq!(guard.open(&mac, &tampered[..size]), Err(AuthError::BadTag));
-        assert_eq!(guard.open(&mac, &buffer[..10]), Err(AuthError::Short));
+        assert_eq!(
+            guard.open(&mac, &tampered[..size], member),
+            Err(AuthError::BadTag)
+        );
+        assert_eq!(
+            guard.open(&mac, &buffer[..10], member),
+            Err(AuthError::Short)
+        );
     }
 
     #[test]
@@ -259,7 +407,9 @@ mod tests {
         let mut guard = ReplayGuard::<4>::new();
         let frames: [_; 70] = core::array::from_fn(|_| sealed(&mut sealer, &mac, 2));
         let open = |guard: &mut ReplayGuard<4>, i: usize| {
-            guard.open(&mac, &frames[i].0[..frames[i].1]).map(|_| ())
+            guard
+                .open(&mac, &frames[i].0[..frames[i].1], member)
+                .map(|_| ())
         };
         assert_eq!(open(&mut guard, 10), Ok(()));
         assert_eq!(open(&mut guard, 3), Ok(()), "reordered within the window");
@@ -274,21 +424,63 @@ mod tests {
         // The sender restarts with a higher epoch; its old epoch is dead.
         let mut restarted = Sealer::new(6);
         let (buffer, size) = sealed(&mut restarted, &mac, 2);
-        assert_eq!(guard.open(&mac, &buffer[..size]), Ok(&frame(2)[..]));
+        assert_eq!(guard.open(&mac, &buffer[..size], member), Ok(&frame(2)[..]));
         assert_eq!(open(&mut guard, 67), Err(AuthError::Replay));
     }
 
     #[test]
-    fn sender_table_is_bounded() {
+    fn sender_table_is_bounded_and_makes_room_only_from_non_members() {
         let mac = ToyMac(1);
         let mut guard = ReplayGuard::<2>::new();
-        for (source, expected) in [
-            (1, Ok(())),
-            (2, Ok(())),
-            (3, Err(AuthError::TooManySenders)),
-        ] {
+        let mut open = |source: u16, is_member: &dyn Fn(NodeId) -> bool| {
             let (buffer, size) = sealed(&mut Sealer::new(1), &mac, source);
-            assert_eq!(guard.open(&mac, &buffer[..size]).map(|_| ()), expected);
+            guard.open(&mac, &buffer[..size], is_member).map(|_| ())
+        };
+        assert_eq!(open(1, &member), Ok(()));
+        assert_eq!(open(2, &member), Ok(()));
+        assert_eq!(open(3, &member), Err(AuthError::TooManySenders));
+        // Node 1 was removed: node 3 takes its window.
+        let without_1 = |id: NodeId| id.get() != 1;
+        assert_eq!(open(3, &without_1), Ok(()));
+        assert_eq!(open(1, &without_1), Err(AuthError::TooManySenders));
+    }
+
+    #[test]
+    fn nonces_are_good_once_while_fresh_and_recent() {
+        let start = Instant::from_micros(1_000);
+        let mut nonces = Nonces::new(7);
+        let first = nonces.issue(start).unwrap();
+        assert_eq!(first >> 32, 7, "the epoch makes nonces unique across boots");
+        assert!(!Nonces::new(8).redeem(start, first), "another boot's nonce");
+        assert!(nonces.redeem(start, first));
+        assert!(!nonces.redeem(start, first), "used");
+        assert!(!nonces.redeem(start, first + 1), "never issued");
+        let late = nonces.issue(start).unwrap();
+        assert!(!nonces.redeem(start + NONCE_LIFETIME, late), "expired");
+        let old = nonces.issue(start).unwrap();
+        for _ in 0..NONCES_MAX {
+            nonces.issue(start).unwrap();
         }
+        assert!(!nonces.redeem(start, old), "pushed out by newer ones");
+        let newest = nonces.issue(start).unwrap();
+        assert!(nonces.redeem(start, newest));
+    }
+
+    #[test]
+    fn signed_control_covers_nonce_and_command() {
+        let mac = ToyMac(3);
+        let mut datagram: String<128> = String::new();
+        write_signed_control(&mut datagram, &mac, 0x0000_0007_0000_0002, " status\n").unwrap();
+        let (head, signed) = datagram.split_at("ctl sig=".len() + 2 * TAG_SIZE + 1);
+        assert_eq!(signed, "nonce=0000000700000002 status");
+        assert!(head.starts_with("ctl sig="));
+        let mut expected: String<40> = String::new();
+        for byte in mac.tag(signed.as_bytes()) {
+            write!(expected, "{byte:02x}").unwrap();
+        }
+        assert_eq!(&head["ctl sig=".len()..head.len() - 1], expected.as_str());
+        let too_long = [b'a'; SIGNED_CONTROL_SIZE_MAX];
+        let too_long = core::str::from_utf8(&too_long).unwrap();
+        assert!(write_signed_control(&mut datagram, &mac, 1, too_long).is_err());
     }
 }

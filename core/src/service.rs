@@ -32,11 +32,12 @@ use core::net::SocketAddr;
 
 use heapless::{String, Vec};
 
+use crate::auth::{self, AuthError, Mac, NoKey, Nonces, ReplayGuard, Sealer};
 use crate::limits::FRAME_SIZE_MAX;
 use crate::raft::{Event, Node, ProposeError, RaftRole, Status, TransferError, Transmit};
 use crate::stats::bump;
 use crate::storage::Storage;
-use crate::text::{self, Command, PeerList, ProbeReply, Request, StatusReply};
+use crate::text::{self, Command, PeerList, ProbeReply, Request, Signature, StatusReply};
 use crate::time::{Duration, Instant};
 use crate::types::{Member, NodeId, Payload};
 
@@ -55,10 +56,10 @@ pub const TRANSFER_REPLY_SLACK: Duration = Duration::from_millis(100);
 /// core bug from becoming a spin.
 pub const TRANSMITS_PER_CALL_MAX: usize = 4096;
 
-/// Counters `ctl status` prints: the node's (13), the service's (7) and up to 12 of the
+/// Counters `ctl status` prints: the node's (13), the service's (13) and up to 14 of the
 /// caller's own ([`Host::counters`]; the desktop node has 4, a board 1). Any beyond are left
 /// out of the reply.
-pub const STATUS_COUNTERS_MAX: usize = 32;
+pub const STATUS_COUNTERS_MAX: usize = 40;
 
 /// The smallest reply buffer a [`Service`] accepts: room for a probe reply, a late transfer
 /// answer and any `err` word. `ctl status` needs more (see [`text::TEXT_REPLY_SIZE_MAX`]);
@@ -87,11 +88,26 @@ pub struct ServiceStats {
     pub send_errors: u64,
     /// Datagrams the caller could not receive whole (counted by the caller).
     pub receive_errors: u64,
+    /// Peer frames without a whole authentication trailer (a node with a key got a plain
+    /// frame: a flock member without the key, or noise).
+    pub unsealed: u64,
+    /// Peer frames whose MAC did not match: forged, corrupted, or another flock's key.
+    pub bad_mac: u64,
+    /// Peer frames seen before, too old for the replay window, or from a sender's older
+    /// boot.
+    pub replay: u64,
+    /// Peer frames from a sender the replay table had no room for.
+    pub senders: u64,
+    /// Signed control whose signature did not match (answered `err forbidden`).
+    pub bad_signature: u64,
+    /// Signed control with a nonce not issued, used, expired or pushed out (answered
+    /// `err stale-nonce`).
+    pub stale_nonce: u64,
 }
 
 impl ServiceStats {
     /// Every counter with its `ctl status` name, in a stable order.
-    pub const fn counters(&self) -> [(&'static str, u64); 7] {
+    pub const fn counters(&self) -> [(&'static str, u64); 13] {
         [
             ("text_unknown", self.text_unknown),
             ("text_forbidden", self.text_forbidden),
@@ -100,6 +116,12 @@ impl ServiceStats {
             ("drop_stopped", self.stopped_in),
             ("send_errors", self.send_errors),
             ("receive_errors", self.receive_errors),
+            ("drop_unsealed", self.unsealed),
+            ("drop_bad_mac", self.bad_mac),
+            ("drop_replay", self.replay),
+            ("drop_senders", self.senders),
+            ("ctl_bad_signature", self.bad_signature),
+            ("ctl_stale_nonce", self.stale_nonce),
         ]
     }
 }
@@ -198,9 +220,18 @@ struct TransferWaiter<A> {
     deadline: Instant,
 }
 
+/// What a node with a cluster key keeps to seal, open and sign ([`crate::auth`]).
+struct Auth<K, const M: usize> {
+    key: K,
+    sealer: Sealer,
+    guard: ReplayGuard<M>,
+    nonces: Nonces,
+}
+
 /// A node and its text protocol; see the module docs. `A` is the caller's address type,
 /// `P` the peers a `ctl partition` may name, `R` the reply buffer's size (at least
-/// [`REPLY_SIZE_MIN`]; [`text::TEXT_REPLY_SIZE_MAX`] holds any status of a 64-member node).
+/// [`REPLY_SIZE_MIN`]; [`text::TEXT_REPLY_SIZE_MAX`] holds any status of a 64-member node),
+/// `K` the cluster key's MAC ([`NoKey`] for a node without one).
 pub struct Service<
     S: Storage,
     A: Copy,
@@ -208,8 +239,11 @@ pub struct Service<
     const L: usize,
     const P: usize,
     const R: usize,
+    K: Mac = NoKey,
 > {
     node: Node<S, M, L>,
+    /// With a cluster key: peer frames are sealed and opened, control must be signed.
+    auth: Option<Auth<K, M>>,
     /// `ctl stop` was the last of stop/start, or the node is leaving.
     stopped: bool,
     /// The node is on its way out ([`Service::leave`]): `ctl start` is refused.
@@ -226,16 +260,43 @@ pub struct Service<
     late: String<LATE_REPLY_SIZE_MAX>,
 }
 
-impl<S: Storage, A: Copy, const M: usize, const L: usize, const P: usize, const R: usize>
-    Service<S, A, M, L, P, R>
+impl<
+        S: Storage,
+        A: Copy,
+        const M: usize,
+        const L: usize,
+        const P: usize,
+        const R: usize,
+        K: Mac,
+    > Service<S, A, M, L, P, R, K>
 {
     const REPLY_HOLDS_ANY_SHORT_ANSWER: () = assert!(R >= REPLY_SIZE_MIN);
 
-    /// The service around a running `node`.
+    /// The service around a running `node`, without a cluster key: peer frames are plain,
+    /// control is trusted from trusted sources or with the token.
     pub fn new(node: Node<S, M, L>) -> Self {
+        Self::build(node, None)
+    }
+
+    /// The service around a running `node` of a flock sharing `key`: every peer frame sent
+    /// is sealed, every one received must open, control must be signed. `epoch` is this
+    /// boot's, persisted higher than any earlier boot's before this node sends anything
+    /// (see [`crate::auth`]).
+    pub fn with_key(node: Node<S, M, L>, key: K, epoch: u32) -> Self {
+        let auth = Auth {
+            key,
+            sealer: Sealer::new(epoch),
+            guard: ReplayGuard::new(),
+            nonces: Nonces::new(epoch),
+        };
+        Self::build(node, Some(auth))
+    }
+
+    fn build(node: Node<S, M, L>, auth: Option<Auth<K, M>>) -> Self {
         let () = Self::REPLY_HOLDS_ANY_SHORT_ANSWER;
         Self {
             node,
+            auth,
             stopped: false,
             leaving: false,
             partition: PeerList::new(),
@@ -344,10 +405,25 @@ impl<S: Storage, A: Copy, const M: usize, const L: usize, const P: usize, const 
                 let _ = text::write_probe_reply(&mut self.reply, &reply);
                 Handled::Answer(Notice::None)
             }
-            Request::Control { token, command } => {
-                if !control_allowed(origin.trusted, token, host.control_token) {
-                    bump(&mut self.stats.text_forbidden);
-                    let _ = text::write_err(&mut self.reply, "forbidden");
+            Request::Control {
+                command: Ok(Command::Nonce),
+                ..
+            } => {
+                match self.auth.as_mut().map(|auth| auth.nonces.issue(now)) {
+                    Some(Some(nonce)) => text::write_nonce(&mut self.reply, nonce),
+                    Some(None) => text::write_err(&mut self.reply, "no-nonce"),
+                    None => text::write_err(&mut self.reply, "no-key"),
+                }
+                .unwrap_or(());
+                Handled::Answer(Notice::None)
+            }
+            Request::Control {
+                token,
+                signature,
+                command,
+            } => {
+                if let Err(reason) = self.authorize(now, origin.trusted, token, signature, host) {
+                    let _ = text::write_err(&mut self.reply, reason);
                     return Handled::Answer(Notice::Forbidden);
                 }
                 match command {
@@ -449,15 +525,31 @@ impl<S: Storage, A: Copy, const M: usize, const L: usize, const P: usize, const 
         if self.stopped {
             return true;
         }
+        // With a key, the node writes into the front of the buffer, leaving room to seal.
+        let room = match self.auth {
+            Some(_) => auth::UNSEALED_FRAME_SIZE_MAX,
+            None => FRAME_SIZE_MAX,
+        };
         for _ in 0..TRANSMITS_PER_CALL_MAX {
-            let Some(transmit) = self.node.poll_transmit(now, &mut self.frame) else {
+            let Some(transmit) = self.node.poll_transmit(now, &mut self.frame[..room]) else {
                 return true;
             };
             if self.partition.contains(transmit.target, transmit.addr) {
                 bump(&mut self.stats.partition_out);
                 continue;
             }
-            if !out.send_frame(&self.frame[..transmit.size], &transmit) {
+            let size = match &mut self.auth {
+                // The node wrote at most `room` bytes: the trailer fits.
+                Some(auth) => match auth.sealer.seal(&auth.key, &mut self.frame, transmit.size) {
+                    Ok(size) => size,
+                    Err(_) => {
+                        bump(&mut self.stats.send_errors);
+                        continue;
+                    }
+                },
+                None => transmit.size,
+            };
+            if !out.send_frame(&self.frame[..size], &transmit) {
                 bump(&mut self.stats.send_errors);
             }
         }
@@ -493,17 +585,90 @@ impl<S: Storage, A: Copy, const M: usize, const L: usize, const P: usize, const 
     fn handle_frame(&mut self, now: Instant, frame: &[u8]) -> Handled {
         if self.stopped {
             bump(&mut self.stats.stopped_in);
-            Handled::Dropped
-        } else if partitioned_source(&self.partition, self.node.members(), frame) {
-            bump(&mut self.stats.partition_in);
-            Handled::Dropped
-        } else {
-            self.node.handle_frame(now, frame);
-            Handled::Frame
+            return Handled::Dropped;
         }
+        if partitioned_source(&self.partition, self.node.members(), frame) {
+            bump(&mut self.stats.partition_in);
+            return Handled::Dropped;
+        }
+        let frame = match self.open(frame) {
+            Ok(frame) => frame,
+            Err(counter) => {
+                bump(counter);
+                return Handled::Dropped;
+            }
+        };
+        self.node.handle_frame(now, frame);
+        Handled::Frame
+    }
+
+    /// The frame to hand the node: without a key, `frame` itself; with one, `frame` without
+    /// its trailer once it opened, or the counter of why it did not. A frame whose header is
+    /// already wrong (length, magic, version) goes to the node as it is, to be dropped and
+    /// counted there under its own reason: the node acts on no frame that fails those.
+    fn open<'f>(&mut self, frame: &'f [u8]) -> Result<&'f [u8], &mut u64> {
+        let Some(auth) = &mut self.auth else {
+            return Ok(frame);
+        };
+        if crate::wire::parse_header(frame).is_err() {
+            return Ok(frame);
+        }
+        let members = self.node.members();
+        let is_member = |id: NodeId| members.iter().any(|member| member.id == id);
+        auth.guard
+            .open(&auth.key, frame, is_member)
+            .map_err(|error| match error {
+                AuthError::Short => &mut self.stats.unsealed,
+                AuthError::BadTag => &mut self.stats.bad_mac,
+                AuthError::Replay => &mut self.stats.replay,
+                AuthError::TooManySenders => &mut self.stats.senders,
+            })
     }
 
     // --- Control -------------------------------------------------------------------------
+
+    /// Whether a control command may run; if not, the `err` reason. With a key, only a
+    /// signed command whose tag matches and whose nonce is fresh (see [`crate::auth`]),
+    /// from any source: a key forbids unsigned control, even from a trusted source. Without
+    /// one, the contract's rule: trusted sources, or the right token; a signed command gets
+    /// `err no-key`.
+    fn authorize(
+        &mut self,
+        now: Instant,
+        trusted: bool,
+        token: Option<&str>,
+        signature: Option<Signature<'_>>,
+        host: &Host<'_>,
+    ) -> Result<(), &'static str> {
+        let (auth, stats) = (&mut self.auth, &mut self.stats);
+        match (auth, signature) {
+            (Some(auth), Some(signature)) => {
+                // The tag first: a forged command must not use up a nonce.
+                if !auth.key.verify(signature.signed.as_bytes(), &signature.tag) {
+                    bump(&mut stats.bad_signature);
+                    return Err("forbidden");
+                }
+                if !auth.nonces.redeem(now, signature.nonce) {
+                    bump(&mut stats.stale_nonce);
+                    return Err("stale-nonce");
+                }
+                Ok(())
+            }
+            (Some(_), None) => {
+                bump(&mut stats.text_forbidden);
+                Err("forbidden")
+            }
+            (None, Some(_)) => {
+                bump(&mut stats.text_forbidden);
+                Err("no-key")
+            }
+            (None, None) if control_allowed(trusted, token, host.control_token) => Ok(()),
+            (None, None) => {
+                bump(&mut stats.text_forbidden);
+                Err("forbidden")
+            }
+        }
+    }
 
     /// Carries out one control command and writes its reply (none yet for a transfer or a
     /// start).
@@ -562,6 +727,8 @@ impl<S: Storage, A: Copy, const M: usize, const L: usize, const P: usize, const 
                 true => self.control_remove(now, id),
                 false => Notice::None,
             },
+            // Answered before authorization (handle_datagram).
+            Command::Nonce => Notice::None,
         };
         Handled::Answer(notice)
     }
@@ -824,6 +991,7 @@ mod tests {
     use std::vec::Vec as StdVec;
 
     use super::*;
+    use crate::auth::tests::ToyMac;
     use crate::config::Config;
     use crate::storage::{PersistentState, StorageError};
     use crate::text::TEXT_REPLY_SIZE_MAX;
@@ -854,6 +1022,7 @@ mod tests {
     #[derive(Default)]
     struct Recorder {
         frames: StdVec<(NodeId, usize)>,
+        bytes: StdVec<StdVec<u8>>,
         replies: StdVec<(u16, StdString)>,
         refuse: bool,
     }
@@ -861,6 +1030,7 @@ mod tests {
     impl Outlet<u16> for Recorder {
         fn send_frame(&mut self, frame: &[u8], transmit: &Transmit) -> bool {
             self.frames.push((transmit.target, frame.len()));
+            self.bytes.push(frame.to_vec());
             !self.refuse
         }
 
@@ -1140,5 +1310,178 @@ mod tests {
             "a stopped node sends nothing"
         );
         assert!(out.frames.is_empty());
+    }
+
+    type KeyedService = Service<Nowhere, u16, 5, 32, 3, TEXT_REPLY_SIZE_MAX, ToyMac>;
+
+    /// Node `me` of a flock of three sharing the key `key`, in boot `epoch`.
+    fn keyed(me: u16, key: u8, epoch: u32) -> KeyedService {
+        let members: StdVec<Member> = (1..=3).map(member).collect();
+        let node = Node::new(
+            &Config::new(id(me)),
+            Nowhere,
+            None,
+            &members,
+            7,
+            Instant::ZERO,
+        );
+        Service::with_key(node.unwrap(), ToyMac(key), epoch)
+    }
+
+    fn deliver(service: &mut KeyedService, now: Instant, frame: &[u8]) -> Handled {
+        service.handle_datagram(now, TRUSTED, &Host::default(), frame)
+    }
+
+    #[test]
+    fn keyed_frames_are_sealed_and_every_drop_reason_counted() {
+        let (mut one, mut two) = (keyed(1, 7, 1), keyed(2, 7, 1));
+        let mut out = Recorder::default();
+        let now = one.poll_timeout().unwrap();
+        one.handle_timeout(now, &mut out);
+        assert!(one.transmit(now, &mut out));
+        let to_two = out
+            .frames
+            .iter()
+            .position(|(target, _)| target.get() == 2)
+            .unwrap();
+        let frame = out.bytes[to_two].clone();
+        assert_eq!(deliver(&mut two, now, &frame), Handled::Frame);
+        assert_eq!(*two.stats(), ServiceStats::default());
+        let mut answers = Recorder::default();
+        assert!(two.transmit(now, &mut answers));
+        assert_eq!(answers.frames.len(), 1, "node 2 answers the pre-vote");
+        assert_eq!(deliver(&mut one, now, &answers.bytes[0]), Handled::Frame);
+        assert_eq!(*one.stats(), ServiceStats::default());
+
+        // The same frame again: a replay.
+        assert_eq!(deliver(&mut two, now, &frame), Handled::Dropped);
+        assert_eq!(two.stats().replay, 1);
+        // Any bit changed, or another flock's key: a bad MAC.
+        let mut tampered = frame.clone();
+        tampered[7] ^= 0x10;
+        assert_eq!(deliver(&mut two, now, &tampered), Handled::Dropped);
+        assert_eq!(deliver(&mut keyed(2, 8, 1), now, &frame), Handled::Dropped);
+        assert_eq!(two.stats().bad_mac, 1);
+        // A plain frame (a member without the key): unsealed.
+        let plain = &frame[..frame.len() - auth::TRAILER_SIZE];
+        assert_eq!(deliver(&mut two, now, &plain[..8]), Handled::Dropped);
+        assert_eq!(two.stats().unsealed, 1);
+        // Wrong version and oversized: refused by the node under their own reasons.
+        let mut version = frame.clone();
+        version[1] = 2;
+        assert_eq!(deliver(&mut two, now, &version), Handled::Frame);
+        assert_eq!(
+            deliver(&mut two, now, &[0xD9; FRAME_SIZE_MAX + 1]),
+            Handled::Frame
+        );
+        // Sealed with the key, from an id that is not a member: unknown node.
+        let mut stranger = [0; FRAME_SIZE_MAX];
+        stranger[..plain.len()].copy_from_slice(plain);
+        stranger[2] = 9;
+        let size = Sealer::new(1)
+            .seal(&ToyMac(7), &mut stranger, plain.len())
+            .unwrap();
+        assert_eq!(deliver(&mut two, now, &stranger[..size]), Handled::Frame);
+        let counters = two.node().stats();
+        assert_eq!(
+            (
+                counters.bad_version,
+                counters.too_long,
+                counters.unknown_node
+            ),
+            (1, 1, 1)
+        );
+        let fine = ServiceStats {
+            replay: 1,
+            bad_mac: 1,
+            unsealed: 1,
+            ..ServiceStats::default()
+        };
+        assert_eq!(*two.stats(), fine, "nothing else counted");
+        assert_eq!(counters.undecodable + counters.invalid, 0);
+        // A restarted sender (higher epoch) is heard again.
+        let mut restarted = keyed(1, 7, 2);
+        let mut out = Recorder::default();
+        let later = now + Duration::from_millis(1_000);
+        restarted.handle_timeout(later, &mut out);
+        assert!(restarted.transmit(later, &mut out));
+        let to_two = out
+            .frames
+            .iter()
+            .position(|(target, _)| target.get() == 2)
+            .unwrap();
+        assert_eq!(deliver(&mut two, later, &out.bytes[to_two]), Handled::Frame);
+        assert_eq!(*two.stats(), fine);
+    }
+
+    fn ask_keyed(service: &mut KeyedService, now: Instant, text: &str) -> StdString {
+        let stranger = Origin {
+            addr: 9,
+            trusted: false,
+        };
+        let _ = service.handle_datagram(now, stranger, &Host::default(), text.as_bytes());
+        StdString::from(service.reply())
+    }
+
+    fn signed(key: u8, nonce: u64, command: &str) -> StdString {
+        let mut datagram = StdString::new();
+        auth::write_signed_control(&mut datagram, &ToyMac(key), nonce, command).unwrap();
+        datagram
+    }
+
+    #[test]
+    fn keyed_control_is_signed_over_a_fresh_nonce() {
+        let mut one = keyed(1, 7, 3);
+        let now = Instant::from_millis(1);
+        // Unsigned control is refused, even from a trusted source and with a token.
+        let host = Host {
+            control_token: Some("t"),
+            counters: &[],
+        };
+        let _ = one.handle_datagram(now, TRUSTED, &host, b"ctl token=t status");
+        assert_eq!(one.reply(), "err forbidden\n");
+        assert_eq!(ask_keyed(&mut one, now, "ctl stop"), "err forbidden\n");
+        let nonce = text::parse_nonce_reply(&ask_keyed(&mut one, now, "ctl nonce")).unwrap();
+        assert_eq!(nonce >> 32, 3, "the boot's epoch");
+        // Another key's signature: refused without using up the nonce.
+        assert_eq!(
+            ask_keyed(&mut one, now, &signed(8, nonce, "stop")),
+            "err forbidden\n"
+        );
+        let command = signed(7, nonce, "stop");
+        let mut changed = command.clone().into_bytes();
+        let last = changed.len() - 1;
+        changed[last] = b'a'; // "stoa": the tag no longer covers it
+        assert_eq!(
+            ask_keyed(&mut one, now, core::str::from_utf8(&changed).unwrap()),
+            "err forbidden\n"
+        );
+        assert_eq!(ask_keyed(&mut one, now, &command), "ok\n");
+        assert!(one.is_stopped());
+        assert_eq!(
+            ask_keyed(&mut one, now, &command),
+            "err stale-nonce\n",
+            "a recorded command is never good twice"
+        );
+        let expired = text::parse_nonce_reply(&ask_keyed(&mut one, now, "ctl nonce")).unwrap();
+        let late = now + auth::NONCE_LIFETIME;
+        assert_eq!(
+            ask_keyed(&mut one, late, &signed(7, expired, "start")),
+            "err stale-nonce\n"
+        );
+        assert_eq!(
+            (
+                one.stats().text_forbidden,
+                one.stats().bad_signature,
+                one.stats().stale_nonce
+            ),
+            (2, 2, 2)
+        );
+        // Without a key there is nothing to sign with.
+        let mut plain = service(3);
+        let (_, reply) = ask(&mut plain, now, "ctl nonce");
+        assert_eq!(reply, "err no-key\n");
+        let (_, reply) = ask(&mut plain, now, &signed(7, 1, "status"));
+        assert_eq!(reply, "err no-key\n");
     }
 }

@@ -17,6 +17,7 @@
 use core::fmt::{self, Write};
 use core::net::SocketAddr;
 
+use crate::auth::TAG_SIZE;
 use crate::limits::MEMBERS_MAX;
 use crate::types::{NodeId, Term};
 
@@ -47,11 +48,15 @@ pub enum Request<'a, const N: usize = PARTITION_PEERS_MAX> {
     Binary,
     /// `whois-goose`: answer with [`write_probe_reply`].
     Probe,
-    /// `ctl [token=T] <command> [args]`.
+    /// `ctl [token=T] <command> [args]`, or signed:
+    /// `ctl sig=<tag> nonce=<nonce> <command> [args]` (see [`crate::auth`]).
     Control {
         /// The `token=T` argument, if given (`T` may be empty). Checked by the caller, and
         /// only for sources other than loopback.
         token: Option<&'a str>,
+        /// The signature, if the command is signed (checked by the caller). A `sig=` word
+        /// that is not [`Signature`]-shaped makes the command [`CommandError::BadSignature`].
+        signature: Option<Signature<'a>>,
         /// The command, or why it would not parse (answered `err <reason>`).
         command: Result<Command<N>, CommandError>,
     },
@@ -91,6 +96,21 @@ pub enum Command<const N: usize = PARTITION_PEERS_MAX> {
     },
     /// `remove <id>`: remove a voter or learner.
     Remove(NodeId),
+    /// `nonce`: a nonce to sign a command with (nodes with a cluster key; see
+    /// [`crate::auth`]). Needs no authorization: it changes nothing.
+    Nonce,
+}
+
+/// A signed command's `sig=<32 hex digits> nonce=<16 hex digits>` and the text the tag
+/// covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Signature<'a> {
+    /// The tag.
+    pub tag: [u8; TAG_SIZE],
+    /// The nonce the node issued.
+    pub nonce: u64,
+    /// `nonce=… <command> [args]` as sent: what the tag covers.
+    pub signed: &'a str,
 }
 
 /// One peer named in `ctl partition`.
@@ -161,6 +181,8 @@ pub enum CommandError {
     TooManyPeers,
     /// More arguments than the command takes.
     ExtraArgument,
+    /// A `sig=` that is not 32 hex digits followed by `nonce=` and 16 hex digits.
+    BadSignature,
 }
 
 impl CommandError {
@@ -173,6 +195,7 @@ impl CommandError {
             Self::BadAddress => "bad-address",
             Self::TooManyPeers => "too-many-peers",
             Self::ExtraArgument => "extra-argument",
+            Self::BadSignature => "bad-signature",
         }
     }
 }
@@ -209,16 +232,58 @@ pub fn parse_sized<const N: usize>(datagram: &[u8]) -> Request<'_, N> {
         "whois-goose" if rest.is_empty() => Request::Probe,
         "ok" | "err" | "goose" | "duck" => Request::Reply,
         "ctl" => {
+            let rest = rest.trim_start_matches(' ');
+            if let Some(signed) = rest.strip_prefix("sig=") {
+                return parse_signed(signed);
+            }
             let mut words = rest.split(' ').filter(|word| !word.is_empty()).peekable();
             let token = words.next_if(|word| word.starts_with("token="));
             let token = token.and_then(|word| word.strip_prefix("token="));
             Request::Control {
                 token,
+                signature: None,
                 command: parse_command(&mut words),
             }
         }
         _ => Request::Unknown,
     }
+}
+
+/// `<tag> nonce=<nonce> <command> [args]`, after `ctl sig=`.
+fn parse_signed<const N: usize>(text: &str) -> Request<'_, N> {
+    let (tag, signed) = text.split_once(' ').unwrap_or((text, ""));
+    let signed = signed.trim_start_matches(' ');
+    let (nonce, command) = signed.split_once(' ').unwrap_or((signed, ""));
+    let mut tag_bytes = [0; TAG_SIZE];
+    let mut nonce_bytes = [0; 8];
+    let signature = parse_hex(tag, &mut tag_bytes)
+        .and_then(|()| parse_hex(nonce.strip_prefix("nonce=")?, &mut nonce_bytes))
+        .map(|()| Signature {
+            tag: tag_bytes,
+            nonce: u64::from_be_bytes(nonce_bytes),
+            signed,
+        });
+    let command = match signature {
+        Some(_) => parse_command(&mut command.split(' ').filter(|word| !word.is_empty())),
+        None => Err(CommandError::BadSignature),
+    };
+    Request::Control {
+        token: None,
+        signature,
+        command,
+    }
+}
+
+/// Fills `out` from exactly `2 × out.len()` hex digits (either case, no sign).
+fn parse_hex(text: &str, out: &mut [u8]) -> Option<()> {
+    if text.len() != 2 * out.len() {
+        return None;
+    }
+    let digit = |byte: u8| char::from(byte).to_digit(16);
+    for (byte, pair) in out.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
+        *byte = u8::try_from((digit(pair[0])? << 4) | digit(pair[1])?).ok()?;
+    }
+    Some(())
 }
 
 fn parse_command<'a, const N: usize>(
@@ -237,6 +302,7 @@ fn parse_command<'a, const N: usize>(
             addr: parse_addr(required()?)?,
         },
         "remove" => Command::Remove(parse_node_id(required()?)?),
+        "nonce" => Command::Nonce,
         _ => return Err(CommandError::UnknownCommand),
     };
     match words.next() {
@@ -390,6 +456,22 @@ pub fn write_ok_plain(out: &mut impl Write) -> fmt::Result {
     out.write_str("ok\n")
 }
 
+/// Writes the answer to `ctl nonce`: `ok nonce=<16 hex digits>\n`.
+///
+/// # Errors
+/// Only those of `out`.
+pub fn write_nonce(out: &mut impl Write, nonce: u64) -> fmt::Result {
+    writeln!(out, "ok nonce={nonce:016x}")
+}
+
+/// The nonce in an answer to `ctl nonce` (the client's side), if it is one.
+pub fn parse_nonce_reply(reply: &str) -> Option<u64> {
+    let hex = reply.trim_ascii_end().strip_prefix("ok nonce=")?;
+    let mut bytes = [0; 8];
+    parse_hex(hex, &mut bytes)?;
+    Some(u64::from_be_bytes(bytes))
+}
+
 /// Writes `err <reason>\n`, e.g. `err forbidden` or [`CommandError::reason`].
 ///
 /// # Errors
@@ -491,9 +573,60 @@ mod tests {
 
     fn control(text: &str) -> (Option<&str>, Result<Command, CommandError>) {
         match parse(text.as_bytes()) {
-            Request::Control { token, command } => (token, command),
+            Request::Control {
+                token,
+                signature: None,
+                command,
+            } => (token, command),
             other => panic!("{text:?} parsed as {other:?}"),
         }
+    }
+
+    #[test]
+    fn signed_form() {
+        let tag = "00112233445566778899aabbccddeeff";
+        let text = format!("ctl sig={tag}  nonce=00000007000000FF  partition 2,3 \r\n");
+        let Request::Control {
+            token: None,
+            signature: Some(signature),
+            command,
+        } = parse(text.as_bytes())
+        else {
+            panic!("{text:?}");
+        };
+        assert_eq!(signature.tag[..3], [0x00, 0x11, 0x22]);
+        assert_eq!(signature.tag[15], 0xff);
+        assert_eq!(signature.nonce, 0x0000_0007_0000_00ff);
+        assert_eq!(signature.signed, "nonce=00000007000000FF  partition 2,3");
+        assert_eq!(
+            command,
+            Ok(peers(&[PeerRef::Id(id(2)), PeerRef::Id(id(3))]))
+        );
+        for bad in [
+            "ctl sig=",
+            "ctl sig=0011 nonce=0000000000000001 status",
+            &format!("ctl sig={tag} status"),
+            &format!("ctl sig={tag} nonce=+000000000000001 status"),
+            &format!("ctl sig={tag} nonce=00000000000000001 status"),
+            &format!("ctl sig={}g nonce=0000000000000001 status", &tag[..31]),
+        ] {
+            let Request::Control {
+                signature: None,
+                command,
+                ..
+            } = parse(bad.as_bytes())
+            else {
+                panic!("{bad:?}");
+            };
+            assert_eq!(command, Err(CommandError::BadSignature), "{bad:?}");
+        }
+        assert_eq!(control("ctl nonce"), (None, Ok(Command::Nonce)));
+        let mut reply = String::new();
+        write_nonce(&mut reply, 0x0000_0003_0000_0010).unwrap();
+        assert_eq!(reply, "ok nonce=0000000300000010\n");
+        assert_eq!(parse_nonce_reply(&reply), Some(0x0000_0003_0000_0010));
+        assert_eq!(parse_nonce_reply("ok nonce=12"), None);
+        assert_eq!(parse_nonce_reply("err forbidden"), None);
     }
 
     fn command(text: &str) -> Result<Command, CommandError> {
