@@ -10,14 +10,21 @@
 //! the median of [`RUNS`] runs of [`ITERATIONS`] operations, timed with
 //! `std::time::Instant`. Storage is a no-op that counts saves, so the figures are the
 //! protocol's own cost, and the bench fails if a steady-state operation writes storage.
+//!
+//! It also times `RateLimiter::allow`, which guards every text reply, in the cases a probe
+//! flood produces: a known source refused, a known source allowed, and a new source
+//! finding the table full of active sources (the longest path: two scans of the table).
 
 use std::hint::black_box;
 use std::mem::size_of;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use goose_core::limits::{
     EMBEDDED_LOG_ENTRIES_MAX, EMBEDDED_MEMBERS_MAX, FRAME_SIZE_MAX, LOG_ENTRIES_MAX, MEMBERS_MAX,
+};
+use goose_core::ratelimit::{
+    RateLimit, RateLimiter, Verdict, EMBEDDED_RATE_SOURCES_MAX, RATE_SOURCES_MAX,
 };
 use goose_core::wire::{self, Body, Message, MessageRef};
 use goose_core::{
@@ -371,6 +378,64 @@ fn bench_ticks<const M: usize, const L: usize>(steady: &mut Steady<M, L>) -> Vec
     figures
 }
 
+/// A source address of the limiter bench: 10.0.0.0 + `n`.
+fn source(n: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n))
+}
+
+/// Times `RateLimiter::<N>::allow` with the default limits and a table full of `N` active
+/// sources; each figure checks the verdict its case is about once, before timing.
+fn bench_limiter<const N: usize>() -> Vec<Figure> {
+    let mut limiter = RateLimiter::<N>::new(RateLimit::DEFAULT);
+    let start = Instant::from_millis(1_000);
+    let count = u32::try_from(N).expect("a small table");
+    for n in 0..count {
+        assert!(limiter.allow(start, source(n)));
+    }
+    assert_eq!(limiter.sources_count(), N);
+    let last = source(count - 1);
+    let mut figures = Vec::new();
+
+    // The flood case: the last source in the table, its bucket empty, at one instant.
+    while limiter.allow(start, last) {}
+    assert_eq!(limiter.check(start, last), Verdict::RefuseSource);
+    let ns = measure(|| {
+        black_box(limiter.allow(black_box(start), black_box(last)));
+    });
+    let name = "allow: known source (last in the table), refused";
+    figures.push(Figure { name, ns, sent: 0 });
+
+    // A known source allowed: time moves 1 ms per call (one token at 1,000/s).
+    let mut now = start;
+    let ns = measure(|| {
+        now = now + Duration::from_millis(1);
+        black_box(limiter.allow(black_box(now), black_box(last)));
+    });
+    assert_eq!(
+        limiter.check(now, last),
+        Verdict::RefuseSource,
+        "allowed once per ms"
+    );
+    let name = "allow: known source (last in the table), allowed";
+    figures.push(Figure { name, ns, sent: 0 });
+
+    // A new source, the table full of active sources: refused by the overflow bucket
+    // after a scan for the source and a scan for an idle entry.
+    let stranger = source(count + 1);
+    let mut busy = RateLimiter::<N>::new(RateLimit::DEFAULT);
+    for n in 0..count {
+        assert!(busy.allow(start, source(n)));
+    }
+    while busy.allow(start, stranger) {}
+    assert_eq!(busy.check(start, stranger), Verdict::RefuseOverflow);
+    let ns = measure(|| {
+        black_box(busy.allow(black_box(start), black_box(stranger)));
+    });
+    let name = "allow: new source, table full of active sources (overflow), refused";
+    figures.push(Figure { name, ns, sent: 0 });
+    figures
+}
+
 fn main() {
     let saves_before = SAVES.load(Ordering::Relaxed);
     let desktop = bench::<MEMBERS_MAX, LOG_ENTRIES_MAX>();
@@ -409,5 +474,26 @@ fn main() {
     );
     println!(
         "\n(S is a zero-sized storage; storage saves during the run, elections included: {saves})"
+    );
+    print_limiter();
+}
+
+/// The `RateLimiter::allow` table, at the desktop and the embedded table sizes.
+fn print_limiter() {
+    let desktop = bench_limiter::<RATE_SOURCES_MAX>();
+    let embedded = bench_limiter::<EMBEDDED_RATE_SOURCES_MAX>();
+    println!("\nRateLimiter::allow, default limits, table full of active sources (ns/op)\n");
+    println!(
+        "| case | RateLimiter<{RATE_SOURCES_MAX}> | RateLimiter<{EMBEDDED_RATE_SOURCES_MAX}> |"
+    );
+    println!("| --- | ---: | ---: |");
+    for (wide, small) in desktop.iter().zip(&embedded) {
+        println!("| {} | {:.0} | {:.0} |", wide.name, wide.ns, small.ns);
+    }
+    println!(
+        "\nsize_of: RateLimiter<{RATE_SOURCES_MAX}> {} bytes, \
+         RateLimiter<{EMBEDDED_RATE_SOURCES_MAX}> {} bytes",
+        size_of::<RateLimiter<RATE_SOURCES_MAX>>(),
+        size_of::<RateLimiter<EMBEDDED_RATE_SOURCES_MAX>>()
     );
 }
