@@ -28,7 +28,7 @@
 //! `now` must never decrease (the node asserts it). Nothing here panics on input.
 
 use core::fmt::{self, Write};
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 
 use heapless::{String, Vec};
 
@@ -144,6 +144,9 @@ pub trait Outlet<A> {
 pub struct Origin<A> {
     /// The source address, where the answer goes.
     pub addr: A,
+    /// The source's IP address: what per-source reply limits count by (an attacker picks
+    /// its ports freely).
+    pub ip: IpAddr,
     /// Whether control from it needs no token (loopback on a desktop; the host's loopback
     /// as a board sees it).
     pub trusted: bool,
@@ -991,6 +994,8 @@ mod tests {
     use std::vec::Vec as StdVec;
 
     use super::*;
+    use core::net::Ipv4Addr;
+
     use crate::auth::tests::ToyMac;
     use crate::config::Config;
     use crate::storage::{PersistentState, StorageError};
@@ -1057,6 +1062,7 @@ mod tests {
 
     const TRUSTED: Origin<u16> = Origin {
         addr: 5000,
+        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         trusted: true,
     };
 
@@ -1263,6 +1269,7 @@ mod tests {
         let mut service = service(3);
         let stranger = Origin {
             addr: 9,
+            ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)),
             trusted: false,
         };
         let host = Host {
@@ -1417,6 +1424,7 @@ mod tests {
     fn ask_keyed(service: &mut KeyedService, now: Instant, text: &str) -> StdString {
         let stranger = Origin {
             addr: 9,
+            ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)),
             trusted: false,
         };
         let _ = service.handle_datagram(now, stranger, &Host::default(), text.as_bytes());

@@ -415,6 +415,7 @@ impl<'a, F: NorFlash> Board<'a, F> {
             let source = metadata.endpoint;
             let origin = Origin {
                 addr: source,
+                ip: source.addr.into(),
                 trusted: source_trusted(source, self.config.host),
             };
             let unroutable = [("drop_unroutable", self.unroutable)];

@@ -573,6 +573,7 @@ impl Runner {
         let now = self.clock.now();
         let origin = Origin {
             addr: source,
+            ip: source.ip().to_canonical(),
             trusted: source.ip().to_canonical().is_loopback(),
         };
         let host = Host {
