@@ -30,11 +30,16 @@ use crate::types::{NodeId, Term};
 pub const PARTITION_PEERS_MAX: usize = MEMBERS_MAX;
 
 /// Size of the longest reply, `ctl status` at [`MEMBERS_MAX`] members: three id lists
-/// (members, voters, learners) of up to 64 × 6 characters (`65535,`), plus about 30
-/// `key=value` pairs averaging 24 characters. Writing into a smaller buffer may fail.
-pub const TEXT_REPLY_SIZE_MAX: usize = 2048;
+/// (members, voters, learners) of up to 64 × 6 characters (`65535,`), plus up to
+/// [`crate::service::STATUS_COUNTERS_MAX`] counters and a dozen other `key=value` pairs,
+/// each at most 40 characters (a 19-character name and a 20-digit `u64`). Writing into a
+/// smaller buffer may fail.
+pub const TEXT_REPLY_SIZE_MAX: usize = 4096;
 
-const _: () = assert!(3 * MEMBERS_MAX * "65535,".len() + 30 * 24 <= TEXT_REPLY_SIZE_MAX);
+const _: () = assert!(
+    3 * MEMBERS_MAX * "65535,".len() + (crate::service::STATUS_COUNTERS_MAX + 12) * 40
+        <= TEXT_REPLY_SIZE_MAX
+);
 
 /// What a datagram that arrived on the node's port asks for; a `ctl partition` names at most
 /// `N` peers.
