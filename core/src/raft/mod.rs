@@ -317,6 +317,25 @@ enum Role<const M: usize> {
     Leader(LeaderState<M>),
 }
 
+/// A leader's progress of `from`, once an answer to a send at `sent_at` arrived: the peer
+/// counts as active for CheckQuorum, and the send time as acknowledged for the lease (unless
+/// it predates this leadership). `None` if this node is not leader or `from` is no peer.
+fn acknowledged<const M: usize>(
+    role: &mut Role<M>,
+    from: NodeId,
+    sent_at: Instant,
+) -> Option<&mut Progress> {
+    let Role::Leader(state) = role else {
+        return None;
+    };
+    let progress = state.progress.iter_mut().find(|p| p.id == from)?;
+    progress.active = true;
+    if sent_at >= state.since {
+        progress.acked_sent_at = progress.acked_sent_at.max(Some(sent_at));
+    }
+    Some(progress)
+}
+
 #[derive(Clone, Debug)]
 struct SnapshotReceive<const M: usize> {
     last: EntryId,
@@ -1350,17 +1369,9 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         result: AppendResult,
     ) {
         let last_index = self.log.last_index();
-        let Role::Leader(state) = &mut self.role else {
+        let Some(progress) = acknowledged(&mut self.role, from, sent_at) else {
             return;
         };
-        let since = state.since;
-        let Some(progress) = state.progress.iter_mut().find(|p| p.id == from) else {
-            return;
-        };
-        progress.active = true;
-        if sent_at >= since {
-            progress.acked_sent_at = progress.acked_sent_at.max(Some(sent_at));
-        }
         match result {
             AppendResult::Accepted { match_index } => {
                 if match_index > last_index {
@@ -1398,17 +1409,9 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         received: u16,
     ) {
         let snapshot = self.log.snapshot();
-        let Role::Leader(state) = &mut self.role else {
+        let Some(progress) = acknowledged(&mut self.role, from, sent_at) else {
             return;
         };
-        let since = state.since;
-        let Some(progress) = state.progress.iter_mut().find(|p| p.id == from) else {
-            return;
-        };
-        progress.active = true;
-        if sent_at >= since {
-            progress.acked_sent_at = progress.acked_sent_at.max(Some(sent_at));
-        }
         if last == snapshot && progress.next <= snapshot.index {
             progress.snapshot_received = received;
             progress.send = Some(now);
