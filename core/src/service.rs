@@ -35,6 +35,7 @@ use heapless::{String, Vec};
 use crate::auth::{self, AuthError, Mac, NoKey, Nonces, ReplayGuard, Sealer};
 use crate::limits::FRAME_SIZE_MAX;
 use crate::raft::{Event, Node, ProposeError, RaftRole, Status, TransferError, Transmit};
+use crate::ratelimit::{RateLimit, RateLimiter, RATE_SOURCES_MAX};
 use crate::stats::bump;
 use crate::storage::Storage;
 use crate::text::{self, Command, PeerList, ProbeReply, Request, Signature, StatusReply};
@@ -56,7 +57,7 @@ pub const TRANSFER_REPLY_SLACK: Duration = Duration::from_millis(100);
 /// core bug from becoming a spin.
 pub const TRANSMITS_PER_CALL_MAX: usize = 4096;
 
-/// Counters `ctl status` prints: the node's (13), the service's (13) and up to 14 of the
+/// Counters `ctl status` prints: the node's (13), the service's (14) and up to 13 of the
 /// caller's own ([`Host::counters`]; the desktop node has 4, a board 1). Any beyond are left
 /// out of the reply.
 pub const STATUS_COUNTERS_MAX: usize = 40;
@@ -103,11 +104,13 @@ pub struct ServiceStats {
     /// Signed control with a nonce not issued, used, expired or pushed out (answered
     /// `err stale-nonce`).
     pub stale_nonce: u64,
+    /// Text left unanswered by the reply rate limits ([`crate::ratelimit`]).
+    pub rate_limited: u64,
 }
 
 impl ServiceStats {
     /// Every counter with its `ctl status` name, in a stable order.
-    pub const fn counters(&self) -> [(&'static str, u64); 13] {
+    pub const fn counters(&self) -> [(&'static str, u64); 14] {
         [
             ("text_unknown", self.text_unknown),
             ("text_forbidden", self.text_forbidden),
@@ -122,6 +125,7 @@ impl ServiceStats {
             ("drop_senders", self.senders),
             ("ctl_bad_signature", self.bad_signature),
             ("ctl_stale_nonce", self.stale_nonce),
+            ("drop_rate_limited", self.rate_limited),
         ]
     }
 }
@@ -168,7 +172,8 @@ pub struct Host<'a> {
 pub enum Handled {
     /// A peer frame, handed to the node: drain [`Service::transmit`] and events.
     Frame,
-    /// A peer frame dropped (stopped, or from a partitioned member), and counted.
+    /// A peer frame dropped (stopped, from a partitioned member, failed authentication),
+    /// or text left unanswered by the rate limits; counted.
     Dropped,
     /// Text that is itself a reply (`ok`, `err`, `goose`, `duck`): never answered, so two
     /// nodes can never bounce replies (a caller that sent a request may read it).
@@ -234,7 +239,8 @@ struct Auth<K, const M: usize> {
 /// A node and its text protocol; see the module docs. `A` is the caller's address type,
 /// `P` the peers a `ctl partition` may name, `R` the reply buffer's size (at least
 /// [`REPLY_SIZE_MIN`]; [`text::TEXT_REPLY_SIZE_MAX`] holds any status of a 64-member node),
-/// `K` the cluster key's MAC ([`NoKey`] for a node without one).
+/// `K` the cluster key's MAC ([`NoKey`] for a node without one), `Q` the sources the reply
+/// rate limiter tracks.
 pub struct Service<
     S: Storage,
     A: Copy,
@@ -243,10 +249,13 @@ pub struct Service<
     const P: usize,
     const R: usize,
     K: Mac = NoKey,
+    const Q: usize = RATE_SOURCES_MAX,
 > {
     node: Node<S, M, L>,
     /// With a cluster key: peer frames are sealed and opened, control must be signed.
     auth: Option<Auth<K, M>>,
+    /// Every text answer (probe, control, `err`) is sent only if this allows it.
+    limiter: RateLimiter<Q>,
     /// `ctl stop` was the last of stop/start, or the node is leaving.
     stopped: bool,
     /// The node is on its way out ([`Service::leave`]): `ctl start` is refused.
@@ -271,7 +280,8 @@ impl<
         const P: usize,
         const R: usize,
         K: Mac,
-    > Service<S, A, M, L, P, R, K>
+        const Q: usize,
+    > Service<S, A, M, L, P, R, K, Q>
 {
     const REPLY_HOLDS_ANY_SHORT_ANSWER: () = assert!(R >= REPLY_SIZE_MIN);
 
@@ -300,6 +310,7 @@ impl<
         Self {
             node,
             auth,
+            limiter: RateLimiter::new(RateLimit::DEFAULT),
             stopped: false,
             leaving: false,
             partition: PeerList::new(),
@@ -311,6 +322,12 @@ impl<
             reply: String::new(),
             late: String::new(),
         }
+    }
+
+    /// Sets the limits on text answers ([`RateLimit::DEFAULT`] until then); every bucket
+    /// starts full.
+    pub fn set_rate_limit(&mut self, limit: RateLimit) {
+        self.limiter = RateLimiter::new(limit);
     }
 
     // --- Getters -------------------------------------------------------------------------
@@ -393,7 +410,14 @@ impl<
         datagram: &[u8],
     ) -> Handled {
         self.reply.clear();
-        match text::parse_sized::<P>(datagram) {
+        let request = text::parse_sized::<P>(datagram);
+        let answered = !matches!(request, Request::Binary | Request::Reply);
+        // Before any work beyond classifying: a flood must cost as little as possible.
+        if answered && !self.limiter.allow(now, origin.ip) {
+            bump(&mut self.stats.rate_limited);
+            return Handled::Dropped;
+        }
+        match request {
             Request::Binary => self.handle_frame(now, datagram),
             Request::Probe => {
                 let status = self.node.status(now);
@@ -1491,5 +1515,50 @@ mod tests {
         assert_eq!(reply, "err no-key\n");
         let (_, reply) = ask(&mut plain, now, &signed(7, 1, "status"));
         assert_eq!(reply, "err no-key\n");
+    }
+
+    #[test]
+    fn text_answers_are_rate_limited_per_source_and_peer_frames_never() {
+        let mut service = service(3);
+        service.set_rate_limit(RateLimit {
+            per_source_per_s: 10,
+            burst: 5,
+            global_per_s: 0,
+        });
+        let now = Instant::from_millis(1);
+        let from = |last: u8| Origin {
+            addr: u16::from(last),
+            ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, last)),
+            trusted: false,
+        };
+        let mut answered = |service: &mut TestService, now, origin, text: &str| {
+            let handled = service.handle_datagram(now, origin, &Host::default(), text.as_bytes());
+            matches!(handled, Handled::Answer(_))
+        };
+        let flood = (0..20)
+            .filter(|_| answered(&mut service, now, from(1), "whois-goose"))
+            .count();
+        assert_eq!(flood, 5, "the burst, then nothing");
+        assert!(!answered(&mut service, now, from(1), "ctl status"));
+        assert!(!answered(&mut service, now, from(1), "nonsense"));
+        assert!(
+            answered(&mut service, now, from(2), "whois-goose"),
+            "another source"
+        );
+        assert_eq!(service.stats().rate_limited, 17);
+        // Replies are not answered anyway and cost no token.
+        let reply = service.handle_datagram(now, from(2), &Host::default(), b"ok");
+        assert_eq!(reply, Handled::Ignored);
+        // A peer frame from a limited source still reaches the node.
+        let heartbeat = [
+            0xD9, 0x01, 0x02, 0x00, 0x01, 0x00, 0x03, 0x04, 0x02, 0x05, 0x04, 0xE8, 0x07, 0x00,
+        ];
+        let handled = service.handle_datagram(now, from(1), &Host::default(), &heartbeat);
+        assert_eq!(handled, Handled::Frame);
+        let later = now + Duration::from_millis(300);
+        let refilled = (0..10)
+            .filter(|_| answered(&mut service, later, from(1), "whois-goose"))
+            .count();
+        assert_eq!(refilled, 3, "10/s for 300 ms");
     }
 }
