@@ -664,7 +664,7 @@ mod tests {
     }
 
     /// The core's counters, the service's and `drop_unroutable`.
-    const COUNTERS: usize = 27;
+    const COUNTERS: usize = 28;
 
     #[test]
     fn status_has_room_for_every_counter() {
