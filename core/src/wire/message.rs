@@ -149,6 +149,65 @@ impl MessageShort {
     }
 }
 
+impl MessageOwned {
+    /// The same message in the form the encoder takes, borrowing its entries and members
+    /// rather than copying them: `wire::encode(source, target, &message.as_ref(), buffer)`
+    /// encodes a decoded message again.
+    pub fn as_ref(&self) -> MessageRef<'_> {
+        let body = match &self.body {
+            Body::PreVote { last } => Body::PreVote { last: *last },
+            Body::PreVoteResponse { granted } => Body::PreVoteResponse { granted: *granted },
+            Body::Vote { last, transfer } => Body::Vote {
+                last: *last,
+                transfer: *transfer,
+            },
+            Body::VoteResponse { granted } => Body::VoteResponse { granted: *granted },
+            Body::Append {
+                prev,
+                commit,
+                sent_at,
+                entries,
+            } => Body::Append {
+                prev: *prev,
+                commit: *commit,
+                sent_at: *sent_at,
+                entries: entries.as_slice(),
+            },
+            Body::AppendResponse { sent_at, result } => Body::AppendResponse {
+                sent_at: *sent_at,
+                result: *result,
+            },
+            Body::Snapshot {
+                last,
+                sent_at,
+                offset,
+                members,
+                done,
+            } => Body::Snapshot {
+                last: *last,
+                sent_at: *sent_at,
+                offset: *offset,
+                members: members.as_slice(),
+                done: *done,
+            },
+            Body::SnapshotResponse {
+                sent_at,
+                last,
+                received,
+            } => Body::SnapshotResponse {
+                sent_at: *sent_at,
+                last: *last,
+                received: *received,
+            },
+            Body::TimeoutNow => Body::TimeoutNow,
+        };
+        Message {
+            term: self.term,
+            body,
+        }
+    }
+}
+
 impl<E, M> Body<E, M> {
     /// Whether this asks for a vote (PreVote or Vote).
     pub const fn is_vote_request(&self) -> bool {

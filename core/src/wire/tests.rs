@@ -54,61 +54,6 @@ fn learner_entry(term: u64, value: u16) -> Entry {
     }
 }
 
-/// The form the encoder takes, borrowing from a decoded message.
-fn as_ref(message: &MessageOwned) -> MessageRef<'_> {
-    let body = match &message.body {
-        Body::PreVote { last } => Body::PreVote { last: *last },
-        Body::PreVoteResponse { granted } => Body::PreVoteResponse { granted: *granted },
-        Body::Vote { last, transfer } => Body::Vote {
-            last: *last,
-            transfer: *transfer,
-        },
-        Body::VoteResponse { granted } => Body::VoteResponse { granted: *granted },
-        Body::Append {
-            prev,
-            commit,
-            sent_at,
-            entries,
-        } => Body::Append {
-            prev: *prev,
-            commit: *commit,
-            sent_at: *sent_at,
-            entries: entries.as_slice(),
-        },
-        Body::AppendResponse { sent_at, result } => Body::AppendResponse {
-            sent_at: *sent_at,
-            result: *result,
-        },
-        Body::Snapshot {
-            last,
-            sent_at,
-            offset,
-            members,
-            done,
-        } => Body::Snapshot {
-            last: *last,
-            sent_at: *sent_at,
-            offset: *offset,
-            members: members.as_slice(),
-            done: *done,
-        },
-        Body::SnapshotResponse {
-            sent_at,
-            last,
-            received,
-        } => Body::SnapshotResponse {
-            sent_at: *sent_at,
-            last: *last,
-            received: *received,
-        },
-        Body::TimeoutNow => Body::TimeoutNow,
-    };
-    Message {
-        term: message.term,
-        body,
-    }
-}
-
 fn owned(term: u64, body: Body<Vec<Entry>, Vec<Member>>) -> MessageOwned {
     let body = match body {
         Body::Append {
@@ -325,7 +270,7 @@ fn every_kind() -> Vec<MessageOwned> {
 
 fn encoded(message: &MessageOwned) -> Vec<u8> {
     let mut buffer = [0; FRAME_SIZE_MAX];
-    let size = encode(id(1), id(u16::MAX), &as_ref(message), &mut buffer).unwrap();
+    let size = encode(id(1), id(u16::MAX), &message.as_ref(), &mut buffer).unwrap();
     buffer[..size].to_vec()
 }
 
@@ -359,7 +304,7 @@ fn heartbeat_fixture() {
         },
     );
     let mut buffer = [0; FRAME_SIZE_MAX];
-    let size = encode(id(1), id(2), &as_ref(&message), &mut buffer).unwrap();
+    let size = encode(id(1), id(2), &message.as_ref(), &mut buffer).unwrap();
     assert_eq!(&buffer[..size], &frame);
     let (header, decoded) = decode(&frame).unwrap();
     assert_eq!(
@@ -412,16 +357,42 @@ fn every_kind_round_trips() {
 }
 
 #[test]
+fn as_ref_borrows_entries_and_members() {
+    let append = largest_append();
+    let Body::Append { entries, .. } = &append.body else {
+        unreachable!()
+    };
+    let Body::Append {
+        entries: borrowed, ..
+    } = append.as_ref().body
+    else {
+        panic!("an Append stays an Append");
+    };
+    assert!(core::ptr::eq(borrowed, entries.as_slice()));
+    let snapshot = largest_snapshot();
+    let Body::Snapshot { members, .. } = &snapshot.body else {
+        unreachable!()
+    };
+    let Body::Snapshot {
+        members: borrowed, ..
+    } = snapshot.as_ref().body
+    else {
+        panic!("a Snapshot stays a Snapshot");
+    };
+    assert!(core::ptr::eq(borrowed, members.as_slice()));
+}
+
+#[test]
 fn encode_refuses_small_buffers_and_caps_at_the_frame_limit() {
     let message = largest_append();
     let size = encoded(&message).len();
     let mut buffer = [0; 2 * FRAME_SIZE_MAX];
     for short in [0, FRAME_HEADER_SIZE - 1, FRAME_HEADER_SIZE, size - 1] {
-        let result = encode(id(1), id(2), &as_ref(&message), &mut buffer[..short]);
+        let result = encode(id(1), id(2), &message.as_ref(), &mut buffer[..short]);
         assert_eq!(result, Err(WireError::BufferTooSmall), "buffer of {short}");
     }
     assert_eq!(
-        encode(id(1), id(2), &as_ref(&message), &mut buffer[..size]),
+        encode(id(1), id(2), &message.as_ref(), &mut buffer[..size]),
         Ok(size)
     );
     // A bigger buffer does not let the encoder go past FRAME_SIZE_MAX.
@@ -546,7 +517,7 @@ fn too_short() {
 #[test]
 fn too_long() {
     let mut frame = [0; FRAME_SIZE_MAX + 1];
-    let size = encode(id(1), id(2), &as_ref(&largest_append()), &mut frame).unwrap();
+    let size = encode(id(1), id(2), &largest_append().as_ref(), &mut frame).unwrap();
     assert!(size <= FRAME_SIZE_MAX);
     assert_eq!(decode(&frame), Err(WireError::TooLong));
     assert_eq!(parse_header(&frame), Err(WireError::TooLong));
@@ -822,7 +793,7 @@ fn check_decoded(header: Header, message: &MessageOwned) {
         return;
     };
     let mut buffer = [0; FRAME_SIZE_MAX];
-    let size = encode(source, target, &as_ref(message), &mut buffer).unwrap();
+    let size = encode(source, target, &message.as_ref(), &mut buffer).unwrap();
     assert_eq!(decode(&buffer[..size]), Ok((header, message.clone())));
 }
 
