@@ -9,6 +9,7 @@
 //! event; see [`checker`].
 
 pub mod checker;
+pub mod flood;
 pub mod procs;
 pub mod soak;
 pub mod swarm;

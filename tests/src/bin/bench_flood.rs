@@ -1,0 +1,362 @@
+//! `bench_flood`: a `whois-goose` flood from several source addresses against a real
+//! 5-node flock on 127.0.0.1, and what it does to the flock (issue 6: a flood of at least
+//! 200,000 probes/s from several sources must not change the term).
+//!
+//! ```text
+//! cargo run --release -p flock-tests --bin bench_flood -- \
+//!     [--secs 10] [--aim goose|all] [--sources 8] [--threads 2] [--rate 0] \
+//!     [--batch 64] [--nice 0] [--timing default|fast]
+//! ```
+//!
+//! It starts the flock, waits until it agrees on a goose, watches it for
+//! [`BASELINE_FOR`] without a flood (the peer traffic's normal rate), then floods for
+//! `--secs` from 127.0.0.10, .11, … (`--sources`, dealt out among `--threads` sending
+//! threads, `sendmmsg` batches of `--batch`; `--rate` datagrams/s in all, 0 for as fast as
+//! they can; `--nice` lowers the senders' priority) at the goose or at every node
+//! (`--aim`), while every node's `ctl status` is sampled from 127.0.0.1 every 100 ms; then
+//! it watches [`AFTER_FOR`] more for a late term change.
+//!
+//! It prints the offered rate, the replies the flooders got (per second and bytes out per
+//! byte in), term and goose changes, samples without a goose (a goose whose lease lapsed
+//! because acknowledgements were lost), and per node: datagrams its socket dropped with a
+//! full receive buffer (`/proc/net/udp`), peer frames received per second before and
+//! during the flood, its CPU, and `drop_rate_limited` if `ctl status` has it. It exits 1
+//! on a term change.
+
+use std::fs;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use flock_tests::flood::{
+    self, per_second, socket_drops, Aim, FloodConfig, FloodReport, Flooder, Watched, Watcher,
+};
+use flock_tests::procs::{Flock, OnViolation, Timing};
+
+/// Nodes in the flock.
+const NODES: usize = 5;
+/// How long the flock gets to agree on a goose.
+const AGREE_WITHIN: Duration = Duration::from_secs(10);
+/// Watched without a flood, for the peer traffic's normal rate.
+const BASELINE_FOR: Duration = Duration::from_secs(2);
+/// Watched after the flood, for a late term change.
+const AFTER_FOR: Duration = Duration::from_secs(2);
+
+const USAGE: &str = "usage: bench_flood [--secs N] [--aim goose|all] [--sources N] \
+                     [--threads N] [--rate N] [--batch N] [--nice N] [--timing default|fast]";
+
+struct Args {
+    aim: Aim,
+    timing: Timing,
+    config: FloodConfig,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        aim: Aim::Goose,
+        timing: Timing::DEFAULT,
+        config: FloodConfig {
+            sources: 8,
+            threads: 2,
+            duration: Duration::from_secs(10),
+            rate: None,
+            batch: 64,
+            nice: 0,
+        },
+    };
+    let mut words = std::env::args().skip(1);
+    // Bounded by the argument list.
+    while let Some(flag) = words.next() {
+        let mut value = || words.next().ok_or(format!("{flag} needs a value"));
+        let number = |text: String| -> Result<u64, String> {
+            text.parse().map_err(|e| format!("{flag}: {e}"))
+        };
+        let config = &mut args.config;
+        match flag.as_str() {
+            "--secs" => config.duration = Duration::from_secs(number(value()?)?),
+            "--aim" => {
+                args.aim = match value()?.as_str() {
+                    "goose" => Aim::Goose,
+                    "all" => Aim::All,
+                    other => return Err(format!("--aim {other}: goose or all")),
+                }
+            }
+            "--sources" => config.sources = to_usize(number(value()?)?)?,
+            "--threads" => config.threads = to_usize(number(value()?)?)?,
+            "--rate" => config.rate = Some(number(value()?)?).filter(|&rate| rate > 0),
+            "--batch" => config.batch = to_usize(number(value()?)?)?,
+            "--nice" => config.nice = value()?.parse().map_err(|e| format!("--nice: {e}"))?,
+            "--timing" => {
+                args.timing = match value()?.as_str() {
+                    "default" => Timing::DEFAULT,
+                    "fast" => Timing::FAST,
+                    other => return Err(format!("--timing {other}: default or fast")),
+                }
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    let config = &args.config;
+    if !(1..=flood::SOURCES_MAX).contains(&config.sources) {
+        return Err(format!("--sources: 1..={}", flood::SOURCES_MAX));
+    }
+    if !(1..=config.sources).contains(&config.threads) {
+        return Err("--threads: 1..=sources".into());
+    }
+    if !(1..=flood::BATCH_MAX).contains(&config.batch) {
+        return Err(format!("--batch: 1..={}", flood::BATCH_MAX));
+    }
+    Ok(args)
+}
+
+fn to_usize(value: u64) -> Result<usize, String> {
+    usize::try_from(value).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("bench_flood: {error}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let flock = Flock::start_with(NODES, args.timing, &[], OnViolation::Count);
+    let all = flock.all();
+    let goose = match flock.wait_until(&all, AGREE_WITHIN, Duration::from_millis(10), |round| {
+        round.agreed(&all).is_some()
+    }) {
+        Ok(round) => round.agreed(&all).map_or(0, |(goose, _)| goose),
+        Err(last) => {
+            eprintln!("bench_flood: no agreed goose within {AGREE_WITHIN:?}: {last}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("goose: node {}; baseline for {BASELINE_FOR:?}", goose + 1);
+    let mut watcher = Watcher::new(&flock);
+    watcher.watch(BASELINE_FOR);
+    let baseline = watcher.watched().clone();
+    let baseline_elapsed = BASELINE_FOR;
+
+    let aimed: Vec<usize> = match args.aim {
+        Aim::Goose => vec![goose],
+        Aim::All => all.clone(),
+    };
+    let targets = flood::targets(&flock, &aimed);
+    let drops_before: Vec<Option<u64>> = all.iter().map(|&i| socket_drops(flock.port(i))).collect();
+    let cpu_before: Vec<Option<u64>> = all.iter().map(|&i| cpu_ticks(&flock, i)).collect();
+    let own_cpu_before = own_cpu_ticks();
+    watcher.restart_counters();
+    eprintln!("flooding {:?} for {:?}", args.aim, args.config.duration);
+    let flooding = Instant::now();
+    let flooder = match Flooder::start(&targets, &args.config) {
+        Ok(flooder) => flooder,
+        Err(error) => {
+            eprintln!("bench_flood: flood sockets: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    watcher.watch(args.config.duration);
+    let report = match flooder.finish(false) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("bench_flood: flood: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let flood_elapsed = flooding.elapsed();
+    let during = watcher.watched().clone();
+    let nodes: Vec<NodeFigures> = all
+        .iter()
+        .map(|&i| NodeFigures {
+            goose: i == goose,
+            drops: socket_drops(flock.port(i))
+                .zip(drops_before[i])
+                .map(|(after, before)| after.saturating_sub(before)),
+            cpu_percent: cpu_ticks(&flock, i)
+                .zip(cpu_before[i])
+                .map(|(after, before)| percent(after.saturating_sub(before), flood_elapsed)),
+        })
+        .collect();
+    let own_cpu = own_cpu_ticks()
+        .zip(own_cpu_before)
+        .map(|(after, before)| percent(after.saturating_sub(before), flood_elapsed));
+    watcher.watch(AFTER_FOR);
+    let after = watcher.watched().clone();
+
+    print_report(&Report {
+        args: &args,
+        flood: &report,
+        baseline: &baseline,
+        baseline_elapsed,
+        during: &during,
+        flood_elapsed,
+        after: &after,
+        nodes: &nodes,
+        own_cpu,
+    });
+    let watch = flock.watch();
+    let safe = watch.double_geese == 0
+        && watch.two_geese_in_a_term == 0
+        && watch.term_regressions == 0
+        && after.double_geese == 0;
+    if after.term_changes() == 0 && safe {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("bench_flood: the term changed or a safety promise broke (see above)");
+        ExitCode::FAILURE
+    }
+}
+
+/// Per-node figures taken around the flood.
+struct NodeFigures {
+    goose: bool,
+    /// Datagrams its socket dropped with a full receive buffer during the flood.
+    drops: Option<u64>,
+    cpu_percent: Option<f64>,
+}
+
+struct Report<'a> {
+    args: &'a Args,
+    flood: &'a FloodReport,
+    baseline: &'a Watched,
+    baseline_elapsed: Duration,
+    during: &'a Watched,
+    flood_elapsed: Duration,
+    after: &'a Watched,
+    nodes: &'a [NodeFigures],
+    own_cpu: Option<f64>,
+}
+
+fn print_report(report: &Report<'_>) {
+    let (config, flood) = (&report.args.config, report.flood);
+    println!(
+        "whois-goose flood, {NODES}-node flock ({}), aimed at {:?}: {} sources \
+         (127.0.0.10..) on {} threads, batches of {}, rate {}, nice {}, {:.1} s",
+        report.args.timing,
+        report.args.aim,
+        config.sources,
+        config.threads,
+        config.batch,
+        config
+            .rate
+            .map_or("as fast as possible".to_owned(), |r| format!("{r}/s")),
+        config.nice,
+        flood.elapsed.as_secs_f64()
+    );
+    println!();
+    println!("| figure | value |");
+    println!("| --- | ---: |");
+    println!("| offered (sent) | {:.0} datagrams/s |", flood.sent_per_s());
+    println!("| sendmmsg errors | {} |", flood.send_errors);
+    println!(
+        "| replies received | {:.0}/s ({} in all) |",
+        flood.replies_per_s(),
+        flood.replies
+    );
+    println!(
+        "| bytes out / bytes in (amplification) | {:.3} |",
+        flood.amplification()
+    );
+    let (min, max) = min_max(&flood.replies_per_source);
+    println!("| replies per source, min – max | {min} – {max} |");
+    println!(
+        "| term changes (during + {:?} after) | {} (terms seen: {:?}) |",
+        AFTER_FOR,
+        report.after.term_changes(),
+        report.after.terms
+    );
+    println!(
+        "| goose changes | {} (geese seen: {:?}) |",
+        report.after.goose_changes(),
+        report.after.geese
+    );
+    let during = report.during;
+    let flood_samples = during.samples.saturating_sub(report.baseline.samples);
+    println!(
+        "| status samples during the flood | {flood_samples} ({} node replies missing, \
+         {} without a goose) |",
+        during.missing.saturating_sub(report.baseline.missing),
+        during.gooseless.saturating_sub(report.baseline.gooseless)
+    );
+    if let Some(cpu) = report.own_cpu {
+        println!("| bench process CPU (flooders, watcher) | {cpu:.0} % |");
+    }
+    println!();
+    let limited = during.has("drop_rate_limited");
+    println!(
+        "| node | role | socket drops (buffer full) | peer frames in/s before | \
+         during | CPU % | drop_rate_limited |"
+    );
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+    for (index, node) in report.nodes.iter().enumerate() {
+        let rate = |watched: &Watched, elapsed: Duration| {
+            watched
+                .delta(index, "peer_frames_in")
+                .map_or("-".to_owned(), |frames| {
+                    format!("{:.0}", per_second(frames, elapsed))
+                })
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            index + 1,
+            if node.goose { "goose" } else { "duck" },
+            node.drops.map_or("-".to_owned(), |d| d.to_string()),
+            rate(report.baseline, report.baseline_elapsed),
+            rate(during, report.flood_elapsed),
+            node.cpu_percent
+                .map_or("-".to_owned(), |c| format!("{c:.0}")),
+            if limited {
+                during
+                    .delta(index, "drop_rate_limited")
+                    .map_or("-".to_owned(), |d| d.to_string())
+            } else {
+                "(absent)".to_owned()
+            },
+        );
+    }
+}
+
+fn min_max(values: &[u64]) -> (u64, u64) {
+    let min = values.iter().copied().min().unwrap_or(0);
+    let max = values.iter().copied().max().unwrap_or(0);
+    (min, max)
+}
+
+/// `ticks` of CPU over `elapsed`, in percent of one core.
+fn percent(ticks: u64, elapsed: Duration) -> f64 {
+    100.0 * ticks as f64 / clock_ticks_per_s() / elapsed.as_secs_f64().max(1e-9)
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat`.
+fn clock_ticks_per_s() -> f64 {
+    // SAFETY: sysconf reads a system constant; no memory effects.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
+}
+
+/// utime + stime of node `index`, in clock ticks.
+fn cpu_ticks(flock: &Flock, index: usize) -> Option<u64> {
+    stat_ticks(&format!("/proc/{}/stat", flock.pid(index)?))
+}
+
+/// utime + stime of this process (every thread), in clock ticks.
+fn own_cpu_ticks() -> Option<u64> {
+    stat_ticks("/proc/self/stat")
+}
+
+fn stat_ticks(path: &str) -> Option<u64> {
+    let stat = fs::read_to_string(path).ok()?;
+    // After the parenthesised command name: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
