@@ -1,12 +1,17 @@
-//! The `auth_open` script: senders seal frames, a receiver opens them in any order, and a
-//! set-based reference model of the replay window says what each open must return.
+//! The `auth_open` script: senders seal frames, a receiver opens them in any order while
+//! its membership changes, and a set-based reference model of the replay window says what
+//! each open must return. The same script issues and redeems signed-control nonces,
+//! checked against a model of [`Nonces`].
 
 use std::collections::BTreeSet;
 
 use arbitrary::{Arbitrary, Unstructured};
-use goose_core::auth::{AuthError, ReplayGuard, Sealer, REPLAY_WINDOW, TAG_SIZE, TRAILER_SIZE};
+use goose_core::auth::{
+    AuthError, Nonces, ReplayGuard, Sealer, NONCES_MAX, NONCE_LIFETIME, REPLAY_WINDOW, TAG_SIZE,
+    TRAILER_SIZE,
+};
 use goose_core::limits::{FRAME_HEADER_SIZE, FRAME_SIZE_MAX};
-use goose_core::NodeId;
+use goose_core::{Duration, Instant, NodeId};
 
 use crate::flock::{Bytes, Encode};
 use crate::TestMac;
@@ -39,11 +44,21 @@ pub enum AuthOp {
     },
     /// Open arbitrary bytes.
     OpenRaw { bytes: Bytes },
+    /// The receiver's membership changes: sender `id` is a member when bit `id % 16` of
+    /// `mask` is set (all are, at the start). A full guard gives a new sender the window
+    /// of a non-member.
+    Members { mask: u16 },
+    /// `after_ms` pass, then the receiver issues a nonce.
+    NonceIssue { after_ms: u16 },
+    /// `after_ms` pass, then the receiver redeems issued nonce `pick` (modulo those
+    /// issued) xor `xor`: with `xor` 0 the genuine nonce, else most likely one never
+    /// issued, or another issued one.
+    NonceRedeem { after_ms: u16, pick: u8, xor: u64 },
 }
 
 impl Encode for AuthOp {
     fn encode(&self, out: &mut Vec<u8>) {
-        const COUNT: u64 = 6;
+        const COUNT: u64 = 9;
         let variant = |out: &mut Vec<u8>, index: u64| {
             let tag = ((index << 32).div_ceil(COUNT)) as u32;
             out.extend_from_slice(&tag.to_le_bytes());
@@ -86,6 +101,24 @@ impl Encode for AuthOp {
                 variant(out, 5);
                 bytes(out, raw);
             }
+            Self::Members { mask } => {
+                variant(out, 6);
+                out.extend_from_slice(&mask.to_le_bytes());
+            }
+            Self::NonceIssue { after_ms } => {
+                variant(out, 7);
+                out.extend_from_slice(&after_ms.to_le_bytes());
+            }
+            Self::NonceRedeem {
+                after_ms,
+                pick,
+                xor,
+            } => {
+                variant(out, 8);
+                out.extend_from_slice(&after_ms.to_le_bytes());
+                out.push(*pick);
+                out.extend_from_slice(&xor.to_le_bytes());
+            }
         }
     }
 }
@@ -103,21 +136,41 @@ pub fn decode_ops(data: &[u8]) -> Vec<AuthOp> {
     ops
 }
 
+/// Whether sender `id` is a member under `mask` ([`AuthOp::Members`]).
+fn is_member(mask: u16) -> impl Fn(NodeId) -> bool {
+    move |id| mask >> (id.get() % 16) & 1 == 1
+}
+
 /// The reference: per sender, the newest epoch, the newest counter and the set of counters
-/// seen within the window.
+/// seen within the window; and the sender whose window the last accept took over, if any.
 #[derive(Default)]
 struct Model {
     senders: Vec<(NodeId, u32, u64, BTreeSet<u64>)>,
+    evicted: Option<NodeId>,
 }
 
 impl Model {
-    fn accept(&mut self, sender: NodeId, epoch: u32, counter: u64) -> Result<(), AuthError> {
+    fn accept(
+        &mut self,
+        sender: NodeId,
+        epoch: u32,
+        counter: u64,
+        is_member: &impl Fn(NodeId) -> bool,
+    ) -> Result<(), AuthError> {
+        self.evicted = None;
         let Some(window) = self.senders.iter_mut().find(|w| w.0 == sender) else {
-            if self.senders.len() == SENDERS {
-                return Err(AuthError::TooManySenders);
+            let window = (sender, epoch, counter, BTreeSet::from([counter]));
+            if self.senders.len() < SENDERS {
+                self.senders.push(window);
+                return Ok(());
             }
-            self.senders
-                .push((sender, epoch, counter, BTreeSet::from([counter])));
+            // Which non-member's window goes is the guard's choice; it takes the first in
+            // table order (a replaced window keeps its place), and so does the model.
+            let Some(gone) = self.senders.iter_mut().find(|w| !is_member(w.0)) else {
+                return Err(AuthError::TooManySenders);
+            };
+            self.evicted = Some(gone.0);
+            *gone = window;
             return Ok(());
         };
         let (_, seen_epoch, newest, seen) = window;
@@ -141,7 +194,12 @@ impl Model {
     }
 
     /// What `open` must return for `frame`, updating the model as the guard should.
-    fn open(&mut self, mac: &TestMac, frame: &[u8]) -> Result<usize, AuthError> {
+    fn open(
+        &mut self,
+        mac: &TestMac,
+        frame: &[u8],
+        is_member: &impl Fn(NodeId) -> bool,
+    ) -> Result<usize, AuthError> {
         use goose_core::auth::Mac;
         if frame.len() < FRAME_HEADER_SIZE + TRAILER_SIZE || frame.len() > FRAME_SIZE_MAX {
             return Err(AuthError::Short);
@@ -155,29 +213,120 @@ impl Model {
         let counter = u64::from_le_bytes(signed[body + 4..].try_into().unwrap());
         let sender =
             NodeId::new(u16::from_le_bytes([frame[2], frame[3]])).ok_or(AuthError::BadTag)?;
-        self.accept(sender, epoch, counter)?;
+        self.accept(sender, epoch, counter, is_member)?;
         Ok(body)
     }
 }
 
-/// Runs a whole fuzz input, asserting that the guard agrees with the model at every open
-/// and that every sealed frame opens at most once.
-pub fn run(data: &[u8]) {
-    let mac = TestMac(TestMac::SEED_KEY);
-    let mut guard = ReplayGuard::<SENDERS>::new();
-    let mut model = Model::default();
-    let mut sealers: Vec<(u16, Sealer)> = Vec::new();
-    let mut sealed: Vec<Vec<u8>> = Vec::new();
-    let check = |guard: &mut ReplayGuard<SENDERS>, model: &mut Model, frame: &[u8]| {
-        let expected = model.open(&mac, frame);
-        let got = guard.open(&mac, frame);
+/// The epoch in which the receiver issues nonces.
+const NONCE_EPOCH: u32 = 7;
+
+/// The reference for [`Nonces`]: every nonce issued (its sequence number is its index),
+/// when, and whether it was redeemed.
+#[derive(Default)]
+struct NonceModel {
+    issued: Vec<(Instant, bool)>,
+}
+
+impl NonceModel {
+    fn nonce(sequence: usize) -> u64 {
+        (u64::from(NONCE_EPOCH) << 32) | sequence as u64
+    }
+
+    /// Whether `redeem(now, nonce)` must succeed: issued in this epoch, among the last
+    /// [`NONCES_MAX`], less than [`NONCE_LIFETIME`] ago, not redeemed yet. Marks it used.
+    fn redeem(&mut self, now: Instant, nonce: u64) -> bool {
+        if nonce >> 32 != u64::from(NONCE_EPOCH) {
+            return false;
+        }
+        let sequence = (nonce & 0xFFFF_FFFF) as usize;
+        let count = self.issued.len();
+        let Some((issued_at, used)) = self.issued.get_mut(sequence) else {
+            return false;
+        };
+        let good = count - sequence <= NONCES_MAX
+            && !*used
+            && now.saturating_since(*issued_at) < NONCE_LIFETIME;
+        *used |= good;
+        good
+    }
+}
+
+/// The sender id in a sealed frame's header.
+fn sender_of(frame: &[u8]) -> u16 {
+    u16::from_le_bytes([frame[2], frame[3]])
+}
+
+/// The receiver under test, its model, and what it was sent.
+struct Receiver {
+    guard: ReplayGuard<SENDERS>,
+    model: Model,
+    /// The membership ([`AuthOp::Members`]).
+    members: u16,
+    /// The last [`SEALED_MAX`] frames sealed, each with whether it opened since its sender
+    /// last had a window in the guard.
+    sealed: Vec<(Vec<u8>, bool)>,
+}
+
+impl Receiver {
+    /// Opens `frame` with `mac` in the guard and in the model, which must agree; returns
+    /// whether it opened.
+    fn open(&mut self, mac: &TestMac, frame: &[u8]) -> bool {
+        let expected = self.model.open(mac, frame, &is_member(self.members));
+        let got = self.guard.open(mac, frame, is_member(self.members));
         match (got, expected) {
-            (Ok(body), Ok(size)) => assert_eq!(body, &frame[..size], "opened body"),
+            (Ok(body), Ok(size)) => {
+                assert_eq!(body.as_ptr(), frame.as_ptr(), "the body starts the frame");
+                assert_eq!(body.len(), size, "opened body");
+            }
             (Err(got), Err(expected)) => assert_eq!(got, expected, "refusal reason"),
             (got, expected) => panic!("guard {got:?}, model {expected:?}, frame {frame:02x?}"),
         }
+        if let Some(gone) = self.model.evicted.take() {
+            // The guard forgot a non-member's window: its frames may open once more, as
+            // after a restart of the receiver.
+            for (frame, opened) in &mut self.sealed {
+                if sender_of(frame) == gone.get() {
+                    *opened = false;
+                }
+            }
+        }
         got.is_ok()
+    }
+
+    /// Opens remembered frame `index`: never with another key, and at most once while its
+    /// sender keeps its window.
+    fn open_sealed(&mut self, mac: &TestMac, wrong: &TestMac, index: usize) {
+        let frame = self.sealed[index].0.clone();
+        assert!(!self.open(wrong, &frame), "opened with another key");
+        if self.open(mac, &frame) {
+            assert!(!self.sealed[index].1, "opened twice: {frame:02x?}");
+            self.sealed[index].1 = true;
+            let again = self.guard.open(mac, &frame, is_member(self.members));
+            assert_eq!(again, Err(AuthError::Replay), "opened twice in a row");
+        }
+    }
+}
+
+/// Runs a whole fuzz input, asserting that the guard agrees with the model at every open,
+/// that every sealed frame opens at most once (while its sender keeps its window) and only
+/// with the key, and that nonces agree with their model, each redeemed at most once and
+/// only if issued.
+pub fn run(data: &[u8]) {
+    let mac = TestMac(TestMac::SEED_KEY);
+    let wrong = TestMac(TestMac::SEED_KEY ^ 1);
+    let mut receiver = Receiver {
+        guard: ReplayGuard::new(),
+        model: Model::default(),
+        members: u16::MAX,
+        sealed: Vec::new(),
     };
+    let mut sealers: Vec<(u16, Sealer)> = Vec::new();
+    let mut now = Instant::from_micros(1);
+    let mut nonces = Nonces::new(NONCE_EPOCH);
+    let mut nonce_model = NonceModel::default();
+    let mut issued = BTreeSet::new();
+    let mut redeemed = BTreeSet::new();
     for op in decode_ops(data) {
         match op {
             AuthOp::Seal { frame } => {
@@ -204,10 +353,10 @@ pub fn run(data: &[u8]) {
                 match sealer.seal(&mac, &mut buffer, size) {
                     Ok(total) => {
                         assert_eq!(total, size + TRAILER_SIZE);
-                        if sealed.len() == SEALED_MAX {
-                            sealed.remove(0);
+                        if receiver.sealed.len() == SEALED_MAX {
+                            receiver.sealed.remove(0);
                         }
-                        sealed.push(buffer[..total].to_vec());
+                        receiver.sealed.push((buffer[..total].to_vec(), false));
                     }
                     Err(error) => {
                         assert_eq!(error, AuthError::Short);
@@ -221,25 +370,22 @@ pub fn run(data: &[u8]) {
                 sealers.push((source, Sealer::new(epoch)));
             }
             AuthOp::Open { frame } => {
-                if sealed.is_empty() {
+                if receiver.sealed.is_empty() {
                     continue;
                 }
-                let frame = sealed[usize::from(frame) % sealed.len()].clone();
-                if check(&mut guard, &mut model, &frame) {
-                    // Exactly once: the same frame is now a replay.
-                    assert_eq!(guard.open(&mac, &frame), Err(AuthError::Replay));
-                }
+                let index = usize::from(frame) % receiver.sealed.len();
+                receiver.open_sealed(&mac, &wrong, index);
             }
             AuthOp::OpenTampered { frame, at, xor } => {
-                if sealed.is_empty() {
+                if receiver.sealed.is_empty() {
                     continue;
                 }
-                let mut frame = sealed[usize::from(frame) % sealed.len()].clone();
+                let index = usize::from(frame) % receiver.sealed.len();
+                let mut frame = receiver.sealed[index].0.clone();
                 let at = usize::from(at) % frame.len();
                 frame[at] ^= xor.max(1);
-                let opened = check(&mut guard, &mut model, &frame);
                 // The test MAC changes with any single byte, so a tampered frame never opens.
-                assert!(!opened || frame.len() < FRAME_HEADER_SIZE + TRAILER_SIZE);
+                assert!(!receiver.open(&mac, &frame), "a tampered frame opened");
             }
             AuthOp::OpenForged {
                 sender,
@@ -253,10 +399,41 @@ pub fn run(data: &[u8]) {
                 frame.extend_from_slice(&counter.to_le_bytes());
                 let tag = mac.tag(&frame);
                 frame.extend_from_slice(&tag);
-                check(&mut guard, &mut model, &frame);
+                receiver.open(&mac, &frame);
             }
             AuthOp::OpenRaw { bytes } => {
-                check(&mut guard, &mut model, &bytes.0);
+                receiver.open(&mac, &bytes.0);
+            }
+            AuthOp::Members { mask } => receiver.members = mask,
+            AuthOp::NonceIssue { after_ms } => {
+                now = now + Duration::from_millis(u64::from(after_ms));
+                let nonce = nonces.issue(now).expect("far fewer than 2^32 nonces");
+                assert_eq!(nonce, NonceModel::nonce(nonce_model.issued.len()));
+                assert!(issued.insert(nonce), "nonce {nonce:016x} issued twice");
+                nonce_model.issued.push((now, false));
+            }
+            AuthOp::NonceRedeem {
+                after_ms,
+                pick,
+                xor,
+            } => {
+                now = now + Duration::from_millis(u64::from(after_ms));
+                // Counted from the newest, so that most picks are still fresh.
+                let count = nonce_model.issued.len();
+                let nonce = match count {
+                    0 => xor,
+                    _ => NonceModel::nonce(count - 1 - usize::from(pick) % count) ^ xor,
+                };
+                let expected = nonce_model.redeem(now, nonce);
+                let got = nonces.redeem(now, nonce);
+                assert_eq!(got, expected, "redeem {nonce:016x} at {now:?}");
+                if got {
+                    assert!(
+                        issued.contains(&nonce),
+                        "redeemed {nonce:016x}, never issued"
+                    );
+                    assert!(redeemed.insert(nonce), "redeemed {nonce:016x} twice");
+                }
             }
         }
     }

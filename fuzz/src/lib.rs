@@ -1,6 +1,6 @@
-//! Shared pieces of the goose-core fuzz targets: the message conversion the round trip
-//! needs, a keyed test MAC, the simulated flock that `node_sequences` drives, and the seed
-//! corpus generator (`tests/corpus.rs` writes and checks `corpus/`).
+//! Shared pieces of the goose-core fuzz targets: the `frame_decode` round trip, a keyed
+//! test MAC, the simulated flock that `node_sequences` drives, and the seed corpus
+//! generator (`tests/corpus.rs` writes and checks `corpus/`).
 //!
 //! The targets themselves are in `fuzz_targets/`; `scripts/ci/fuzz.sh` runs them.
 
@@ -12,7 +12,7 @@ pub mod text;
 
 use goose_core::auth::{Mac, TAG_SIZE};
 use goose_core::limits::FRAME_SIZE_MAX;
-use goose_core::wire::{self, Body, Message, MessageOwned, MessageRef};
+use goose_core::wire::{self, Body};
 use goose_core::NodeId;
 
 /// The `frame_decode` target: decoding never panics, and every frame that decodes
@@ -26,7 +26,7 @@ pub fn frame_decode(data: &[u8]) {
     // The header may carry id 0, which `NodeId` cannot hold: encode with a placeholder and
     // write the header's ids back.
     let one = NodeId::new(1).expect("1 is a valid id");
-    let size = wire::encode(one, one, &as_ref(&message), &mut buffer)
+    let size = wire::encode(one, one, &message.as_ref(), &mut buffer)
         .expect("a decoded message re-encodes");
     assert!(
         size <= data.len(),
@@ -41,61 +41,6 @@ pub fn frame_decode(data: &[u8]) {
         (header, message),
         "re-encoded frame decodes differently"
     );
-}
-
-/// The form the encoder takes, borrowing from a decoded message (as in core's wire tests).
-pub fn as_ref(message: &MessageOwned) -> MessageRef<'_> {
-    let body = match &message.body {
-        Body::PreVote { last } => Body::PreVote { last: *last },
-        Body::PreVoteResponse { granted } => Body::PreVoteResponse { granted: *granted },
-        Body::Vote { last, transfer } => Body::Vote {
-            last: *last,
-            transfer: *transfer,
-        },
-        Body::VoteResponse { granted } => Body::VoteResponse { granted: *granted },
-        Body::Append {
-            prev,
-            commit,
-            sent_at,
-            entries,
-        } => Body::Append {
-            prev: *prev,
-            commit: *commit,
-            sent_at: *sent_at,
-            entries: entries.as_slice(),
-        },
-        Body::AppendResponse { sent_at, result } => Body::AppendResponse {
-            sent_at: *sent_at,
-            result: *result,
-        },
-        Body::Snapshot {
-            last,
-            sent_at,
-            offset,
-            members,
-            done,
-        } => Body::Snapshot {
-            last: *last,
-            sent_at: *sent_at,
-            offset: *offset,
-            members: members.as_slice(),
-            done: *done,
-        },
-        Body::SnapshotResponse {
-            sent_at,
-            last,
-            received,
-        } => Body::SnapshotResponse {
-            sent_at: *sent_at,
-            last: *last,
-            received: *received,
-        },
-        Body::TimeoutNow => Body::TimeoutNow,
-    };
-    Message {
-        term: message.term,
-        body,
-    }
 }
 
 /// The name of a message's kind, for seed file names and traces.

@@ -10,10 +10,13 @@ use goose_core::limits::FRAME_SIZE_MAX;
 use goose_core::wire::{self, Body, Message};
 use goose_core::{EntryId, Instant, LogIndex, NodeId, Term};
 
+use goose_core::auth::write_signed_control;
+
 use crate::auth::AuthOp;
 use crate::flock::Encode as _;
 use crate::flock::{encode_script, Action, Bytes, Change, Flock, Packet, Setup};
 use crate::single::Op;
+use crate::TestMac;
 
 /// One seed: the target, a file name, the bytes.
 pub struct Seed {
@@ -272,8 +275,14 @@ pub fn frames_by_kind() -> BTreeMap<&'static str, Vec<u8>> {
     frames
 }
 
-fn text_seeds() -> Vec<(&'static str, &'static [u8])> {
-    vec![
+fn text_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let signed = |nonce: u64, command: &str| {
+        let mut datagram = String::new();
+        write_signed_control(&mut datagram, &TestMac(TestMac::SEED_KEY), nonce, command)
+            .expect("a short command fits");
+        datagram.into_bytes()
+    };
+    let plain: Vec<(&'static str, &'static [u8])> = vec![
         ("probe", b"whois-goose\n"),
         ("status", b"ctl status"),
         ("status-token", b"ctl token=s3cret status\n"),
@@ -290,10 +299,31 @@ fn text_seeds() -> Vec<(&'static str, &'static [u8])> {
         ("extra", b"ctl stop now"),
         ("reply", b"goose id=1 term=3 goose=1\n"),
         ("unknown", b"hello"),
-    ]
+        ("nonce", b"ctl nonce\n"),
+        ("nonce-reply", b"ok nonce=00000007000000ff\n"),
+        (
+            "signed-bad",
+            b"ctl sig=00112233445566778899AABBCCDDEEFF  nonce=0000000700000001 stop now",
+        ),
+    ];
+    let mut seeds: Vec<_> = plain
+        .into_iter()
+        .map(|(name, bytes)| (name, bytes.to_vec()))
+        .collect();
+    seeds.push(("signed-status", signed(0x0000_0007_0000_0000, "status")));
+    seeds.push((
+        "signed-partition",
+        signed(
+            0x0000_0007_0000_0001,
+            "partition 2,127.0.0.1:9002,[::1]:9005",
+        ),
+    ));
+    seeds.push(("signed-add", signed(u64::MAX, "add 4 127.0.0.1:9004")));
+    seeds
 }
 
-fn auth_scripts(frames: &BTreeMap<&'static str, Vec<u8>>) -> Vec<(&'static str, Vec<AuthOp>)> {
+/// `auth_open` scripts.
+pub fn auth_scripts(frames: &BTreeMap<&'static str, Vec<u8>>) -> Vec<(&'static str, Vec<AuthOp>)> {
     let frame = |kind: &str| Bytes(frames.get(kind).cloned().unwrap_or_default());
     vec![
         (
@@ -377,6 +407,82 @@ fn auth_scripts(frames: &BTreeMap<&'static str, Vec<u8>>) -> Vec<(&'static str, 
                     bytes: frame("timeout-now"),
                 }])
                 .collect(),
+        ),
+        (
+            // Eight senders fill the guard; three of them leave the membership, and the
+            // next three new senders take their windows; one more finds none free.
+            "members-leave",
+            (1..=8)
+                .map(|sender| AuthOp::OpenForged {
+                    sender,
+                    epoch: 1,
+                    counter: 1,
+                })
+                .chain([AuthOp::Members {
+                    mask: !(1 << 2 | 1 << 5 | 1 << 7),
+                }])
+                .chain((9..=11).map(|sender| AuthOp::OpenForged {
+                    sender,
+                    epoch: 1,
+                    counter: 1,
+                }))
+                .chain([
+                    AuthOp::OpenForged {
+                        sender: 2,
+                        epoch: 1,
+                        counter: 1,
+                    },
+                    AuthOp::Members { mask: u16::MAX },
+                    AuthOp::Seal {
+                        frame: frame("vote"),
+                    },
+                    AuthOp::Open { frame: 0 },
+                ])
+                .collect(),
+        ),
+        (
+            // Issued, redeemed once, refused again; a forged one; one expired; one pushed
+            // out by newer ones.
+            "nonces",
+            vec![
+                AuthOp::NonceIssue { after_ms: 1 },
+                AuthOp::NonceRedeem {
+                    after_ms: 10,
+                    pick: 0,
+                    xor: 0,
+                },
+                AuthOp::NonceRedeem {
+                    after_ms: 10,
+                    pick: 0,
+                    xor: 0,
+                },
+                AuthOp::NonceRedeem {
+                    after_ms: 0,
+                    pick: 0,
+                    xor: 1,
+                },
+                AuthOp::NonceIssue { after_ms: 0 },
+                AuthOp::NonceRedeem {
+                    after_ms: 10_000,
+                    pick: 0,
+                    xor: 0,
+                },
+            ]
+            .into_iter()
+            .chain((0..10).map(|_| AuthOp::NonceIssue { after_ms: 100 }))
+            .chain([
+                AuthOp::NonceRedeem {
+                    after_ms: 0,
+                    pick: 9,
+                    xor: 0,
+                },
+                AuthOp::NonceRedeem {
+                    after_ms: 0,
+                    pick: 7,
+                    xor: 0,
+                },
+            ])
+            .collect(),
         ),
     ]
 }
@@ -541,7 +647,7 @@ pub fn corpus() -> Vec<Seed> {
         seeds.push(Seed {
             target: "text_parse",
             name: name.to_string(),
-            bytes: bytes.to_vec(),
+            bytes,
         });
     }
     seeds

@@ -1,16 +1,20 @@
 //! The `text_parse` target: any datagram parses without panicking; a parsed control
-//! command renders back to text that parses to the same command; and every reply a node
-//! can write, with values drawn from the input up to their largest, fits a
+//! command renders back to text that parses to the same command, plain or signed (and a
+//! client's signed datagram carries a tag over what the node reads as signed); and every
+//! reply a node can write, with values drawn from the input up to their largest, fits a
 //! `heapless::String<TEXT_REPLY_SIZE_MAX>` as exactly one line that parses as a reply (so
-//! two nodes can never bounce replies).
+//! two nodes can never bounce replies); a nonce reply gives back its nonce.
 
 use std::fmt::Write as _;
 
+use goose_core::auth::{self, Mac};
 use goose_core::limits::MEMBERS_MAX;
 use goose_core::text::{
-    self, Command, PeerRef, ProbeReply, Request, StatusReply, TEXT_REPLY_SIZE_MAX,
+    self, Command, PeerRef, ProbeReply, Request, Signature, StatusReply, TEXT_REPLY_SIZE_MAX,
 };
 use goose_core::{NodeId, Stats, Term};
+
+use crate::TestMac;
 
 type Reply = heapless::String<TEXT_REPLY_SIZE_MAX>;
 
@@ -22,21 +26,41 @@ pub fn run(data: &[u8]) {
         Some(&first) if first >= 0x80 => assert_eq!(request, Request::Binary),
         Some(_) => assert_ne!(request, Request::Binary),
     }
-    if let Request::Control {
-        token,
-        command: Ok(command),
-    } = &request
+    match &request {
+        Request::Control {
+            token,
+            signature: None,
+            command: Ok(command),
+        } => {
+            let rendered = render(*token, command);
+            let again = text::parse(rendered.as_bytes());
+            assert_eq!(
+                again,
+                Request::Control {
+                    token: *token,
+                    signature: None,
+                    command: Ok(command.clone())
+                },
+                "{rendered:?} does not parse back"
+            );
+        }
+        Request::Control {
+            token,
+            signature: Some(signature),
+            command,
+        } => {
+            assert_eq!(*token, None, "a signed command carries no token");
+            check_signed(signature, command);
+        }
+        _ => {}
+    }
+    if let Some(nonce) = std::str::from_utf8(data)
+        .ok()
+        .and_then(text::parse_nonce_reply)
     {
-        let rendered = render(*token, command);
-        let again = text::parse(rendered.as_bytes());
-        assert_eq!(
-            again,
-            Request::Control {
-                token: *token,
-                command: Ok(command.clone())
-            },
-            "{rendered:?} does not parse back"
-        );
+        let mut reply = String::new();
+        text::write_nonce(&mut reply, nonce).expect("a String takes any reply");
+        assert_eq!(text::parse_nonce_reply(&reply), Some(nonce), "{reply:?}");
     }
     let mut values = Values::new(data);
     check_reply(|out| {
@@ -94,6 +118,11 @@ pub fn run(data: &[u8]) {
     };
     check_reply(|out| text::write_not_goose(out, values.option_id(), addr));
     check_reply(text::write_ok_plain);
+    let nonce = values.u64_any();
+    check_reply(|out| text::write_nonce(out, nonce));
+    let mut reply = Reply::new();
+    text::write_nonce(&mut reply, nonce).expect("a nonce reply fits");
+    assert_eq!(text::parse_nonce_reply(&reply), Some(nonce), "{reply:?}");
     check_reply(|out| text::write_ok(out, format_args!("term={}", values.u64())));
     if let Request::Control {
         command: Err(error),
@@ -113,19 +142,85 @@ fn check_reply(write: impl FnOnce(&mut Reply) -> std::fmt::Result) {
     assert_eq!(text::parse(reply.as_bytes()), Request::Reply, "{reply:?}");
 }
 
-/// The text a `ctl` client would send for `command`.
+/// A signed command renders back to itself: as it came with the tag in lowercase (any
+/// command, even one that does not parse), and, when it parses, in the canonical form a
+/// client writes. A client's datagram ([`auth::write_signed_control`]) carries the tag of
+/// exactly what the node reads as signed.
+fn check_signed(signature: &Signature<'_>, command: &Result<Command, text::CommandError>) {
+    assert!(signature.signed.starts_with("nonce="), "{signature:?}");
+    let tag: String = signature.tag.iter().map(|b| format!("{b:02x}")).collect();
+    let rendered = format!("ctl sig={tag} {}", signature.signed);
+    let again = text::parse(rendered.as_bytes());
+    let expected = Request::Control {
+        token: None,
+        signature: Some(*signature),
+        command: command.clone(),
+    };
+    assert_eq!(again, expected, "{rendered:?} does not parse back");
+    let Ok(command) = command else {
+        return;
+    };
+    let words = render_command(command);
+    let signed = format!("nonce={:016x} {words}", signature.nonce);
+    let rendered = format!("ctl sig={tag} {signed}");
+    let expected = Request::Control {
+        token: None,
+        signature: Some(Signature {
+            signed: &signed,
+            ..*signature
+        }),
+        command: Ok(command.clone()),
+    };
+    assert_eq!(
+        text::parse(rendered.as_bytes()),
+        expected,
+        "{rendered:?} does not parse back"
+    );
+    let mac = TestMac(TestMac::SEED_KEY);
+    let mut datagram = String::new();
+    if auth::write_signed_control(&mut datagram, &mac, signature.nonce, &words).is_err() {
+        // Too long for a datagram: the client refuses it.
+        assert!(signed.len() > auth::SIGNED_CONTROL_SIZE_MAX, "{signed:?}");
+        return;
+    }
+    let Request::Control {
+        token: None,
+        signature: Some(sent),
+        command: Ok(parsed),
+    } = text::parse(datagram.as_bytes())
+    else {
+        panic!("{datagram:?} does not parse as signed");
+    };
+    assert_eq!(sent.nonce, signature.nonce, "{datagram:?}");
+    assert_eq!(sent.signed, signed, "{datagram:?}");
+    assert!(
+        mac.verify(sent.signed.as_bytes(), &sent.tag),
+        "{datagram:?}"
+    );
+    assert_eq!(&parsed, command, "{datagram:?}");
+}
+
+/// The text a `ctl` client would send for `command`, unsigned.
 fn render(token: Option<&str>, command: &Command) -> String {
     let mut out = String::from("ctl");
     if let Some(token) = token {
         let _ = write!(out, " token={token}");
     }
+    let _ = write!(out, " {}", render_command(command));
+    out
+}
+
+/// A command and its arguments as a client writes them, e.g. `partition 2,3`.
+fn render_command(command: &Command) -> String {
+    let mut out = String::new();
     let _ = match command {
-        Command::Stop => write!(out, " stop"),
-        Command::Start => write!(out, " start"),
-        Command::Heal => write!(out, " heal"),
-        Command::Status => write!(out, " status"),
+        Command::Stop => write!(out, "stop"),
+        Command::Start => write!(out, "start"),
+        Command::Heal => write!(out, "heal"),
+        Command::Status => write!(out, "status"),
+        Command::Nonce => write!(out, "nonce"),
         Command::Partition(peers) => {
-            let _ = write!(out, " partition");
+            let _ = write!(out, "partition");
             for (i, peer) in peers.as_slice().iter().enumerate() {
                 let separator = if i == 0 { ' ' } else { ',' };
                 let _ = match peer {
@@ -135,10 +230,10 @@ fn render(token: Option<&str>, command: &Command) -> String {
             }
             Ok(())
         }
-        Command::Transfer(None) => write!(out, " transfer"),
-        Command::Transfer(Some(id)) => write!(out, " transfer {id}"),
-        Command::Add { id, addr } => write!(out, " add {id} {addr}"),
-        Command::Remove(id) => write!(out, " remove {id}"),
+        Command::Transfer(None) => write!(out, "transfer"),
+        Command::Transfer(Some(id)) => write!(out, "transfer {id}"),
+        Command::Add { id, addr } => write!(out, "add {id} {addr}"),
+        Command::Remove(id) => write!(out, "remove {id}"),
     };
     out
 }
@@ -176,6 +271,11 @@ impl<'a> Values<'a> {
             small @ 1..=0x7F => u64::from(small),
             _ => u64::MAX - u64::from(self.byte()),
         }
+    }
+
+    /// Any `u64`, from eight bytes (all ones past the end).
+    fn u64_any(&mut self) -> u64 {
+        u64::from_le_bytes(std::array::from_fn(|_| self.byte()))
     }
 
     fn id(&mut self) -> NodeId {

@@ -49,6 +49,18 @@ fn frame_scripts_decode_to_themselves_and_the_election_is_won() {
 }
 
 #[test]
+fn auth_scripts_decode_to_themselves() {
+    let frames = goose_fuzz::seeds::frames_by_kind();
+    for (name, ops) in goose_fuzz::seeds::auth_scripts(&frames) {
+        let mut bytes = Vec::new();
+        for op in &ops {
+            goose_fuzz::flock::Encode::encode(op, &mut bytes);
+        }
+        assert_eq!(goose_fuzz::auth::decode_ops(&bytes), ops, "{name}");
+    }
+}
+
+#[test]
 fn frames_of_every_kind_are_seeded() {
     let kinds = corpus()
         .iter()
