@@ -4,11 +4,22 @@
 //! Each request goes out on its own *connected* UDP socket, so only the asked node's reply
 //! is accepted, and a closed port (ICMP port unreachable) answers at once instead of after
 //! the timeout.
+//!
+//! With a cluster key, `goose ctl` signs (`goose_core::auth`): `ctl nonce` to the node, then
+//! `ctl sig=<tag> nonce=<nonce> <command…>` from the same socket; `err stale-nonce` (the
+//! nonce expired or was pushed out meanwhile) gets one more try with a fresh nonce
+//! ([`STALE_NONCE_RETRIES`]), and a duck's redirect to the goose is followed once with a
+//! nonce of the goose's. At most 2 targets × 2 tries × 2 requests, each bounded by its
+//! timeout.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+
+use goose_core::auth::write_signed_control;
+use goose_core::text::parse_nonce_reply;
+use goose_embedded::key::ClusterKey;
 
 /// How long `whois` waits for all its replies.
 pub(crate) const WHOIS_TIMEOUT: Duration = Duration::from_millis(500);
@@ -20,6 +31,25 @@ const CTL_TIMEOUT: Duration = Duration::from_secs(1);
 const CTL_TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest reply read; longer ones are truncated (a `status` line is well below).
 const REPLY_SIZE_MAX: usize = 2048;
+/// How long `ctl` waits for the node's answer to `ctl nonce`.
+const NONCE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Further tries of a signed command answered `err stale-nonce`, each with a fresh nonce. A
+/// nonce is good for 10 s and among the node's last 8: stale twice in a row means something
+/// else keeps asking the node for nonces, and retrying more would not help.
+const STALE_NONCE_RETRIES: usize = 1;
+/// Targets a `ctl` may talk to: the node asked, and the goose a duck names.
+const CTL_TARGETS_MAX: usize = 2;
+
+/// How `goose ctl` proves it may send control.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ControlAuth<'a> {
+    /// Nothing: the node trusts loopback (a node without a key).
+    None,
+    /// `ctl token=<T> …`, for a node started with `--control-token` (no key).
+    Token(&'a str),
+    /// Signed over a nonce of the node's, for a node started with the same key.
+    Key(&'a ClusterKey),
+}
 
 /// What a node said to `whois-goose`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,44 +115,95 @@ pub(crate) fn whois(addrs: &[SocketAddr]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `goose ctl`: sends `ctl [token=T] <command…>`, prints the reply; exit 1 on `err` or
-/// no reply. A duck's `err not-goose … addr=<ip:port>` is followed once to the goose.
-pub(crate) fn ctl(addr: SocketAddr, token: Option<&str>, command: &[String]) -> ExitCode {
-    let mut request = String::from("ctl");
-    if let Some(token) = token {
-        request.push_str(" token=");
-        request.push_str(token);
-    }
-    for word in command {
-        request.push(' ');
-        request.push_str(word);
-    }
-    let timeout = if command.first().is_some_and(|word| word == "transfer") {
+/// `goose ctl`: sends `ctl [token=T] <command…>`, or with a key the signed form (module
+/// docs), prints the reply; exit 1 on `err` or no reply. A duck's
+/// `err not-goose … addr=<ip:port>` is followed once to the goose.
+pub(crate) fn ctl(addr: SocketAddr, auth: ControlAuth<'_>, command: &[String]) -> ExitCode {
+    let command = command.join(" ");
+    let timeout = if command.split_ascii_whitespace().next() == Some("transfer") {
         CTL_TRANSFER_TIMEOUT
     } else {
         CTL_TIMEOUT
     };
     let mut target = addr;
-    let mut reply = request_reply(target, &request, timeout);
-    if let Some(goose) = reply.as_deref().ok().and_then(not_goose_addr) {
+    let mut reply = Err(io::Error::other("not sent"));
+    for _ in 0..CTL_TARGETS_MAX {
+        reply = ask(target, auth, &command, timeout);
+        let Some(goose) = reply.as_deref().ok().and_then(not_goose_addr) else {
+            break;
+        };
+        if goose == target {
+            break;
+        }
         eprintln!("goose ctl: {target} is not goose; following to {goose}");
         target = goose;
-        reply = request_reply(target, &request, timeout);
     }
     match reply {
         Ok(reply) => {
             println!("{reply}");
-            if reply.starts_with("err") {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
+            if !reply.starts_with("err") {
+                return ExitCode::SUCCESS;
             }
+            match (reply.as_str(), auth) {
+                ("err forbidden", ControlAuth::Key(_)) => eprintln!(
+                    "goose ctl: {target} refused the signature: is its --cluster-key-file \
+                     the same key?"
+                ),
+                ("err forbidden", _) => eprintln!(
+                    "goose ctl: {target} refused the command: a node with a cluster key takes \
+                     only signed control (goose ctl --cluster-key-file <file>)"
+                ),
+                ("err no-key", _) => eprintln!(
+                    "goose ctl: {target} has no cluster key: send without --cluster-key-file"
+                ),
+                _ => {}
+            }
+            ExitCode::FAILURE
         }
         Err(error) => {
             eprintln!("goose ctl: no reply from {target}: {error}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// One control request to `target` and its reply line; with a key, signed over a fresh
+/// nonce, retried with another on `err stale-nonce` ([`STALE_NONCE_RETRIES`]).
+fn ask(
+    target: SocketAddr,
+    auth: ControlAuth<'_>,
+    command: &str,
+    timeout: Duration,
+) -> io::Result<String> {
+    let key = match auth {
+        ControlAuth::None => return request_reply(target, &format!("ctl {command}"), timeout),
+        ControlAuth::Token(token) => {
+            return request_reply(target, &format!("ctl token={token} {command}"), timeout)
+        }
+        ControlAuth::Key(key) => key,
+    };
+    let mut reply = Err(io::Error::other("not sent"));
+    for _ in 0..=STALE_NONCE_RETRIES {
+        let socket = send_request(target, b"ctl nonce")?;
+        let answer = receive_reply(&socket, Instant::now() + NONCE_TIMEOUT)?;
+        let Some(nonce) = parse_nonce_reply(&answer) else {
+            // `err no-key` (a node without a key) or another refusal: that is the answer.
+            return Ok(answer);
+        };
+        let mut request = String::new();
+        write_signed_control(&mut request, key, nonce, command).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the command is too long for one datagram",
+            )
+        })?;
+        socket.send(request.as_bytes())?;
+        reply = receive_reply(&socket, Instant::now() + timeout);
+        if !reply.as_deref().is_ok_and(|line| line == "err stale-nonce") {
+            break;
+        }
+    }
+    reply
 }
 
 /// The goose's address in an `err not-goose goose=<id> addr=<ip:port>` reply.

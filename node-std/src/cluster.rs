@@ -61,6 +61,8 @@ pub(crate) struct Options {
     pub(crate) base_port: u16,
     /// Node `i` keeps its state in `data_dir/i`.
     pub(crate) data_dir: PathBuf,
+    /// `--cluster-key-file`, checked by the CLI, passed to every child ([`Options::key_flags`]).
+    pub(crate) cluster_key_file: Option<PathBuf>,
     /// `--heartbeat-ms …` and `--election-timeout-ms …`, passed to every child.
     pub(crate) timing_flags: Vec<String>,
     /// The same timing, for the boards' command lines.
@@ -69,6 +71,19 @@ pub(crate) struct Options {
     pub(crate) boards: u16,
     /// The boards' firmware.
     pub(crate) firmware: PathBuf,
+}
+
+impl Options {
+    /// `--cluster-key-file <f>` if the flock has a key, for every child's command line: the
+    /// nodes' (at start and at a rolling restart). Boards: `goose board` takes no key yet
+    /// (main refuses `--boards` with a key); once `BoardSpec` carries one, its command line
+    /// gets it where the board command is built in [`run`] and [`rolling_restart`].
+    fn key_flags(&self) -> Vec<std::ffi::OsString> {
+        match &self.cluster_key_file {
+            Some(path) => vec!["--cluster-key-file".into(), path.clone().into_os_string()],
+            None => Vec::new(),
+        }
+    }
 }
 
 /// Why the launcher failed.
@@ -169,7 +184,8 @@ pub(crate) fn run(options: &Options) -> Result<(), ClusterError> {
                     .arg(node.addr.to_string())
                     .arg("--data-dir")
                     .arg(&node.data_dir)
-                    .args(&options.timing_flags);
+                    .args(&options.timing_flags)
+                    .args(options.key_flags());
                 for (peer, flag) in nodes.iter().zip(&peers) {
                     if peer.id != node.id {
                         command.arg("--peer").arg(flag);
@@ -206,6 +222,7 @@ pub(crate) fn run(options: &Options) -> Result<(), ClusterError> {
             let restart = Restart {
                 executable: &executable,
                 timing_flags: &options.timing_flags,
+                key_flags: &options.key_flags(),
                 stop: &flags.stop,
             };
             match rolling_restart(&mut nodes, &mut view, &restart) {
@@ -265,6 +282,7 @@ fn plan(options: &Options) -> Result<Vec<Launched>, ClusterError> {
                     data_dir: data_dir.clone(),
                     firmware: options.firmware.clone(),
                     control_token: None,
+                    cluster_key_file: None,
                 };
                 let board_error = |error| ClusterError::Board(id, error);
                 spec.check().map_err(board_error)?;
@@ -425,6 +443,8 @@ fn describe(status: ExitStatus) -> String {
 struct Restart<'a> {
     executable: &'a Path,
     timing_flags: &'a [String],
+    /// `--cluster-key-file <f>`, or nothing.
+    key_flags: &'a [std::ffi::OsString],
     /// SIGINT/SIGTERM during the restart: stop it and let the launcher shut down.
     stop: &'a AtomicBool,
 }
@@ -470,7 +490,8 @@ fn rolling_restart(
                     .arg("node")
                     .arg("--data-dir")
                     .arg(&node.data_dir)
-                    .args(restart.timing_flags);
+                    .args(restart.timing_flags)
+                    .args(restart.key_flags);
                 command
             }
             Kind::Board { spec, qemu, .. } => spec

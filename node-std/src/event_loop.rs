@@ -20,6 +20,16 @@
 //!
 //! `ctl stop` keeps the node object only to answer `status`: nothing is fed to it and
 //! nothing taken from it until `ctl start`, which rebuilds it from the state file.
+//!
+//! # Cluster key
+//!
+//! With `--cluster-key-file` the service seals every peer frame it sends and opens every
+//! one it receives (`goose_core::auth`), and control must be signed. Frames are sealed
+//! with this boot's epoch, read from the data dir, incremented and written durably at every
+//! start before the socket is bound ([`DataDir::next_epoch`]), so a restarted node's frames
+//! are never taken for replays of its previous boot's. `ctl stop` and `ctl start` keep the
+//! service, and so its sealer and counter: only a new process takes a new epoch. A joining
+//! node with a key asks for a nonce and signs its `ctl add`.
 //! A node whose storage fails ([`Event::Failed`]) makes [`run`] return an error: the
 //! process exits 1 (fail-stop).
 //!
@@ -41,13 +51,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration as StdDuration;
 
+use goose_core::auth::write_signed_control;
 use goose_core::limits::{LOG_ENTRIES_MAX, MEMBERS_MAX};
 use goose_core::service::{Handled, Host, Notice, Origin, Outlet, Service, TRANSMITS_PER_CALL_MAX};
-use goose_core::text::{PeerRef, PARTITION_PEERS_MAX, TEXT_REPLY_SIZE_MAX};
+use goose_core::text::{parse_nonce_reply, PeerRef, PARTITION_PEERS_MAX, TEXT_REPLY_SIZE_MAX};
 use goose_core::{
     Config, Duration, Event, Instant, Member, Node, NodeId, Observed, RaftRole, SavedState,
     StartError, Transmit,
 };
+use goose_embedded::key::ClusterKey;
 use mio::net::{UdpSocket, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -55,6 +67,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::client::not_goose_addr;
 use crate::clock::Clock;
 use crate::hooks::{HookCommands, HookRole, Hooks, Transition};
+use crate::key_file::KeyFile;
 use crate::storage_file::{DataDir, DataDirError, FileStorage};
 
 /// Datagrams read per wake-up before the loop lets timers and sends run. 1024 is far
@@ -108,8 +121,10 @@ pub(crate) struct Options {
     /// Where the state file and lock live.
     pub(crate) data_dir: PathBuf,
     /// Lets non-loopback sources send control with `token=<T>`; a joining node sends it
-    /// with its `ctl add`.
+    /// with its `ctl add`. Ignored with a cluster key (control is signed then).
     pub(crate) control_token: Option<String>,
+    /// `--cluster-key-file`: seal and open peer frames, require signed control.
+    pub(crate) cluster_key: Option<KeyFile>,
     /// `--on-goose`, `--on-duck` and their timeout.
     pub(crate) hooks: HookCommands,
 }
@@ -250,6 +265,9 @@ pub(crate) fn run(options: Options) -> Result<(), RunError> {
     if saved.is_some() {
         warn_if_membership_differs(&options, &node);
     }
+    // Durable before the socket exists, so before anything is sent (module docs); after
+    // every other check, so a start refused for another reason uses up no epoch.
+    let epoch = data_dir.next_epoch()?;
     let socket = bind(listen).map_err(|error| RunError::Listen(listen, error))?;
     let signals = signal_pipe(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
         .map_err(RunError::Poll)?;
@@ -263,6 +281,7 @@ pub(crate) fn run(options: Options) -> Result<(), RunError> {
         node,
         clock,
         listen,
+        epoch,
     };
     let mut runner = prepared.start(socket, pipes)?;
     runner.run()
@@ -376,9 +395,12 @@ struct Prepared {
     node: Node<FileStorage>,
     clock: Clock,
     listen: SocketAddr,
+    /// This boot's epoch, already durable.
+    epoch: u32,
 }
 
-/// The desktop node's service: the core's, at the desktop's capacities.
+/// The desktop node's service: the core's, at the desktop's capacities, with the board's
+/// MAC type for the cluster key (built with `Service::new` when there is none).
 type DesktopService = Service<
     FileStorage,
     SocketAddr,
@@ -386,6 +408,7 @@ type DesktopService = Service<
     LOG_ENTRIES_MAX,
     PARTITION_PEERS_MAX,
     TEXT_REPLY_SIZE_MAX,
+    ClusterKey,
 >;
 
 struct Runner {
@@ -394,6 +417,8 @@ struct Runner {
     bootstrap: Vec<Member>,
     listen: SocketAddr,
     control_token: Option<String>,
+    /// The cluster key, to sign a joining node's `ctl add` (the service has its own copy).
+    cluster_key: Option<ClusterKey>,
     data_dir: DataDir,
     socket: UdpSocket,
     pipes: Pipes,
@@ -809,21 +834,48 @@ impl Runner {
         self.send_join_request(target);
     }
 
+    /// Asks `target` to add this node: `ctl [token=T] add <id> <addr>`, or with a key
+    /// `ctl nonce` first (the signed `ctl add` follows its answer, [`Self::maybe_join_reply`]).
     fn send_join_request(&mut self, target: SocketAddr) {
-        let mut request = String::from("ctl");
-        if let Some(token) = &self.control_token {
-            let _ = write!(request, " token={token}");
+        let request = match self.cluster_key {
+            Some(_) => String::from("ctl nonce"),
+            None => {
+                let mut request = String::from("ctl");
+                if let Some(token) = &self.control_token {
+                    let _ = write!(request, " token={token}");
+                }
+                let id = self.service.node().id();
+                let _ = write!(request, " add {id} {}", self.listen);
+                request
+            }
+        };
+        self.send_join_datagram(target, &request);
+    }
+
+    /// The signed `ctl add <id> <addr>` over `nonce`, a nonce `target` issued.
+    fn send_signed_join_request(&mut self, target: SocketAddr, nonce: u64) {
+        let Some(key) = &self.cluster_key else {
+            return;
+        };
+        let command = format!("add {} {}", self.service.node().id(), self.listen);
+        let mut request = String::new();
+        // `add <id> <ip:port>` is far below a datagram's size.
+        if write_signed_control(&mut request, key, nonce, &command).is_ok() {
+            self.send_join_datagram(target, &request);
         }
-        let id = self.service.node().id();
-        let _ = write!(request, " add {id} {}", self.listen);
+    }
+
+    fn send_join_datagram(&mut self, target: SocketAddr, request: &str) {
         if let Err(error) = self.socket.send_to(request.as_bytes(), target) {
             bump(&mut self.service.stats_mut().send_errors);
+            let id = self.service.node().id();
             log::debug!("node {id}: join request to {target} failed: {error}");
         }
     }
 
-    /// A reply to a join request: a duck's `err not-goose … addr=<goose>` is followed once
-    /// per attempt; anything else only matters for the log (the next attempt retries).
+    /// A reply to a join request: with a key, a nonce is answered with the signed request;
+    /// a duck's `err not-goose … addr=<goose>` is followed once per attempt; anything else
+    /// only matters for the log (the next attempt retries).
     fn maybe_join_reply(&mut self, source: SocketAddr, size: usize) {
         let id = self.service.node().id();
         let Some(join) = self.join.as_mut() else {
@@ -842,9 +894,15 @@ impl Runner {
             join.redirect = Some(goose);
             log::debug!("node {id}: {source} is not goose; asking {goose}");
             self.send_join_request(goose);
+        } else if let Some(nonce) = parse_nonce_reply(reply).filter(|_| self.cluster_key.is_some())
+        {
+            self.send_signed_join_request(source, nonce);
         } else if reply == "ok" {
             log::info!("node {id}: {source} accepted the join request; waiting for the log");
-        } else if reply.starts_with("err busy") || reply.starts_with("err not-goose") {
+        } else if reply.starts_with("err busy")
+            || reply.starts_with("err not-goose")
+            || reply.starts_with("err stale-nonce")
+        {
             log::debug!("node {id}: join request: {source} answered {reply:?}; will retry");
         } else {
             log::warn!("node {id}: join request: {source} answered {reply:?}; will retry");
@@ -863,6 +921,7 @@ impl Prepared {
             node,
             clock,
             listen,
+            epoch,
         } = self;
         let poll = Poll::new().map_err(RunError::Poll)?;
         let registry = poll.registry();
@@ -885,6 +944,7 @@ impl Prepared {
             config.voters_target,
             describe_members(node.members())
         );
+        log_authentication(id, &options, epoch);
         let join = match options.join {
             Some(_) if member => {
                 log::info!("node {id}: already a member; --join not needed");
@@ -907,18 +967,24 @@ impl Prepared {
                 None
             }
         };
+        let cluster_key = options.cluster_key.map(|file| file.key);
+        let service = match &cluster_key {
+            Some(key) => Service::with_key(node, key.clone(), epoch),
+            None => Service::new(node),
+        };
         Ok(Runner {
             config,
             bootstrap,
             listen,
             control_token: options.control_token,
+            cluster_key,
             data_dir,
             socket,
             pipes,
             poll,
             clock,
             hooks: Hooks::new(id, options.hooks),
-            service: Service::new(node),
+            service,
             traffic: Traffic::default(),
             receive: [0; RECEIVE_BUFFER_SIZE],
             more_to_read: false,
@@ -926,6 +992,28 @@ impl Prepared {
             join,
             exit: None,
         })
+    }
+}
+
+/// One line saying whether peer frames are authenticated (never the key itself).
+fn log_authentication(id: NodeId, options: &Options, epoch: u32) {
+    let Some(file) = &options.cluster_key else {
+        log::info!(
+            "node {id}: peer authentication off (no --cluster-key-file): anyone who can send \
+             UDP to this port can forge votes and heartbeats; boot epoch {epoch}"
+        );
+        return;
+    };
+    log::info!(
+        "node {id}: peer authentication on (cluster key from {}), signed control only; boot \
+         epoch {epoch}",
+        file.path.display()
+    );
+    if options.control_token.is_some() {
+        log::warn!(
+            "node {id}: --control-token is ignored with --cluster-key-file: every control \
+             datagram must be signed"
+        );
     }
 }
 

@@ -4,18 +4,31 @@
 //! <data-dir>/lock       flock'ed for the life of the process: one process per dir
 //! <data-dir>/state      the persistent state (below), replaced atomically on every save
 //! <data-dir>/state.tmp  the next state while it is written; ignored when reading
+//! <data-dir>/epoch      the boot epoch (below), one more at every start
+//! <data-dir>/epoch.tmp  the next epoch while it is written; ignored when reading
 //!
 //! state = header (16 bytes) ++ postcard bytes of goose_core::PersistentState
 //!   bytes 0..6    magic "GOOSE1"
 //!   bytes 6..8    format version, u16 little-endian
 //!   bytes 8..12   payload length, u32 little-endian
 //!   bytes 12..16  CRC-32 (IEEE) of bytes 6..12 and the payload, u32 little-endian
+//!
+//! epoch = the same header with magic "GEPOCH" ++ the epoch, u32 little-endian (20 bytes)
 //! ```
 //!
 //! A save writes `state.tmp`, fsyncs it, renames it over `state` and fsyncs the directory,
 //! so after a crash `state` holds either the old or the new state, whole. A state file
 //! that fails any check is refused with an error naming it; it is never reset, because a
 //! node that forgot its term or vote could vote twice in one term.
+//!
+//! The boot epoch ([`DataDir::next_epoch`]) numbers this process's sealed peer frames
+//! (`goose_core::auth`): at every start, with a cluster key or without, the node reads it,
+//! adds one and writes it back the same durable way *before* its socket exists, so no two
+//! boots of a node ever seal with the same epoch (receivers would drop the later boot's
+//! frames as replays). No file is the first boot: epoch 1. A file that fails a check is
+//! refused like the state file, never reset, for the same reason; at `u32::MAX` the node
+//! refuses to start. It is bumped at every start, not only with a key, so the data dir
+//! needs nothing when a key is added later, and every start runs the same code.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -32,8 +45,16 @@ const STATE_FILE: &str = "state";
 const STATE_TMP_FILE: &str = "state.tmp";
 /// The lock file's name inside the data dir.
 const LOCK_FILE: &str = "lock";
+/// The boot epoch's file name inside the data dir.
+const EPOCH_FILE: &str = "epoch";
+/// Where the next epoch is written before it is renamed over [`EPOCH_FILE`].
+const EPOCH_TMP_FILE: &str = "epoch.tmp";
 
 const MAGIC: [u8; 6] = *b"GOOSE1";
+/// The epoch file's magic: a state file can never be mistaken for it, nor the reverse.
+const EPOCH_MAGIC: [u8; 6] = *b"GEPOCH";
+/// Bytes of the epoch file: the header and a u32.
+const EPOCH_FILE_SIZE: usize = HEADER_SIZE + 4;
 const FORMAT_VERSION: u16 = 1;
 const HEADER_SIZE: usize = 16;
 
@@ -55,6 +76,12 @@ pub(crate) enum DataDirError {
     Read(PathBuf, io::Error),
     /// The state file was read but fails a check.
     Corrupt(PathBuf, String),
+    /// The epoch file exists but could not be read, or fails a check.
+    Epoch(PathBuf, String),
+    /// The epoch file holds `u32::MAX`: no higher epoch is left.
+    EpochsExhausted(PathBuf),
+    /// The next epoch could not be written durably.
+    EpochWrite(PathBuf, io::Error),
 }
 
 impl fmt::Display for DataDirError {
@@ -75,6 +102,24 @@ impl fmt::Display for DataDirError {
                 f,
                 "state file {} is corrupt ({reason}); refusing to start. It is never reset \
                  automatically: move it away only if this node may safely forget its term and vote",
+                path.display()
+            ),
+            Self::Epoch(path, reason) => write!(
+                f,
+                "epoch file {} refused ({reason}); refusing to start. It is never reset \
+                 automatically: a reused epoch makes peers drop this node's frames as replays",
+                path.display()
+            ),
+            Self::EpochsExhausted(path) => write!(
+                f,
+                "epoch file {} holds {}, the last boot epoch; refusing to start (a reused \
+                 epoch makes peers drop this node's frames as replays)",
+                path.display(),
+                u32::MAX
+            ),
+            Self::EpochWrite(path, error) => write!(
+                f,
+                "cannot write epoch file {} durably: {error}; refusing to start",
                 path.display()
             ),
         }
@@ -143,10 +188,46 @@ impl DataDir {
         if let Err(error) = file.take(limit).read_to_end(&mut bytes) {
             return Err(DataDirError::Read(path, error));
         }
-        match decode_file(&bytes) {
+        match decode_file(MAGIC, &bytes) {
             Ok(payload) => Ok(Some(payload.to_vec())),
             Err(reason) => Err(DataDirError::Corrupt(path, reason)),
         }
+    }
+
+    /// The path of the boot epoch file.
+    pub(crate) fn epoch_path(&self) -> PathBuf {
+        self.path.join(EPOCH_FILE)
+    }
+
+    /// This boot's epoch: the epoch file's plus one (1 without a file), written durably
+    /// before it is returned (module docs). Call it once per process start, before the
+    /// socket sends anything.
+    ///
+    /// # Errors
+    ///
+    /// [`DataDirError::Epoch`] if the file exists but cannot be read or fails a check (it
+    /// is left as it is), [`DataDirError::EpochsExhausted`] at `u32::MAX`,
+    /// [`DataDirError::EpochWrite`] if the new epoch could not be written durably.
+    pub(crate) fn next_epoch(&self) -> Result<u32, DataDirError> {
+        let path = self.epoch_path();
+        let previous = match File::open(&path) {
+            Ok(file) => {
+                let mut bytes = Vec::with_capacity(EPOCH_FILE_SIZE);
+                let limit = u64::try_from(EPOCH_FILE_SIZE + 1).unwrap_or(u64::MAX);
+                file.take(limit)
+                    .read_to_end(&mut bytes)
+                    .map_err(|error| DataDirError::Epoch(path.clone(), error.to_string()))?;
+                decode_epoch(&bytes).map_err(|reason| DataDirError::Epoch(path.clone(), reason))?
+            }
+            Err(error) if error.kind() == io::ErrorKind::NotFound => 0,
+            Err(error) => return Err(DataDirError::Epoch(path, error.to_string())),
+        };
+        let epoch = previous
+            .checked_add(1)
+            .ok_or_else(|| DataDirError::EpochsExhausted(path.clone()))?;
+        write_durably(&self.path, EPOCH_TMP_FILE, EPOCH_FILE, &encode_epoch(epoch))
+            .map_err(|error| DataDirError::EpochWrite(path, error))?;
+        Ok(epoch)
     }
 
     /// A [`Storage`] writing into this dir. Only one should exist at a time.
@@ -166,45 +247,48 @@ pub(crate) struct FileStorage {
     buffer: Vec<u8>,
 }
 
-impl FileStorage {
-    fn write_durably(&self, size: usize) -> io::Result<()> {
-        let tmp_path = self.dir.join(STATE_TMP_FILE);
-        let mut tmp = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&tmp_path)?;
-        tmp.write_all(&self.buffer[..size])?;
-        tmp.sync_all()?;
-        drop(tmp);
-        fs::rename(&tmp_path, self.dir.join(STATE_FILE))?;
-        // The rename is only durable once the directory entry is.
-        File::open(&self.dir)?.sync_all()
-    }
+/// Replaces `dir/name` with `bytes` durably: writes `dir/tmp_name`, fsyncs it, renames it
+/// over `dir/name` and fsyncs `dir`, so after a crash `name` holds the old or the new
+/// bytes, whole.
+fn write_durably(dir: &Path, tmp_name: &str, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp_path = dir.join(tmp_name);
+    let mut tmp = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&tmp_path)?;
+    tmp.write_all(bytes)?;
+    tmp.sync_all()?;
+    drop(tmp);
+    fs::rename(&tmp_path, dir.join(name))?;
+    // The rename is only durable once the directory entry is.
+    File::open(dir)?.sync_all()
 }
 
 impl Storage for FileStorage {
     fn save(&mut self, state: &PersistentState<'_>) -> Result<(), StorageError> {
         let (header, payload) = self.buffer.split_at_mut(HEADER_SIZE);
         let payload_size = state.encode(payload)?.len();
-        let header_bytes = encode_header(&payload[..payload_size]);
+        let header_bytes = encode_header(MAGIC, &payload[..payload_size]);
         header.copy_from_slice(&header_bytes);
         let size = HEADER_SIZE + payload_size;
-        self.write_durably(size).map_err(|error| {
-            log::error!(
-                "storage: saving {} (written via {STATE_TMP_FILE}) failed: {error}",
-                self.dir.join(STATE_FILE).display()
-            );
-            StorageError::Io
-        })
+        write_durably(&self.dir, STATE_TMP_FILE, STATE_FILE, &self.buffer[..size]).map_err(
+            |error| {
+                log::error!(
+                    "storage: saving {} (written via {STATE_TMP_FILE}) failed: {error}",
+                    self.dir.join(STATE_FILE).display()
+                );
+                StorageError::Io
+            },
+        )
     }
 }
 
-fn encode_header(payload: &[u8]) -> [u8; HEADER_SIZE] {
+fn encode_header(magic: [u8; 6], payload: &[u8]) -> [u8; HEADER_SIZE] {
     assert!(payload.len() <= PAYLOAD_SIZE_MAX);
     let length = u32::try_from(payload.len()).unwrap_or(u32::MAX);
     let mut header = [0; HEADER_SIZE];
-    header[0..6].copy_from_slice(&MAGIC);
+    header[0..6].copy_from_slice(&magic);
     header[6..8].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     header[8..12].copy_from_slice(&length.to_le_bytes());
     let crc = checksum(&header[6..12], payload);
@@ -212,16 +296,38 @@ fn encode_header(payload: &[u8]) -> [u8; HEADER_SIZE] {
     header
 }
 
-/// Checks a whole state file and returns its payload, or why it was refused.
-fn decode_file(bytes: &[u8]) -> Result<&[u8], String> {
+/// The epoch file's bytes for `epoch`.
+fn encode_epoch(epoch: u32) -> [u8; EPOCH_FILE_SIZE] {
+    let payload = epoch.to_le_bytes();
+    let mut bytes = [0; EPOCH_FILE_SIZE];
+    bytes[..HEADER_SIZE].copy_from_slice(&encode_header(EPOCH_MAGIC, &payload));
+    bytes[HEADER_SIZE..].copy_from_slice(&payload);
+    bytes
+}
+
+/// Checks a whole epoch file and returns its epoch, or why it was refused.
+fn decode_epoch(bytes: &[u8]) -> Result<u32, String> {
+    let payload = decode_file(EPOCH_MAGIC, bytes)?;
+    let epoch: [u8; 4] = payload
+        .try_into()
+        .map_err(|_| format!("{} payload bytes, an epoch is 4", payload.len()))?;
+    Ok(u32::from_le_bytes(epoch))
+}
+
+/// Checks a whole state (or epoch) file against its `magic` and returns its payload, or why
+/// it was refused.
+fn decode_file(magic: [u8; 6], bytes: &[u8]) -> Result<&[u8], String> {
     let Some((header, payload)) = bytes.split_first_chunk::<HEADER_SIZE>() else {
         return Err(format!(
             "{} bytes, shorter than the {HEADER_SIZE}-byte header",
             bytes.len()
         ));
     };
-    if header[0..6] != MAGIC {
-        return Err("not a goose state file: bad magic".to_owned());
+    if header[0..6] != magic {
+        return Err(format!(
+            "bad magic: not a goose {} file",
+            if magic == MAGIC { "state" } else { "epoch" }
+        ));
     }
     let version = u16::from_le_bytes([header[6], header[7]]);
     if version != FORMAT_VERSION {
@@ -252,7 +358,10 @@ fn checksum(header_fields: &[u8], payload: &[u8]) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use super::{decode_file, encode_header, DataDir, DataDirError, HEADER_SIZE, STATE_FILE};
+    use super::{
+        decode_epoch, decode_file, encode_epoch, encode_header, DataDir, DataDirError, EPOCH_FILE,
+        HEADER_SIZE, MAGIC, STATE_FILE,
+    };
     use goose_core::{Config, Instant, Member, Node, NodeId};
     use std::net::SocketAddr;
     use std::path::PathBuf;
@@ -264,7 +373,7 @@ mod tests {
     }
 
     fn file_with(payload: &[u8]) -> Vec<u8> {
-        let mut bytes = encode_header(payload).to_vec();
+        let mut bytes = encode_header(MAGIC, payload).to_vec();
         bytes.extend_from_slice(payload);
         bytes
     }
@@ -272,8 +381,8 @@ mod tests {
     #[test]
     fn header_round_trips() {
         let bytes = file_with(b"hello");
-        assert_eq!(decode_file(&bytes), Ok(&b"hello"[..]));
-        assert_eq!(decode_file(&file_with(b"")), Ok(&b""[..]));
+        assert_eq!(decode_file(MAGIC, &bytes), Ok(&b"hello"[..]));
+        assert_eq!(decode_file(MAGIC, &file_with(b"")), Ok(&b""[..]));
     }
 
     #[test]
@@ -283,7 +392,10 @@ mod tests {
             for bit in 0..8 {
                 let mut corrupt = bytes.clone();
                 corrupt[index] ^= 1 << bit;
-                assert!(decode_file(&corrupt).is_err(), "byte {index} bit {bit}");
+                assert!(
+                    decode_file(MAGIC, &corrupt).is_err(),
+                    "byte {index} bit {bit}"
+                );
             }
         }
     }
@@ -292,12 +404,12 @@ mod tests {
     fn truncated_and_extended_files_are_refused() {
         let bytes = file_with(b"some state bytes");
         for size in 0..bytes.len() {
-            assert!(decode_file(&bytes[..size]).is_err(), "size {size}");
+            assert!(decode_file(MAGIC, &bytes[..size]).is_err(), "size {size}");
         }
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(decode_file(&longer).is_err());
-        assert!(decode_file(&bytes[..HEADER_SIZE - 1]).is_err());
+        assert!(decode_file(MAGIC, &longer).is_err());
+        assert!(decode_file(MAGIC, &bytes[..HEADER_SIZE - 1]).is_err());
     }
 
     #[test]
@@ -354,6 +466,45 @@ mod tests {
             Err(DataDirError::Corrupt(..))
         ));
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        drop(data_dir);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_epoch_rises_at_every_start_and_a_bad_file_is_refused_as_it_is() {
+        let dir = temp_dir("epoch");
+        let data_dir = DataDir::open(&dir).unwrap();
+        assert_eq!(data_dir.next_epoch().unwrap(), 1, "no file: the first boot");
+        assert_eq!(data_dir.next_epoch().unwrap(), 2);
+        let path = dir.join(EPOCH_FILE);
+        let good = std::fs::read(&path).unwrap();
+        assert_eq!(decode_epoch(&good), Ok(2));
+        for bad in [
+            Vec::new(),
+            b"3\n".to_vec(),
+            good[..good.len() - 1].to_vec(),
+            [&good[..], &[0]].concat(),
+            {
+                let mut flipped = good.clone();
+                flipped[HEADER_SIZE] ^= 4;
+                flipped
+            },
+            encode_header(MAGIC, &2u32.to_le_bytes()).to_vec(),
+        ] {
+            std::fs::write(&path, &bad).unwrap();
+            assert!(
+                matches!(data_dir.next_epoch(), Err(DataDirError::Epoch(..))),
+                "{bad:?}"
+            );
+            assert_eq!(std::fs::read(&path).unwrap(), bad, "left as it was");
+        }
+        std::fs::write(&path, encode_epoch(u32::MAX)).unwrap();
+        assert!(matches!(
+            data_dir.next_epoch(),
+            Err(DataDirError::EpochsExhausted(_))
+        ));
+        std::fs::write(&path, encode_epoch(u32::MAX - 1)).unwrap();
+        assert_eq!(data_dir.next_epoch().unwrap(), u32::MAX);
         drop(data_dir);
         let _ = std::fs::remove_dir_all(&dir);
     }
