@@ -17,6 +17,10 @@
 //!
 //! A broken promise panics (the tests) or is counted (the benchmark), as the flock's
 //! [`OnViolation`] says. Every wait in here has a time bound.
+//!
+//! A flock with a cluster key ([`Flock::start_keyed`], [`new_key_file`]) gets the key on
+//! every node's command line, and [`Flock::ctl`] sends its commands through
+//! `goose ctl --cluster-key-file`, which signs them; probes need no key.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -55,6 +59,9 @@ const LOG_TAIL_LINES: usize = 40;
 const MIXED_LISTEN_WITHIN: Duration = Duration::from_secs(30);
 /// How long `goose board` gets to print its QEMU's pid.
 const QEMU_PID_WITHIN: Duration = Duration::from_secs(10);
+/// How long a `goose ctl` or `goose keygen` child may run: a signed command is two round
+/// trips, one more try on a stale nonce and one redirect, each bounded by the client.
+const CLIENT_RUN_WITHIN: Duration = Duration::from_secs(15);
 
 /// A flock's timing, passed to every node as `--heartbeat-ms` and `--election-timeout-ms`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -548,6 +555,8 @@ pub struct Flock {
     pub started: Instant,
     on_violation: OnViolation,
     watch: RefCell<Watch>,
+    /// The cluster key file [`Flock::ctl`] signs with, if any.
+    control_key: Option<PathBuf>,
     // Last, so the children are killed before their folder is removed.
     root: TempDir,
 }
@@ -575,6 +584,61 @@ impl Flock {
         on_violation: OnViolation,
     ) -> Self {
         Self::start_members(count, 0, timing, extra, on_violation)
+    }
+
+    /// [`Flock::start`] with `--cluster-key-file key_file` on every node; [`Flock::ctl`]
+    /// signs with it.
+    ///
+    /// # Panics
+    ///
+    /// If the flock cannot be started in [`START_ATTEMPTS`] attempts.
+    pub fn start_keyed(count: usize, timing: Timing, key_file: &Path) -> Self {
+        let key = key_file.display().to_string();
+        let extra = ["--cluster-key-file", key.as_str()];
+        let mut flock = Self::start_with(count, timing, &extra, OnViolation::Panic);
+        flock.control_key = Some(key_file.to_path_buf());
+        flock
+    }
+
+    /// The key file [`Flock::ctl`] signs with (`None`: plain control datagrams).
+    pub fn set_control_key(&mut self, key_file: Option<PathBuf>) {
+        self.control_key = key_file;
+    }
+
+    /// Node `index`'s command line after `goose`, to change before a [`Flock::restart`]
+    /// (e.g. another `--cluster-key-file`).
+    pub fn args_mut(&mut self, index: usize) -> &mut Vec<String> {
+        &mut self.nodes[index].args
+    }
+
+    /// Spawns one more `goose node` with id `id` on `port` (a port from [`free_ports`]) and
+    /// `args` after `node --id <id> --listen 127.0.0.1:<port> --data-dir <its dir>` (e.g.
+    /// `--join …`); it is probed, killed and logged like the others. Returns its index.
+    pub fn spawn_node(&mut self, id: u16, port: u16, args: &[String]) -> usize {
+        let data_dir = self.root.path().join(id.to_string());
+        let mut line: Vec<String> = vec![
+            "node".into(),
+            "--id".into(),
+            id.to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+        ];
+        line.extend(args.iter().cloned());
+        self.nodes.push(Node {
+            id,
+            board: false,
+            port,
+            data_dir,
+            log: self.root.path().join(format!("node-{id}.log")),
+            args: line,
+            child: None,
+        });
+        self.watch.borrow_mut().max_term.push(0);
+        let index = self.nodes.len() - 1;
+        self.launch(index);
+        index
     }
 
     /// A mixed flock: `desktops` `goose node`s (ids 1..) then `boards` `goose board`s, the
@@ -682,6 +746,7 @@ impl Flock {
                 max_term: vec![0; count],
                 ..Watch::default()
             }),
+            control_key: None,
             root,
         };
         goose_binary(); // build before the clock starts
@@ -920,7 +985,12 @@ impl Flock {
     }
 
     /// Sends `ctl <command>` to node `index` and returns the reply line without its `\n`.
+    /// With a control key ([`Flock::start_keyed`]), through `goose ctl
+    /// --cluster-key-file`, which signs it (and follows a duck's redirect to the goose).
     pub fn ctl(&self, index: usize, command: &str) -> Option<String> {
+        if let Some(key) = &self.control_key {
+            return signed_ctl(key, self.addr(index), command);
+        }
         let text = format!("ctl {command}");
         let reply = request(self.port(index), text.as_bytes(), CTL_TIMEOUT)?;
         let reply = String::from_utf8_lossy(&reply).into_owned();
@@ -1099,6 +1169,31 @@ impl Drop for Flock {
 // ---------------------------------------------------------------------------------------
 // One-shot runs
 // ---------------------------------------------------------------------------------------
+
+/// `goose ctl --cluster-key-file <key> <addr> <command…>`: its reply line, `None` if it
+/// printed none (no reply).
+pub fn signed_ctl(key: &Path, addr: SocketAddr, command: &str) -> Option<String> {
+    let key = key.display().to_string();
+    let addr = addr.to_string();
+    let mut args = vec!["ctl", "--cluster-key-file", key.as_str(), addr.as_str()];
+    args.extend(command.split_ascii_whitespace());
+    let outcome = run_goose(&args, CLIENT_RUN_WITHIN);
+    let line = outcome.stdout.lines().next()?.to_owned();
+    Some(line)
+}
+
+/// Writes a new cluster key to `folder/name` with `goose keygen --out` and returns its path.
+///
+/// # Panics
+///
+/// If `goose keygen` fails.
+pub fn new_key_file(folder: &Path, name: &str) -> PathBuf {
+    let path = folder.join(name);
+    let file = path.display().to_string();
+    let outcome = run_goose(&["keygen", "--out", file.as_str()], CLIENT_RUN_WITHIN);
+    assert_eq!(outcome.code(), Some(0), "goose keygen: {outcome:?}");
+    path
+}
 
 /// How a one-shot `goose` run ended.
 #[derive(Debug)]
