@@ -3,12 +3,17 @@
 //! ```text
 //! --id <1..65535> --port <p> [--peer <id>=<ip:port>]… [--seed <u64>] [--state <path>]
 //! [--heartbeat-ms <n>] [--election-timeout-ms <min>-<max>] [--control-token <t>]
+//! [--key-file <path>]
 //! ```
 //!
 //! Peers are given as the host sees them (`127.0.0.1:<q>`); the board listens on `<p>`,
 //! which a launcher forwards from the host's `127.0.0.1:<p>`, so its own member address is
 //! `127.0.0.1:<p>` too. In QEMU the words arrive through semihosting's command line
 //! (`-append "…"`). [`write`] is [`parse`]'s inverse, for launchers.
+//!
+//! The cluster key is never on the command line (QEMU's `-append` is in every `ps`): the
+//! line names the host file that holds it (`--key-file`, [`crate::key::KEY_HEX_SIZE`] hex
+//! digits), which the firmware reads through semihosting at start.
 
 use core::fmt::{self, Write};
 use core::net::{Ipv4Addr, SocketAddr};
@@ -22,15 +27,18 @@ use crate::MEMBERS_MAX;
 /// One line of usage, for error messages.
 pub const USAGE: &str = "usage: --id <1..65535> --port <p> [--peer <id>=<ip:port>]... \
 [--seed <u64>] [--state <path>] [--heartbeat-ms <n>] [--election-timeout-ms <min>-<max>] \
-[--control-token <t>]";
+[--control-token <t>] [--key-file <path>]";
 
 /// A parsed command line.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct BoardArgs<'a> {
-    /// Everything the board runs with.
+    /// Everything the board runs with (without the key: [`BoardConfig::key`] is `None`
+    /// until the caller has read `key_file`).
     pub config: BoardConfig,
     /// The file that holds the board's flash image, if given.
     pub state: Option<&'a str>,
+    /// The file that holds the cluster key, if the flock has one.
+    pub key_file: Option<&'a str>,
 }
 
 /// Why a command line was refused.
@@ -40,7 +48,7 @@ pub enum ArgsError {
     UnknownFlag,
     /// The flag's value is missing.
     MissingValue(&'static str),
-    /// The flag's value does not parse (or, for `--state`, contains whitespace).
+    /// The flag's value does not parse (or, for a path, contains whitespace or quotes).
     BadValue(&'static str),
     /// `--id` was not given.
     MissingId,
@@ -91,6 +99,7 @@ pub fn parse<'a>(words: impl IntoIterator<Item = &'a str>) -> Result<BoardArgs<'
     let mut heartbeat_ms = 50;
     let mut election_ms = (150, 300);
     let mut token = None;
+    let mut key_file = None;
     while let Some(flag) = words.next() {
         let name: &'static str = match flag {
             "--id" => "--id",
@@ -101,6 +110,7 @@ pub fn parse<'a>(words: impl IntoIterator<Item = &'a str>) -> Result<BoardArgs<'
             "--heartbeat-ms" => "--heartbeat-ms",
             "--election-timeout-ms" => "--election-timeout-ms",
             "--control-token" => "--control-token",
+            "--key-file" => "--key-file",
             _ => return Err(ArgsError::UnknownFlag),
         };
         let value = words.next().ok_or(ArgsError::MissingValue(name))?;
@@ -116,12 +126,8 @@ pub fn parse<'a>(words: impl IntoIterator<Item = &'a str>) -> Result<BoardArgs<'
                 peers.push(member).map_err(|_| ArgsError::TooManyPeers)?;
             }
             "--seed" => seed = Some(value.parse::<u64>().map_err(|_| bad)?),
-            "--state" => {
-                if value.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'') {
-                    return Err(bad);
-                }
-                state = Some(value);
-            }
+            "--state" => state = Some(path(value).ok_or(bad)?),
+            "--key-file" => key_file = Some(path(value).ok_or(bad)?),
             "--heartbeat-ms" => heartbeat_ms = value.parse::<u64>().map_err(|_| bad)?,
             "--election-timeout-ms" => {
                 let (min, max) = value.split_once('-').ok_or(bad)?;
@@ -152,7 +158,17 @@ pub fn parse<'a>(words: impl IntoIterator<Item = &'a str>) -> Result<BoardArgs<'
     let mut config = BoardConfig::qemu(node, port, &peers, seed.unwrap_or(default_seed(id)))
         .map_err(|_| ArgsError::TooManyPeers)?;
     config.control_token = token;
-    Ok(BoardArgs { config, state })
+    Ok(BoardArgs {
+        config,
+        state,
+        key_file,
+    })
+}
+
+/// A path the command line can carry: one word, no quotes.
+fn path(value: &str) -> Option<&str> {
+    let plain = !value.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'');
+    plain.then_some(value)
 }
 
 fn parse_peer(value: &str) -> Option<Member> {
@@ -190,6 +206,9 @@ pub fn write(out: &mut impl Write, args: &BoardArgs<'_>) -> fmt::Result {
     if let Some(token) = &config.control_token {
         write!(out, " --control-token {token}")?;
     }
+    if let Some(key_file) = args.key_file {
+        write!(out, " --key-file {key_file}")?;
+    }
     Ok(())
 }
 
@@ -205,7 +224,7 @@ mod tests {
     fn parses_a_full_line_and_writes_it_back() {
         let line = "--id 4 --port 9903 --seed 77 --heartbeat-ms 40 --election-timeout-ms 200-400 \
                     --peer 1=127.0.0.1:9900 --peer 2=127.0.0.1:9901 --state goose-data/4/board.flash \
-                    --control-token s3cret";
+                    --control-token s3cret --key-file /etc/goose/cluster.key";
         let args = parse(words(line)).unwrap();
         let config = &args.config;
         assert_eq!(config.node.id.get(), 4);
@@ -221,15 +240,25 @@ mod tests {
         assert_eq!(args.state, Some("goose-data/4/board.flash"));
         assert_eq!(config.control_token.as_deref(), Some("s3cret"));
         assert_eq!(config.mac, [0x02, 0, 0, 0, 0, 4]);
+        assert_eq!(args.key_file, Some("/etc/goose/cluster.key"));
+        assert!(config.key.is_none(), "the key is read from the file, later");
         let mut line: String<512> = String::new();
         write(&mut line, &args).unwrap();
-        assert_eq!(parse(words(&line)).unwrap(), args);
+        let again = parse(words(&line)).unwrap();
+        let mut line_again: String<512> = String::new();
+        write(&mut line_again, &again).unwrap();
+        assert_eq!(line_again, line);
+        assert_eq!(
+            (again.state, again.key_file, again.config.members),
+            (args.state, args.key_file, args.config.members)
+        );
     }
 
     #[test]
     fn defaults_and_extra_spaces() {
         let args = parse(words("  --id 2   --port 9910 ")).unwrap();
         assert_eq!(args.config.node, Config::new(NodeId::new(2).unwrap()));
+        assert_eq!(args.key_file, None);
         assert_eq!(args.config.seed, default_seed(NodeId::new(2).unwrap()));
         assert_eq!(args.state, None);
         assert_eq!(args.config.control_token, None);
@@ -237,7 +266,7 @@ mod tests {
 
     #[test]
     fn refuses_bad_lines() {
-        let cases: [(&str, ArgsError); 12] = [
+        let cases: [(&str, ArgsError); 14] = [
             ("--port 1", ArgsError::MissingId),
             ("--id 1", ArgsError::MissingPort),
             ("--id 0 --port 1", ArgsError::BadValue("--id")),
@@ -266,9 +295,17 @@ mod tests {
                 ArgsError::TooManyPeers,
             ),
             ("--id 1 --port 1 --seed -1", ArgsError::BadValue("--seed")),
+            (
+                "--id 1 --port 1 --key-file",
+                ArgsError::MissingValue("--key-file"),
+            ),
+            (
+                "--id 1 --port 1 --key-file 'k'",
+                ArgsError::BadValue("--key-file"),
+            ),
         ];
         for (line, error) in cases {
-            assert_eq!(parse(words(line)), Err(error), "{line}");
+            assert_eq!(parse(words(line)).err(), Some(error), "{line}");
         }
     }
 }

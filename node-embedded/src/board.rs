@@ -33,7 +33,8 @@ use smoltcp::phy::Device;
 use smoltcp::socket::udp;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Cidr};
 
-use crate::store::{FlashStorage, FlashStore, LoadError};
+use crate::key::ClusterKey;
+use crate::store::{EpochError, FlashStorage, FlashStore, LoadError};
 use crate::{
     FRAMES_PER_POLL_MAX, LOG_ENTRIES_MAX, MEMBERS_MAX, PARTITION_PEERS_MAX, REPLY_SIZE_MAX,
     TOKEN_SIZE_MAX, UDP_RX_BUFFER_SIZE, UDP_RX_DATAGRAMS_MAX, UDP_TX_BUFFER_SIZE,
@@ -52,7 +53,7 @@ pub trait Clock {
 pub type BoardNode<'a, F> = Node<FlashStorage<'a, F>, MEMBERS_MAX, LOG_ENTRIES_MAX>;
 
 /// Everything a board runs with.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct BoardConfig {
     /// The core's configuration: id and timing.
     pub node: Config,
@@ -79,6 +80,12 @@ pub struct BoardConfig {
     pub host: Option<Ipv4Addr>,
     /// Lets other sources send control as `ctl token=<T> …`.
     pub control_token: Option<String<TOKEN_SIZE_MAX>>,
+    /// The flock's cluster key: with one, every peer frame is sealed and must open, and
+    /// control must be signed (`goose_core::auth`); the token and the trusted host no
+    /// longer matter. Each start then advances the boot epoch on the flash
+    /// ([`FlashStore::next_epoch`]) before the board sends anything. The board moves the
+    /// key into its service: [`Board::config`] shows `None` here.
+    pub key: Option<ClusterKey>,
 }
 
 impl BoardConfig {
@@ -110,6 +117,7 @@ impl BoardConfig {
             gateway: Some(Self::QEMU_HOST),
             host: Some(Self::QEMU_HOST),
             control_token: None,
+            key: None,
         })
     }
 
@@ -125,6 +133,8 @@ impl BoardConfig {
 pub enum BoardError {
     /// The flash could not be read.
     Storage(LoadError),
+    /// The boot epoch could not be advanced (a board with a key only).
+    Epoch(EpochError),
     /// The flash was in use (a node saving while another loads: a bug, not input).
     StorageBusy,
     /// The core refused the configuration or the saved state.
@@ -139,6 +149,7 @@ impl core::fmt::Display for BoardError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Self::Storage(error) => write!(f, "state flash refused: {error}"),
+            Self::Epoch(error) => write!(f, "state flash refused: {error}"),
             Self::StorageBusy => f.write_str("state flash busy"),
             Self::Start(error) => write!(f, "cannot start: {error}"),
             Self::MembersOverCapacity => write!(f, "at most {MEMBERS_MAX} members"),
@@ -233,6 +244,7 @@ type BoardService<'a, F> = Service<
     LOG_ENTRIES_MAX,
     PARTITION_PEERS_MAX,
     REPLY_SIZE_MAX,
+    ClusterKey,
 >;
 
 /// A goose node on a smoltcp interface. See the module docs for its loop.
@@ -248,6 +260,8 @@ pub struct Board<'a, F: NorFlash> {
     unroutable: u64,
     /// The node's events, after the service has acted on them.
     events: Deque<Event, BOARD_EVENTS_MAX>,
+    /// This boot's epoch, with a cluster key.
+    epoch: Option<u32>,
 }
 
 /// The interface and its one socket.
@@ -279,13 +293,15 @@ impl<'a, F: NorFlash> Board<'a, F> {
 
     /// [`Board::new`]'s second half, around a node from [`start_node`]. Calling the two
     /// halves from two functions keeps their stack frames apart: the core's `Node::new`
-    /// needs a deep one, and the board is large (the firmware does this).
+    /// needs a deep one, and the board is large (the firmware does this). With a cluster
+    /// key, this is where the boot epoch is advanced on the flash, before anything is sent.
     ///
     /// # Errors
-    /// [`BoardError::Network`] if smoltcp refuses the address, route or port.
+    /// [`BoardError::Epoch`] if the epoch cannot be advanced, [`BoardError::Network`] if
+    /// smoltcp refuses the address, route or port.
     #[inline(never)]
     pub fn with_node<D: Device + ?Sized>(
-        config: BoardConfig,
+        mut config: BoardConfig,
         device: &mut D,
         buffers: &'a mut Buffers<'a>,
         payloads: &'a mut Payloads,
@@ -294,14 +310,28 @@ impl<'a, F: NorFlash> Board<'a, F> {
         now: Instant,
     ) -> Result<Self, BoardError> {
         let net = Net::new(&config, device, buffers, payloads, now)?;
+        let (service, epoch) = match config.key.take() {
+            Some(key) => {
+                // Durable before the first frame: a boot that reused an epoch would have its
+                // frames dropped as replays (goose_core::auth).
+                let epoch = store
+                    .try_borrow_mut()
+                    .map_err(|_| BoardError::StorageBusy)?
+                    .next_epoch()
+                    .map_err(BoardError::Epoch)?;
+                (Service::with_key(node, key, epoch), Some(epoch))
+            }
+            None => (Service::new(node), None),
+        };
         Ok(Self {
             net,
-            service: Service::new(node),
+            service,
             config,
             store,
             restarts: 0,
             unroutable: 0,
             events: Deque::new(),
+            epoch,
         })
     }
 
@@ -310,6 +340,11 @@ impl<'a, F: NorFlash> Board<'a, F> {
     /// What the board runs with.
     pub fn config(&self) -> &BoardConfig {
         &self.config
+    }
+
+    /// This boot's epoch if the board has a cluster key (peer frames are sealed with it).
+    pub fn epoch(&self) -> Option<u32> {
+        self.epoch
     }
 
     /// The core node (while stopped: the node as it was when stopped).

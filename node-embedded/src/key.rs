@@ -29,7 +29,10 @@ pub struct KeyError;
 
 impl fmt::Display for KeyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "a cluster key is {KEY_HEX_SIZE} hex digits (`goose keygen` writes one)")
+        write!(
+            f,
+            "a cluster key is {KEY_HEX_SIZE} hex digits (`goose keygen` writes one)"
+        )
     }
 }
 
@@ -54,9 +57,26 @@ impl ClusterKey {
         }
         let mut bytes = [0; KEY_SIZE];
         for (byte, pair) in bytes.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
-            *byte = (hex_digit(pair[0]).ok_or(KeyError)? << 4) | hex_digit(pair[1]).ok_or(KeyError)?;
+            *byte =
+                (hex_digit(pair[0]).ok_or(KeyError)? << 4) | hex_digit(pair[1]).ok_or(KeyError)?;
         }
         Ok(Self::new(&bytes))
+    }
+
+    /// The key in a key file's bytes: [`KEY_HEX_SIZE`] hex digits (surrounding whitespace
+    /// ignored, as [`ClusterKey::from_hex`]), or exactly [`KEY_SIZE`] raw bytes. 32 bytes
+    /// that are all printable ASCII are taken for text, not raw bytes (they are almost
+    /// surely half of a hex key), so they are refused. The desktop node's
+    /// `--cluster-key-file` reads files by the same rule; the board firmware uses this.
+    pub fn from_file_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
+        let printable = bytes
+            .iter()
+            .all(|byte| byte.is_ascii_graphic() || byte.is_ascii_whitespace());
+        if let (Ok(raw), false) = (<&[u8; KEY_SIZE]>::try_from(bytes), printable) {
+            return Ok(Self::new(raw));
+        }
+        let text = core::str::from_utf8(bytes).map_err(|_| KeyError)?;
+        Self::from_hex(text)
     }
 }
 
@@ -121,6 +141,24 @@ mod tests {
     }
 
     #[test]
+    fn key_files_hold_hex_or_raw_bytes() {
+        let hex = "ab".repeat(KEY_SIZE) + "\n";
+        let tag = |key: ClusterKey| key.tag(b"x");
+        let expected = tag(ClusterKey::new(&[0xab; KEY_SIZE]));
+        assert_eq!(
+            tag(ClusterKey::from_file_bytes(hex.as_bytes()).unwrap()),
+            expected
+        );
+        assert_eq!(
+            tag(ClusterKey::from_file_bytes(&[0xab; KEY_SIZE]).unwrap()),
+            expected
+        );
+        for bad in [&b"ab"[..], &[b'a'; KEY_SIZE], &[0xff; KEY_SIZE + 1], b""] {
+            assert_eq!(ClusterKey::from_file_bytes(bad).map(|_| ()), Err(KeyError));
+        }
+    }
+
+    #[test]
     fn hex_keys() {
         let mut text: heapless::String<80> = heapless::String::new();
         write_hex(&mut text, &[0xab; KEY_SIZE]).unwrap();
@@ -129,8 +167,18 @@ mod tests {
         assert_eq!(key.tag(b"x"), ClusterKey::new(&[0xab; KEY_SIZE]).tag(b"x"));
         let upper = std::string::String::from("AB").repeat(KEY_SIZE);
         assert!(ClusterKey::from_hex(&std::format!(" {upper}\n")).is_ok());
-        for bad in ["", "ab", &text[..63], &std::string::String::from("zz").repeat(KEY_SIZE), &std::format!("{text}0")] {
-            assert_eq!(ClusterKey::from_hex(bad).map(|_| ()), Err(KeyError), "{bad:?}");
+        for bad in [
+            "",
+            "ab",
+            &text[..63],
+            &std::string::String::from("zz").repeat(KEY_SIZE),
+            &std::format!("{text}0"),
+        ] {
+            assert_eq!(
+                ClusterKey::from_hex(bad).map(|_| ()),
+                Err(KeyError),
+                "{bad:?}"
+            );
         }
     }
 }

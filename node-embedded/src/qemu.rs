@@ -28,7 +28,8 @@
 //! let config = BoardConfig::qemu(Config::new(id), 9903, &members, 77).unwrap();
 //! let (mut nic, mut append) = (heapless::String::<128>::new(), heapless::String::<512>::new());
 //! qemu::write_nic(&mut nic, id, 9903).unwrap();
-//! args::write(&mut append, &BoardArgs { config, state: Some("data/4/board.flash") }).unwrap();
+//! let state = Some("data/4/board.flash");
+//! args::write(&mut append, &BoardArgs { config, state, key_file: None }).unwrap();
 //! assert_eq!(nic, "user,model=stellaris,mac=02:00:00:00:00:04,hostfwd=udp:127.0.0.1:9903-:9903");
 //! assert_eq!(
 //!     append,

@@ -8,6 +8,12 @@
 //! the next start and the previous state (which is all any message ever depended on, since
 //! `save` had not returned) is read instead.
 //!
+//! A board with a cluster key also keeps its boot epoch there, as the value of key
+//! [`EPOCH_KEY`] next to the state ([`FlashStore::next_epoch`]): read, incremented and
+//! written back at every start, before the board sends anything (`goose_core::auth`). When
+//! the map erases a page to make room, it moves the latest value of every key out of it
+//! first, so saving the state never loses the epoch, nor the other way round.
+//!
 //! The node owns a [`FlashStorage`], a shared handle to a `RefCell<FlashStore>`; the board
 //! keeps another so that `ctl start` can rebuild the node from what is on the flash. The
 //! two never borrow at once: [`FlashStore::load`] runs only between nodes, and the core
@@ -27,6 +33,12 @@ use crate::STATE_SIZE_MAX;
 
 /// The map key the state is stored under.
 pub const STATE_KEY: u8 = 1;
+
+/// The map key the boot epoch is stored under (a little-endian `u32`).
+pub const EPOCH_KEY: u8 = 2;
+
+/// Bytes of an epoch's value on the flash.
+const EPOCH_SIZE: usize = 4;
 
 /// Bytes of the buffer sequential-storage serializes an item into: the one-byte key plus
 /// the largest state, rounded up to whole flash words.
@@ -56,6 +68,34 @@ impl fmt::Display for LoadError {
 }
 
 impl core::error::Error for LoadError {}
+
+/// Why the boot epoch could not be advanced. A board must not start then: sending with an
+/// epoch not above every earlier boot's would have its frames dropped as replays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EpochError {
+    /// The flash could not be read, or holds no readable map.
+    Load(LoadError),
+    /// The epoch item is not a 4-byte epoch: damaged, or written by something else. Never
+    /// reset silently: an epoch that went back would make peers drop this board's frames.
+    Corrupt,
+    /// The epoch is already `u32::MAX`: no higher one is left (about four billion boots).
+    Exhausted,
+    /// The new epoch could not be written.
+    Save(StorageError),
+}
+
+impl fmt::Display for EpochError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Load(error) => write!(f, "boot epoch unreadable: {error}"),
+            Self::Corrupt => f.write_str("boot epoch on the flash is not a 4-byte epoch (corrupt)"),
+            Self::Exhausted => f.write_str("boot epoch exhausted (u32::MAX reached)"),
+            Self::Save(error) => write!(f, "boot epoch not saved: {error}"),
+        }
+    }
+}
+
+impl core::error::Error for EpochError {}
 
 /// The state map on a flash, with the buffers it needs. Keep it in a `static` (about
 /// 2 × [`STATE_SIZE_MAX`] bytes) and share it through [`FlashStorage`].
@@ -114,6 +154,54 @@ impl<F: NorFlash> FlashStore<F> {
         })?;
         self.saves = self.saves.saturating_add(1);
         Ok(())
+    }
+
+    /// The boot epoch last written by [`FlashStore::next_epoch`], or `None` if there is none.
+    ///
+    /// # Errors
+    /// [`EpochError::Load`] if the flash cannot be read, [`EpochError::Corrupt`] if the item
+    /// is not an epoch.
+    pub fn epoch(&mut self) -> Result<Option<u32>, EpochError> {
+        let item = &mut self.item;
+        let value = block_on(self.map.fetch_item::<&[u8]>(item, &EPOCH_KEY)).map_err(|error| {
+            EpochError::Load(match error {
+                sequential_storage::Error::Storage { .. } => LoadError::Io,
+                _ => LoadError::Corrupt,
+            })
+        })?;
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let bytes: [u8; EPOCH_SIZE] = value.try_into().map_err(|_| EpochError::Corrupt)?;
+        Ok(Some(u32::from_le_bytes(bytes)))
+    }
+
+    /// This boot's epoch: one above the last one written (1 on a flash that holds none),
+    /// durably written before it is returned. Call it once per boot, before sending.
+    ///
+    /// # Errors
+    /// See [`EpochError`]; nothing is written on an error.
+    pub fn next_epoch(&mut self) -> Result<u32, EpochError> {
+        let epoch = self.epoch()?.unwrap_or(0);
+        let next = epoch.checked_add(1).ok_or(EpochError::Exhausted)?;
+        let bytes = next.to_le_bytes();
+        block_on(
+            self.map
+                .store_item(&mut self.item, &EPOCH_KEY, &bytes.as_slice()),
+        )
+        .map_err(|error| {
+            EpochError::Save(match error {
+                sequential_storage::Error::FullStorage => StorageError::NoSpace,
+                _ => StorageError::Io,
+            })
+        })?;
+        Ok(next)
+    }
+
+    /// Writes `epoch` as the last one, whatever was there (tests: an exhausted epoch).
+    #[cfg(test)]
+    fn set_epoch(&mut self, epoch: &[u8]) {
+        block_on(self.map.store_item(&mut self.item, &EPOCH_KEY, &epoch)).unwrap();
     }
 
     /// States saved since this store was made.
@@ -244,6 +332,59 @@ mod tests {
         assert_eq!(result, Err(StorageError::NoSpace));
         assert_eq!(store.load(), Ok(None));
         assert_eq!(store.saves(), 0);
+    }
+
+    #[test]
+    fn the_epoch_rises_at_every_boot_and_survives_restarts() {
+        let mut store = FlashStore::new(MemFlash::new()).unwrap();
+        assert_eq!(store.epoch(), Ok(None));
+        assert_eq!(store.next_epoch(), Ok(1));
+        assert_eq!(store.next_epoch(), Ok(2));
+        for boot in 3..=5 {
+            let mut restarted = FlashStore::new(store.into_flash()).unwrap();
+            assert_eq!(restarted.epoch(), Ok(Some(boot - 1)));
+            assert_eq!(restarted.next_epoch(), Ok(boot));
+            store = restarted;
+        }
+        assert_eq!(store.load(), Ok(None), "an epoch is no state");
+    }
+
+    #[test]
+    fn state_saves_never_clobber_the_epoch_nor_it_the_state() {
+        let members = members();
+        let entries = [Entry {
+            term: Term(1),
+            payload: Payload::Noop,
+        }; LOG_ENTRIES_MAX];
+        let mut store = FlashStore::new(MemFlash::new()).unwrap();
+        store.save(&state(1, &members, &entries)).unwrap();
+        assert_eq!(store.next_epoch(), Ok(1));
+        // Enough worst-case states to recycle every page more than once: the epoch item is
+        // moved out of each page before it is erased.
+        for term in 2..=300 {
+            store.save(&state(term, &members, &entries)).unwrap();
+        }
+        let flash = store.into_flash();
+        assert!(flash.erases() > FLASH_PAGES as u64, "{}", flash.erases());
+        let mut store = FlashStore::new(flash).unwrap();
+        assert_eq!(store.epoch(), Ok(Some(1)));
+        assert_eq!(store.next_epoch(), Ok(2));
+        assert_eq!(decode(store.load().unwrap().unwrap()).term, Term(300));
+    }
+
+    #[test]
+    fn a_bad_or_exhausted_epoch_is_refused_and_left_alone() {
+        let mut store = FlashStore::new(MemFlash::new()).unwrap();
+        store.set_epoch(&[1, 2, 3]);
+        assert_eq!(store.next_epoch(), Err(EpochError::Corrupt));
+        store.set_epoch(&u32::MAX.to_le_bytes());
+        assert_eq!(store.next_epoch(), Err(EpochError::Exhausted));
+        assert_eq!(store.epoch(), Ok(Some(u32::MAX)), "nothing written");
+        // A flash that holds no map at all.
+        let mut flash = MemFlash::new();
+        flash.bytes_mut().fill(0x5a);
+        let mut store = FlashStore::new(flash).unwrap();
+        assert!(matches!(store.next_epoch(), Err(EpochError::Load(_))));
     }
 
     #[test]

@@ -4,7 +4,9 @@
 
 mod sim;
 
+use goose_core::auth::write_signed_control;
 use goose_core::Term;
+use goose_embedded::key::{ClusterKey, KEY_SIZE};
 use goose_embedded::BoardConfig;
 use sim::{port_of, Sim, BOARDS, STRANGER, STRANGER_PORT};
 
@@ -446,4 +448,83 @@ fn remove_then_add_change_the_membership_through_the_log() {
         sim.ask(goose, "ctl add 7 127.0.0.1:9906").as_deref(),
         Some("err address-in-use\n")
     );
+}
+
+// --- With a cluster key ----------------------------------------------------------------
+
+fn keyed(byte: u8) -> ClusterKey {
+    ClusterKey::new(&[byte; KEY_SIZE])
+}
+
+/// `ctl <command>` signed with `key` over a nonce the board issued, as `goose ctl
+/// --cluster-key-file` sends it.
+fn signed_ctl(sim: &mut Sim, id: u16, key: &ClusterKey, command: &str) -> String {
+    let reply = sim.ask(id, "ctl nonce").expect("a nonce");
+    let nonce = reply
+        .trim_end()
+        .strip_prefix("ok nonce=")
+        .unwrap_or_else(|| panic!("{reply:?}"));
+    let nonce = u64::from_str_radix(nonce, 16).unwrap();
+    let mut datagram = String::new();
+    write_signed_control(&mut datagram, key, nonce, command).unwrap();
+    sim.ask(id, &datagram).expect("an answer")
+}
+
+#[test]
+fn auth_keyed_boards_seal_every_frame_and_restart_with_a_higher_epoch() {
+    let mut sim = Sim::with_configs(41, |config| config.key = Some(keyed(7)));
+    let goose = sim.elect(ELECTION_MS_MAX);
+    sim.run_ms(500);
+    assert_eq!(sim.goose(), Some(goose));
+    for id in 1..=BOARDS as u16 {
+        let board = sim.board(id);
+        assert_eq!(board.epoch(), Some(1), "first boot");
+        let stats = board.stats().service;
+        assert_eq!((stats.bad_mac, stats.unsealed, stats.replay), (0, 0, 0));
+    }
+    // Control must be signed now, even from the trusted host.
+    let reply = sim.ask(goose, "ctl status").unwrap();
+    assert_eq!(reply, "err forbidden\n");
+    let status = signed_ctl(&mut sim, goose, &keyed(7), "status");
+    assert!(status.starts_with("ok role=goose "), "{status}");
+    assert!(status.contains(" drop_bad_mac=0 "), "{status}");
+    let forged = signed_ctl(&mut sim, goose, &keyed(8), "status");
+    assert_eq!(forged, "err forbidden\n");
+    // A restarted board comes back with the next epoch, and its frames are accepted
+    // (a reused epoch would be dropped as replays).
+    let duck = if goose == 1 { 2 } else { 1 };
+    for boot in 2..=3 {
+        sim.kill(duck);
+        sim.restart(duck);
+        assert_eq!(sim.board(duck).epoch(), Some(boot));
+        sim.run_ms(300);
+    }
+    sim.kill(goose);
+    let next = sim.elect(ELECTION_MS_MAX);
+    assert_ne!(next, goose);
+    for id in (1..=BOARDS as u16).filter(|&id| id != goose) {
+        let stats = sim.board(id).stats().service;
+        assert_eq!((stats.bad_mac, stats.replay), (0, 0), "board {id}");
+    }
+}
+
+#[test]
+fn auth_a_board_with_another_key_is_not_heard() {
+    let mut sim = Sim::with_configs(43, |config| {
+        let byte = if config.node.id.get() == 5 { 9 } else { 7 };
+        config.key = Some(keyed(byte));
+    });
+    let goose = sim.elect(ELECTION_MS_MAX);
+    assert_ne!(
+        goose, 5,
+        "board 5 cannot win votes it cannot be heard asking for"
+    );
+    sim.run_ms(1_000);
+    let heard = |sim: &Sim, id: u16| sim.board(id).stats().service.bad_mac;
+    assert!(heard(&sim, 5) > 0, "board 5 drops the flock's frames");
+    assert!(
+        (1..=4).any(|id| heard(&sim, id) > 0),
+        "and the flock board 5's"
+    );
+    assert_eq!(sim.goose(), Some(goose));
 }

@@ -9,12 +9,17 @@
 //! 10.0.2.2. Nothing else is allowed as a peer: only loopback keeps a board's traffic on
 //! this machine.
 //!
+//! With `--cluster-key-file <f>`, the key is checked here first (the same file rule as
+//! `goose node`), then the board's command line gets `--key-file <f as an absolute path>`
+//! and the firmware reads the file itself through semihosting: the key never appears on
+//! QEMU's command line, which every `ps` shows.
+//!
 //! `goose board` stays in the foreground with QEMU as its child (in its own process group,
 //! so a terminal's Ctrl-C reaches the launcher, which stops QEMU). SIGINT or SIGTERM stop
 //! QEMU and exit 0; QEMU gets `PR_SET_PDEATHSIG`, so it never outlives a `goose board` (or a
 //! launcher) killed with SIGKILL. When QEMU exits by itself, `goose board` exits with its
-//! code (the firmware's: 0 removed from the flock, 1 state file unusable or storage failed,
-//! 2 bad command line).
+//! code (the firmware's: 0 removed from the flock, 1 state or key file unusable or storage
+//! failed, 2 bad command line).
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
@@ -31,6 +36,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use goose_core::{Config, Member, NodeId};
 use goose_embedded::args::{self, BoardArgs};
+use goose_embedded::key::{ClusterKey, KEY_HEX_SIZE};
 use goose_embedded::{qemu, BoardConfig, MEMBERS_MAX as BOARD_MEMBERS_MAX, TOKEN_SIZE_MAX};
 
 use crate::cluster::set_parent_death_signal;
@@ -38,8 +44,10 @@ use crate::storage_file::{DataDir, DataDirError};
 
 /// The state file's name in a board's data dir.
 pub(crate) const STATE_FILE: &str = "board.flash";
-/// The longest state path the firmware accepts (its buffer, less the NUL).
+/// The longest state or key file path the firmware accepts (its buffer, less the NUL).
 const STATE_PATH_SIZE_MAX: usize = 255;
+/// The longest key file the firmware reads (its buffer: a hex key with whitespace).
+const KEY_FILE_SIZE_MAX: u64 = 2 * KEY_HEX_SIZE as u64;
 /// How often `goose board` looks at its QEMU child and its signal flag.
 const WATCH_INTERVAL: Duration = Duration::from_millis(20);
 /// How long QEMU gets to exit after SIGTERM before it is killed (it exits at once).
@@ -68,6 +76,8 @@ pub(crate) enum BoardError {
     QemuMissing,
     /// The data dir could not be created, or is locked by another process.
     DataDir(DataDirError),
+    /// The cluster key file cannot be read, or holds no key (the path, and why).
+    KeyFile(PathBuf, String),
     /// QEMU could not be started, or the signal handlers installed.
     Spawn(io::Error),
 }
@@ -88,6 +98,7 @@ impl fmt::Display for BoardError {
                 qemu::PROGRAM
             ),
             Self::DataDir(error) => write!(f, "{error}"),
+            Self::KeyFile(path, why) => write!(f, "cluster key file {}: {why}", path.display()),
             Self::Spawn(error) => write!(f, "cannot start {}: {error}", qemu::PROGRAM),
         }
     }
@@ -116,6 +127,8 @@ pub(crate) struct BoardSpec {
     pub(crate) firmware: PathBuf,
     /// `--control-token`, passed to the firmware.
     pub(crate) control_token: Option<String>,
+    /// `--cluster-key-file`: the firmware gets its absolute path and reads the key itself.
+    pub(crate) cluster_key_file: Option<PathBuf>,
 }
 
 impl BoardSpec {
@@ -166,6 +179,46 @@ impl BoardSpec {
         Ok(())
     }
 
+    /// The key file as the firmware gets it: absolute (QEMU may run elsewhere), checked to
+    /// hold a key the firmware reads (`ClusterKey::from_file_bytes`, at most
+    /// [`KEY_FILE_SIZE_MAX`] bytes) and to fit its command line. `None` without a key.
+    ///
+    /// # Errors
+    ///
+    /// [`BoardError::KeyFile`] naming the file and the problem.
+    pub(crate) fn key_path(&self) -> Result<Option<String>, BoardError> {
+        let Some(given) = &self.cluster_key_file else {
+            return Ok(None);
+        };
+        let refused = |why: String| BoardError::KeyFile(given.clone(), why);
+        let path = std::fs::canonicalize(given).map_err(|e| refused(e.to_string()))?;
+        let file = std::fs::File::open(&path).map_err(|e| refused(e.to_string()))?;
+        let mut bytes = Vec::new();
+        io::Read::read_to_end(&mut io::Read::take(file, KEY_FILE_SIZE_MAX + 1), &mut bytes)
+            .map_err(|e| refused(e.to_string()))?;
+        if bytes.len() as u64 > KEY_FILE_SIZE_MAX {
+            return Err(refused(format!(
+                "longer than the {KEY_FILE_SIZE_MAX} bytes a board reads"
+            )));
+        }
+        ClusterKey::from_file_bytes(&bytes)
+            .map_err(|e| refused(format!("{e} (or exactly 32 raw bytes)")))?;
+        let text = path
+            .to_str()
+            .filter(|text| {
+                text.len() <= STATE_PATH_SIZE_MAX
+                    && !text.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+            })
+            .ok_or_else(|| {
+                refused(format!(
+                    "the firmware takes an absolute path of at most {STATE_PATH_SIZE_MAX} \
+                     UTF-8 bytes without spaces or quotes, not {}",
+                    path.display()
+                ))
+            })?;
+        Ok(Some(text.to_owned()))
+    }
+
     /// `<data-dir>/board.flash`.
     pub(crate) fn state_path(&self) -> PathBuf {
         self.data_dir.join(STATE_FILE)
@@ -177,7 +230,8 @@ impl BoardSpec {
     ///
     /// # Errors
     ///
-    /// [`BoardError::Usage`] if the membership does not fit a board.
+    /// [`BoardError::Usage`] if the membership does not fit a board, [`BoardError::KeyFile`]
+    /// if the key file is no (longer a) key.
     pub(crate) fn command(&self, qemu: &Path, seed: u64) -> Result<Command, BoardError> {
         let id = self.config.id;
         let config = BoardConfig::qemu(self.config, self.port, &self.members, seed)
@@ -192,10 +246,16 @@ impl BoardSpec {
             };
         let state = self.state_path();
         let state = state.to_str();
+        let key_file = self.key_path()?;
         let mut append = String::new();
         let mut nic = String::new();
         // Writing into a String cannot fail.
-        let _ = args::write(&mut append, &BoardArgs { config, state });
+        let board_args = BoardArgs {
+            config,
+            state,
+            key_file: key_file.as_deref(),
+        };
+        let _ = args::write(&mut append, &board_args);
         let _ = qemu::write_nic(&mut nic, id, self.port);
         let mut command = Command::new(qemu);
         command
@@ -254,6 +314,7 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 /// See [`BoardError`]: [`BoardError::Usage`] is a reason to exit 2, the others to exit 1.
 pub(crate) fn run(spec: &BoardSpec) -> Result<u8, BoardError> {
     spec.check()?;
+    spec.key_path()?;
     let qemu = check_tools(&spec.firmware)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -280,8 +341,8 @@ pub(crate) fn run(spec: &BoardSpec) -> Result<u8, BoardError> {
                 match code {
                     Some(0) => log::info!("board {id}: QEMU exited 0 (removed from the flock)"),
                     Some(code) => log::error!(
-                        "board {id}: QEMU exited {code} (1: state file unusable or storage \
-                         failed; 2: bad command line; see its lines above)"
+                        "board {id}: QEMU exited {code} (1: state or key file unusable, or \
+                         storage failed; 2: bad command line; see its lines above)"
                     ),
                     None => log::error!("board {id}: QEMU ended by a signal ({status})"),
                 }
@@ -345,6 +406,7 @@ mod tests {
             data_dir: PathBuf::from("data/4"),
             firmware: PathBuf::from("fw.elf"),
             control_token: None,
+            cluster_key_file: None,
         }
     }
 
@@ -403,6 +465,44 @@ mod tests {
         let mut long_token = spec(five());
         long_token.control_token = Some("t".repeat(TOKEN_SIZE_MAX + 1));
         assert!(matches!(long_token.check(), Err(BoardError::Usage(_))));
+    }
+
+    #[test]
+    fn the_key_file_goes_to_the_firmware_as_an_absolute_path_never_the_key() {
+        let dir = std::env::temp_dir().join(format!("goose-board-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let hex = "0123456789abcdef".repeat(4);
+        std::fs::write(dir.join("cluster.key"), format!("{hex}\n")).unwrap();
+        std::fs::write(dir.join("short.key"), "0123").unwrap();
+        let mut keyed = spec(five());
+        // With a `..` in it: the firmware gets the canonical path.
+        keyed.cluster_key_file = Some(
+            dir.join("..")
+                .join(dir.file_name().unwrap())
+                .join("cluster.key"),
+        );
+        let command = keyed.command(Path::new("qemu"), 77).unwrap();
+        let words: Vec<String> = command
+            .get_args()
+            .map(|word| word.to_string_lossy().into_owned())
+            .collect();
+        let append = words.last().unwrap();
+        let absolute = std::fs::canonicalize(dir.join("cluster.key")).unwrap();
+        assert!(
+            append.ends_with(&format!(" --key-file {}", absolute.display())),
+            "{append}"
+        );
+        assert!(
+            words.iter().all(|word| !word.contains(&hex)),
+            "no key: {words:?}"
+        );
+        keyed.cluster_key_file = Some(dir.join("short.key"));
+        let error = keyed.key_path().unwrap_err();
+        assert!(matches!(error, BoardError::KeyFile(..)), "{error}");
+        assert!(error.to_string().contains("short.key"), "{error}");
+        keyed.cluster_key_file = Some(dir.join("missing.key"));
+        assert!(matches!(keyed.key_path(), Err(BoardError::KeyFile(..))));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -125,7 +125,8 @@ enum Kind {
     Node,
     /// QEMU with the board firmware.
     Board {
-        spec: BoardSpec,
+        /// Boxed: the spec is large, and a flock has a handful of boards.
+        spec: Box<BoardSpec>,
         qemu: PathBuf,
         /// The board's data dir, locked by the launcher for the board.
         _lock: DataDir,
@@ -289,7 +290,7 @@ fn plan(options: &Options) -> Result<Vec<Launched>, ClusterError> {
                 let lock = DataDir::open(&data_dir)
                     .map_err(|error| board_error(BoardError::DataDir(error)))?;
                 Kind::Board {
-                    spec,
+                    spec: Box::new(spec),
                     qemu: qemu.clone(),
                     _lock: lock,
                 }

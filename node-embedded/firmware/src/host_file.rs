@@ -1,5 +1,6 @@
 //! The state file on the host, through semihosting: QEMU opens, reads, writes and seeks it
 //! for the firmware, so the board's flash image survives QEMU being killed and restarted.
+//! And [`read_small`], for the cluster key file.
 
 use core::ffi::CStr;
 
@@ -27,6 +28,29 @@ impl HostFile {
         };
         Some(Self(file))
     }
+}
+
+/// Reads the host file `path` (opened read-only, never created) into `buffer`; returns the
+/// bytes read, or `None` if it cannot be opened or read, or is longer than `buffer`.
+pub(crate) fn read_small<'b>(path: &CStr, buffer: &'b mut [u8]) -> Option<&'b [u8]> {
+    let mut file = File::options().read(true).open(path).ok()?;
+    let mut total = 0;
+    // Each read returns at least one byte or ends the file: at most `len + 1` rounds.
+    for _ in 0..=buffer.len() {
+        match file.read(&mut buffer[total..]).ok()? {
+            0 => return Some(&buffer[..total]),
+            count => total += count,
+        }
+        if total == buffer.len() {
+            // Full: only the end of the file may follow.
+            let mut more = [0; 1];
+            return match file.read(&mut more).ok()? {
+                0 => Some(&buffer[..total]),
+                _ => None,
+            };
+        }
+    }
+    None
 }
 
 impl FileIo for HostFile {

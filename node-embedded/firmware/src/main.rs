@@ -2,12 +2,15 @@
 //! clock and a state file on the host.
 //!
 //! Start-up: the command line (`-append "…"`, read through semihosting; see
-//! `goose_embedded::args`), the state file (semihosting file I/O behind a `FileFlash`),
-//! the MAC with the id's address, SysTick, then the board at 10.0.2.15/24 behind slirp's
-//! 10.0.2.2. Then the loop: poll the board, log its events, and sleep (WFI) until the next
-//! 1 ms tick when no frame waits and nothing is due. A bad command line exits 2, a state
-//! that cannot be read or trusted exits 1, and so does a storage failure later (fail-stop,
-//! as the desktop node does).
+//! `goose_embedded::args`), the cluster key file if `--key-file` names one (read through
+//! semihosting: the key itself is never on QEMU's command line, which any `ps` shows), the
+//! state file (semihosting file I/O behind a `FileFlash`), the MAC with the id's address,
+//! SysTick, then the board at 10.0.2.15/24 behind slirp's 10.0.2.2 (with a key, after the
+//! boot epoch on the flash has been advanced). Then the loop: poll the board, log its
+//! events, and sleep (WFI) until the next 1 ms tick when no frame waits and nothing is due.
+//! A bad command line exits 2; a key file that cannot be read or holds no key, or a state
+//! or epoch that cannot be read or trusted, exits 1, and so does a storage failure later
+//! (fail-stop, as the desktop node does).
 //!
 //! There is no `#[global_allocator]`: if any crate in the graph linked `alloc`, this would
 //! not link, which is how the build proves the node allocates nothing.
@@ -28,6 +31,7 @@ use cortex_m_rt::entry;
 use goose_core::{Event, Instant, NodeId};
 use goose_embedded::args::{self, BoardArgs};
 use goose_embedded::flash::FileFlash;
+use goose_embedded::key::{ClusterKey, KEY_HEX_SIZE};
 use goose_embedded::store::FlashStore;
 use goose_embedded::{
     start_node, Board, BoardConfig, BoardError, BoardNode, Buffers, Clock, Payloads,
@@ -43,8 +47,10 @@ use crate::mac::Mac;
 /// Bytes of the command line read through semihosting: a 5-node flock's line with a long
 /// state path is about 250.
 const COMMAND_LINE_SIZE_MAX: usize = 1024;
-/// Bytes of the state file's path, with its NUL.
+/// Bytes of the state file's path, and of the key file's, with its NUL.
 const PATH_SIZE_MAX: usize = 256;
+/// Bytes of a key file: the key's hex digits and some whitespace around them.
+const KEY_FILE_SIZE_MAX: usize = 2 * KEY_HEX_SIZE;
 /// Bytes of one log line (the usage line is the longest, about 230); longer ones are cut.
 const LOG_LINE_SIZE_MAX: usize = 256;
 /// Events logged per loop turn; the core buffers at most `EVENTS_MAX` anyway.
@@ -109,9 +115,17 @@ fn start() -> (
     let port = config.port;
     let node = start_node(&config, store, clock.now());
     let board = assemble(config, &path, mac, store, node, &clock);
+    let (keyed, epoch) = match board.epoch() {
+        Some(epoch) => (", sealed with the cluster key, boot epoch ", epoch),
+        None => ("", 0),
+    };
+    let mut epoch_text: String<16> = String::new();
+    if !keyed.is_empty() {
+        let _ = write!(epoch_text, "{epoch}");
+    }
     log(format_args!(
         "node {id} term {}: board listening on 10.0.2.15:{port} (host 127.0.0.1:{port}), \
-         state {path}, {} members",
+         state {path}, {} members{keyed}{epoch_text}",
         board.node().term(),
         board.node().members().len()
     ));
@@ -164,7 +178,11 @@ fn configure() -> (BoardConfig, String<PATH_SIZE_MAX>) {
     let words = (&command_line)
         .map(|word| word.unwrap_or("--invalid-utf8"))
         .skip_while(|word| !word.starts_with("--"));
-    let BoardArgs { config, state } = match args::parse(words) {
+    let BoardArgs {
+        mut config,
+        state,
+        key_file,
+    } = match args::parse(words) {
         Ok(parsed) => parsed,
         Err(error) => {
             log(format_args!("goose-firmware: {error}"));
@@ -180,7 +198,46 @@ fn configure() -> (BoardConfig, String<PATH_SIZE_MAX>) {
     if written.is_err() || path.len() >= PATH_SIZE_MAX {
         fail(2, format_args!("goose-firmware: --state path too long"));
     }
+    if let Some(key_file) = key_file {
+        config.key = Some(read_key(config.node.id, key_file));
+    }
     (config, path)
+}
+
+/// The cluster key in the host file `path`; exits 2 if the path is too long, 1 if the file
+/// cannot be read or does not hold a key.
+#[inline(never)]
+fn read_key(id: NodeId, path: &str) -> ClusterKey {
+    let mut bytes = [0; PATH_SIZE_MAX];
+    let Some(slot) = bytes
+        .get_mut(..path.len())
+        .filter(|_| path.len() < PATH_SIZE_MAX)
+    else {
+        fail(2, format_args!("goose-firmware: --key-file path too long"));
+    };
+    slot.copy_from_slice(path.as_bytes());
+    let Ok(path_c) = CStr::from_bytes_until_nul(&bytes) else {
+        fail(
+            2,
+            format_args!("goose-firmware: --key-file path holds a NUL"),
+        );
+    };
+    let mut text = [0; KEY_FILE_SIZE_MAX];
+    let Some(text) = host_file::read_small(path_c, &mut text) else {
+        fail(
+            1,
+            format_args!(
+                "node {id}: cannot read key file {path} (missing, unreadable or too long)"
+            ),
+        );
+    };
+    match ClusterKey::from_file_bytes(text) {
+        Ok(key) => key,
+        Err(error) => fail(
+            1,
+            format_args!("node {id}: key file {path}: {error} (or exactly 32 raw bytes)"),
+        ),
+    }
 }
 
 /// The state map on the host file `path` (created if missing); exits 1 if it cannot be
