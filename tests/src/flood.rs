@@ -460,7 +460,7 @@ pub struct Watched {
     pub samples: u64,
     /// Node replies missing from samples (a node that did not answer within the window).
     pub missing: u64,
-    /// Samples (with at least a majority answering) in which no node said `role=goose`.
+    /// Samples in which every node answered and none said `role=goose` (a lease lapsed).
     pub gooseless: u64,
     /// Samples in which two nodes said `role=goose`.
     pub double_geese: u64,
@@ -468,7 +468,7 @@ pub struct Watched {
     pub terms: Vec<u64>,
     /// Geese seen (ids), each time the goose seen changed.
     pub geese: Vec<u64>,
-    /// Each node's first and last status.
+    /// Each node's first status (since [`Watcher::restart_counters`]).
     pub first: Vec<Option<Status>>,
     /// Each node's last status.
     pub last: Vec<Option<Status>>,
@@ -526,7 +526,9 @@ impl Watched {
             }
             self.last[index] = Some(status.clone());
         }
-        if geese == 0 && answered * 2 > statuses.len() {
+        // Only when every node answered: a missing reply may be the goose's, its socket
+        // having dropped the request along with the flood.
+        if geese == 0 && answered == statuses.len() {
             self.gooseless += 1;
         }
         if geese > 1 {
@@ -581,8 +583,7 @@ impl<'a> Watcher<'a> {
         &self.watched
     }
 
-    /// What it has seen, keeping only the last statuses as both first and last (to
-    /// measure counters from now on).
+    /// Makes the last statuses the first ones, so [`Watched::delta`] counts from now on.
     pub fn restart_counters(&mut self) {
         self.watched.first = self.watched.last.clone();
     }

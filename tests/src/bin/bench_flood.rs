@@ -40,6 +40,8 @@ const AGREE_WITHIN: Duration = Duration::from_secs(10);
 const BASELINE_FOR: Duration = Duration::from_secs(2);
 /// Watched after the flood, for a late term change.
 const AFTER_FOR: Duration = Duration::from_secs(2);
+/// Log lines about terms printed per node when the term changed.
+const LOG_LINES: usize = 8;
 
 const USAGE: &str = "usage: bench_flood [--secs N] [--aim goose|all] [--sources N] \
                      [--threads N] [--rate N] [--batch N] [--nice N] [--timing default|fast]";
@@ -198,6 +200,18 @@ fn main() -> ExitCode {
         nodes: &nodes,
         own_cpu,
     });
+    if after.term_changes() > 0 {
+        // Why: each node's log lines about terms and roles.
+        for index in flock.all() {
+            let tail = flock.log_tail(index);
+            let lines: Vec<&str> = tail.lines().filter(|line| line.contains("term")).collect();
+            eprintln!(
+                "--- node {} log (term lines) ---\n{}",
+                index + 1,
+                lines[lines.len().saturating_sub(LOG_LINES)..].join("\n")
+            );
+        }
+    }
     let watch = flock.watch();
     let safe = watch.double_geese == 0
         && watch.two_geese_in_a_term == 0
