@@ -583,7 +583,7 @@ impl Flock {
         extra: &[&str],
         on_violation: OnViolation,
     ) -> Self {
-        Self::start_members(count, 0, timing, extra, on_violation)
+        Self::start_members(count, 0, timing, extra, &[], on_violation)
     }
 
     /// [`Flock::start`] with `--cluster-key-file key_file` on every node; [`Flock::ctl`]
@@ -656,14 +656,39 @@ impl Flock {
     ) -> Self {
         require_qemu();
         firmware();
-        Self::start_members(desktops + boards, boards, timing, &[], on_violation)
+        Self::start_members(desktops + boards, boards, timing, &[], &[], on_violation)
     }
 
+    /// [`Flock::start_mixed`] with `--cluster-key-file key_file` on every member, the
+    /// boards' `goose board` included; [`Flock::ctl`] signs with it.
+    ///
+    /// # Panics
+    ///
+    /// As [`Flock::start_mixed`].
+    pub fn start_mixed_keyed(
+        desktops: usize,
+        boards: usize,
+        timing: Timing,
+        key_file: &Path,
+    ) -> Self {
+        require_qemu();
+        firmware();
+        let key = key_file.display().to_string();
+        let extra = ["--cluster-key-file", key.as_str()];
+        let count = desktops + boards;
+        let mut flock =
+            Self::start_members(count, boards, timing, &extra, &extra, OnViolation::Panic);
+        flock.control_key = Some(key_file.to_path_buf());
+        flock
+    }
+
+    /// `extra` flags go to the desktop nodes, `board_extra` to the boards.
     fn start_members(
         count: usize,
         boards: usize,
         timing: Timing,
         extra: &[&str],
+        board_extra: &[&str],
         on_violation: OnViolation,
     ) -> Self {
         let within = if boards == 0 {
@@ -673,7 +698,8 @@ impl Flock {
         };
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
-            let mut flock = Self::spawn(count, boards, timing, extra, on_violation);
+            let flags = (extra, board_extra);
+            let mut flock = Self::spawn(count, boards, timing, flags, on_violation);
             match flock.wait_listening(within) {
                 Ok(()) => return flock,
                 // Another process took a port between the check and the bind: new ports.
@@ -683,11 +709,12 @@ impl Flock {
         panic!("could not start a flock of {count}: {failures:#?}");
     }
 
+    /// `extra`: the desktop nodes' extra flags, then the boards'.
     fn spawn(
         count: usize,
         boards: usize,
         timing: Timing,
-        extra: &[&str],
+        extra: (&[&str], &[&str]),
         on_violation: OnViolation,
     ) -> Self {
         let root = TempDir::new("flock");
@@ -724,9 +751,8 @@ impl Flock {
                 }
             }
             args.extend(timing.flags());
-            if !board {
-                args.extend(extra.iter().map(|&flag| flag.to_owned()));
-            }
+            let extra = if board { extra.1 } else { extra.0 };
+            args.extend(extra.iter().map(|&flag| flag.to_owned()));
             nodes.push(Node {
                 id,
                 board,

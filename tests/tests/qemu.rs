@@ -1,5 +1,8 @@
 //! The mixed flock end to end: three desktop `goose node` processes and two boards, each the
-//! firmware in `qemu-system-arm` started with `goose board`, on 127.0.0.1.
+//! firmware in `qemu-system-arm` started with `goose board`, on 127.0.0.1. And a keyed one
+//! (two desktops and a board sharing a `--cluster-key-file`): the board's sealed frames are
+//! accepted, its control is signed, it becomes goose, and after its QEMU is killed it comes
+//! back with the next boot epoch.
 //!
 //! Needs `qemu-system-arm` (the test fails, never skips, without it) and the firmware
 //! (built with `cargo build --release` in node-embedded/firmware if its ELF is missing).
@@ -156,4 +159,74 @@ fn mixed_flock_desktops_and_boards_in_qemu() {
     std::thread::sleep(Duration::from_secs(1));
     let status = flock.status(board);
     assert_eq!(status.get("term"), Some(&term.to_string()), "{status:?}");
+}
+
+/// A counter of a `ctl status` reply, as a number.
+fn counter(status: &std::collections::BTreeMap<String, String>, name: &str) -> u64 {
+    let value = status
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} in {status:?}"));
+    value.parse().expect("a number")
+}
+
+/// The peer frames a node refused for their authentication: none in a flock sharing a key.
+fn auth_drops(status: &std::collections::BTreeMap<String, String>) -> [(&'static str, u64); 3] {
+    ["drop_bad_mac", "drop_unsealed", "drop_replay"].map(|name| (name, counter(status, name)))
+}
+
+#[test]
+fn keyed_mixed_flock_seals_board_frames_and_a_board_becomes_goose() {
+    let folder = flock_tests::procs::TempDir::new("qemu-key");
+    let key = flock_tests::procs::new_key_file(folder.path(), "cluster.key");
+    let mut flock = Flock::start_mixed_keyed(2, 1, Timing::DEFAULT, &key);
+    let all = flock.all();
+    let board = 2;
+    let none = [
+        ("drop_bad_mac", 0),
+        ("drop_unsealed", 0),
+        ("drop_replay", 0),
+    ];
+
+    // One goose, every member agreeing: the board's sealed frames are accepted.
+    let (goose, _) = flock.wait_agreed(&all, SETTLE);
+    // Control is signed (goose ctl --cluster-key-file), on the board as on the desktops.
+    let plain =
+        flock_tests::procs::request(flock.port(board), b"ctl status", Duration::from_secs(1));
+    assert_eq!(plain.as_deref(), Some(&b"err forbidden\n"[..]));
+    for index in all.iter().copied() {
+        assert_eq!(auth_drops(&flock.status(index)), none, "node {}", index + 1);
+    }
+
+    // The board becomes goose, by a signed handoff.
+    if goose != board {
+        transfer(&flock, goose, board);
+    }
+    let (goose, term) = flock.wait_agreed(&all, SETTLE);
+    assert_eq!(goose, board, "the board is goose");
+    let log = std::fs::read_to_string(flock.root().join("node-3.log")).unwrap_or_default();
+    assert!(
+        log.contains("sealed with the cluster key, boot epoch 1"),
+        "{}",
+        flock.log_tail(board)
+    );
+
+    // The board's QEMU killed and restarted: it comes back with the next boot epoch, and
+    // its frames are accepted again (a reused epoch would be dropped as replays).
+    flock.kill_member(board);
+    let desktops = [0, 1];
+    let (after, after_term) = flock.wait_agreed(&desktops, SETTLE);
+    assert!(after_term > term && after != board);
+    flock.restart(board);
+    flock.wait_agreed(&all, SETTLE);
+    transfer(&flock, after, board);
+    assert_eq!(flock.wait_agreed(&all, SETTLE).0, board);
+    let log = std::fs::read_to_string(flock.root().join("node-3.log")).unwrap_or_default();
+    assert!(
+        log.contains("sealed with the cluster key, boot epoch 2"),
+        "{}",
+        flock.log_tail(board)
+    );
+    for index in desktops {
+        assert_eq!(auth_drops(&flock.status(index)), none, "node {}", index + 1);
+    }
 }
