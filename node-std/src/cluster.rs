@@ -61,7 +61,8 @@ pub(crate) struct Options {
     pub(crate) base_port: u16,
     /// Node `i` keeps its state in `data_dir/i`.
     pub(crate) data_dir: PathBuf,
-    /// `--cluster-key-file`, checked by the CLI, passed to every child ([`Options::key_flags`]).
+    /// `--cluster-key-file`, checked by the CLI, passed to every child: a node's command
+    /// line ([`Options::key_flags`]), a board's spec.
     pub(crate) cluster_key_file: Option<PathBuf>,
     /// `--heartbeat-ms …` and `--election-timeout-ms …`, passed to every child.
     pub(crate) timing_flags: Vec<String>,
@@ -74,10 +75,9 @@ pub(crate) struct Options {
 }
 
 impl Options {
-    /// `--cluster-key-file <f>` if the flock has a key, for every child's command line: the
-    /// nodes' (at start and at a rolling restart). Boards: `goose board` takes no key yet
-    /// (main refuses `--boards` with a key); once `BoardSpec` carries one, its command line
-    /// gets it where the board command is built in [`run`] and [`rolling_restart`].
+    /// `--cluster-key-file <f>` if the flock has a key, for the nodes' command lines (at
+    /// start and at a rolling restart). A board gets the same file through its
+    /// [`BoardSpec`] (the firmware reads it itself, see [`crate::board`]).
     fn key_flags(&self) -> Vec<std::ffi::OsString> {
         match &self.cluster_key_file {
             Some(path) => vec!["--cluster-key-file".into(), path.clone().into_os_string()],
@@ -283,7 +283,7 @@ fn plan(options: &Options) -> Result<Vec<Launched>, ClusterError> {
                     data_dir: data_dir.clone(),
                     firmware: options.firmware.clone(),
                     control_token: None,
-                    cluster_key_file: None,
+                    cluster_key_file: options.cluster_key_file.clone(),
                 };
                 let board_error = |error| ClusterError::Board(id, error);
                 spec.check().map_err(board_error)?;

@@ -5,7 +5,8 @@
 //! (a key made with e.g. `head -c 32 /dev/urandom`). Anything else is refused. A file of
 //! 32 bytes that are all printable ASCII is refused too rather than taken as raw bytes: it
 //! is almost surely half of a hex key (a random key is all printable with probability
-//! about 10⁻¹³), and a node that took it would silently be in no flock.
+//! about 10⁻¹³), and a node that took it would silently be in no flock. The rule is
+//! [`ClusterKey::from_file_bytes`], which the board firmware applies to the same file.
 //!
 //! The key is never logged or printed, except by `goose keygen` itself.
 
@@ -70,32 +71,26 @@ fn read_key(path: &Path) -> Result<ClusterKey, String> {
     decode_key(&bytes)
 }
 
-/// The key in a key file's bytes (module docs), or why they are none.
+/// The key in a key file's bytes (module docs; the rule is
+/// [`ClusterKey::from_file_bytes`], the board firmware's too), or why they are none.
 fn decode_key(bytes: &[u8]) -> Result<ClusterKey, String> {
     const EXPECTED: &str = "a cluster key file holds 64 hex digits (as `goose keygen` \
                             writes) or exactly 32 raw bytes";
     if bytes.len() > KEY_FILE_SIZE_MAX {
         return Err(format!("longer than {KEY_FILE_SIZE_MAX} bytes; {EXPECTED}"));
     }
-    let printable = bytes
-        .iter()
-        .all(|byte| byte.is_ascii_graphic() || byte.is_ascii_whitespace());
-    if let (Ok(raw), false) = (<&[u8; KEY_SIZE]>::try_from(bytes), printable) {
-        return Ok(ClusterKey::new(raw));
-    }
-    let text = std::str::from_utf8(bytes).map_err(|_| {
-        format!(
+    ClusterKey::from_file_bytes(bytes).map_err(|_| match std::str::from_utf8(bytes) {
+        Err(_) => format!(
             "{} bytes of binary, not {KEY_SIZE}; {EXPECTED}",
             bytes.len()
-        )
-    })?;
-    let digits = text.trim_ascii().len();
-    ClusterKey::from_hex(text).map_err(|_| {
-        if digits == KEY_HEX_SIZE {
-            format!("{digits} characters but not all hex digits; {EXPECTED}")
-        } else {
-            format!("{digits} characters of text, not {KEY_HEX_SIZE} hex digits; {EXPECTED}")
+        ),
+        Ok(text) if text.trim_ascii().len() == KEY_HEX_SIZE => {
+            format!("{KEY_HEX_SIZE} characters but not all hex digits; {EXPECTED}")
         }
+        Ok(text) => format!(
+            "{} characters of text, not {KEY_HEX_SIZE} hex digits; {EXPECTED}",
+            text.trim_ascii().len()
+        ),
     })
 }
 

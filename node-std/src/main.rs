@@ -633,13 +633,6 @@ fn run_cluster(args: ClusterArgs) -> ExitCode {
             ),
         );
     }
-    if args.boards > 0 && args.cluster_key_file.is_some() {
-        // Lifted once `goose board` takes --cluster-key-file (cluster.rs passes it on).
-        usage_error(
-            "cluster",
-            "--cluster-key-file with --boards: `goose board` takes no cluster key yet",
-        );
-    }
     let options = cluster::Options {
         nodes: args.nodes,
         base_port: args.base_port,
