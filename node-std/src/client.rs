@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use goose_core::auth::write_signed_control;
-use goose_core::text::parse_nonce_reply;
+use goose_core::text::{parse_nonce_reply, TEXT_REPLY_SIZE_MAX};
 use goose_embedded::key::ClusterKey;
 
 /// How long `whois` waits for all its replies.
@@ -29,8 +29,8 @@ const CTL_TIMEOUT: Duration = Duration::from_secs(1);
 /// after an election timeout without a caught-up voter, and election timeouts may be set
 /// up to 600 s; 10 s covers any sensible setting.
 const CTL_TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
-/// The largest reply read; longer ones are truncated (a `status` line is well below).
-const REPLY_SIZE_MAX: usize = 2048;
+/// The largest reply read: the longest a node writes (a `status` at 64 members).
+const REPLY_SIZE_MAX: usize = TEXT_REPLY_SIZE_MAX;
 /// How long `ctl` waits for the node's answer to `ctl nonce`.
 const NONCE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Further tries of a signed command answered `err stale-nonce`, each with a fresh nonce. A
