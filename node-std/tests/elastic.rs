@@ -371,6 +371,106 @@ fn rolling_restart_keeps_at_most_one_goose_and_reports_the_gap() {
     assert!(round.iter().all(Option::is_none), "nodes left: {round:?}");
 }
 
+#[test]
+fn keyed_cluster_passes_its_key_to_every_node_also_at_a_rolling_restart() {
+    let _serial = serial();
+    let root = support::TempDir::new("keyed-rolling");
+    let key = root.path().join("flock.key");
+    let made = Command::new(GOOSE)
+        .arg("keygen")
+        .arg("--out")
+        .arg(&key)
+        .status()
+        .expect("goose keygen");
+    assert!(made.success(), "goose keygen: {made}");
+    let base = support::free_port_range(3);
+    let mut launcher = Command::new(GOOSE)
+        .args(["cluster", "--nodes", "3", "--base-port", &base.to_string()])
+        .arg("--data-dir")
+        .arg(root.path().join("data"))
+        .arg("--cluster-key-file")
+        .arg(&key)
+        .args(FAST)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn goose cluster");
+    let guard = KillOnDrop(launcher.id());
+    let (lines_in, lines) = mpsc::channel::<String>();
+    let stdout = launcher.stdout.take().expect("piped");
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_in.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let ports: Vec<u16> = (0..3).map(|i| base + i).collect();
+    let one_goose = || {
+        let round = probe_round(&ports, Duration::from_millis(100));
+        round.iter().all(Option::is_some) && round.iter().flatten().filter(|p| p.goose).count() == 1
+    };
+    assert!(eventually(SETTLE, one_goose), "no goose");
+    support::signal(launcher.id(), libc::SIGHUP);
+    let mut seen = Vec::new();
+    let end = |line: &String| {
+        line.contains("rolling restart done") || line.contains("rolling restart stopped")
+    };
+    let ended = eventually(Duration::from_secs(60), || {
+        seen.extend(lines.try_iter());
+        seen.iter().any(end)
+    });
+    assert!(ended, "no end of the rolling restart: {seen:#?}");
+    let done = seen.iter().find(|line| end(line));
+    assert!(
+        done.is_some_and(|line| line.contains("done")),
+        "{done:?}: {seen:#?}"
+    );
+    assert!(eventually(SETTLE, one_goose), "no goose after the restart");
+    for (index, &port) in ports.iter().enumerate() {
+        // Restarted with the key: a signed status works, an unsigned one is refused, and
+        // its second boot sealed with epoch 2.
+        let signed = Command::new(GOOSE)
+            .arg("ctl")
+            .arg("--cluster-key-file")
+            .arg(&key)
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("status")
+            .stderr(Stdio::null())
+            .output()
+            .expect("goose ctl");
+        let reply = String::from_utf8_lossy(&signed.stdout);
+        assert!(reply.starts_with("ok role="), "node {}: {reply}", index + 1);
+        assert!(reply.contains(" drop_bad_mac=0 "), "{reply}");
+        assert!(reply.contains(" drop_unsealed=0 "), "{reply}");
+        assert_eq!(
+            support::ctl(port, "status").as_deref(),
+            Some("err forbidden")
+        );
+        let epoch = std::fs::read(root.path().join(format!("data/{}/epoch", index + 1)));
+        let epoch = epoch.expect("epoch file");
+        assert_eq!(
+            epoch.get(16..20),
+            Some(&2u32.to_le_bytes()[..]),
+            "node {}",
+            index + 1
+        );
+    }
+    // SIGTERM stops the flock and the launcher exits 0.
+    support::signal(launcher.id(), libc::SIGTERM);
+    let stopped = Instant::now();
+    let status = loop {
+        if let Ok(Some(status)) = launcher.try_wait() {
+            break status;
+        }
+        assert!(stopped.elapsed() < SETTLE, "launcher did not exit");
+        thread::sleep(Duration::from_millis(10));
+    };
+    drop(guard);
+    assert!(status.success(), "{status}");
+}
+
 /// Kills a process by pid on drop (its children follow through PR_SET_PDEATHSIG).
 struct KillOnDrop(u32);
 
