@@ -109,7 +109,14 @@ GOOSE_TERM (a fencing token) and GOOSE_ROLE (goose|duck) in their environment. T
 runs once the lease holds; the duck hook the moment the node stops being goose (step-down,
 lease lapse, handoff, `ctl stop`, exit). A transition during a hook waits, and only the latest
 one waiting runs. A hook still running after --hook-timeout-ms is killed (with its process
-group) and logged.";
+group) and logged.
+
+Authentication: with --cluster-key-file (`goose keygen --help`), every peer frame is sealed
+and checked (drops counted in `ctl status`: drop_unsealed, drop_bad_mac, drop_replay,
+drop_senders) and control must be signed (`goose ctl --cluster-key-file`). Without it,
+anyone who can send UDP to --listen can forge votes and heartbeats. At every start the node
+raises the boot epoch in <data-dir>/epoch, durably, before it sends anything; a corrupt
+epoch file is refused, never reset.";
 
 const CLUSTER_AFTER_HELP: &str = "\
 Signals to the launcher (it prints its pid):
