@@ -1,8 +1,9 @@
 //! The authenticated flock with real `goose` processes on 127.0.0.1 (`--cluster-key-file`):
 //! a keyed flock elects one goose and takes only signed control; a node with another key,
 //! or none, cannot take part, and the flock counts its frames as drops; a keyed node killed
-//! with `kill -9` comes back with a higher boot epoch and is heard again; a corrupt epoch
-//! file is refused; `goose keygen` and bad key files.
+//! with `kill -9` comes back with a higher boot epoch and is heard again; a frame recorded
+//! on a duck's port and sent twice is dropped as a replay; a keyed node joins with a signed
+//! `ctl add`; a corrupt epoch file is refused; `goose keygen` and bad key files.
 //!
 //! Every node is a child process killed by pid when its flock drops; every wait is bounded;
 //! every probe round is checked for two geese. The tests run one at a time (a lock), so one
@@ -10,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::net::{Ipv4Addr, UdpSocket};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -17,7 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use flock_tests::procs::{
-    free_ports, new_key_file, request, run_goose, signed_ctl, Flock, TempDir, Timing,
+    self, free_ports, new_key_file, request, run_goose, signed_ctl, Flock, TempDir, Timing,
 };
 
 /// A cold start elects a goose within a few election timeouts; generous for a loaded
@@ -223,6 +225,39 @@ fn keyed_node_killed_and_restarted_takes_a_higher_epoch_and_is_heard_again() {
         let status = flock.status(index);
         assert_eq!(counter(&status, "drop_bad_mac"), 0, "{status:?}");
     }
+}
+
+#[test]
+fn a_recorded_frame_is_dropped_as_a_replay() {
+    let _serial = one_flock_at_a_time();
+    let (_keys, _key, mut flock, goose, term) = keyed_flock();
+    // Stand in for a duck on its port and record what the goose sends it.
+    let duck = (goose + 1) % 3;
+    flock.kill9(duck);
+    let recorder = UdpSocket::bind(flock.addr(duck)).expect("the duck's port");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let frame = loop {
+        let datagram = procs::receive(&recorder, deadline).expect("a frame from the goose");
+        if datagram.first().is_some_and(|&byte| byte >= 0x80) {
+            break datagram;
+        }
+    };
+    drop(recorder);
+    flock.restart(duck);
+    flock.wait_agreed(&flock.all(), SETTLE);
+    let before = counter(&flock.status(duck), "drop_replay");
+    // Sent twice: at most the first can be taken (a frame the duck never saw, within its
+    // window), never the second.
+    let injector = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("socket");
+    for _ in 0..2 {
+        injector.send_to(&frame, flock.addr(duck)).expect("send");
+    }
+    let counted = eventually(Duration::from_secs(2), || {
+        counter(&flock.status(duck), "drop_replay") > before
+    });
+    assert!(counted, "the replayed frame was not dropped as a replay");
+    let (_, after) = flock.wait_agreed(&flock.all(), SETTLE);
+    assert_eq!(after, term, "the replay changed nothing");
 }
 
 #[test]
