@@ -1,5 +1,5 @@
-//! `text::parse` never panics, a parsed command renders back to itself, and every reply
-//! fits a `heapless::String<TEXT_REPLY_SIZE_MAX>` (see `goose_fuzz::text`).
+//! `text::parse` never panics, a parsed command (plain or signed) renders back to itself,
+//! and every reply fits a `heapless::String<TEXT_REPLY_SIZE_MAX>` (see `goose_fuzz::text`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
