@@ -1531,7 +1531,7 @@ mod tests {
             ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, last)),
             trusted: false,
         };
-        let mut answered = |service: &mut TestService, now, origin, text: &str| {
+        let answered = |service: &mut TestService, now, origin, text: &str| {
             let handled = service.handle_datagram(now, origin, &Host::default(), text.as_bytes());
             matches!(handled, Handled::Answer(_))
         };
