@@ -22,6 +22,7 @@ use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use embedded_storage::nor_flash::NorFlash;
 use goose_core::limits::EVENTS_MAX;
+use goose_core::ratelimit::EMBEDDED_RATE_SOURCES_MAX;
 use goose_core::service::{Handled, Host, Origin, Outlet, Service, ServiceStats};
 use goose_core::{Config, Event, Instant, Member, Node, NodeId, StartError, Status, Transmit};
 use heapless::{Deque, String, Vec};
@@ -245,6 +246,7 @@ type BoardService<'a, F> = Service<
     PARTITION_PEERS_MAX,
     REPLY_SIZE_MAX,
     ClusterKey,
+    EMBEDDED_RATE_SOURCES_MAX,
 >;
 
 /// A goose node on a smoltcp interface. See the module docs for its loop.
