@@ -53,6 +53,7 @@ use std::time::Duration as StdDuration;
 
 use goose_core::auth::write_signed_control;
 use goose_core::limits::{LOG_ENTRIES_MAX, MEMBERS_MAX};
+use goose_core::ratelimit::RateLimit;
 use goose_core::service::{Handled, Host, Notice, Origin, Outlet, Service, TRANSMITS_PER_CALL_MAX};
 use goose_core::text::{parse_nonce_reply, PeerRef, PARTITION_PEERS_MAX, TEXT_REPLY_SIZE_MAX};
 use goose_core::{
@@ -127,6 +128,8 @@ pub(crate) struct Options {
     pub(crate) cluster_key: Option<KeyFile>,
     /// `--on-goose`, `--on-duck` and their timeout.
     pub(crate) hooks: HookCommands,
+    /// `--reply-rate`, `--reply-burst`, `--reply-rate-total`: limits on text answers.
+    pub(crate) reply_limit: RateLimit,
 }
 
 /// Why a node stopped running.
@@ -968,10 +971,11 @@ impl Prepared {
             }
         };
         let cluster_key = options.cluster_key.map(|file| file.key);
-        let service = match &cluster_key {
+        let mut service = match &cluster_key {
             Some(key) => Service::with_key(node, key.clone(), epoch),
             None => Service::new(node),
         };
+        service.set_rate_limit(options.reply_limit);
         Ok(Runner {
             config,
             bootstrap,

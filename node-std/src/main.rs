@@ -34,6 +34,7 @@ use clap::builder::StyledStr;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use goose_core::limits::MEMBERS_MAX;
+use goose_core::ratelimit::{self, RateLimit};
 use goose_core::{Config, Duration, Member, NodeId};
 use key_file::KeyFile;
 
@@ -310,6 +311,17 @@ struct NodeArgs {
     /// requires signed control (`goose ctl --cluster-key-file`). Every node needs the same.
     #[arg(long, value_name = "FILE", value_parser = key_file::parse_key_file)]
     cluster_key_file: Option<KeyFile>,
+    /// Text answers (probes, control, errors) per second to one source IP address; beyond
+    /// it, datagrams from that address go unanswered (counted as drop_rate_limited), so a
+    /// probe flood costs the node little and cannot use it as an amplifier. 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = ratelimit::REPLY_RATE_PER_SOURCE_DEFAULT)]
+    reply_rate: u32,
+    /// Answers one source IP address may draw at once before --reply-rate applies.
+    #[arg(long, value_name = "N", default_value_t = ratelimit::REPLY_BURST_DEFAULT)]
+    reply_burst: u32,
+    /// Text answers per second of this node, all sources together. 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = ratelimit::REPLY_RATE_GLOBAL_DEFAULT)]
+    reply_rate_total: u32,
     /// Shell command run (sh -c) when this node becomes goose, once its lease holds.
     #[arg(long, value_name = "CMD")]
     on_goose: Option<String>,
@@ -541,6 +553,11 @@ fn run_node(args: NodeArgs) -> ExitCode {
             on_goose: args.on_goose,
             on_duck: args.on_duck,
             timeout: std::time::Duration::from_millis(args.hook_timeout_ms),
+        },
+        reply_limit: RateLimit {
+            per_source_per_s: args.reply_rate,
+            burst: args.reply_burst,
+            global_per_s: args.reply_rate_total,
         },
     };
     match event_loop::run(options) {
