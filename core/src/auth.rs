@@ -21,9 +21,11 @@
 //! duplicate and reorder messages, but not forge them. The MAC removes forgery; what is left
 //! to an attacker who can record and resend frames is duplication and delay, which the
 //! protocol already tolerates. The replay window is a second line: it keeps a recorded
-//! frame from being acted on twice within a sender's boot, and a receiver that restarts
-//! (its windows start empty) may accept one stale frame per sender, which Raft treats as
-//! any delayed message. So a bug here can cost liveness (frames dropped as replays), never
+//! frame from being acted on twice within a sender's boot. It has gaps, all harmless for
+//! safety: a receiver that restarts (its windows start empty), or that gave a removed
+//! sender's window to another and later hears that sender again, accepts once each frame
+//! of the sender's current boot replayed in increasing counter order; Raft treats them as
+//! any delayed duplicates. So a bug here can cost liveness (frames dropped as replays), never
 //! a second goose. A sender must persist a higher epoch *before* sending at start: with the
 //! same epoch and a counter from zero, receivers would drop its frames as replays until the
 //! counter passed the old one.

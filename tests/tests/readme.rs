@@ -1,6 +1,8 @@
 //! The README's limit table must state the constants the code uses.
 
+use goose_core::auth::{NONCES_MAX, REPLAY_WINDOW};
 use goose_core::limits::*;
+use goose_core::ratelimit::{EMBEDDED_RATE_SOURCES_MAX, RATE_SOURCES_MAX};
 use goose_core::text::{PARTITION_PEERS_MAX, TEXT_REPLY_SIZE_MAX};
 
 #[test]
@@ -18,6 +20,10 @@ fn readme_limit_table_matches_the_constants() {
         ("UNCOMMITTED_ENTRIES_MAX", UNCOMMITTED_ENTRIES_MAX),
         ("TEXT_REPLY_SIZE_MAX", TEXT_REPLY_SIZE_MAX),
         ("PARTITION_PEERS_MAX", PARTITION_PEERS_MAX),
+        ("RATE_SOURCES_MAX", RATE_SOURCES_MAX),
+        ("EMBEDDED_RATE_SOURCES_MAX", EMBEDDED_RATE_SOURCES_MAX),
+        ("NONCES_MAX", NONCES_MAX),
+        ("REPLAY_WINDOW", REPLAY_WINDOW as usize),
     ];
     for (name, value) in constants {
         let row = format!("| `{name}` | {value} |");
@@ -32,7 +38,11 @@ fn readme_limit_table_matches_the_constants() {
         .count()
         + readme
             .lines()
-            .filter(|l| l.starts_with("| `MEMBERS_PER_SNAPSHOT_CHUNK`"))
+            .filter(|l| {
+                ["| `MEMBERS_PER_SNAPSHOT_CHUNK`", "| `REPLAY_WINDOW`"]
+                    .iter()
+                    .any(|name| l.starts_with(name))
+            })
             .count();
     assert_eq!(rows, constants.len(), "every limit row is checked");
 }
