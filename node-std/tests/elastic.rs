@@ -9,9 +9,10 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -261,22 +262,31 @@ fn join_from_an_empty_data_dir_then_restart_from_the_data_dir_alone() {
     }
 }
 
-#[test]
-fn rolling_restart_keeps_at_most_one_goose_and_reports_the_gap() {
-    let _serial = serial();
-    let root = support::TempDir::new("rolling");
-    let base = support::free_port_range(5);
+/// Starts `goose cluster --nodes <nodes>` on ports from `base` with its data under
+/// `data_dir`, fast timing and `extra` flags; returns the launcher and its stdout lines.
+fn spawn_cluster(
+    nodes: u16,
+    base: u16,
+    data_dir: &Path,
+    extra: &[&OsStr],
+) -> (Child, mpsc::Receiver<String>) {
     let mut launcher = Command::new(GOOSE)
-        .args(["cluster", "--nodes", "5", "--base-port", &base.to_string()])
+        .args([
+            "cluster",
+            "--nodes",
+            &nodes.to_string(),
+            "--base-port",
+            &base.to_string(),
+        ])
         .arg("--data-dir")
-        .arg(root.path())
+        .arg(data_dir)
+        .args(extra)
         .args(FAST)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn goose cluster");
-    let guard = KillOnDrop(launcher.id());
     let (lines_in, lines) = mpsc::channel::<String>();
     let stdout = launcher.stdout.take().expect("piped");
     thread::spawn(move || {
@@ -286,6 +296,16 @@ fn rolling_restart_keeps_at_most_one_goose_and_reports_the_gap() {
             }
         }
     });
+    (launcher, lines)
+}
+
+#[test]
+fn rolling_restart_keeps_at_most_one_goose_and_reports_the_gap() {
+    let _serial = serial();
+    let root = support::TempDir::new("rolling");
+    let base = support::free_port_range(5);
+    let (mut launcher, lines) = spawn_cluster(5, base, root.path(), &[]);
+    let guard = KillOnDrop(launcher.id());
     let ports: Vec<u16> = (0..5).map(|i| base + i).collect();
     let mut seen = Vec::new();
     assert!(
@@ -384,28 +404,9 @@ fn keyed_cluster_passes_its_key_to_every_node_also_at_a_rolling_restart() {
         .expect("goose keygen");
     assert!(made.success(), "goose keygen: {made}");
     let base = support::free_port_range(3);
-    let mut launcher = Command::new(GOOSE)
-        .args(["cluster", "--nodes", "3", "--base-port", &base.to_string()])
-        .arg("--data-dir")
-        .arg(root.path().join("data"))
-        .arg("--cluster-key-file")
-        .arg(&key)
-        .args(FAST)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn goose cluster");
+    let key_flag = [OsStr::new("--cluster-key-file"), key.as_os_str()];
+    let (mut launcher, lines) = spawn_cluster(3, base, &root.path().join("data"), &key_flag);
     let guard = KillOnDrop(launcher.id());
-    let (lines_in, lines) = mpsc::channel::<String>();
-    let stdout = launcher.stdout.take().expect("piped");
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines_in.send(line).is_err() {
-                break;
-            }
-        }
-    });
     let ports: Vec<u16> = (0..3).map(|i| base + i).collect();
     let one_goose = || {
         let round = probe_round(&ports, Duration::from_millis(100));
