@@ -560,13 +560,20 @@ impl<W: Write + ?Sized> Write for SpaceFirst<'_, W> {
 
 #[cfg(test)]
 mod tests {
-    extern crate std;
-
-    use std::format;
-    use std::string::String;
-    use std::vec::Vec;
+    use heapless::{String, Vec};
 
     use super::*;
+
+    /// Test text, formatted without `std`.
+    type Text = String<512>;
+
+    macro_rules! text {
+        ($($arg:tt)*) => {{
+            let mut out = Text::new();
+            out.write_fmt(format_args!($($arg)*)).unwrap();
+            out
+        }};
+    }
 
     fn id(value: u16) -> NodeId {
         NodeId::new(value).unwrap()
@@ -590,7 +597,7 @@ mod tests {
     #[test]
     fn signed_form() {
         let tag = "00112233445566778899aabbccddeeff";
-        let text = format!("ctl sig={tag}  nonce=00000007000000FF  partition 2,3 \r\n");
+        let text = text!("ctl sig={tag}  nonce=00000007000000FF  partition 2,3 \r\n");
         let Request::Control {
             token: None,
             signature: Some(signature),
@@ -610,10 +617,10 @@ mod tests {
         for bad in [
             "ctl sig=",
             "ctl sig=0011 nonce=0000000000000001 status",
-            &format!("ctl sig={tag} status"),
-            &format!("ctl sig={tag} nonce=+000000000000001 status"),
-            &format!("ctl sig={tag} nonce=00000000000000001 status"),
-            &format!("ctl sig={}g nonce=0000000000000001 status", &tag[..31]),
+            &text!("ctl sig={tag} status"),
+            &text!("ctl sig={tag} nonce=+000000000000001 status"),
+            &text!("ctl sig={tag} nonce=00000000000000001 status"),
+            &text!("ctl sig={}g nonce=0000000000000001 status", &tag[..31]),
         ] {
             let Request::Control {
                 signature: None,
@@ -626,7 +633,7 @@ mod tests {
             assert_eq!(command, Err(CommandError::BadSignature), "{bad:?}");
         }
         assert_eq!(control("ctl nonce"), (None, Ok(Command::Nonce)));
-        let mut reply = String::new();
+        let mut reply = Text::new();
         write_nonce(&mut reply, 0x0000_0003_0000_0010).unwrap();
         assert_eq!(reply, "ok nonce=0000000300000010\n");
         assert_eq!(parse_nonce_reply(&reply), Some(0x0000_0003_0000_0010));
@@ -654,11 +661,11 @@ mod tests {
     }
 
     fn written(
-        write: impl FnOnce(&mut heapless::String<TEXT_REPLY_SIZE_MAX>) -> fmt::Result,
-    ) -> String {
-        let mut out = heapless::String::new();
+        write: impl FnOnce(&mut String<TEXT_REPLY_SIZE_MAX>) -> fmt::Result,
+    ) -> String<TEXT_REPLY_SIZE_MAX> {
+        let mut out = String::new();
         write(&mut out).unwrap();
-        String::from(out.as_str())
+        out
     }
 
     // ---- classification ----
@@ -791,20 +798,24 @@ mod tests {
             assert_eq!(command(text), Err(expected), "{text:?}");
         }
         assert_eq!(BadNodeId.reason(), "bad-node-id");
-        assert_eq!(format!("{TooManyPeers}"), "too-many-peers");
+        assert_eq!(text!("{TooManyPeers}"), "too-many-peers");
     }
 
     #[test]
     fn partition_capacity() {
-        let list = |count: u16| (1..=count).map(|n| format!("{n},")).collect::<String>();
-        let full = command(&format!("ctl partition {}1", list(64))).unwrap();
+        let list = |count: u16| {
+            let mut list = Text::new();
+            (1..=count).for_each(|n| write!(list, "{n},").unwrap());
+            list
+        };
+        let full = command(&text!("ctl partition {}1", list(64))).unwrap();
         let Command::Partition(peers) = full else {
             panic!("{full:?}")
         };
         assert_eq!(peers.as_slice().len(), PARTITION_PEERS_MAX);
         assert!(peers.contains(id(64), addr("1.1.1.1:1")));
         assert!(!peers.contains(id(65), addr("1.1.1.1:1")));
-        let too_many = format!("ctl partition {}", list(65));
+        let too_many = text!("ctl partition {}", list(65));
         assert_eq!(command(&too_many), Err(CommandError::TooManyPeers));
     }
 
@@ -826,7 +837,7 @@ mod tests {
     #[test]
     fn parse_never_panics() {
         let vocabulary = "ctl| |token=|partition|add|transfer|1|65536|,|:|1.2.3.4:5|[::1]|\r\n";
-        let vocabulary: Vec<&str> = vocabulary.split('|').collect();
+        let vocabulary: Vec<&str, 16> = vocabulary.split('|').collect();
         let mut state = 0x9E37_79B9_7F4A_7C15_u64;
         let mut next = move || {
             state ^= state << 13;
@@ -835,13 +846,14 @@ mod tests {
             state
         };
         for round in 0..20_000 {
-            let mut datagram = Vec::new();
+            let mut datagram: Vec<u8, 256> = Vec::new();
             for _ in 0..next() % 24 {
                 let word = next();
                 match round % 2 {
-                    0 => datagram.push(word as u8),
+                    0 => datagram.push(word as u8).unwrap(),
                     _ => datagram
-                        .extend_from_slice(vocabulary[word as usize % vocabulary.len()].as_bytes()),
+                        .extend_from_slice(vocabulary[word as usize % vocabulary.len()].as_bytes())
+                        .unwrap(),
                 }
             }
             if let Request::Control {
@@ -942,7 +954,8 @@ mod tests {
 
     #[test]
     fn status_at_capacity_fits() {
-        let members: Vec<NodeId> = (0..MEMBERS_MAX as u16).map(|n| id(65535 - n)).collect();
+        let members: Vec<NodeId, MEMBERS_MAX> =
+            (0..MEMBERS_MAX as u16).map(|n| id(65535 - n)).collect();
         let (voters, learners) = members.split_at(MEMBERS_MAX / 2);
         let counters = [("drop_unknown_node", u64::MAX); 16];
         let status = StatusReply {
