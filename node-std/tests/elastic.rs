@@ -375,18 +375,7 @@ fn rolling_restart_keeps_at_most_one_goose_and_reports_the_gap() {
         let round = probe_round(&ports, Duration::from_millis(100));
         round.iter().all(Option::is_some) && round.iter().flatten().filter(|p| p.goose).count() == 1
     }));
-    // SIGTERM stops the flock and the launcher exits 0.
-    support::signal(launcher.id(), libc::SIGTERM);
-    let stopped = Instant::now();
-    let status = loop {
-        if let Ok(Some(status)) = launcher.try_wait() {
-            break status;
-        }
-        assert!(stopped.elapsed() < SETTLE, "launcher did not exit");
-        thread::sleep(Duration::from_millis(10));
-    };
-    drop(guard);
-    assert!(status.success(), "{status}");
+    stop_cluster(&mut launcher, guard);
     let round = probe_round(&ports, Duration::from_millis(200));
     assert!(round.iter().all(Option::is_none), "nodes left: {round:?}");
 }
@@ -458,7 +447,11 @@ fn keyed_cluster_passes_its_key_to_every_node_also_at_a_rolling_restart() {
             index + 1
         );
     }
-    // SIGTERM stops the flock and the launcher exits 0.
+    stop_cluster(&mut launcher, guard);
+}
+
+/// SIGTERM stops the flock: the launcher must exit 0 within [`SETTLE`].
+fn stop_cluster(launcher: &mut Child, guard: KillOnDrop) {
     support::signal(launcher.id(), libc::SIGTERM);
     let stopped = Instant::now();
     let status = loop {
