@@ -9,6 +9,8 @@
 //! - **Committed entries are never lost or changed**, on any node, across restarts;
 //!   **leader completeness**: a new leader holds every committed entry (§5.4).
 //! - **Term and vote never go back**, across crashes and restarts.
+//! - **Only voters campaign**: a node stands for election (pre-vote or vote) only while it
+//!   is a voter of its latest membership; a node removed, or being removed, never does.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -69,6 +71,11 @@ pub enum Violation {
         /// The committed index it lacks.
         index: LogIndex,
     },
+    /// A node campaigned while not a voter of its latest membership.
+    CampaignOutsideMembership {
+        /// The node.
+        node: u16,
+    },
     /// Two logs share an entry id but differ before it.
     LogMismatch {
         /// The nodes.
@@ -116,17 +123,28 @@ impl Checker {
     }
 
     /// A node (re)started: its persisted term and vote must be what it had.
-    pub fn on_start(&mut self, n: u16, node: &SimNode) {
+    pub fn on_start<const L: usize>(&mut self, n: u16, node: &SimNode<L>) {
         if let Err(violation) = self.check_term_and_vote(n, node) {
             panic!("{violation}");
         }
     }
 
     /// Checks everything about node `n` after it handled an event at local time `now`.
-    pub fn on_event(&mut self, n: u16, node: &SimNode, now: Instant) -> Result<(), Violation> {
+    pub fn on_event<const L: usize>(
+        &mut self,
+        n: u16,
+        node: &SimNode<L>,
+        now: Instant,
+    ) -> Result<(), Violation> {
         let _ = now;
         self.check_term_and_vote(n, node)?;
-        if node.status(now).raft == RaftRole::Leader {
+        let raft = node.status(now).raft;
+        if matches!(raft, RaftRole::PreCandidate | RaftRole::Candidate)
+            && !node.members().iter().any(|m| m.id.get() == n && m.voter)
+        {
+            return Err(Violation::CampaignOutsideMembership { node: n });
+        }
+        if raft == RaftRole::Leader {
             let term = node.term();
             match self.leaders.get(&term) {
                 Some(other) if *other != n => {
@@ -147,7 +165,11 @@ impl Checker {
         self.check_log_matching(n)
     }
 
-    fn check_term_and_vote(&mut self, n: u16, node: &SimNode) -> Result<(), Violation> {
+    fn check_term_and_vote<const L: usize>(
+        &mut self,
+        n: u16,
+        node: &SimNode<L>,
+    ) -> Result<(), Violation> {
         let slot = &mut self.terms[usize::from(n) - 1];
         let (term, vote) = (node.term(), node.voted_for());
         if term < slot.0 {
@@ -163,7 +185,7 @@ impl Checker {
         Ok(())
     }
 
-    fn record_log(&mut self, n: u16, node: &SimNode) {
+    fn record_log<const L: usize>(&mut self, n: u16, node: &SimNode<L>) {
         let first = node.snapshot().index.0 + 1;
         let log = &mut self.logs[usize::from(n) - 1];
         log.clear();
@@ -175,7 +197,11 @@ impl Checker {
         );
     }
 
-    fn check_committed(&mut self, n: u16, node: &SimNode) -> Result<(), Violation> {
+    fn check_committed<const L: usize>(
+        &mut self,
+        n: u16,
+        node: &SimNode<L>,
+    ) -> Result<(), Violation> {
         let snapshot = node.snapshot();
         let first = snapshot.index.0 + 1;
         let commit = node.commit().0;
@@ -224,7 +250,11 @@ impl Checker {
         Ok(())
     }
 
-    fn check_leader_complete(&self, n: u16, node: &SimNode) -> Result<(), Violation> {
+    fn check_leader_complete<const L: usize>(
+        &self,
+        n: u16,
+        node: &SimNode<L>,
+    ) -> Result<(), Violation> {
         let snapshot = node.snapshot();
         let last = snapshot.index.0 + node.entries().len() as u64;
         for (position, (term, _)) in self.committed.iter().enumerate() {

@@ -36,8 +36,11 @@ pub const SIM_LOG: usize = 16;
 /// Events one run may process before it is declared stuck (a bound on every run).
 pub const EVENTS_MAX: u64 = 5_000_000;
 
-/// The node type the simulator drives.
-pub type SimNode = Node<SimStorage, SIM_MEMBERS, SIM_LOG>;
+/// The node type the simulator drives, with room for `L` log entries.
+pub type SimNode<const L: usize = SIM_LOG> = Node<SimStorage, SIM_MEMBERS, L>;
+
+/// The largest log a simulated disk must hold: the desktop's, so every `L` fits.
+const SIM_LOG_MAX: usize = goose_core::limits::LOG_ENTRIES_MAX;
 
 /// Storage whose `save` is durable at once, and can be told to fail.
 #[derive(Clone, Default)]
@@ -62,7 +65,7 @@ impl Storage for SimStorage {
         if disk.broken {
             return Err(StorageError::Io);
         }
-        let mut buffer = vec![0; state_size_max(SIM_MEMBERS, SIM_LOG)];
+        let mut buffer = vec![0; state_size_max(SIM_MEMBERS, SIM_LOG_MAX)];
         let bytes = state.encode(&mut buffer)?;
         disk.durable = Some(bytes.to_vec());
         disk.saves += 1;
@@ -172,9 +175,12 @@ pub fn addr(n: u16) -> SocketAddr {
 }
 
 /// One simulated process.
-pub struct Process {
+pub struct Process<const L: usize = SIM_LOG> {
     /// The running node; `None` while crashed.
-    pub node: Option<SimNode>,
+    pub node: Option<SimNode<L>>,
+    /// The timing it starts with at its next (re)start: operators change timing one
+    /// restart at a time, so nodes of one flock may differ.
+    pub timing: Config,
     /// Its disk, which survives crashes.
     pub storage: SimStorage,
     /// Its clock.
@@ -192,12 +198,12 @@ enum Action {
     Resume { node: u16 },
 }
 
-/// The simulated flock.
-pub struct Flock {
+/// The simulated flock, its nodes holding `L` log entries.
+pub struct Flock<const L: usize = SIM_LOG> {
     /// Its configuration.
     pub config: FlockConfig,
     /// The processes, index `id − 1`.
-    pub processes: Vec<Process>,
+    pub processes: Vec<Process<L>>,
     /// The invariant checker, run after every event.
     pub checker: Checker,
     /// Current global time, µs.
@@ -220,8 +226,15 @@ pub struct Flock {
 }
 
 impl Flock {
-    /// Builds and starts a flock.
+    /// Builds and starts a flock whose nodes hold [`SIM_LOG`] entries.
     pub fn new(config: FlockConfig) -> Self {
+        Self::with_log(config)
+    }
+}
+
+impl<const L: usize> Flock<L> {
+    /// Builds and starts a flock whose nodes hold `L` log entries.
+    pub fn with_log(config: FlockConfig) -> Self {
         let mut rand = Rand::new(config.seed);
         let bootstrap: Vec<Member> = (1..=config.bootstrap)
             .map(|n| Member {
@@ -232,8 +245,12 @@ impl Flock {
             .collect();
         let half = config.drift_ppm / 2;
         let processes = (1..=config.nodes)
-            .map(|_| Process {
+            .map(|n| Process {
                 node: None,
+                timing: Config {
+                    id: id(n),
+                    ..config.timing
+                },
                 storage: SimStorage::default(),
                 clock: Clock {
                     offset: rand.range_inclusive(0, 1_000_000_000),
@@ -267,12 +284,12 @@ impl Flock {
     }
 
     /// The process of node `n`.
-    pub fn process(&self, n: u16) -> &Process {
+    pub fn process(&self, n: u16) -> &Process<L> {
         &self.processes[usize::from(n) - 1]
     }
 
     /// The running node `n`, if it is up.
-    pub fn node(&self, n: u16) -> Option<&SimNode> {
+    pub fn node(&self, n: u16) -> Option<&SimNode<L>> {
         self.process(n).node.as_ref()
     }
 
@@ -300,13 +317,20 @@ impl Flock {
         }
     }
 
-    /// Starts (or restarts) node `n` from what its disk holds.
+    /// Sets the timing node `n` uses from its next start on (its id is kept).
+    pub fn set_timing(&mut self, n: u16, timing: Config) {
+        self.processes[usize::from(n) - 1].timing = Config {
+            id: id(n),
+            ..timing
+        };
+    }
+
+    /// Starts (or restarts) node `n` from what its disk holds, with its timing.
     pub fn start(&mut self, n: u16) {
         let now = self.local_now(n);
         let seed = self.rand.next_u64();
-        let mut timing = self.config.timing;
-        timing.id = id(n);
         let process = &mut self.processes[usize::from(n) - 1];
+        let timing = process.timing;
         let saved = process.storage.disk.borrow().durable.clone();
         let node = Node::new(
             &timing,
