@@ -24,13 +24,9 @@ target=thumbv7m-none-eabi
 target_dir="$(mkdir -p "${CARGO_TARGET_DIR:-$root/target}" && cd "${CARGO_TARGET_DIR:-$root/target}" && pwd)/footprint"
 elf="$target_dir/$target/release/goose-footprint"
 
-# The project installs what it needs: a fresh machine has neither.
-if ! rustup target list --installed | grep -qx "$target"; then
-  rustup target add "$target"
-fi
-if ! rustup component list --installed | grep -q '^llvm-tools'; then
-  rustup component add llvm-tools
-fi
+# A fresh machine has neither; scripts/test.sh has checked them already, this is for a run
+# of this script alone.
+"$root/scripts/ci/prereqs.sh" "$target" llvm-tools
 
 cd "$crate" # cargo reads .cargo/config.toml (target, link.x) from here
 echo "== build: $target, release (opt-level s, lto, 1 codegen unit, panic abort), no allocator"
