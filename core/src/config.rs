@@ -2,14 +2,16 @@
 
 use core::fmt;
 
+use crate::limits::LOYALTY_WINDOW_MAX;
 use crate::time::Duration;
 use crate::types::NodeId;
 
 /// One million: `max_drift_ppm` is in parts per million.
 const PPM: u64 = 1_000_000;
 
-/// How a node is timed. Every node of a flock should use the same timing; the lease is only
-/// safe if every node's `election_timeout_min` is at least the goose's.
+/// How a node is timed. Nodes of one flock may differ (timing is changed one restart at a
+/// time): every leader frame carries the leader's `election_timeout_min`, and followers stay
+/// loyal for the longer of theirs and the leader's (see [`crate::raft`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
     /// This node's id.
@@ -36,7 +38,8 @@ pub struct Config {
 /// Why a [`Config`] was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConfigError {
-    /// `election_timeout_min` is zero or above `election_timeout_max`.
+    /// `election_timeout_min` is zero, above `election_timeout_max`, or above
+    /// [`LOYALTY_WINDOW_MAX`].
     ElectionTimeoutRange,
     /// `heartbeat_interval` is zero or not below the lease: the goose would lose its lease
     /// between two heartbeats.
@@ -50,7 +53,9 @@ pub enum ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Self::ElectionTimeoutRange => "election timeout must be min-max with 0 < min <= max",
+            Self::ElectionTimeoutRange => {
+                "election timeout must be min-max with 0 < min <= max and min at most 60 s"
+            }
             Self::HeartbeatTooSlow => "heartbeat interval must be above 0 and below the lease",
             Self::DriftTooLarge => "max drift must be below 10%",
             Self::NoLease => "no lease left after drift and margin",
@@ -93,7 +98,7 @@ impl Config {
     /// Checks the relations the lease depends on.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let min = self.election_timeout_min;
-        if min == Duration::ZERO || min > self.election_timeout_max {
+        if min == Duration::ZERO || min > self.election_timeout_max || min > LOYALTY_WINDOW_MAX {
             return Err(ConfigError::ElectionTimeoutRange);
         }
         if u64::from(self.max_drift_ppm) >= PPM / 10 {

@@ -1,7 +1,7 @@
 //! # goose-core: allocation-free Raft leader election with a lease-backed goose
 //!
-//! A flock of nodes elects exactly one **goose**: the Raft leader that has committed an
-//! entry of its term and holds a lease a majority granted it. This crate is the whole
+//! A flock of nodes elects exactly one **goose**: the Raft leader whose whole log a majority
+//! confirmed in its term and that holds a lease a majority granted it. This crate is the whole
 //! protocol, and nothing else: it is `#![no_std]`, never allocates, and never reads a
 //! clock, a socket or a file (sans-I/O). The desktop node and the microcontroller node
 //! both drive this one state machine.
@@ -73,4 +73,4 @@ pub use raft::{
 pub use stats::Stats;
 pub use storage::{PersistentState, SavedState, StateError, Storage, StorageError};
 pub use time::{Duration, Instant};
-pub use types::{Entry, EntryId, LogIndex, Member, NodeId, Payload, Term};
+pub use types::{Entry, EntryId, LogIndex, LogView, Member, NodeId, Payload, Term};

@@ -9,10 +9,10 @@
 /// asks for 5 voters and 40 learners; 64 leaves room for growth and stays a power of two.
 pub const MEMBERS_MAX: usize = 64;
 
-/// Default log capacity of a desktop node. Leader election appends one no-op per term and
-/// one entry per membership change; 64 entries hold many terms of history before the
-/// committed prefix is compacted into the snapshot, so lagging followers mostly catch up
-/// from the log rather than by snapshot.
+/// Default log capacity of a desktop node. Elections append nothing; each membership change
+/// appends one entry. 64 entries hold a long history of changes before the committed prefix
+/// is compacted into the snapshot, so lagging followers mostly catch up from the log rather
+/// than by snapshot.
 pub const LOG_ENTRIES_MAX: usize = 64;
 
 /// Member capacity of the small embedded configuration (a 5-node flock).
@@ -56,6 +56,11 @@ pub const MESSAGE_FIXED_SIZE_MAX: usize = 96;
 /// when full, the oldest is dropped and counted. A caller that polls after every input never
 /// sees more than three.
 pub const EVENTS_MAX: usize = 8;
+
+/// The longest loyalty window a node accepts: its own `election_timeout_min`, or the one a
+/// leader's frame asks its followers to honour. A minute is far beyond any sane election
+/// timeout; the bound keeps a corrupt frame from silencing a node's vote for good.
+pub const LOYALTY_WINDOW_MAX: crate::time::Duration = crate::time::Duration::from_millis(60_000);
 
 /// Membership changes may not be proposed while this many entries are uncommitted: a leader
 /// that cannot commit must not grow its log without bound.

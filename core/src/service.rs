@@ -40,7 +40,7 @@ use crate::stats::bump;
 use crate::storage::Storage;
 use crate::text::{self, Command, PeerList, ProbeReply, Request, Signature, StatusReply};
 use crate::time::{Duration, Instant};
-use crate::types::{Member, NodeId, Payload};
+use crate::types::{NodeId, Payload};
 
 /// `ctl transfer` requesters waiting for the handoff to be sent. The core runs one
 /// transfer at a time and refuses others (`err busy`), so one waiter is the norm; when
@@ -410,6 +410,28 @@ impl<
         datagram: &[u8],
     ) -> Handled {
         self.reply.clear();
+        if self.node.is_failed() {
+            // Fail-stop: the caller exits or halts; until then nothing is answered.
+            return Handled::Dropped;
+        }
+        let handled = self.handle_request(now, origin, host, datagram);
+        if self.node.is_failed() {
+            // This very datagram made storage fail (a `ctl add` whose entry could not be
+            // saved): its answer would speak of state storage never confirmed.
+            self.reply.clear();
+            return Handled::Dropped;
+        }
+        handled
+    }
+
+    #[inline(never)]
+    fn handle_request(
+        &mut self,
+        now: Instant,
+        origin: Origin<A>,
+        host: &Host<'_>,
+        datagram: &[u8],
+    ) -> Handled {
         let request = text::parse_sized::<P>(datagram);
         let answered = !matches!(request, Request::Binary | Request::Reply);
         // Before any work beyond classifying: a flood must cost as little as possible.
@@ -614,7 +636,7 @@ impl<
             bump(&mut self.stats.stopped_in);
             return Handled::Dropped;
         }
-        if partitioned_source(&self.partition, self.node.members(), frame) {
+        if partitioned_source(&self.partition, &self.node, frame) {
             bump(&mut self.stats.partition_in);
             return Handled::Dropped;
         }
@@ -854,6 +876,7 @@ impl<
             // Too many uncommitted entries is as transient as a change in flight.
             ProposeError::Busy | ProposeError::LogFull => "busy",
             ProposeError::Invalid => invalid,
+            ProposeError::RemovesLeaderOfTwo => "transfer-first",
         };
         let _ = text::write_err(&mut self.reply, reason);
         Notice::None
@@ -962,10 +985,12 @@ fn write_not_goose<S: Storage, const M: usize, const L: usize>(
 
 /// Whether a peer frame comes from a partitioned member. Identity is the frame header's
 /// source id (a NAT'd board's address says nothing), mapped to the member's address for
-/// partitions named by `ip:port`.
-fn partitioned_source<const P: usize>(
+/// partitions named by `ip:port`, in the latest membership and in the committed one: a
+/// member whose removal is not committed yet is still heard by the node, so it must still
+/// be cut off.
+fn partitioned_source<S: Storage, const M: usize, const L: usize, const P: usize>(
     partition: &PeerList<P>,
-    members: &[Member],
+    node: &Node<S, M, L>,
     frame: &[u8],
 ) -> bool {
     if partition.is_empty() {
@@ -977,10 +1002,11 @@ fn partitioned_source<const P: usize>(
     let Some(source) = NodeId::new(header.source) else {
         return false;
     };
-    members
-        .iter()
-        .find(|member| member.id == source)
-        .is_some_and(|member| partition.contains(member.id, member.addr))
+    let latest = node.members().iter().find(|m| m.id == source).copied();
+    [latest, node.committed_member(source)]
+        .into_iter()
+        .flatten()
+        .any(|member| partition.contains(member.id, member.addr))
 }
 
 /// Whether control is accepted: from a trusted source always; from others only if the node
@@ -1018,6 +1044,7 @@ mod tests {
     use std::vec::Vec as StdVec;
 
     use super::*;
+    use crate::types::Member;
     use core::net::Ipv4Addr;
 
     use crate::auth::tests::ToyMac;
@@ -1198,10 +1225,11 @@ mod tests {
         assert_eq!(reply, "err address-in-use\n", "node 1's address");
         assert_eq!(ask(&mut service, now, "ctl add 1 127.0.0.1:9900").1, "ok\n");
         let (handled, reply) = ask(&mut service, now, "ctl add 2 127.0.0.1:9901");
+        // Elections append nothing: this is the log's first entry.
         let added = Notice::Adding {
             id: id(2),
             addr: member(2).addr,
-            index: 2,
+            index: 1,
         };
         assert_eq!((handled, reply.as_str()), (Handled::Answer(added), "ok\n"));
         let status = ask(&mut service, now, "ctl status").1;
@@ -1309,6 +1337,145 @@ mod tests {
         assert_eq!(service.stats().text_forbidden, 1);
     }
 
+    /// Storage whose saves fail once it is broken.
+    #[derive(Clone, Default)]
+    struct Breakable(std::rc::Rc<core::cell::Cell<bool>>);
+
+    impl Storage for Breakable {
+        fn save(&mut self, _state: &PersistentState<'_>) -> Result<(), StorageError> {
+            match self.0.get() {
+                true => Err(StorageError::Io),
+                false => Ok(()),
+            }
+        }
+    }
+
+    type BreakableService = Service<Breakable, u16, 5, 32, 3, TEXT_REPLY_SIZE_MAX>;
+
+    fn breakable(size: u16, storage: &Breakable) -> BreakableService {
+        let members: StdVec<Member> = (1..=size).map(member).collect();
+        let config = Config::new(id(1));
+        let node = Node::new(&config, storage.clone(), None, &members, 7, Instant::ZERO);
+        Service::new(node.unwrap())
+    }
+
+    fn frame(from: u16, to: u16, message: &crate::wire::MessageRef<'_>) -> StdVec<u8> {
+        let mut buffer = [0; FRAME_SIZE_MAX];
+        let size = crate::wire::encode(id(from), id(to), message, &mut buffer).unwrap();
+        buffer[..size].to_vec()
+    }
+
+    fn ask_breakable(service: &mut BreakableService, now: Instant, text: &str) -> Handled {
+        service.handle_datagram(now, TRUSTED, &Host::default(), text.as_bytes())
+    }
+
+    #[test]
+    fn a_failed_save_shows_nothing_storage_did_not_confirm() {
+        use crate::types::{LogView, Term};
+        use crate::wire::{Body, Message};
+        // A duck asked for its vote in term 5 must save term 5 first; the save fails.
+        let storage = Breakable::default();
+        let mut service = breakable(3, &storage);
+        let now = Instant::from_millis(1000);
+        let vote = Message {
+            term: Term(5),
+            body: Body::Vote {
+                log: LogView::default(),
+                transfer: false,
+            },
+        };
+        storage.0.set(true);
+        let handled = service.handle_datagram(now, TRUSTED, &Host::default(), &frame(2, 1, &vote));
+        assert_eq!(handled, Handled::Dropped);
+        // Nothing in the same batch answers, let alone with term 5.
+        assert_eq!(
+            ask_breakable(&mut service, now, "whois-goose"),
+            Handled::Dropped
+        );
+        assert_eq!(
+            ask_breakable(&mut service, now, "ctl status"),
+            Handled::Dropped
+        );
+        assert_eq!(service.reply(), "");
+        let status = service.status(now);
+        assert_eq!((status.term, status.failed), (Term(0), true));
+        assert_eq!(service.node().voted_for(), None);
+        let mut out = Recorder::default();
+        assert!(service.transmit(now, &mut out));
+        assert!(out.frames.is_empty(), "the vote never leaves");
+        let mut events = StdVec::new();
+        while let Some(event) = service.poll_event(now, &mut out) {
+            events.push(event);
+        }
+        assert_eq!(events.last(), Some(&Event::Failed), "{events:?}");
+
+        // A goose whose `ctl add` cannot be saved does not answer `ok`.
+        let storage = Breakable::default();
+        let mut service = breakable(1, &storage);
+        let mut out = Recorder::default();
+        let mut now = Instant::ZERO;
+        for _ in 0..100 {
+            if service.is_goose(now) {
+                break;
+            }
+            now = service.poll_timeout().unwrap().max(now);
+            service.handle_timeout(now, &mut out);
+            let _ = service.transmit(now, &mut out);
+            while service.poll_event(now, &mut out).is_some() {}
+        }
+        assert!(service.is_goose(now));
+        storage.0.set(true);
+        let handled = ask_breakable(&mut service, now, "ctl add 2 127.0.0.1:9901");
+        assert_eq!((handled, service.reply()), (Handled::Dropped, ""));
+        assert!(!service.is_goose(now));
+        assert_eq!(service.status(now).term, Term(1));
+    }
+
+    #[test]
+    fn a_partition_cuts_a_member_whose_removal_is_not_committed() {
+        use crate::storage::PersistentState;
+        use crate::types::{Entry, EntryId, LogIndex, Term};
+        // Node 1's log removes node 3 by an entry not yet committed: node 3 is out of the
+        // latest membership but still heard, as a member of the committed one.
+        let members: StdVec<Member> = (1..=3).map(member).collect();
+        let entries = [Entry {
+            term: Term(1),
+            payload: Payload::Remove { id: id(3) },
+        }];
+        let state = PersistentState {
+            id: id(1),
+            term: Term(1),
+            voted_for: None,
+            log_term: Term(1),
+            stick: Duration::ZERO,
+            commit: LogIndex(0),
+            snapshot: EntryId::default(),
+            snapshot_members: &members,
+            entries: &entries,
+        };
+        let mut buffer = [0; 512];
+        let saved = state.encode(&mut buffer).unwrap();
+        let config = Config::new(id(1));
+        let node = Node::new(&config, Nowhere, Some(saved), &[], 7, Instant::ZERO).unwrap();
+        let mut service = TestService::new(node);
+        assert!(!service.node().members().iter().any(|m| m.id == id(3)));
+        let heartbeat = crate::wire::Message {
+            term: Term(1),
+            body: crate::wire::Body::PreVoteResponse { granted: false },
+        };
+        let from_three = frame(3, 1, &heartbeat);
+        let now = Instant::from_millis(1);
+        for named in ["3", "127.0.0.1:9902"] {
+            let _ = ask(&mut service, now, &std::format!("ctl partition {named}"));
+            let handled = service.handle_datagram(now, TRUSTED, &Host::default(), &from_three);
+            assert_eq!(handled, Handled::Dropped, "partition {named}");
+        }
+        assert_eq!(service.stats().partition_in, 2);
+        let _ = ask(&mut service, now, "ctl heal");
+        let handled = service.handle_datagram(now, TRUSTED, &Host::default(), &from_three);
+        assert_eq!(handled, Handled::Frame);
+    }
+
     #[test]
     fn partitioned_and_stopped_frames_are_dropped() {
         let mut service = service(3);
@@ -1316,7 +1483,8 @@ mod tests {
         // A heartbeat from node 2 to node 1 (the wire tests' fixture, source and target
         // swapped).
         let frame = [
-            0xD9, 0x01, 0x02, 0x00, 0x01, 0x00, 0x03, 0x04, 0x02, 0x05, 0x04, 0xE8, 0x07, 0x00,
+            0xD9, 0x02, 0x02, 0x00, 0x01, 0x00, 0x03, 0x04, 0x02, 0x05, 0x04, 0x05, 0xF0, 0x93,
+            0x09, 0xE8, 0x07, 0x00,
         ];
         let _ = ask(&mut service, now, "ctl partition 127.0.0.1:9901");
         let handled = service.handle_datagram(now, TRUSTED, &Host::default(), &frame);
@@ -1399,7 +1567,7 @@ mod tests {
         assert_eq!(two.stats().unsealed, 1);
         // Wrong version and oversized: refused by the node under their own reasons.
         let mut version = frame.clone();
-        version[1] = 2;
+        version[1] = crate::wire::VERSION + 1;
         assert_eq!(deliver(&mut two, now, &version), Handled::Frame);
         assert_eq!(
             deliver(&mut two, now, &[0xD9; FRAME_SIZE_MAX + 1]),

@@ -12,6 +12,7 @@ use core::fmt;
 use heapless::Vec;
 use serde::{Deserialize, Serialize};
 
+use crate::time::Duration;
 use crate::types::{Entry, EntryId, LogIndex, Member, NodeId, Term};
 
 /// Durable storage for one node.
@@ -50,9 +51,15 @@ pub struct PersistentState<'a> {
     pub term: Term,
     /// Whom this node voted for in `term`.
     pub voted_for: Option<NodeId>,
+    /// The log term: the latest term whose leader confirmed this node's whole log. It
+    /// ranks the log in elections and never goes back (see [`crate::raft`]).
+    pub log_term: Term,
+    /// The loyalty window of the leader this node last followed (that leader's
+    /// `election_timeout_min`): a restarted node refuses votes for at least this long, so
+    /// a lease that relied on its acknowledgement before the restart is honoured.
+    pub stick: Duration,
     /// The commit index this node knew. Raft does not require it, but without it a flock
-    /// restarted whole with a log full of committed entries could not compact them, and so
-    /// could not append a new leader's no-op.
+    /// restarted whole with a log full of committed entries could not compact them.
     pub commit: LogIndex,
     /// The last entry folded into the snapshot.
     pub snapshot: EntryId,
@@ -71,6 +78,10 @@ pub struct SavedState<const M: usize, const L: usize> {
     pub term: Term,
     /// See [`PersistentState::voted_for`].
     pub voted_for: Option<NodeId>,
+    /// See [`PersistentState::log_term`].
+    pub log_term: Term,
+    /// See [`PersistentState::stick`].
+    pub stick: Duration,
     /// See [`PersistentState::commit`].
     pub commit: LogIndex,
     /// See [`PersistentState::snapshot`].
@@ -88,7 +99,8 @@ pub enum StateError {
     /// holds.
     Undecodable,
     /// Decoded, but inconsistent: entries with terms out of order or above the current
-    /// term, a zero or duplicate member id, or a vote for id 0.
+    /// term, a log term above the current term, a zero or duplicate member id, or a vote
+    /// for id 0.
     Inconsistent,
 }
 
@@ -115,11 +127,47 @@ impl PersistentState<'_> {
 impl<const M: usize, const L: usize> SavedState<M, L> {
     /// Decodes and checks bytes written by [`PersistentState::encode`].
     pub fn decode(bytes: &[u8]) -> Result<Self, StateError> {
-        let (state, rest) =
-            postcard::take_from_bytes::<Self>(bytes).map_err(|_| StateError::Undecodable)?;
-        if !rest.is_empty() {
-            return Err(StateError::Undecodable);
+        let state = decode_whole::<Self>(bytes)?;
+        state.check()?;
+        Ok(state)
+    }
+
+    /// The same state in the form [`PersistentState::encode`] takes: a state converted
+    /// from the first format is written back in the current one.
+    pub fn as_persistent(&self) -> PersistentState<'_> {
+        PersistentState {
+            id: self.id,
+            term: self.term,
+            voted_for: self.voted_for,
+            log_term: self.log_term,
+            stick: self.stick,
+            commit: self.commit,
+            snapshot: self.snapshot,
+            snapshot_members: &self.snapshot_members,
+            entries: &self.entries,
         }
+    }
+
+    /// Decodes and checks a state written by the first format, which had neither a log
+    /// term nor a loyalty window (a node that ran wire version 1): its log term becomes
+    /// the term of its last entry, which is what version 1 ranked logs by, and the window
+    /// its own. Under version 1 a log whose last entry has term `t` is a prefix of leader
+    /// `t`'s log that holds the no-op that leader appended at its election, so it held
+    /// that leader's whole log at election: what a log term of `t` promises.
+    pub fn decode_first_format(bytes: &[u8]) -> Result<Self, StateError> {
+        let first = decode_whole::<FirstFormat<M, L>>(bytes)?;
+        let log_term = first.entries.last().map_or(first.snapshot.term, |e| e.term);
+        let state = Self {
+            id: first.id,
+            term: first.term,
+            voted_for: first.voted_for,
+            log_term,
+            stick: Duration::ZERO,
+            commit: first.commit,
+            snapshot: first.snapshot,
+            snapshot_members: first.snapshot_members,
+            entries: first.entries,
+        };
         state.check()?;
         Ok(state)
     }
@@ -138,6 +186,7 @@ impl<const M: usize, const L: usize> SavedState<M, L> {
             .0
             .saturating_add(self.entries.len() as u64);
         if !self.id.is_valid()
+            || self.log_term > self.term
             || self.commit < self.snapshot.index
             || self.commit.0 > last_index
             || self.snapshot.term > self.term
@@ -155,8 +204,29 @@ impl<const M: usize, const L: usize> SavedState<M, L> {
     }
 }
 
-/// The largest encoding of a state with `members` members and `entries` entries: term and
-/// indexes as worst-case varints plus the worst case per member and entry.
+/// The state as the first format wrote it: the current one without `log_term` and `stick`.
+#[derive(Deserialize)]
+struct FirstFormat<const M: usize, const L: usize> {
+    id: NodeId,
+    term: Term,
+    voted_for: Option<NodeId>,
+    commit: LogIndex,
+    snapshot: EntryId,
+    snapshot_members: Vec<Member, M>,
+    entries: Vec<Entry, L>,
+}
+
+fn decode_whole<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, StateError> {
+    let (value, rest) =
+        postcard::take_from_bytes::<T>(bytes).map_err(|_| StateError::Undecodable)?;
+    if !rest.is_empty() {
+        return Err(StateError::Undecodable);
+    }
+    Ok(value)
+}
+
+/// The largest encoding of a state with `members` members and `entries` entries: terms,
+/// indexes and the window as worst-case varints plus the worst case per member and entry.
 pub const fn state_size_max(members: usize, entries: usize) -> usize {
-    64 + members * crate::limits::MEMBER_SIZE_MAX + entries * crate::limits::ENTRY_SIZE_MAX
+    96 + members * crate::limits::MEMBER_SIZE_MAX + entries * crate::limits::ENTRY_SIZE_MAX
 }

@@ -89,11 +89,25 @@ pub struct EntryId {
     pub index: LogIndex,
 }
 
-impl EntryId {
-    /// Whether a log ending at `self` is at least as up-to-date as one ending at `other`
-    /// (§5.4.1: later last term wins; same term, longer log wins).
+/// Where a log stands in elections: the term of the latest leader whose whole log it held
+/// (its *log term*, Viewstamped Replication's log view) and its last index. Votes go only
+/// to a candidate whose log ranks at least as high as the voter's: a higher log term, or the
+/// same log term and a last index at least as high. The argument for why this keeps every
+/// committed entry is in [`crate::raft`].
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct LogView {
+    /// The log term: the latest term whose leader confirmed this log whole.
+    pub term: Term,
+    /// The index of the last entry.
+    pub last: LogIndex,
+}
+
+impl LogView {
+    /// Whether a log standing at `self` ranks at least as high as one at `other`.
     pub fn is_up_to_date_with(self, other: Self) -> bool {
-        (self.term, self.index) >= (other.term, other.index)
+        (self.term, self.last) >= (other.term, other.last)
     }
 }
 
@@ -112,8 +126,9 @@ pub struct Member {
 /// in a datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Payload {
-    /// The entry every new leader appends (§5.4.2, §8): committing it commits all earlier
-    /// entries and proves the leader's log is current.
+    /// An entry that changes nothing. Leaders of wire version 1 appended one at every
+    /// election (§8); leaders now append none (elections rank logs by their log term, see
+    /// [`crate::raft`]), but a log written then may still hold them.
     Noop,
     /// Adds a node as a learner, or changes the address of a member.
     AddLearner {

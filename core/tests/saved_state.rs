@@ -6,8 +6,8 @@ use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use goose_core::storage::state_size_max;
 use goose_core::{
-    Entry, EntryId, LogIndex, Member, NodeId, Payload, PersistentState, SavedState, StateError,
-    Term,
+    Duration, Entry, EntryId, LogIndex, Member, NodeId, Payload, PersistentState, SavedState,
+    StateError, Term,
 };
 
 /// The embedded configuration's capacities.
@@ -47,6 +47,7 @@ fn snapshot(term: u64, index: u64) -> EntryId {
 struct Fixture {
     term: Term,
     voted_for: Option<NodeId>,
+    log_term: Term,
     snapshot: EntryId,
     members: Vec<Member>,
     entries: Vec<Entry>,
@@ -58,6 +59,7 @@ impl Fixture {
         Self {
             term: Term(7),
             voted_for: Some(id(2)),
+            log_term: Term(6),
             snapshot: snapshot(3, 10),
             members: (1..=5).map(member).collect(),
             entries: vec![
@@ -81,6 +83,8 @@ impl Fixture {
             id: id(1),
             term: self.term,
             voted_for: self.voted_for,
+            log_term: self.log_term,
+            stick: Duration::from_millis(300),
             commit: self.snapshot.index,
             snapshot: self.snapshot,
             snapshot_members: &self.members,
@@ -97,6 +101,8 @@ fn round_trips_a_valid_state() {
     let saved = Saved::decode(&fixture.encode()).unwrap();
     assert_eq!(saved.term, fixture.term);
     assert_eq!(saved.voted_for, fixture.voted_for);
+    assert_eq!(saved.log_term, fixture.log_term);
+    assert_eq!(saved.stick, Duration::from_millis(300));
     assert_eq!(saved.snapshot, fixture.snapshot);
     assert_eq!(
         saved.snapshot_members.as_slice(),
@@ -110,6 +116,7 @@ fn round_trips_the_empty_state_and_a_full_one() {
     let empty = Fixture {
         term: Term(0),
         voted_for: None,
+        log_term: Term(0),
         snapshot: EntryId::default(),
         members: Vec::new(),
         entries: Vec::new(),
@@ -122,6 +129,7 @@ fn round_trips_the_empty_state_and_a_full_one() {
     let full = Fixture {
         term: Term(u64::MAX),
         voted_for: Some(id(u16::MAX)),
+        log_term: Term(u64::MAX),
         snapshot: snapshot(u64::MAX, u64::MAX),
         members: (0..5)
             .map(|i| Member {
@@ -187,7 +195,8 @@ fn refuses_more_than_this_build_holds() {
 #[test]
 fn refuses_inconsistent_states() {
     type Edit = fn(&mut Fixture);
-    let cases: [(&str, Edit); 8] = [
+    let cases: [(&str, Edit); 9] = [
+        ("the log term above the term", |f| f.log_term = Term(8)),
         ("entry terms decrease", |f| f.entries[3].term = Term(4)),
         ("an entry above the term", |f| f.entries[4].term = Term(8)),
         ("an entry below the snapshot", |f| {
@@ -238,10 +247,60 @@ fn garbage_never_panics_and_never_passes_unchecked() {
             // Whatever passes satisfies the invariants the node trusts.
             assert!(saved.voted_for.is_none_or(|id| id.is_valid()));
             assert!(saved.snapshot.term <= saved.term);
+            assert!(saved.log_term <= saved.term);
             let terms = saved.entries.iter().map(|e| e.term);
             assert!(terms.clone().all(|t| t <= saved.term));
             assert!(terms.clone().zip(terms.skip(1)).all(|(a, b)| a <= b));
         }
     }
     assert!(accepted > 0, "some mutations keep the state valid");
+}
+
+/// The first format, as a node of wire version 1 saved it: no log term, no loyalty window.
+#[derive(serde::Serialize)]
+struct FirstFormat<'a> {
+    id: NodeId,
+    term: Term,
+    voted_for: Option<NodeId>,
+    commit: LogIndex,
+    snapshot: EntryId,
+    snapshot_members: &'a [Member],
+    entries: &'a [Entry],
+}
+
+fn first_format_bytes(first: &FirstFormat<'_>) -> Vec<u8> {
+    let mut buffer = [0; state_size_max(64, 64)];
+    postcard::to_slice(first, &mut buffer).unwrap().to_vec()
+}
+
+#[test]
+fn the_first_format_is_read_with_the_log_term_of_its_last_entry() {
+    let fixture = Fixture::valid();
+    let first = FirstFormat {
+        id: id(1),
+        term: fixture.term,
+        voted_for: fixture.voted_for,
+        commit: fixture.snapshot.index,
+        snapshot: fixture.snapshot,
+        snapshot_members: &fixture.members,
+        entries: &fixture.entries,
+    };
+    let bytes = first_format_bytes(&first);
+    let saved = Saved::decode_first_format(&bytes).unwrap();
+    // Version 1 ranked logs by their last entry's term: 7 here.
+    assert_eq!(saved.log_term, Term(7));
+    assert_eq!(saved.stick, Duration::ZERO);
+    assert_eq!(saved.term, fixture.term);
+    assert_eq!(saved.entries.as_slice(), fixture.entries.as_slice());
+    // No entries: the snapshot's term.
+    let first = FirstFormat {
+        entries: &[],
+        ..first
+    };
+    let bytes = first_format_bytes(&first);
+    let saved = Saved::decode_first_format(&bytes).unwrap();
+    assert_eq!(saved.log_term, fixture.snapshot.term);
+    // The current format is not the first one, nor the reverse.
+    assert!(Saved::decode_first_format(&Fixture::valid().encode()).is_err());
+    assert!(Saved::decode(&bytes).is_err());
 }

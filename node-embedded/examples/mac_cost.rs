@@ -45,6 +45,8 @@ fn main() {
                 index: LogIndex(41),
             },
             commit: LogIndex(41),
+            last: LogIndex(41),
+            stick: goose_core::Duration::from_millis(150),
             sent_at: goose_core::Instant::from_millis(123_456),
             entries: &[],
         },

@@ -24,15 +24,20 @@ use core::fmt;
 
 use embassy_futures::block_on;
 use embedded_storage::nor_flash::NorFlash;
-use goose_core::{PersistentState, Storage, StorageError};
+use goose_core::{PersistentState, SavedState, Storage, StorageError};
 use sequential_storage::cache::{Cache, Uncached};
 use sequential_storage::map::{MapConfig, MapStorage};
 
 use crate::flash::{Blocking, FLASH_WORD_SIZE};
-use crate::STATE_SIZE_MAX;
+use crate::{LOG_ENTRIES_MAX, MEMBERS_MAX, STATE_SIZE_MAX};
 
 /// The map key the state is stored under.
-pub const STATE_KEY: u8 = 1;
+pub const STATE_KEY: u8 = 3;
+
+/// The map key the first state format (without a log term and a loyalty window) was stored
+/// under: read and converted when [`STATE_KEY`] holds nothing yet. The first save after
+/// writes [`STATE_KEY`], which wins from then on.
+pub const FIRST_FORMAT_STATE_KEY: u8 = 1;
 
 /// The map key the boot epoch is stored under (a little-endian `u32`).
 pub const EPOCH_KEY: u8 = 2;
@@ -131,11 +136,33 @@ impl<F: NorFlash> FlashStore<F> {
     /// See [`LoadError`]. A node must refuse to start on an error: starting empty instead
     /// would forget a vote.
     pub fn load(&mut self) -> Result<Option<&[u8]>, LoadError> {
-        let item = &mut self.item;
-        block_on(self.map.fetch_item::<&[u8]>(item, &STATE_KEY)).map_err(|error| match error {
+        let map_error = |error| match error {
             sequential_storage::Error::Storage { .. } => LoadError::Io,
             _ => LoadError::Corrupt,
-        })
+        };
+        let current = block_on(self.map.fetch_item::<&[u8]>(&mut self.item, &STATE_KEY))
+            .map_err(map_error)?
+            .is_some();
+        if current {
+            // Fetched again to hand out the borrow (the first fetch only told it is there).
+            return block_on(self.map.fetch_item::<&[u8]>(&mut self.item, &STATE_KEY))
+                .map_err(map_error);
+        }
+        let Some(first) = block_on(
+            self.map
+                .fetch_item::<&[u8]>(&mut self.item, &FIRST_FORMAT_STATE_KEY),
+        )
+        .map_err(map_error)?
+        else {
+            return Ok(None);
+        };
+        let state = SavedState::<MEMBERS_MAX, LOG_ENTRIES_MAX>::decode_first_format(first)
+            .map_err(|_| LoadError::Corrupt)?;
+        let converted = state
+            .as_persistent()
+            .encode(&mut self.encoded)
+            .map_err(|_| LoadError::Corrupt)?;
+        Ok(Some(converted))
     }
 
     /// Durably replaces the state with `state`.
@@ -252,6 +279,8 @@ mod tests {
             id: NodeId::new(3).unwrap(),
             term: Term(term),
             voted_for: NodeId::new(2),
+            log_term: Term(term),
+            stick: goose_core::Duration::from_millis(150),
             commit: goose_core::LogIndex(0),
             snapshot: EntryId::default(),
             snapshot_members: members,
@@ -293,6 +322,42 @@ mod tests {
         assert_eq!(saved.voted_for, NodeId::new(2));
         assert_eq!(saved.entries.len(), LOG_ENTRIES_MAX);
         assert_eq!(saved.snapshot_members.as_slice(), &members[..]);
+    }
+
+    #[test]
+    fn a_state_of_the_first_format_is_read_and_converted_then_replaced() {
+        let members = members();
+        let entries = [Entry {
+            term: Term(5),
+            payload: Payload::Noop,
+        }];
+        let mut current = state(7, &members, &entries);
+        current.log_term = Term(0);
+        current.stick = goose_core::Duration::ZERO;
+        let mut buffer = [0; STATE_SIZE_MAX];
+        let bytes = current.encode(&mut buffer).unwrap();
+        // The first format lacks the log term and the window: two zero bytes after the id
+        // (3), the term (7) and the vote (1 = Some, 2).
+        assert_eq!(&bytes[..6], &[3, 7, 1, 2, 0, 0]);
+        let mut first = [0; STATE_SIZE_MAX];
+        first[..4].copy_from_slice(&bytes[..4]);
+        first[4..bytes.len() - 2].copy_from_slice(&bytes[6..]);
+        let first = &first[..bytes.len() - 2];
+        let mut store = FlashStore::new(MemFlash::new()).unwrap();
+        let mut item = [0; ITEM_BUFFER_SIZE];
+        block_on(
+            store
+                .map
+                .store_item(&mut item, &FIRST_FORMAT_STATE_KEY, &first),
+        )
+        .unwrap();
+        let saved = decode(store.load().unwrap().unwrap());
+        assert_eq!((saved.term, saved.log_term), (Term(7), Term(5)));
+        assert_eq!(saved.entries.as_slice(), &entries);
+        // Saved once in the current format, that one is read from then on.
+        store.save(&state(8, &members, &entries)).unwrap();
+        let mut store = FlashStore::new(store.into_flash()).unwrap();
+        assert_eq!(decode(store.load().unwrap().unwrap()).term, Term(8));
     }
 
     #[test]

@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 
 use goose_core::limits::{LOG_ENTRIES_MAX, MEMBERS_MAX};
 use goose_core::storage::state_size_max;
-use goose_core::{PersistentState, Storage, StorageError};
+use goose_core::{PersistentState, SavedState, Storage, StorageError};
 
 /// The state file's name inside the data dir.
 const STATE_FILE: &str = "state";
@@ -55,7 +55,12 @@ const MAGIC: [u8; 6] = *b"GOOSE1";
 const EPOCH_MAGIC: [u8; 6] = *b"GEPOCH";
 /// Bytes of the epoch file: the header and a u32.
 const EPOCH_FILE_SIZE: usize = HEADER_SIZE + 4;
-const FORMAT_VERSION: u16 = 1;
+/// The state file's format: 2 since the state holds a log term and a loyalty window.
+const FORMAT_VERSION: u16 = 2;
+/// The first state format, read and converted at start (its next save writes format 2).
+const FIRST_FORMAT_VERSION: u16 = 1;
+/// The epoch file's format, unchanged since the first.
+const EPOCH_FORMAT_VERSION: u16 = 1;
 const HEADER_SIZE: usize = 16;
 
 /// The largest payload a node with the default capacities can save.
@@ -188,8 +193,13 @@ impl DataDir {
         if let Err(error) = file.take(limit).read_to_end(&mut bytes) {
             return Err(DataDirError::Read(path, error));
         }
-        match decode_file(MAGIC, &bytes) {
-            Ok(payload) => Ok(Some(payload.to_vec())),
+        let versions = [FORMAT_VERSION, FIRST_FORMAT_VERSION];
+        match decode_file(MAGIC, &versions, &bytes) {
+            Ok((FORMAT_VERSION, payload)) => Ok(Some(payload.to_vec())),
+            Ok((_, payload)) => match first_format_to_current(payload) {
+                Ok(current) => Ok(Some(current)),
+                Err(reason) => Err(DataDirError::Corrupt(path, reason)),
+            },
             Err(reason) => Err(DataDirError::Corrupt(path, reason)),
         }
     }
@@ -284,12 +294,30 @@ impl Storage for FileStorage {
     }
 }
 
+/// A state saved by a build of the first format (wire version 1), as the current format's
+/// payload: nothing is lost, the log term is derived (`SavedState::decode_first_format`).
+fn first_format_to_current(payload: &[u8]) -> Result<Vec<u8>, String> {
+    let state = SavedState::<MEMBERS_MAX, LOG_ENTRIES_MAX>::decode_first_format(payload)
+        .map_err(|error| format!("format {FIRST_FORMAT_VERSION}: {error}"))?;
+    let mut buffer = vec![0; PAYLOAD_SIZE_MAX];
+    let bytes = state
+        .as_persistent()
+        .encode(&mut buffer)
+        .map_err(|error| format!("format {FIRST_FORMAT_VERSION}: {error}"))?;
+    Ok(bytes.to_vec())
+}
+
 fn encode_header(magic: [u8; 6], payload: &[u8]) -> [u8; HEADER_SIZE] {
     assert!(payload.len() <= PAYLOAD_SIZE_MAX);
     let length = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    let version = if magic == MAGIC {
+        FORMAT_VERSION
+    } else {
+        EPOCH_FORMAT_VERSION
+    };
     let mut header = [0; HEADER_SIZE];
     header[0..6].copy_from_slice(&magic);
-    header[6..8].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[6..8].copy_from_slice(&version.to_le_bytes());
     header[8..12].copy_from_slice(&length.to_le_bytes());
     let crc = checksum(&header[6..12], payload);
     header[12..16].copy_from_slice(&crc.to_le_bytes());
@@ -307,16 +335,20 @@ fn encode_epoch(epoch: u32) -> [u8; EPOCH_FILE_SIZE] {
 
 /// Checks a whole epoch file and returns its epoch, or why it was refused.
 fn decode_epoch(bytes: &[u8]) -> Result<u32, String> {
-    let payload = decode_file(EPOCH_MAGIC, bytes)?;
+    let (_, payload) = decode_file(EPOCH_MAGIC, &[EPOCH_FORMAT_VERSION], bytes)?;
     let epoch: [u8; 4] = payload
         .try_into()
         .map_err(|_| format!("{} payload bytes, an epoch is 4", payload.len()))?;
     Ok(u32::from_le_bytes(epoch))
 }
 
-/// Checks a whole state (or epoch) file against its `magic` and returns its payload, or why
-/// it was refused.
-fn decode_file(magic: [u8; 6], bytes: &[u8]) -> Result<&[u8], String> {
+/// Checks a whole state (or epoch) file against its `magic` and the format `versions` this
+/// build reads, and returns its version and payload, or why it was refused.
+fn decode_file<'b>(
+    magic: [u8; 6],
+    versions: &[u16],
+    bytes: &'b [u8],
+) -> Result<(u16, &'b [u8]), String> {
     let Some((header, payload)) = bytes.split_first_chunk::<HEADER_SIZE>() else {
         return Err(format!(
             "{} bytes, shorter than the {HEADER_SIZE}-byte header",
@@ -330,9 +362,9 @@ fn decode_file(magic: [u8; 6], bytes: &[u8]) -> Result<&[u8], String> {
         ));
     }
     let version = u16::from_le_bytes([header[6], header[7]]);
-    if version != FORMAT_VERSION {
+    if !versions.contains(&version) {
         return Err(format!(
-            "format version {version}, this build reads {FORMAT_VERSION}"
+            "format version {version}, this build reads {versions:?}"
         ));
     }
     let length = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
@@ -346,7 +378,7 @@ fn decode_file(magic: [u8; 6], bytes: &[u8]) -> Result<&[u8], String> {
     if checksum(&header[6..12], payload) != crc {
         return Err("checksum mismatch".to_owned());
     }
-    Ok(payload)
+    Ok((version, payload))
 }
 
 fn checksum(header_fields: &[u8], payload: &[u8]) -> u32 {
@@ -359,8 +391,8 @@ fn checksum(header_fields: &[u8], payload: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::{
-        decode_epoch, decode_file, encode_epoch, encode_header, DataDir, DataDirError, EPOCH_FILE,
-        HEADER_SIZE, MAGIC, STATE_FILE,
+        checksum, decode_epoch, decode_file, encode_epoch, encode_header, DataDir, DataDirError,
+        EPOCH_FILE, FIRST_FORMAT_VERSION, FORMAT_VERSION, HEADER_SIZE, MAGIC, STATE_FILE,
     };
     use goose_core::{Config, Instant, Member, Node, NodeId};
     use std::net::SocketAddr;
@@ -381,8 +413,14 @@ mod tests {
     #[test]
     fn header_round_trips() {
         let bytes = file_with(b"hello");
-        assert_eq!(decode_file(MAGIC, &bytes), Ok(&b"hello"[..]));
-        assert_eq!(decode_file(MAGIC, &file_with(b"")), Ok(&b""[..]));
+        assert_eq!(
+            decode_file(MAGIC, &[FORMAT_VERSION], &bytes),
+            Ok((FORMAT_VERSION, &b"hello"[..]))
+        );
+        assert_eq!(
+            decode_file(MAGIC, &[FORMAT_VERSION], &file_with(b"")),
+            Ok((FORMAT_VERSION, &b""[..]))
+        );
     }
 
     #[test]
@@ -393,7 +431,7 @@ mod tests {
                 let mut corrupt = bytes.clone();
                 corrupt[index] ^= 1 << bit;
                 assert!(
-                    decode_file(MAGIC, &corrupt).is_err(),
+                    decode_file(MAGIC, &[FORMAT_VERSION], &corrupt).is_err(),
                     "byte {index} bit {bit}"
                 );
             }
@@ -404,12 +442,15 @@ mod tests {
     fn truncated_and_extended_files_are_refused() {
         let bytes = file_with(b"some state bytes");
         for size in 0..bytes.len() {
-            assert!(decode_file(MAGIC, &bytes[..size]).is_err(), "size {size}");
+            assert!(
+                decode_file(MAGIC, &[FORMAT_VERSION], &bytes[..size]).is_err(),
+                "size {size}"
+            );
         }
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(decode_file(MAGIC, &longer).is_err());
-        assert!(decode_file(MAGIC, &bytes[..HEADER_SIZE - 1]).is_err());
+        assert!(decode_file(MAGIC, &[FORMAT_VERSION], &longer).is_err());
+        assert!(decode_file(MAGIC, &[FORMAT_VERSION], &bytes[..HEADER_SIZE - 1]).is_err());
     }
 
     #[test]
@@ -466,6 +507,64 @@ mod tests {
             Err(DataDirError::Corrupt(..))
         ));
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        drop(data_dir);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_state_file_of_the_first_format_is_read_and_converted() {
+        use goose_core::{Duration, Entry, EntryId, LogIndex, Payload, PersistentState, Term};
+        let dir = temp_dir("first-format");
+        let id = NodeId::new(1).unwrap();
+        let members = [Member {
+            id,
+            addr: "127.0.0.1:9900".parse().unwrap(),
+            voter: true,
+        }];
+        let entries = [Entry {
+            term: Term(3),
+            payload: Payload::Noop,
+        }];
+        let current = PersistentState {
+            id,
+            term: Term(3),
+            voted_for: Some(id),
+            log_term: Term(0),
+            stick: Duration::ZERO,
+            commit: LogIndex(0),
+            snapshot: EntryId::default(),
+            snapshot_members: &members,
+            entries: &entries,
+        };
+        let mut buffer = [0; 256];
+        let bytes = current.encode(&mut buffer).unwrap();
+        // The first format is the same postcard fields without the log term and the
+        // window, here two zero bytes after id (1), term (3) and the vote (1 = Some, 1).
+        assert_eq!(&bytes[..6], &[1, 3, 1, 1, 0, 0]);
+        let first = [&bytes[..4], &bytes[6..]].concat();
+        let mut file = encode_header(MAGIC, &first).to_vec();
+        file[6..8].copy_from_slice(&FIRST_FORMAT_VERSION.to_le_bytes());
+        let crc = checksum(&file[6..12], &first);
+        file[12..16].copy_from_slice(&crc.to_le_bytes());
+        file.extend_from_slice(&first);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(STATE_FILE), &file).unwrap();
+
+        let data_dir = DataDir::open(&dir).unwrap();
+        let saved = data_dir.read_state().unwrap().unwrap();
+        let config = Config::new(id);
+        let node: Node<_> = Node::new(
+            &config,
+            data_dir.storage(),
+            Some(&saved),
+            &[],
+            8,
+            Instant::ZERO,
+        )
+        .unwrap();
+        assert_eq!((node.term(), node.voted_for()), (Term(3), Some(id)));
+        assert_eq!(node.log_term(), Term(3), "its last entry's term");
+        assert_eq!(node.entries(), &entries);
         drop(data_dir);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -317,6 +317,12 @@ impl<const L: usize> Flock<L> {
         }
     }
 
+    /// Turns the event trace on stderr on or off (it starts on with `SIM_TRACE` set), to
+    /// trace only the part of a scenario being debugged.
+    pub fn set_trace(&mut self, trace: bool) {
+        self.trace = trace;
+    }
+
     /// Sets the timing node `n` uses from its next start on (its id is kept).
     pub fn set_timing(&mut self, n: u16, timing: Config) {
         self.processes[usize::from(n) - 1].timing = Config {
@@ -423,24 +429,38 @@ impl<const L: usize> Flock<L> {
         self.run_until(self.now + duration);
     }
 
-    /// Runs until `condition` holds or `duration` µs pass; returns whether it held.
+    /// Runs until `condition` holds or `duration` µs pass; returns whether it held. Panics
+    /// with the violation if an invariant breaks.
     pub fn run_until_condition(
         &mut self,
         duration: u64,
-        mut condition: impl FnMut(&Self) -> bool,
+        condition: impl FnMut(&Self) -> bool,
     ) -> bool {
+        match self.try_run_until_condition(duration, condition) {
+            Ok(held) => held,
+            Err(violation) => panic!("{violation}"),
+        }
+    }
+
+    /// Runs until `condition` holds or `duration` µs pass; returns whether it held, or the
+    /// first violated invariant. The condition is checked after every instant with events.
+    pub fn try_run_until_condition(
+        &mut self,
+        duration: u64,
+        mut condition: impl FnMut(&Self) -> bool,
+    ) -> Result<bool, Violation> {
         let end = self.now + duration;
         while self.now < end {
             if condition(self) {
-                return true;
+                return Ok(true);
             }
             let step = self
                 .queue
                 .peek()
                 .map_or(end, |Reverse((at, _, _))| (*at).min(end));
-            self.run_until(step.max(self.now + 1).min(end));
+            self.try_run_until(step.max(self.now + 1).min(end))?;
         }
-        condition(self)
+        Ok(condition(self))
     }
 
     /// Runs until `until`, returning the first violated invariant.

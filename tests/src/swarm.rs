@@ -53,16 +53,28 @@ pub struct Summary {
 }
 
 /// The fault mix a seed draws.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Swarm {
     /// The flock.
     pub flock: FlockConfig,
+    /// The timings nodes are drawn from, at the start and at restarts: one for a flock of
+    /// uniform timing, several for a flock whose operators change timing one restart at a
+    /// time (the lease must hold in any mix).
+    pub timings: Vec<Config>,
     /// Mean µs between faults.
     pub fault_interval: u64,
     /// Relative weights of crash, pause, partition, heal, membership change, leadership
-    /// transfer, network change.
-    pub weights: [u64; 7],
+    /// transfer, network change, cutting off leaders right after their election, adding a
+    /// removed node back.
+    pub weights: [u64; FAULT_KINDS],
 }
+
+/// How many kinds of fault a swarm draws weights for.
+pub const FAULT_KINDS: usize = 9;
+
+/// The timings a mixed flock draws from: the contract's default, the failover benchmark's
+/// fast one, a short one and a long one (heartbeat, election timeout min, max).
+const TIMINGS: [(u64, u64, u64); 4] = [(50, 150, 300), (3, 12, 24), (10, 30, 60), (50, 300, 600)];
 
 impl Swarm {
     /// Draws a swarm from `seed`.
@@ -72,18 +84,40 @@ impl Swarm {
         // Two spare nodes start empty and join when a leader adds them.
         let mut flock = FlockConfig::new(voters + 2, seed);
         flock.bootstrap = voters;
-        if rand.range_inclusive(0, 3) == 0 {
-            // The fast timing of the failover benchmark: 12–24 ms, heartbeat 3 ms.
-            flock.timing = Config::with_timing(
+        let timing = |(heartbeat, min, max): (u64, u64, u64)| {
+            Config::with_timing(
                 id(1),
-                Duration::from_millis(3),
-                Duration::from_millis(12),
-                Duration::from_millis(24),
-            );
+                Duration::from_millis(heartbeat),
+                Duration::from_millis(min),
+                Duration::from_millis(max),
+            )
+        };
+        let mut timings = match rand.range_inclusive(0, 5) {
+            // The fast timing of the failover benchmark: 12–24 ms, heartbeat 3 ms.
+            0 => vec![timing(TIMINGS[1])],
+            // Mixed: two to four of the palette.
+            1 | 2 => {
+                let count = rand.range_inclusive(2, TIMINGS.len() as u64) as usize;
+                let first = rand.range_inclusive(0, TIMINGS.len() as u64 - 1) as usize;
+                (0..count)
+                    .map(|i| timing(TIMINGS[(first + i) % TIMINGS.len()]))
+                    .collect()
+            }
+            _ => vec![timing(TIMINGS[0])],
+        };
+        let drift = [1_000, 10_000, 50_000][rand.range_inclusive(0, 2) as usize];
+        for timing in &mut timings {
+            timing.max_drift_ppm = drift;
+            timing.voters_target = voters;
         }
-        let timeout_min = flock.timing.election_timeout_min.micros();
-        flock.timing.max_drift_ppm = [1_000, 10_000, 50_000][rand.range_inclusive(0, 2) as usize];
-        flock.drift_ppm = u64::from(flock.timing.max_drift_ppm);
+        flock.timing = timings[0];
+        flock.drift_ppm = u64::from(drift);
+        // The network is as fast as the fastest timing needs.
+        let timeout_min = timings
+            .iter()
+            .map(|t| t.election_timeout_min.micros())
+            .min()
+            .unwrap_or(0);
         let delay_max = rand.range_inclusive(timeout_min / 100, timeout_min / 3);
         flock.net = NetConfig {
             delay_min: rand.range_inclusive(0, delay_max / 4),
@@ -91,19 +125,28 @@ impl Swarm {
             loss_ppm: rand.range_inclusive(0, 300_000),
             duplicate_ppm: rand.range_inclusive(0, 100_000),
         };
-        flock.timing.voters_target = voters;
         let weights = core::array::from_fn(|_| rand.range_inclusive(0, 10));
         Self {
             flock,
+            timings,
             fault_interval: rand.range_inclusive(timeout_min / 2, timeout_min * 4),
             weights,
         }
     }
+
+    /// A timing for a node's next start, drawn from [`Swarm::timings`].
+    fn draw_timing(&self, flock: &mut Flock) -> Config {
+        let pick = flock
+            .rand()
+            .range_inclusive(0, self.timings.len() as u64 - 1);
+        self.timings[pick as usize]
+    }
 }
 
 /// Proposes one membership change on whichever node leads: add a spare node, or remove a
-/// member while at least three voters would remain. Removed nodes are never added back, so
-/// the checker can require that none of them is ever goose again.
+/// member while at least three voters would remain. A removed node is added back only by
+/// [`add_back`], once it reported its removal: until then the checker requires that it is
+/// never goose again.
 fn change_membership(flock: &mut Flock, retired: &mut std::collections::BTreeSet<u16>) {
     let Some(leader) = leader_of(flock) else {
         return;
@@ -146,19 +189,75 @@ fn leader_of(flock: &Flock) -> Option<u16> {
     })
 }
 
+/// Adds back a node that reported its removal: it is restarted on its data (as an operator
+/// would, with `goose node --data-dir`) and added again; it must not take the old removal
+/// for the last word (it keeps running) and may be goose again.
+fn add_back(flock: &mut Flock, retired: &mut std::collections::BTreeSet<u16>) {
+    let Some(n) = flock.removed.iter().next().copied() else {
+        return;
+    };
+    let Some(leader) = leader_of(flock) else {
+        return;
+    };
+    if flock.node(n).is_some() {
+        flock.crash(n);
+    }
+    flock.start(n);
+    let payload = goose_core::Payload::AddLearner {
+        id: id(n),
+        addr: crate::addr(n),
+    };
+    if flock.propose(leader, payload).is_ok() {
+        retired.remove(&n);
+        flock.removed.remove(&n);
+    }
+}
+
+/// The highest term in which any node is leader now.
+fn leader_term(flock: &Flock) -> Option<goose_core::Term> {
+    leader_of(flock).and_then(|n| flock.node(n).map(|node| node.term()))
+}
+
 /// Runs one seed: faults for [`SAFETY_PHASE`], then heal and require a goose.
 pub fn run(seed: u64) -> Result<Summary, Failure> {
     let swarm = Swarm::from_seed(seed);
     let mut flock = Flock::new(swarm.flock);
     let nodes = swarm.flock.nodes;
+    for n in 1..=nodes {
+        if swarm.timings.len() > 1 {
+            let timing = swarm.draw_timing(&mut flock);
+            flock.crash(n);
+            flock.set_timing(n, timing);
+            flock.start(n);
+        }
+    }
     let mut faults = 0;
     let mut retired = std::collections::BTreeSet::new();
+    // Leaders still to cut off right after their election, and the last one cut off.
+    let mut chase = 0u64;
+    let mut chased = goose_core::Term(0);
     let total: u64 = swarm.weights.iter().sum::<u64>().max(1);
     while flock.now < SAFETY_PHASE {
         let gap = flock.rand().range_inclusive(1, 2 * swarm.fault_interval);
-        flock
-            .try_run_until(flock.now + gap)
-            .map_err(Failure::Safety)?;
+        if chase > 0 {
+            let elected = flock
+                .try_run_until_condition(gap, |f| leader_term(f).is_some_and(|t| t > chased))
+                .map_err(Failure::Safety)?;
+            if elected {
+                if let Some(leader) = leader_of(&flock) {
+                    chased = leader_term(&flock).unwrap_or(chased);
+                    flock.heal();
+                    flock.isolate(leader);
+                    chase -= 1;
+                    faults += 1;
+                }
+                continue;
+            }
+        } else {
+            flock
+                .try_run_until(flock.now + gap)
+                .map_err(Failure::Safety)?;
+        }
         let mut pick = flock.rand().range_inclusive(0, total - 1);
         let kind = swarm.weights.iter().position(|w| {
             if pick < *w {
@@ -176,6 +275,11 @@ pub fn run(seed: u64) -> Result<Summary, Failure> {
                 if flock.node(n).is_some() {
                     flock.crash(n);
                 } else {
+                    // Operators change timing one restart at a time.
+                    if swarm.timings.len() > 1 {
+                        let timing = swarm.draw_timing(&mut flock);
+                        flock.set_timing(n, timing);
+                    }
                     flock.start(n);
                 }
             }
@@ -212,10 +316,17 @@ pub fn run(seed: u64) -> Result<Summary, Failure> {
                     let _ = flock.transfer(leader, (target != 0).then_some(target));
                 }
             }
-            _ => {
+            Some(6) => {
                 let loss = flock.rand().range_inclusive(0, 500_000);
                 flock.net.loss_ppm = loss;
             }
+            Some(7) => {
+                // Failed leaderships one after another: each new leader is cut off from
+                // everyone as soon as it is elected.
+                chase = flock.rand().range_inclusive(1, 20);
+                chased = leader_term(&flock).unwrap_or_default();
+            }
+            _ => add_back(&mut flock, &mut retired),
         }
     }
     // Liveness: heal everything, restart the crashed, let the paused resume.

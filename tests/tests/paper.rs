@@ -112,6 +112,7 @@ fn election_stale_leader_steps_down_on_higher_term() {
             sent_at: Instant::ZERO,
             result: AppendResult::Accepted {
                 match_index: LogIndex(0),
+                confirmed: false,
             },
         },
     };
@@ -188,11 +189,14 @@ fn persistence_votes_and_terms_survive_restart() {
 }
 
 #[test]
-fn commit_figure8_no_commit_of_earlier_term_by_counting_replicas() {
-    // §5.4.2 and Figure 8: a leader commits an entry of an earlier term only by committing
-    // one of its own. Node 1 holds an uncommitted entry of its old term; re-elected (with
-    // votes we hand it), it is told a peer holds that entry but not the new no-op: it must
-    // not commit; told the peer holds the no-op too, it commits both.
+fn commit_figure8_earlier_terms_commit_only_by_confirmation_in_the_current_term() {
+    // §5.4.2 and Figure 8: a leader must not commit an earlier term's entry by counting the
+    // replicas that hold it. Here, instead of committing a no-op of its own, a leader
+    // commits once a majority confirmed its whole log in its term (their log term is its
+    // term, Viewstamped Replication's log view). Node 1 holds an uncommitted entry of its
+    // old term; re-elected (with votes we hand it), it is told a peer holds that entry
+    // without confirming: it must not commit. Told the peer confirmed, it commits the old
+    // entry, having appended nothing.
     let mut flock = flock(3, 6);
     let a = elect(&mut flock);
     let (b, _) = ((1..=3).find(|n| *n != a).unwrap(), ());
@@ -210,24 +214,31 @@ fn commit_figure8_no_commit_of_earlier_term_by_counting_replicas() {
     flock.inject(b, a, &granted(Body::VoteResponse { granted: true }));
     let leader = flock.node(a).unwrap();
     assert_eq!(leader.status(flock.local_now(a)).raft, RaftRole::Leader);
-    let own = LogIndex(old.0 + 1);
+    assert_eq!(
+        leader.status(flock.local_now(a)).last.index,
+        old,
+        "appended nothing"
+    );
     let commit = leader.commit();
     assert!(commit < old, "the old entry is uncommitted");
-    let ack = |index| Message {
+    let ack = |confirmed| Message {
         term: Term(term.0 + 1),
         body: Body::AppendResponse {
             sent_at: Instant::ZERO,
-            result: AppendResult::Accepted { match_index: index },
+            result: AppendResult::Accepted {
+                match_index: old,
+                confirmed,
+            },
         },
     };
-    flock.inject(b, a, &ack(old));
+    flock.inject(b, a, &ack(false));
     assert_eq!(
         flock.node(a).unwrap().commit(),
         commit,
         "committed an earlier term's entry by counting"
     );
-    flock.inject(b, a, &ack(own));
-    assert_eq!(flock.node(a).unwrap().commit(), own);
+    flock.inject(b, a, &ack(true));
+    assert_eq!(flock.node(a).unwrap().commit(), old);
 }
 
 #[test]

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use flock_tests::procs::{self, free_ports, run_goose, Flock, Probe, TempDir, Timing};
 use goose_core::rand::Rand;
+use goose_core::wire::VERSION;
 
 /// The bound the issue sets on cold start.
 const COLD_START_WITHIN: Duration = Duration::from_secs(2);
@@ -511,23 +512,23 @@ fn bad_input_is_dropped_and_counted_and_the_goose_keeps_its_role_and_term() {
     let random_binary = random.iter().filter(|d| d[0] >= 0x80).count() as u64;
     spray(&flock, goose, &random);
 
-    let mut oversized = header(0xD9, 0x01, peer_id, goose_id);
+    let mut oversized = header(0xD9, VERSION, peer_id, goose_id);
     oversized.resize(509, 0);
-    let mut far_oversized = header(0xD9, 0x01, peer_id, goose_id);
+    let mut far_oversized = header(0xD9, VERSION, peer_id, goose_id);
     far_oversized.resize(1400, 0xAA);
-    let mut garbage_body = header(0xD9, 0x01, peer_id, goose_id);
+    let mut garbage_body = header(0xD9, VERSION, peer_id, goose_id);
     garbage_body.extend([0xFF; 40]);
-    let mut bad_magic = header(0x80, 0x01, peer_id, goose_id);
+    let mut bad_magic = header(0x80, VERSION, peer_id, goose_id);
     bad_magic.extend([0; 8]);
-    let mut bad_version = header(0xD9, 0x02, peer_id, goose_id);
+    let mut bad_version = header(0xD9, VERSION + 1, peer_id, goose_id);
     bad_version.extend([0; 8]);
     let frames = vec![
         vec![0xD9],
-        vec![0xD9, 0x01],
-        vec![0xD9, 0x01, 0x02, 0x00, 0x01],
+        vec![0xD9, VERSION],
+        vec![0xD9, VERSION, 0x02, 0x00, 0x01],
         oversized,
         far_oversized,
-        header(0xD9, 0x01, peer_id, goose_id),
+        header(0xD9, VERSION, peer_id, goose_id),
         garbage_body,
         bad_magic,
         bad_version,

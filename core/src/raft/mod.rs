@@ -16,47 +16,153 @@
 //!
 //! # The goose lease, and why at most one node is goose at any instant
 //!
-//! [`Node::is_goose`] holds only while the node is leader, an entry of its term is
-//! committed, and `now < lease_end`. `lease_end` is `t + D` for the latest heartbeat round
-//! `t` (leader's clock, taken *before* the round is sent) that a majority of voters
-//! acknowledged in the current term, where
-//! `D = election_timeout_min × (1 − max_drift) − lease_margin`.
+//! [`Node::is_goose`] holds only while the node is leader, a majority confirmed its whole
+//! log in its term (below), and `now < lease_end`. `lease_end` is `t + D` for the latest
+//! heartbeat round `t` (leader's clock, taken *before* the round is sent) that a majority of
+//! voters acknowledged in the current term, where
+//! `D = W × (1 − max_drift) − lease_margin` and `W` is the leader's own
+//! `election_timeout_min`: the leader's *loyalty window*.
 //!
-//! Claim: while the leader's `now < lease_end`, no other node can be elected.
+//! Every leader frame (Append, Snapshot) carries `W`. A node that hears a leader refuses
+//! every vote (PreVote and Vote, any term, itself included: it does not campaign either)
+//! until its own clock has advanced `max(W, own election_timeout_min)` past the receipt
+//! (leader stickiness, §4.2.3, kept in `sticky_until`); its election timer never fires
+//! before that.
+//!
+//! Claim: while the leader's `now < lease_end`, no other node can be elected, whatever the
+//! mix of timing flags in the flock.
 //!
 //! 1. Another node C needs votes from a majority of voters. Any two majorities share a
 //!    voter F, so some F that acknowledged round `t` must vote for C (single-server
 //!    membership changes keep adjacent configurations' majorities overlapping, §4.1).
 //! 2. F acknowledged round `t` after receiving it, at real time ≥ the real time of `t`.
-//!    On receipt F set `last_leader_contact`, and F refuses every vote request (PreVote and
-//!    Vote, any term) until its own clock has advanced `election_timeout_min` past it
-//!    (leader stickiness, §4.2.3, checked in `step`); F's own election timer is reset on the
-//!    same receipt and is at least `election_timeout_min`, so F does not vote for itself
-//!    sooner either. The only exception is a Vote marked `transfer`, which only follows a
+//!    The frame told F the leader's `W`; from the receipt F refuses every vote until its
+//!    clock has advanced at least `W` (its own timing may be shorter or longer: it takes the
+//!    longer). The only exception is a Vote marked `transfer`, which only follows a
 //!    TimeoutNow from a leader that has given up its lease first.
-//! 3. By the drift bound, while F's clock advances `election_timeout_min` the leader's
-//!    advances at least `election_timeout_min × (1 − max_drift) > D + lease_margin`. So the
-//!    leader's clock reads at least `t + D` before F can vote: the lease has ended before
-//!    any vote for C exists, let alone C's election or commit.
+//! 3. By the drift bound, while F's clock advances `W` the leader's advances at least
+//!    `W × (1 − max_drift) > D + lease_margin`. So the leader's clock reads at least `t + D`
+//!    before F can vote: the lease has ended before any vote for C exists, let alone C's
+//!    election.
 //!
-//! The cases the issue singles out:
+//! Timing changes one restart at a time, in any order, cannot break this: the window each
+//! voter honours comes from the leader whose lease relies on it, not from the voter's own
+//! flags, and `W` is fixed for a leader's whole term (timing changes only with a restart,
+//! and a restarted node is a new candidate in a new term). The guard is one-sided on
+//! purpose: a voter with a *longer* window than the leader's only waits longer.
 //!
-//! - **A follower that acknowledged and then restarted** has forgotten its
-//!   `last_leader_contact`. So a node sets `last_leader_contact = now` when it starts (and
-//!   the desktop node rebuilds the `Node` on `ctl start`): it grants no vote for
-//!   `election_timeout_min` after starting, which covers any round it acknowledged before.
+//! The cases that break the naive argument:
+//!
+//! - **A follower that acknowledged and then restarted** has forgotten when it heard the
+//!   leader. It saved `W` (the window of the leader it last followed) before that
+//!   acknowledgement left, so on start it refuses every vote for
+//!   `max(W, own election_timeout_min)` from its start, which covers any round it
+//!   acknowledged before. Only the latest leader's `W` is needed: an earlier leader's lease
+//!   ended before the later leader was elected (this argument, applied to that election).
+//! - **A follower restarted with shorter timing**, or **a goose with longer timing than
+//!   its voters**: the voters stay loyal for the goose's `W`, carried in its frames and
+//!   saved, not for their own shorter timeout.
 //! - **A leader frozen (SIGSTOP, a long pause) that resumes with a jumped clock**: the lease
 //!   is anchored at send times on the leader's own clock, so after the pause `now` is past
 //!   `lease_end` and it answers duck. Acknowledgements that arrive after the pause carry
 //!   the old `sent_at` and cannot extend the lease past its old end. This requires the
-//!   clock to count the paused time (CLOCK_BOOTTIME/CLOCK_MONOTONIC on Linux do for a
-//!   stopped process; the desktop node uses CLOCK_BOOTTIME so suspend counts too).
+//!   clock to count the paused time (CLOCK_BOOTTIME on Linux counts a stopped process and a
+//!   suspend; a board must read a free-running hardware counter, never a tick count kept by
+//!   an interrupt that a stalled CPU or emulator does not run).
 //! - **Stale acknowledgements** (a response to an Append this node sent in an earlier
 //!   term, answered in the current one) are ignored: only `sent_at` at or after the time
 //!   this node became leader count.
 //!
 //! A leader that sees a higher term, or loses its quorum (CheckQuorum), stops being leader
 //! at once, and with it goose.
+//!
+//! # Elections append nothing: the log term
+//!
+//! Raft's new leader appends a no-op and becomes useful once it commits (§8). Every leader
+//! that fails before then leaves a no-op behind, and enough of them in a row fill a bounded
+//! log with entries no leader can commit: the flock stalls for good. Here, as in Viewstamped
+//! Replication's log view, a node keeps a durable **log term**: the latest term whose leader
+//! it knows it held the whole log of. Elections rank logs by `(log term, last index)`
+//! ([`crate::LogView`]), and a leader commits by confirmation instead of by a no-op:
+//!
+//! - A leader takes its term as its log term when elected (saved before any frame leaves).
+//! - Every Append carries the leader's last index at sending. A follower that, after
+//!   applying it, holds the leader's log up to exactly that index drops whatever follows
+//!   that is of an earlier term (the leader's log has nothing there, or entries of its own
+//!   term) and takes the leader's term as its log term, saved before it answers. A follower
+//!   that received only part (entries come in chunks of 8) does not: a short log must never
+//!   outrank a long one that holds a committed entry.
+//! - Its acknowledgement says whether its log term is the leader's term (*confirmed*). A
+//!   leader commits the highest index that a majority confirmed, whatever the term of the
+//!   entry there, and once that reaches its last index at election its log is *confirmed*:
+//!   it may be goose and propose changes.
+//! - The log term never decreases; installing a snapshot leaves it as it is.
+//!
+//! Claim: an index `i` committed by the leader of term `T` is in the log of every later
+//! leader, and never removed from any log (Leader Completeness and State Machine Safety,
+//! §5.4). Let `Q` be the majority that confirmed `i` in `T`. We show, by induction over
+//! terms `U > T`, three things:
+//!
+//! (a) every node of `Q` keeps forever a log term `≥ T`, a log holding `i`, and, while its
+//!     log term is `T`, a last index `≥ i`;
+//! (b) every node whose log term is `> T` holds `i`, and so does every node whose log term
+//!     is `T` and whose last index is `≥ i`;
+//! (c) the leader of `U` holds `i` when elected.
+//!
+//! For (c): the leader of `U` won a majority, which shares a voter `F` with `Q`. `F`
+//! confirmed in `T` before voting in `U` (after voting it is in term `U > T` and answers
+//! `T` no more), so when it voted, (a) held for it, and the candidate's log ranked at least
+//! as high as `F`'s. A higher log term is `> T`: (b) gives `i`. An equal log term is `T`
+//! with a last index `≥ i` (from (a)), or `> T`: (b) gives `i` again.
+//!
+//! For (a) and (b), what can change a log: (1) a leader of a later term truncates only
+//! after a conflict, and by (c) it holds `i` too, so by Log Matching the conflict lies after
+//! `i` and the last index stays `≥ i`; (2) the leader of `T` itself never conflicts with a
+//! prefix of its own log; leaders of earlier terms are refused by term; (3) dropping
+//! entries after a whole log drops only what follows the leader's last index, which holds
+//! `i` ((c), or the leader of `T` itself); (4) a snapshot replaces a log only when the log
+//! lacks the snapshot's last entry, which is committed: a log holding `i` beyond that point
+//! agrees with the leader up to `i` and so holds it, and a snapshot reaching `i` holds it;
+//! (5) a log term rises only by taking a whole log of the leader of that term, which holds
+//! `i` by (c), and never falls. A node that restarts reads all of it back.
+//!
+//! Ongaro's fix for single-server membership changes (raft-dev, 2015: a leader proposes no
+//! change before it has committed an entry of its term) holds in this form too: a leader
+//! proposes only once a majority confirmed its log in its term; from then on any log
+//! lacking its entries ranks below that majority, so no configuration from an earlier term
+//! that it lacks can ever commit.
+//!
+//! Upgrading: a state saved by the first format (wire version 1, no log term) is read with
+//! the term of its last entry as log term. Under version 1 such a log held the no-op its
+//! last entry's leader appended at election, so it held that leader's whole log as of its
+//! election, which is what a log term promises.
+//!
+//! # Removal
+//!
+//! A node not in its latest membership never campaigns ([`Node`] checks `can_campaign`, and
+//! the simulator's checker asserts it after every event): a node being removed would only
+//! disturb the flock it leaves. That this cannot stall a flock: once the leader that
+//! appended a removal has gone, a node lacking the entry needs a majority of the old
+//! membership, a node holding it one of the new. If the removed node is that leader's own
+//! and a majority of the old membership lacks the entry, the others still make a majority
+//! of the old membership without the removed node as long as at least two voters remain,
+//! and elect one of them; the entry is then overwritten. With two voters, the other one
+//! alone is no majority of the old pair: so a leader of two voters never removes itself
+//! ([`ProposeError::RemovesLeaderOfTwo`]: hand over first).
+//!
+//! A removed node learns of its removal from its own log: it reports [`Event::Removed`] once
+//! it holds a whole leader log (so no later entry it has not seen adds it back) whose
+//! committed and latest memberships both lack it. The leader keeps sending to a member whose
+//! removal committed until it has acknowledged a frame that carried that commit and its
+//! whole log, however many changes follow the removal.
+//!
+//! # Fail-stop
+//!
+//! A save that fails puts the node in a terminal state: it sends nothing, votes for no one,
+//! is never goose again, and reports only what storage confirmed last (term, vote, log
+//! term, commit index), so that no reply or status shows a term that a restart would take
+//! back. The service answers nothing once its node failed; the desktop node exits and a
+//! board halts.
 
 mod log;
 mod outbox;
@@ -75,7 +181,7 @@ use crate::rand::Rand;
 use crate::stats::{bump, Stats};
 use crate::storage::{PersistentState, SavedState, StateError, Storage};
 use crate::time::{Duration, Instant};
-use crate::types::{Entry, EntryId, LogIndex, Member, NodeId, Payload, Term};
+use crate::types::{Entry, EntryId, LogIndex, LogView, Member, NodeId, Payload, Term};
 use crate::wire::{
     self, AppendResult, Body, Message, MessageOwned, MessageRef, MessageShort, WireError,
 };
@@ -208,22 +314,31 @@ impl core::error::Error for StartError {}
 pub enum ProposeError {
     /// Only the leader accepts changes.
     NotLeader,
-    /// The leader has not committed an entry of its term yet, or a change is in flight
+    /// A majority has not confirmed the leader's log in its term yet, or a change is in flight
     /// (one change at a time, dissertation §4.1), or too many entries are uncommitted.
     Busy,
     /// The change names an unknown member, or would add one beyond capacity.
     Invalid,
     /// The log is full of uncommitted entries.
     LogFull,
+    /// The leader was asked to remove itself from a flock of two voters. It would lead a
+    /// flock of one that does not include it, and if it lost leadership before the removal
+    /// committed, the other voter could never be elected (it would need this node's vote,
+    /// and this node, no longer a voter of its own latest membership, never campaigns).
+    /// Hand over first (`transfer`), then remove it on the new leader.
+    RemovesLeaderOfTwo,
 }
 
 impl core::fmt::Display for ProposeError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
             Self::NotLeader => "not the leader",
-            Self::Busy => "busy: a change is in flight or this term's no-op is not committed",
+            Self::Busy => "busy: a change is in flight or this leader's log is not confirmed yet",
             Self::Invalid => "invalid change: unknown member, last voter, or over capacity",
             Self::LogFull => "log full of uncommitted entries",
+            Self::RemovesLeaderOfTwo => {
+                "the leader of two voters cannot remove itself: transfer first"
+            }
         })
     }
 }
@@ -272,6 +387,12 @@ struct Progress {
     next: LogIndex,
     /// The highest index known to match.
     matched: LogIndex,
+    /// The highest index the peer acknowledged while its log term was this leader's term:
+    /// what counts towards the commit index.
+    confirmed: Option<LogIndex>,
+    /// Set once the peer's removal has committed: it keeps its progress until it has
+    /// acknowledged a frame that told it so.
+    leaving: Option<Leaving>,
     /// The latest `sent_at` this peer acknowledged in this leadership.
     acked_sent_at: Option<Instant>,
     /// Heard from since the last CheckQuorum.
@@ -283,11 +404,27 @@ struct Progress {
     snapshot_received: u16,
 }
 
+/// A member whose removal has committed, still sent heartbeats until it knows: otherwise a
+/// later change would drop it first and it would never learn it was removed.
+#[derive(Clone, Copy, Debug)]
+struct Leaving {
+    /// The index of the entry that removed it.
+    removal: LogIndex,
+    /// When this leader's commit index first covered the removal: every frame sent since
+    /// carries it.
+    told_from: Instant,
+}
+
 #[derive(Clone, Debug)]
 struct LeaderState<const M: usize> {
     progress: Vec<Progress, M>,
     /// When this node became leader: acknowledgements of earlier sends are stale.
     since: Instant,
+    /// The last index of this leader's log when it was elected.
+    election_last: LogIndex,
+    /// A majority confirmed this leader's whole log as of its election in its term: every
+    /// entry it holds from earlier terms is committed, and it may be goose.
+    log_confirmed: bool,
     /// The send time of the latest round: the leader's own acknowledgement.
     round_sent_at: Instant,
     lease_end: Option<Instant>,
@@ -342,6 +479,15 @@ struct SnapshotReceive<const M: usize> {
     members: Vec<Member, M>,
 }
 
+/// The observable state storage confirmed last.
+#[derive(Clone, Copy, Debug)]
+struct Saved {
+    term: Term,
+    voted_for: Option<NodeId>,
+    log_term: Term,
+    commit: LogIndex,
+}
+
 /// A Raft node with room for `M` members and `L` log entries. See the module docs for how
 /// to drive it and for the lease's safety argument.
 pub struct Node<S: Storage, const M: usize = MEMBERS_MAX, const L: usize = LOG_ENTRIES_MAX> {
@@ -355,8 +501,18 @@ pub struct Node<S: Storage, const M: usize = MEMBERS_MAX, const L: usize = LOG_E
     role: Role<M>,
     leader: Option<NodeId>,
     election_deadline: Instant,
-    /// Leader stickiness: when this node last heard from a leader of its term (or started).
-    last_leader_contact: Instant,
+    /// The latest term whose leader confirmed this node's whole log (persisted).
+    log_term: Term,
+    /// The loyalty window of the leader last followed (persisted).
+    stick: Duration,
+    /// Leader stickiness: until then this node refuses every vote and does not campaign,
+    /// because a leader it heard (or an acknowledgement it sent before a restart) may be
+    /// the basis of a lease.
+    sticky_until: Instant,
+    /// What storage last confirmed, which is all a failed node reports.
+    saved: Saved,
+    /// The input being handled brought this node's log level with a leader's whole log.
+    whole_log: bool,
     snapshot_receive: Option<SnapshotReceive<M>>,
     outbox: Outbox<M>,
     events: Deque<Event, EVENTS_MAX>,
@@ -380,8 +536,9 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     /// must be given the same bootstrap). `seed` drives the election-timeout jitter and
     /// should differ between nodes.
     ///
-    /// The node grants no vote for `election_timeout_min` after `now` (see the lease
-    /// section in the module docs).
+    /// The node grants no vote and does not campaign for `election_timeout_min`, or the
+    /// saved loyalty window if longer, after `now` (see the lease section in the module
+    /// docs).
     pub fn new(
         config: &Config,
         storage: S,
@@ -402,6 +559,8 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
                     id: config.id,
                     term: Term(0),
                     voted_for: None,
+                    log_term: Term(0),
+                    stick: Duration::ZERO,
                     commit: LogIndex(0),
                     snapshot: EntryId::default(),
                     snapshot_members: members,
@@ -413,6 +572,12 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             return Err(StartError::WrongNode);
         }
         let commit = state.commit;
+        let saved = Saved {
+            term: state.term,
+            voted_for: state.voted_for,
+            log_term: state.log_term,
+            commit,
+        };
         let log = Log::new(state.snapshot, state.snapshot_members, state.entries)
             .map_err(|_| StartError::MembersOverCapacity)?;
         let mut node = Self {
@@ -426,7 +591,13 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             role: Role::Follower,
             leader: None,
             election_deadline: now,
-            last_leader_contact: now,
+            log_term: state.log_term,
+            stick: state.stick,
+            // A restart forgets whom it acknowledged: loyal to all of them for the longest
+            // window it may have promised (see the module docs).
+            sticky_until: now + config.election_timeout_min.max(state.stick),
+            saved,
+            whole_log: false,
             snapshot_receive: None,
             outbox: Outbox::new(),
             events: Deque::new(),
@@ -457,8 +628,8 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         &self.config
     }
 
-    /// Whether this node is goose at `now`: leader, an entry of its term committed, and
-    /// `now` inside the lease. See the module docs for why two nodes never are at once.
+    /// Whether this node is goose at `now`: leader, its whole log as of its election
+    /// confirmed by a majority in its term, and `now` inside the lease. See the module docs for why two nodes never are at once.
     pub fn is_goose(&self, now: Instant) -> bool {
         self.lease_end(now).is_some()
     }
@@ -467,10 +638,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         let Role::Leader(state) = &self.role else {
             return None;
         };
-        if self.failed
-            || state.transfer.is_some()
-            || self.log.term_at(self.commit) != Some(self.term)
-        {
+        if self.failed || state.transfer.is_some() || !state.log_confirmed {
             return None;
         }
         state.lease_end.filter(|end| now < *end)
@@ -492,7 +660,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         }
     }
 
-    /// The current term.
+    /// The current term (once failed: the last one storage confirmed).
     pub fn term(&self) -> Term {
         self.term
     }
@@ -502,14 +670,30 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         self.voted_for
     }
 
+    /// The log term: the latest term whose leader confirmed this node's whole log.
+    pub fn log_term(&self) -> Term {
+        self.log_term
+    }
+
     /// The commit index.
     pub fn commit(&self) -> LogIndex {
         self.commit
     }
 
+    /// Whether storage failed and the node stopped for good (fail-stop).
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
     /// The membership in force (the latest in the log, committed or not).
     pub fn members(&self) -> &[Member] {
         self.log.members()
+    }
+
+    /// Member `id` as the committed membership knows it: a member being removed by an
+    /// uncommitted entry is still one, and still heard.
+    pub fn committed_member(&self, id: NodeId) -> Option<Member> {
+        self.log.committed_member(id, self.commit)
     }
 
     /// The snapshot's last entry: entries up to it are no longer in [`Node::entries`].
@@ -558,6 +742,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
                 } else if let Some(from) = NodeId::new(header.source).filter(|id| {
                     *id != self.config.id
                         && (self.log.known_member(*id, self.commit).is_some()
+                            || self.is_leaving_peer(*id)
                             || (self.is_joining() && matches!(message.body, Body::Snapshot { .. })))
                 }) {
                     self.step(now, from, message);
@@ -614,7 +799,9 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             }
         } else if now >= self.election_deadline {
             self.reset_election_timer(now);
-            if self.can_campaign() {
+            // The timer never fires inside the loyalty window (reset_election_timer), but
+            // the window is what the lease relies on: check it, not the timer.
+            if self.can_campaign() && !self.in_lease(now) {
                 self.become_pre_candidate(now);
             }
         }
@@ -622,12 +809,13 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     }
 
     /// Proposes a membership change. Only the goose's leader role accepts, one change at
-    /// a time, and only after an entry of its term is committed (the fix Ongaro gave for
-    /// the single-server change bug, raft-dev 2015).
+    /// a time, and only once a majority confirmed its log in its term (the role the
+    /// committed no-op plays in the fix Ongaro gave for the single-server change bug,
+    /// raft-dev 2015: no configuration from an earlier term can commit after that).
     pub fn propose(&mut self, now: Instant, payload: Payload) -> Result<LogIndex, ProposeError> {
         self.advance_clock(now);
-        let transferring = match &self.role {
-            Role::Leader(state) if !self.failed => state.transfer.is_some(),
+        let (transferring, confirmed) = match &self.role {
+            Role::Leader(state) if !self.failed => (state.transfer.is_some(), state.log_confirmed),
             _ => return Err(ProposeError::NotLeader),
         };
         let uncommitted = self.log.last_index().0 - self.commit.0;
@@ -636,7 +824,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             .entries_from(self.commit.next(), L)
             .iter()
             .any(|e| e.payload.is_membership_change());
-        if self.log.term_at(self.commit) != Some(self.term)
+        if !confirmed
             || transferring
             || change_in_flight
             || uncommitted >= UNCOMMITTED_ENTRIES_MAX as u64
@@ -649,6 +837,9 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             Payload::Promote { id } => self.log.member(id).is_some_and(|m| !m.voter),
             // Removing the last voter would leave a flock that can never commit again.
             Payload::Remove { id } => {
+                if id == self.config.id && self.log.voter_count() == 2 {
+                    return Err(ProposeError::RemovesLeaderOfTwo);
+                }
                 self.log.member(id).is_some_and(|m| !m.voter) || self.log.voter_count() > 1
             }
         };
@@ -659,6 +850,10 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         // Replicate now rather than at the next heartbeat.
         self.broadcast_append(now);
         self.finish(now);
+        if self.failed {
+            // Storage refused the entry: it was never appended as far as anyone can know.
+            return Err(ProposeError::NotLeader);
+        }
         Ok(index)
     }
 
@@ -692,6 +887,9 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         });
         self.maybe_send_timeout_now(now);
         self.finish(now);
+        if self.failed {
+            return Err(TransferError::NotLeader);
+        }
         Ok(())
     }
 
@@ -793,13 +991,13 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             return;
         }
         match body {
-            Body::PreVote { last } => self.handle_vote_request(now, from, term, last, true),
-            Body::Vote { last, transfer } => {
+            Body::PreVote { log } => self.handle_vote_request(now, from, term, log, true),
+            Body::Vote { log, transfer } => {
                 if !transfer && self.in_lease(now) && self.voted_for != Some(from) {
                     bump(&mut self.stats.sticky_refusals);
                     return;
                 }
-                self.handle_vote_request(now, from, term, last, false);
+                self.handle_vote_request(now, from, term, log, false);
             }
             Body::PreVoteResponse { granted } => {
                 self.handle_vote_response(now, from, granted, true)
@@ -808,24 +1006,27 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             Body::Append {
                 prev,
                 commit,
+                last,
+                stick,
                 sent_at,
                 entries,
             } => {
-                self.follow(now, from);
-                self.handle_append(from, prev, commit, sent_at, &entries);
+                self.follow(now, from, stick);
+                self.handle_append(from, prev, commit, last, sent_at, &entries);
             }
             Body::Snapshot {
                 last,
+                stick,
                 sent_at,
                 offset,
                 members,
                 done,
             } => {
-                self.follow(now, from);
+                self.follow(now, from, stick);
                 self.handle_snapshot(from, last, sent_at, offset, &members, done);
             }
             Body::TimeoutNow => {
-                self.follow(now, from);
+                self.follow(now, from, self.stick);
                 if self.can_campaign() {
                     self.become_candidate(now, true);
                 }
@@ -843,18 +1044,24 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         }
     }
 
-    /// Whether this node may stand for election: it is a voter in the latest membership,
-    /// or in the committed one. The second covers a leader whose removal of itself did not
-    /// commit before it lost leadership: it may hold the only log with that entry, and must
-    /// be able to win (counting votes in the latest membership, which excludes it) to
-    /// commit it (dissertation §4.2.2). Votes are always counted in the latest membership,
-    /// so this changes no majority.
+    /// Whether this node may stand for election: only as a voter of its latest membership.
+    /// A node being removed, even by an entry not yet committed, never campaigns: it would
+    /// only disturb the flock it is leaving. That this cannot stall a flock is argued in the
+    /// module docs (removal of a leader).
     fn can_campaign(&self) -> bool {
         self.log.is_voter(self.config.id)
-            || self
-                .log
-                .committed_member(self.config.id, self.commit)
-                .is_some_and(|m| m.voter)
+    }
+
+    /// Whether `id` is a removed member this leader is still telling of its removal: its
+    /// acknowledgements are what end the telling.
+    fn is_leaving_peer(&self, id: NodeId) -> bool {
+        let Role::Leader(state) = &self.role else {
+            return false;
+        };
+        state
+            .progress
+            .iter()
+            .any(|p| p.id == id && p.leaving.is_some())
     }
 
     /// Whether this node has not been a member since it started: it then accepts a leader's
@@ -863,22 +1070,29 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         !self.was_member && self.log.member(self.config.id).is_none()
     }
 
-    /// Whether a leader was heard from (or this node started) within the minimum election
-    /// timeout; a leader is always in its own lease.
+    /// Whether this node is inside a loyalty window (it heard a leader, or started, too
+    /// recently): it then refuses every vote and does not campaign. A leader is always in
+    /// its own lease.
     fn in_lease(&self, now: Instant) -> bool {
-        matches!(self.role, Role::Leader(_))
-            || now < self.last_leader_contact + self.config.election_timeout_min
+        matches!(self.role, Role::Leader(_)) || now < self.sticky_until
     }
 
-    /// A message from the leader of the current term: follow it and note the contact.
-    fn follow(&mut self, now: Instant, leader: NodeId) {
+    /// A message from the leader of the current term, whose loyalty window is `stick`:
+    /// follow it, and stay loyal for the longer of that window and this node's own. The
+    /// window is saved when it changes, so a restart honours it too.
+    fn follow(&mut self, now: Instant, leader: NodeId, stick: Duration) {
         if !matches!(self.role, Role::Follower) || self.leader != Some(leader) {
             // Two leaders in one term are impossible (one vote per term per voter), and
             // `step` drops a leader-only message that reaches a leader.
             debug_assert!(!matches!(self.role, Role::Leader(_)));
             self.become_follower(now, self.term, Some(leader));
         }
-        self.last_leader_contact = now;
+        if stick != self.stick {
+            self.stick = stick;
+            self.dirty = true;
+        }
+        let window = self.config.election_timeout_min.max(stick);
+        self.sticky_until = self.sticky_until.max(now + window);
         self.reset_election_timer(now);
     }
 
@@ -889,10 +1103,10 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         now: Instant,
         from: NodeId,
         term: Term,
-        last: EntryId,
+        log: LogView,
         pre: bool,
     ) {
-        let up_to_date = last.is_up_to_date_with(self.log.last_id());
+        let up_to_date = log.is_up_to_date_with(self.log_view());
         let can_vote = self.voted_for == Some(from)
             || (self.voted_for.is_none() && self.leader.is_none())
             || (pre && term > self.term);
@@ -1003,11 +1217,11 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         if let Role::PreCandidate(votes) | Role::Candidate(votes) = &mut self.role {
             let _ = votes.granted.push(self.config.id);
         }
-        let last = self.log.last_id();
+        let log = self.log_view();
         let (term, body) = if pre {
-            (Term(self.term.0 + 1), Body::PreVote { last })
+            (Term(self.term.0 + 1), Body::PreVote { log })
         } else {
-            (self.term, Body::Vote { last, transfer })
+            (self.term, Body::Vote { log, transfer })
         };
         for i in 0..self.log.members().len() {
             let member = self.log.members()[i];
@@ -1027,18 +1241,33 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         self.tally(now, pre);
     }
 
+    /// Where this node's log stands in elections.
+    fn log_view(&self) -> LogView {
+        LogView {
+            term: self.log_term,
+            last: self.log.last_index(),
+        }
+    }
+
+    /// Wins the election. The leader appends nothing: its log term becomes its term
+    /// (saved before any frame leaves), and once a majority confirmed its whole log in this
+    /// term, every earlier entry in it is committed and it may be goose (module docs).
     fn become_leader(&mut self, now: Instant) {
         debug_assert!(matches!(self.role, Role::Candidate(_)));
         debug_assert_eq!(self.voted_for, Some(self.config.id));
+        let last = self.log.last_index();
         let mut progress = Vec::new();
         for member in self.log.members() {
             if member.id != self.config.id {
-                let _ = progress.push(Self::new_progress(member, self.log.last_index().next()));
+                // Capacity M holds every member.
+                let _ = progress.push(Self::new_progress(member, last.next()));
             }
         }
         self.role = Role::Leader(LeaderState {
             progress,
             since: now,
+            election_last: last,
+            log_confirmed: false,
             round_sent_at: now,
             lease_end: None,
             heartbeat_deadline: now,
@@ -1046,13 +1275,11 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             transfer: None,
         });
         self.leader = Some(self.config.id);
+        self.log_term = self.term;
+        self.dirty = true;
         self.outbox.clear_requests();
-        // The no-op of §8: committing it commits everything before and starts the goose.
-        if self.append_as_leader(now, Payload::Noop).is_err() {
-            bump(&mut self.stats.capacity);
-            self.become_follower(now, self.term, None);
-            return;
-        }
+        // A flock of one confirms at once.
+        self.maybe_commit(now);
         self.broadcast_append(now);
     }
 
@@ -1062,6 +1289,8 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             addr: member.addr,
             next,
             matched: LogIndex(0),
+            confirmed: None,
+            leaving: None,
             acked_sent_at: None,
             active: false,
             send: None,
@@ -1069,39 +1298,51 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         }
     }
 
+    /// The next election timeout: this node's own randomized timeout, but never inside the
+    /// loyalty window (a leader with longer timing than ours would otherwise see its voters
+    /// campaign while its lease holds), keeping the spread that splits votes apart.
     fn reset_election_timer(&mut self, now: Instant) {
-        let min = self.config.election_timeout_min.micros();
-        let max = self.config.election_timeout_max.micros();
-        self.election_deadline = now + Duration::from_micros(self.rand.range_inclusive(min, max));
+        let min = self.config.election_timeout_min;
+        let spread = (self.config.election_timeout_max - min).micros();
+        let base = (now + min).max(self.sticky_until);
+        self.election_deadline = base + Duration::from_micros(self.rand.range_inclusive(0, spread));
     }
 
     // --- Replication: follower side ------------------------------------------------------
 
+    /// AppendEntries (§5.3), plus the log term: a follower whose log, once this message is
+    /// applied, ends exactly at the leader's last index (`last`, as the leader sent it)
+    /// holds the leader's whole log and takes the leader's term as its log term, saved
+    /// before it answers. A follower holding only a prefix (entries come in chunks) does
+    /// not: a short log must never outrank a long one that holds a committed entry.
     fn handle_append(
         &mut self,
         from: NodeId,
         prev: EntryId,
         commit: LogIndex,
+        last: LogIndex,
         sent_at: Instant,
         entries: &[Entry],
     ) {
-        if prev.index < self.commit {
-            // Everything up to our commit index matches any leader's log (Leader
-            // Completeness); skip what we already have.
+        // Everything up to our commit index matches any leader's log (Leader
+        // Completeness): skip what we already have.
+        let end = LogIndex(prev.index.0 + entries.len() as u64);
+        let (prev, entries) = if end <= self.commit {
+            let prev = EntryId {
+                index: self.commit,
+                term: self.log.term_at(self.commit).unwrap_or_default(),
+            };
+            (prev, &entries[..0])
+        } else if prev.index < self.commit {
             let skip = usize::try_from(self.commit.0 - prev.index.0).unwrap_or(usize::MAX);
-            if skip >= entries.len() {
-                let result = AppendResult::Accepted {
-                    match_index: self.commit,
-                };
-                self.respond(from, Body::AppendResponse { sent_at, result });
-                return;
-            }
             let prev = EntryId {
                 index: self.commit,
                 term: entries[skip - 1].term,
             };
-            return self.handle_append(from, prev, commit, sent_at, &entries[skip..]);
-        }
+            (prev, &entries[skip..])
+        } else {
+            (prev, entries)
+        };
         if self.log.term_at(prev.index) != Some(prev.term) {
             let hint = self.log.find_conflict_by_term(prev.index, prev.term);
             let result = AppendResult::Rejected {
@@ -1135,11 +1376,39 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             }
             matched = index;
         }
+        if matched == last {
+            self.take_whole_log(matched);
+        }
         self.advance_commit(commit.min(matched));
         let result = AppendResult::Accepted {
             match_index: matched,
+            confirmed: self.log_term == self.term,
         };
         self.respond(from, Body::AppendResponse { sent_at, result });
+    }
+
+    /// This node's log matches the current leader's up to `last`, the leader's whole log
+    /// when it sent the message. What follows here cannot be in the leader's log: entries
+    /// of an earlier term (the leader appends only entries of its own term after `last`)
+    /// go, entries of this term (a reordered older message) stay. Then the log is a prefix
+    /// of the leader's, at least as long as the leader's log at its election: the log term
+    /// becomes this term.
+    fn take_whole_log(&mut self, last: LogIndex) {
+        // `last` is at or after the commit index (handle_append skips below it): nothing
+        // committed goes.
+        if self
+            .log
+            .term_at(last.next())
+            .is_some_and(|term| term != self.term)
+        {
+            self.log.truncate_after(last);
+            self.dirty = true;
+        }
+        if self.log_term != self.term {
+            self.log_term = self.term;
+            self.dirty = true;
+        }
+        self.whole_log = true;
     }
 
     fn handle_snapshot(
@@ -1157,6 +1426,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         if last.index <= self.commit && !knows_nothing {
             let result = AppendResult::Accepted {
                 match_index: self.commit,
+                confirmed: self.log_term == self.term,
             };
             self.respond(from, Body::AppendResponse { sent_at, result });
             return;
@@ -1219,6 +1489,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         self.dirty = true;
         let result = AppendResult::Accepted {
             match_index: last.index,
+            confirmed: self.log_term == self.term,
         };
         self.respond(from, Body::AppendResponse { sent_at, result });
     }
@@ -1264,9 +1535,11 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     }
 
     /// Keeps one progress per member other than this node, after a membership change. A
-    /// member removed by an entry not yet committed keeps its progress until the removal
-    /// commits, so it hears of its own removal. A new member starts from the snapshot, which
-    /// carries the membership a joining node needs before it can even reply.
+    /// removed member keeps its progress until it knows of its removal: while the removal
+    /// is uncommitted, and after, until it acknowledged a frame that carried the commit
+    /// ([`Leaving`]); otherwise it would never learn it, and wait forever. A new member
+    /// starts from the snapshot, which carries the membership a joining node needs before
+    /// it can even reply.
     fn sync_progress(&mut self) {
         let Role::Leader(state) = &mut self.role else {
             return;
@@ -1275,16 +1548,53 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         let uncommitted = self.log.entries_from(self.commit.next(), L);
         state.progress.retain(|p| {
             members.iter().any(|m| m.id == p.id)
+                || p.leaving.is_some()
                 || uncommitted
                     .iter()
                     .any(|e| e.payload == Payload::Remove { id: p.id })
         });
         for member in members {
-            if member.id != self.config.id && !state.progress.iter().any(|p| p.id == member.id) {
-                let next = self.log.snapshot().index;
-                let _ = state.progress.push(Self::new_progress(member, next));
-            } else if let Some(progress) = state.progress.iter_mut().find(|p| p.id == member.id) {
+            if member.id == self.config.id {
+                continue;
+            }
+            if let Some(progress) = state.progress.iter_mut().find(|p| p.id == member.id) {
                 progress.addr = member.addr;
+                // Added again before it heard of its removal: a member like any other.
+                progress.leaving = None;
+                continue;
+            }
+            if state.progress.is_full() {
+                // Room for a member before a removed peer still being told: that one will
+                // learn of its removal from its own log once it is up to date, or not at
+                // all if it is gone for good. Members fit: the log holds at most M.
+                if let Some(i) = state.progress.iter().position(|p| p.leaving.is_some()) {
+                    state.progress.swap_remove(i);
+                }
+            }
+            let next = self.log.snapshot().index;
+            let pushed = state.progress.push(Self::new_progress(member, next));
+            assert!(pushed.is_ok(), "a member's progress always fits");
+        }
+    }
+
+    /// Marks the peers whose removal the commit index now covers as [`Leaving`], from
+    /// `now`: they keep their progress until they acknowledge a frame sent since.
+    fn mark_leaving(&mut self, now: Instant, from: LogIndex) {
+        let Role::Leader(state) = &mut self.role else {
+            return;
+        };
+        for (i, entry) in self.log.entries_from(from.next(), L).iter().enumerate() {
+            let index = LogIndex(from.0 + 1 + i as u64);
+            if index > self.commit {
+                break;
+            }
+            if let Payload::Remove { id } = entry.payload {
+                if let Some(progress) = state.progress.iter_mut().find(|p| p.id == id) {
+                    progress.leaving = Some(Leaving {
+                        removal: index,
+                        told_from: now,
+                    });
+                }
             }
         }
     }
@@ -1302,7 +1612,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             p.active && p.matched >= self.commit && self.log.member(p.id).is_some_and(|m| !m.voter)
         });
         if let Some(id) = caught_up.map(|p| p.id) {
-            // Busy (a change in flight, or this term's no-op not yet committed) just
+            // Busy (a change in flight, or this leader's log not yet confirmed) just
             // means: try again at the next heartbeat.
             let _ = self.propose(now, Payload::Promote { id });
         }
@@ -1323,12 +1633,14 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             .filter(|p| self.log.is_voter(p.id));
         let target = match transfer.target {
             Some(id) => voters.find(|p| p.id == id),
-            None => voters.max_by_key(|p| p.matched),
+            None => voters.max_by_key(|p| (p.confirmed, p.matched)),
         };
         let Some(progress) = target else {
             return;
         };
-        if progress.matched < last_index {
+        // The target must have confirmed the whole log in this term: then its log ranks
+        // first, and every voter can grant it the vote.
+        if progress.confirmed < Some(last_index) {
             progress.send = Some(now);
             return;
         }
@@ -1373,15 +1685,33 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             return;
         };
         match result {
-            AppendResult::Accepted { match_index } => {
+            AppendResult::Accepted {
+                match_index,
+                confirmed,
+            } => {
                 if match_index > last_index {
                     bump(&mut self.stats.invalid);
                     return;
                 }
                 progress.matched = progress.matched.max(match_index);
+                if confirmed {
+                    progress.confirmed = progress.confirmed.max(Some(match_index));
+                }
                 progress.next = progress.next.max(match_index.next());
                 if progress.next <= last_index {
                     progress.send = Some(now);
+                }
+                // A removed peer that holds this whole log, sent after the commit index
+                // covered its removal, knows it was removed: it reports it and leaves.
+                let told = progress.leaving.is_some_and(|leaving| {
+                    sent_at >= leaving.told_from
+                        && match_index == last_index
+                        && match_index >= leaving.removal
+                });
+                if told {
+                    if let Role::Leader(state) = &mut self.role {
+                        state.progress.retain(|p| p.id != from);
+                    }
                 }
             }
             AppendResult::Rejected { rejected, hint } => {
@@ -1419,27 +1749,36 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         self.maybe_extend_lease();
     }
 
-    /// Commits the highest index a majority of voters holds, if it is of this term (§5.4.2:
-    /// a leader never commits an earlier term's entry by counting replicas).
-    fn maybe_commit(&mut self, _now: Instant) {
-        let Role::Leader(state) = &self.role else {
+    /// Commits the highest index that a majority of voters confirmed in this term (their
+    /// log term is this term, so their logs are prefixes of this one at least as long as
+    /// it was at the election), whatever the term of the entry there: that is what makes
+    /// elections append nothing (see the module docs). Once the confirmed index reaches
+    /// the election's last index, the leader's log is confirmed and it may be goose.
+    fn maybe_commit(&mut self, now: Instant) {
+        let Role::Leader(state) = &mut self.role else {
             return;
         };
         let mut indexes: Vec<LogIndex, M> = Vec::new();
         if self.log.is_voter(self.config.id) {
-            let _ = indexes.push(self.log.last_index());
+            // The leader's own log term is this term, saved before anything it sent.
+            push_bounded(&mut indexes, self.log.last_index());
         }
         for progress in &state.progress {
-            if self.log.is_voter(progress.id) {
-                let _ = indexes.push(progress.matched);
+            if let (true, Some(confirmed)) = (self.log.is_voter(progress.id), progress.confirmed) {
+                push_bounded(&mut indexes, confirmed);
             }
         }
         let Some(index) = quorum_value(&mut indexes, self.log.voter_count()) else {
             return;
         };
-        if index > self.commit && self.log.term_at(index) == Some(self.term) {
+        if index >= state.election_last {
+            state.log_confirmed = true;
+        }
+        if index > self.commit {
+            let before = self.commit;
             // Saved with the next save, as in advance_commit.
             self.commit = index;
+            self.mark_leaving(now, before);
             self.step_down_if_removed();
         }
     }
@@ -1449,6 +1788,8 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         if self.log.member(self.config.id).is_none() || !self.log.is_voter(self.config.id) {
             let now = self.last_now;
             self.become_follower(now, self.term, None);
+            // Its own log is the whole log: the removal it committed is the last word.
+            self.whole_log = true;
         }
     }
 
@@ -1460,11 +1801,11 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         };
         let mut acked: Vec<Instant, M> = Vec::new();
         if self.log.is_voter(self.config.id) {
-            let _ = acked.push(state.round_sent_at);
+            push_bounded(&mut acked, state.round_sent_at);
         }
         for progress in &state.progress {
             if let (true, Some(at)) = (self.log.is_voter(progress.id), progress.acked_sent_at) {
-                let _ = acked.push(at);
+                push_bounded(&mut acked, at);
             }
         }
         if let Some(start) = quorum_value(&mut acked, self.log.voter_count()) {
@@ -1514,6 +1855,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
                 }
                 Body::Snapshot {
                     last: snapshot,
+                    stick: self.config.election_timeout_min,
                     sent_at,
                     offset: u16::try_from(offset).unwrap_or(u16::MAX),
                     members: &members[offset..end],
@@ -1528,6 +1870,8 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
                 Body::Append {
                     prev,
                     commit: self.commit,
+                    last: self.log.last_index(),
+                    stick: self.config.election_timeout_min,
                     sent_at,
                     entries: self
                         .log
@@ -1595,41 +1939,79 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
                 id: self.config.id,
                 term: self.term,
                 voted_for: self.voted_for,
+                log_term: self.log_term,
+                stick: self.stick,
                 commit: self.commit,
                 snapshot: self.log.snapshot(),
                 snapshot_members: self.log.snapshot_members(),
                 entries: self.log.entries(),
             };
             if self.storage.save(&state).is_err() {
-                // Fail-stop: nothing that depended on the lost write may leave.
-                self.failed = true;
-                self.outbox.clear();
-                self.role = Role::Follower;
-                self.push_event(Event::Failed);
+                self.fail_stop();
                 return;
             }
+            self.saved = Saved {
+                term: self.term,
+                voted_for: self.voted_for,
+                log_term: self.log_term,
+                commit: self.commit,
+            };
         }
         self.maybe_report_removed();
+        self.whole_log = false;
         self.observe(now);
     }
 
-    /// Reports [`Event::Removed`] once this node's removal has committed: it was in the
-    /// committed membership and no longer is. (An addition that never committed and was
-    /// overwritten is not a removal: the node stays, to be added again.)
+    /// Storage failed: nothing that depended on the lost write may leave, and nothing this
+    /// node reports from now on (probes, status, the checker) may show state storage did
+    /// not confirm: a term seen before a restart and gone after it would be a term that
+    /// went backwards to whoever saw it.
+    fn fail_stop(&mut self) {
+        self.failed = true;
+        self.outbox.clear();
+        self.role = Role::Follower;
+        self.leader = None;
+        self.term = self.saved.term;
+        self.voted_for = self.saved.voted_for;
+        self.log_term = self.saved.log_term;
+        self.commit = self.saved.commit;
+        self.whole_log = false;
+        self.push_event(Event::Failed);
+    }
+
+    /// Reports [`Event::Removed`] once this node's removal is committed and is the last
+    /// word on it: it was in the committed membership and no longer is, and it is not in
+    /// the latest membership of a log it knows to be some leader's whole log (a node
+    /// removed, restarted and added again meanwhile learns of the removal from entries it
+    /// receives before those that add it back: only a whole log tells the end). An
+    /// addition that never committed and was overwritten is not a removal: the node stays,
+    /// to be added again.
     fn maybe_report_removed(&mut self) {
-        // The committed membership only changes with the commit index or the log.
-        let checked = (self.commit, self.log.last_id(), self.log.snapshot());
-        if self.removed || self.membership_checked == Some(checked) {
+        if self.removed {
             return;
         }
-        self.membership_checked = Some(checked);
-        if self
-            .log
-            .committed_member(self.config.id, self.commit)
-            .is_some()
+        // The committed membership only changes with the commit index or the log.
+        let checked = (self.commit, self.log.last_id(), self.log.snapshot());
+        if self.membership_checked != Some(checked) {
+            self.membership_checked = Some(checked);
+            if self
+                .log
+                .committed_member(self.config.id, self.commit)
+                .is_some()
+            {
+                self.was_member = true;
+                return;
+            }
+        }
+        let whole = self.whole_log || matches!(self.role, Role::Leader(_));
+        if self.was_member
+            && whole
+            && self.log.member(self.config.id).is_none()
+            && self
+                .log
+                .committed_member(self.config.id, self.commit)
+                .is_none()
         {
-            self.was_member = true;
-        } else if self.was_member && !self.removed {
             self.removed = true;
             self.push_event(Event::Removed);
         }
@@ -1655,6 +2037,12 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         }
         let _ = self.events.push_back(event);
     }
+}
+
+/// Pushes one value per voter: voters are members, and a node holds at most `M` of them.
+fn push_bounded<T, const M: usize>(values: &mut Vec<T, M>, value: T) {
+    let pushed = values.push(value);
+    assert!(pushed.is_ok(), "one value per voter fits M");
 }
 
 fn encode_to(

@@ -9,8 +9,8 @@ use heapless::Vec;
 use serde::{Deserialize, Serialize};
 
 use crate::limits::{ENTRIES_PER_MESSAGE_MAX, MEMBERS_PER_SNAPSHOT_CHUNK};
-use crate::time::Instant;
-use crate::types::{Entry, EntryId, LogIndex, Member, Term};
+use crate::time::{Duration, Instant};
+use crate::types::{Entry, EntryId, LogIndex, LogView, Member, Term};
 
 /// One message between peers: the sender's term and what it says.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -34,8 +34,8 @@ pub type MessageShort = Message<(), ()>;
 pub enum Body<E, M> {
     /// "Would you vote for me in `term`?" (dissertation §9.6); changes no state anywhere.
     PreVote {
-        /// The last entry of the would-be candidate's log.
-        last: EntryId,
+        /// Where the would-be candidate's log stands.
+        log: LogView,
     },
     /// The answer to a PreVote.
     PreVoteResponse {
@@ -44,8 +44,8 @@ pub enum Body<E, M> {
     },
     /// RequestVote (§5.2).
     Vote {
-        /// The last entry of the candidate's log.
-        last: EntryId,
+        /// Where the candidate's log stands.
+        log: LogView,
         /// Set when the leader asked for this election (TimeoutNow, §3.10): voters then
         /// ignore leader stickiness, because that leader has already given up its lease.
         transfer: bool,
@@ -61,6 +61,13 @@ pub enum Body<E, M> {
         prev: EntryId,
         /// The leader's commit index.
         commit: LogIndex,
+        /// The leader's last index when it sent this: a follower whose log then ends here
+        /// holds the leader's whole log and takes the leader's term as its log term.
+        last: LogIndex,
+        /// The leader's election timeout minimum: the window in which a follower that
+        /// heard it refuses every vote, on which the leader's lease relies. Carried in
+        /// every leader frame so that nodes with shorter timing stay loyal long enough.
+        stick: Duration,
         /// When the leader created this message, on the leader's clock; echoed back so
         /// the leader can start its lease at the send time of an acknowledged round.
         sent_at: Instant,
@@ -78,6 +85,8 @@ pub enum Body<E, M> {
     Snapshot {
         /// The last entry the snapshot covers.
         last: EntryId,
+        /// As in Append.
+        stick: Duration,
         /// As in Append.
         sent_at: Instant,
         /// The position of the first member of this chunk in the snapshot's membership.
@@ -108,6 +117,10 @@ pub enum AppendResult {
     Accepted {
         /// The last index known to match.
         match_index: LogIndex,
+        /// Whether the follower's log term is the message's term: its whole log is a
+        /// prefix of this leader's, at least as long as the leader's log at its election.
+        /// Only such acknowledgements commit (see [`crate::raft`]).
+        confirmed: bool,
     },
     /// The consistency check failed at `rejected` (the Append's `prev.index`).
     Rejected {
@@ -125,9 +138,9 @@ impl MessageShort {
     /// members; the `Append` and `Snapshot` variants are never stored short.
     pub fn as_ref<'a>(&self) -> Option<MessageRef<'a>> {
         let body = match self.body {
-            Body::PreVote { last } => Body::PreVote { last },
+            Body::PreVote { log } => Body::PreVote { log },
             Body::PreVoteResponse { granted } => Body::PreVoteResponse { granted },
-            Body::Vote { last, transfer } => Body::Vote { last, transfer },
+            Body::Vote { log, transfer } => Body::Vote { log, transfer },
             Body::VoteResponse { granted } => Body::VoteResponse { granted },
             Body::AppendResponse { sent_at, result } => Body::AppendResponse { sent_at, result },
             Body::SnapshotResponse {
@@ -155,21 +168,25 @@ impl MessageOwned {
     /// encodes a decoded message again.
     pub fn as_ref(&self) -> MessageRef<'_> {
         let body = match &self.body {
-            Body::PreVote { last } => Body::PreVote { last: *last },
+            Body::PreVote { log } => Body::PreVote { log: *log },
             Body::PreVoteResponse { granted } => Body::PreVoteResponse { granted: *granted },
-            Body::Vote { last, transfer } => Body::Vote {
-                last: *last,
+            Body::Vote { log, transfer } => Body::Vote {
+                log: *log,
                 transfer: *transfer,
             },
             Body::VoteResponse { granted } => Body::VoteResponse { granted: *granted },
             Body::Append {
                 prev,
                 commit,
+                last,
+                stick,
                 sent_at,
                 entries,
             } => Body::Append {
                 prev: *prev,
                 commit: *commit,
+                last: *last,
+                stick: *stick,
                 sent_at: *sent_at,
                 entries: entries.as_slice(),
             },
@@ -179,12 +196,14 @@ impl MessageOwned {
             },
             Body::Snapshot {
                 last,
+                stick,
                 sent_at,
                 offset,
                 members,
                 done,
             } => Body::Snapshot {
                 last: *last,
+                stick: *stick,
                 sent_at: *sent_at,
                 offset: *offset,
                 members: members.as_slice(),

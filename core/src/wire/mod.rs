@@ -17,13 +17,15 @@ use core::fmt;
 
 pub use message::{AppendResult, Body, Message, MessageOwned, MessageRef, MessageShort};
 
-use crate::limits::{FRAME_HEADER_SIZE, FRAME_SIZE_MAX};
+use crate::limits::{FRAME_HEADER_SIZE, FRAME_SIZE_MAX, LOYALTY_WINDOW_MAX};
 use crate::types::{NodeId, Payload};
 
 /// The first byte of every peer frame.
 pub const MAGIC: u8 = 0xD9;
-/// The wire version this build speaks; frames of any other version are dropped.
-pub const VERSION: u8 = 1;
+/// The wire version this build speaks; frames of any other version are dropped. Version 2
+/// ranks logs by their log term in elections, commits by confirmation instead of a no-op,
+/// and carries the leader's loyalty window; it cannot share a flock with version 1.
+pub const VERSION: u8 = 2;
 
 const _: () = assert!(MAGIC >= 0x80);
 
@@ -130,12 +132,28 @@ pub fn encode(
 ///
 /// - node ids inside entries and members are non-zero;
 /// - an Append's entries have terms that never decrease, start at or after `prev.term`,
-///   and do not exceed the message's term;
+///   and do not exceed the message's term, and end at or before the leader's last index;
+/// - a leader's loyalty window is at most [`LOYALTY_WINDOW_MAX`];
 /// - a snapshot chunk's members have distinct ids and its last entry's term does not
-///   exceed the message's term.
+///   exceed the message's term;
+/// - a vote request's log term does not exceed the message's term.
 pub fn validate(message: &MessageOwned) -> Result<(), WireError> {
     match &message.body {
-        Body::Append { prev, entries, .. } => {
+        Body::Append {
+            prev,
+            entries,
+            last,
+            stick,
+            ..
+        } => {
+            if *stick > LOYALTY_WINDOW_MAX {
+                return Err(WireError::Invalid);
+            }
+            // The leader's last index is at least the end of what it sends.
+            let end = prev.index.0.checked_add(entries.len() as u64);
+            if end.is_none_or(|end| end > last.0) {
+                return Err(WireError::Invalid);
+            }
             let mut term = prev.term;
             for entry in entries {
                 if entry.term < term || entry.term > message.term || !payload_valid(entry.payload) {
@@ -147,8 +165,13 @@ pub fn validate(message: &MessageOwned) -> Result<(), WireError> {
                 return Err(WireError::Invalid);
             }
         }
-        Body::Snapshot { last, members, .. } => {
-            if last.term > message.term {
+        Body::Snapshot {
+            last,
+            members,
+            stick,
+            ..
+        } => {
+            if last.term > message.term || *stick > LOYALTY_WINDOW_MAX {
                 return Err(WireError::Invalid);
             }
             for (i, member) in members.iter().enumerate() {
@@ -157,7 +180,7 @@ pub fn validate(message: &MessageOwned) -> Result<(), WireError> {
                 }
             }
         }
-        Body::PreVote { last } | Body::Vote { last, .. } if last.term > message.term => {
+        Body::PreVote { log } | Body::Vote { log, .. } if log.term > message.term => {
             return Err(WireError::Invalid);
         }
         _ => {}

@@ -9,12 +9,13 @@ use std::vec::Vec;
 use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::*;
+use crate::limits::LOYALTY_WINDOW_MAX;
 use crate::limits::{
     ENTRIES_PER_MESSAGE_MAX, ENTRY_SIZE_MAX, MEMBERS_PER_SNAPSHOT_CHUNK, MEMBER_SIZE_MAX,
     MESSAGE_FIXED_SIZE_MAX,
 };
-use crate::time::Instant;
-use crate::types::{Entry, EntryId, LogIndex, Member, Term};
+use crate::time::{Duration, Instant};
+use crate::types::{Entry, EntryId, LogIndex, LogView, Member, Term};
 
 fn id(value: u16) -> NodeId {
     NodeId::new(value).unwrap()
@@ -29,6 +30,13 @@ fn entry_id(term: u64, index: u64) -> EntryId {
     EntryId {
         term: Term(term),
         index: LogIndex(index),
+    }
+}
+
+fn log_view(term: u64, last: u64) -> LogView {
+    LogView {
+        term: Term(term),
+        last: LogIndex(last),
     }
 }
 
@@ -59,30 +67,36 @@ fn owned(term: u64, body: Body<Vec<Entry>, Vec<Member>>) -> MessageOwned {
         Body::Append {
             prev,
             commit,
+            last,
+            stick,
             sent_at,
             entries,
         } => Body::Append {
             prev,
             commit,
+            last,
+            stick,
             sent_at,
             entries: heapless::Vec::from_slice(&entries).unwrap(),
         },
         Body::Snapshot {
             last,
+            stick,
             sent_at,
             offset,
             members,
             done,
         } => Body::Snapshot {
             last,
+            stick,
             sent_at,
             offset,
             members: heapless::Vec::from_slice(&members).unwrap(),
             done,
         },
-        Body::PreVote { last } => Body::PreVote { last },
+        Body::PreVote { log } => Body::PreVote { log },
         Body::PreVoteResponse { granted } => Body::PreVoteResponse { granted },
-        Body::Vote { last, transfer } => Body::Vote { last, transfer },
+        Body::Vote { log, transfer } => Body::Vote { log, transfer },
         Body::VoteResponse { granted } => Body::VoteResponse { granted },
         Body::AppendResponse { sent_at, result } => Body::AppendResponse { sent_at, result },
         Body::SnapshotResponse {
@@ -111,8 +125,11 @@ fn largest_append() -> MessageOwned {
     owned(
         u64::MAX,
         Body::Append {
-            prev: entry_id(u64::MAX, u64::MAX),
+            // The widest varints whose entries still end at or before `last`.
+            prev: entry_id(u64::MAX, u64::MAX - ENTRIES_PER_MESSAGE_MAX as u64),
             commit: LogIndex(u64::MAX),
+            last: LogIndex(u64::MAX),
+            stick: LOYALTY_WINDOW_MAX,
             sent_at: Instant::from_micros(u64::MAX),
             entries,
         },
@@ -128,6 +145,7 @@ fn largest_snapshot() -> MessageOwned {
         u64::MAX,
         Body::Snapshot {
             last: entry_id(u64::MAX, u64::MAX),
+            stick: LOYALTY_WINDOW_MAX,
             sent_at: Instant::from_micros(u64::MAX),
             offset: u16::MAX,
             members,
@@ -145,13 +163,13 @@ fn every_kind() -> Vec<MessageOwned> {
         owned(
             2,
             Body::PreVote {
-                last: entry_id(1, 7)
+                log: log_view(1, 7)
             }
         ),
         owned(
             max,
             Body::PreVote {
-                last: entry_id(max, max)
+                log: log_view(max, max)
             }
         ),
         owned(2, Body::PreVoteResponse { granted: true }),
@@ -159,14 +177,14 @@ fn every_kind() -> Vec<MessageOwned> {
         owned(
             3,
             Body::Vote {
-                last: entry_id(2, 9),
+                log: log_view(2, 9),
                 transfer: false
             }
         ),
         owned(
             max,
             Body::Vote {
-                last: entry_id(max, max),
+                log: log_view(max, max),
                 transfer: true
             }
         ),
@@ -177,6 +195,8 @@ fn every_kind() -> Vec<MessageOwned> {
             Body::Append {
                 prev: entry_id(3, 10),
                 commit: LogIndex(10),
+                last: LogIndex(10),
+                stick: Duration::from_millis(150),
                 sent_at: Instant::from_millis(1500),
                 entries: Vec::new(),
             },
@@ -186,6 +206,8 @@ fn every_kind() -> Vec<MessageOwned> {
             Body::Append {
                 prev: entry_id(3, 10),
                 commit: LogIndex(9),
+                last: LogIndex(14),
+                stick: Duration::from_millis(150),
                 sent_at: Instant::from_millis(1500),
                 entries: std::vec![
                     Entry {
@@ -215,7 +237,8 @@ fn every_kind() -> Vec<MessageOwned> {
             Body::AppendResponse {
                 sent_at: Instant::from_millis(1500),
                 result: AppendResult::Accepted {
-                    match_index: LogIndex(12)
+                    match_index: LogIndex(12),
+                    confirmed: true,
                 },
             },
         ),
@@ -233,6 +256,7 @@ fn every_kind() -> Vec<MessageOwned> {
             5,
             Body::Snapshot {
                 last: entry_id(4, 20),
+                stick: Duration::from_millis(150),
                 sent_at: Instant::from_millis(2000),
                 offset: 0,
                 members: std::vec![
@@ -285,12 +309,14 @@ fn postcard_size<T: serde::Serialize>(value: &T) -> usize {
 #[test]
 fn heartbeat_fixture() {
     let frame = [
-        0xD9, 0x01, // magic, version
+        0xD9, 0x02, // magic, version
         0x01, 0x00, 0x02, 0x00, // source 1, target 2
         0x03, // term 3
         0x04, // Body::Append
         0x02, 0x05, // prev term 2, index 5
         0x04, // commit 4
+        0x05, // the leader's last index 5
+        0xF0, 0x93, 0x09, // loyalty window 150,000 µs (varint)
         0xE8, 0x07, // sent_at 1000 µs (varint)
         0x00, // no entries
     ];
@@ -299,6 +325,8 @@ fn heartbeat_fixture() {
         Body::Append {
             prev: entry_id(2, 5),
             commit: LogIndex(4),
+            last: LogIndex(5),
+            stick: Duration::from_millis(150),
             sent_at: Instant::from_micros(1000),
             entries: Vec::new(),
         },
@@ -403,6 +431,8 @@ fn encode_refuses_small_buffers_and_caps_at_the_frame_limit() {
         body: Body::Append {
             prev: entry_id(u64::MAX, u64::MAX),
             commit: LogIndex(u64::MAX),
+            last: LogIndex(u64::MAX),
+            stick: LOYALTY_WINDOW_MAX,
             sent_at: Instant::from_micros(u64::MAX),
             entries: entries.as_slice(),
         },
@@ -491,6 +521,8 @@ fn heartbeat_frame() -> Vec<u8> {
         Body::Append {
             prev: entry_id(2, 5),
             commit: LogIndex(4),
+            last: LogIndex(5),
+            stick: Duration::from_millis(150),
             sent_at: Instant::from_micros(1000),
             entries: Vec::new(),
         },
@@ -577,6 +609,8 @@ fn undecodable_over_capacity() {
         body: Body::Append {
             prev: entry_id(1, 1),
             commit: LogIndex(1),
+            last: LogIndex(10),
+            stick: Duration::from_millis(150),
             sent_at: Instant::ZERO,
             entries: entries.as_slice(),
         },
@@ -589,6 +623,7 @@ fn undecodable_over_capacity() {
         term: Term(1),
         body: Body::Snapshot {
             last: entry_id(1, 1),
+            stick: Duration::from_millis(150),
             sent_at: Instant::ZERO,
             offset: 0,
             members: members.as_slice(),
@@ -615,8 +650,10 @@ fn append_frame(term: u64, prev: EntryId, entries: Vec<Entry>) -> Vec<u8> {
     frame_of(
         term,
         Body::Append {
+            last: LogIndex(prev.index.0 + entries.len() as u64),
             prev,
             commit: LogIndex(0),
+            stick: Duration::from_millis(150),
             sent_at: Instant::ZERO,
             entries,
         },
@@ -682,6 +719,7 @@ fn snapshot_frame(term: u64, last: EntryId, members: Vec<Member>) -> Vec<u8> {
         term,
         Body::Snapshot {
             last,
+            stick: Duration::from_millis(150),
             sent_at: Instant::ZERO,
             offset: 0,
             members,
@@ -719,14 +757,14 @@ fn invalid_vote_requests_from_the_future() {
     let frame = frame_of(
         5,
         Body::PreVote {
-            last: entry_id(6, 1),
+            log: log_view(6, 1),
         },
     );
     assert_eq!(decode(&frame), Err(WireError::Invalid));
     let frame = frame_of(
         5,
         Body::Vote {
-            last: entry_id(6, 1),
+            log: log_view(6, 1),
             transfer: false,
         },
     );

@@ -331,7 +331,10 @@ fn bench_pre_votes<const M: usize, const L: usize>(steady: &mut Steady<M, L>) ->
     let pre_vote = Message {
         term: Term(node.term().0 + 1),
         body: Body::PreVote {
-            last: node.status(now).last,
+            log: goose_core::LogView {
+                term: node.log_term(),
+                last: node.status(now).last.index,
+            },
         },
     };
     let pre_vote = frame(steady.bystander, steady.follower, &pre_vote);
