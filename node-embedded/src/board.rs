@@ -42,8 +42,10 @@ use crate::{
     UDP_TX_DATAGRAMS_MAX,
 };
 
-/// A monotonic clock that counts all real time (see `goose_core::time`): on a board, a
-/// timer tick counter; in tests, simulated time.
+/// A monotonic clock that counts all real time (see `goose_core::time`), stalls included:
+/// on a board, a free-running counter read at each call, never ticks counted by an
+/// interrupt (a stalled or masked one loses them); under QEMU, the host's clock; in
+/// tests, simulated time.
 pub trait Clock {
     /// Now, in microseconds since an arbitrary epoch; never decreases.
     fn now(&self) -> Instant;

@@ -1,16 +1,17 @@
-//! Duck Duck Goose on QEMU's lm3s6965evb: one [`Board`] on the Stellaris MAC, a SysTick
-//! clock and a state file on the host.
+//! Duck Duck Goose on QEMU's lm3s6965evb: one [`Board`] on the Stellaris MAC, the host's
+//! monotonic clock (see `clock`) and a state file on the host.
 //!
 //! Start-up: the command line (`-append "…"`, read through semihosting; see
 //! `goose_embedded::args`), the cluster key file if `--key-file` names one (read through
 //! semihosting: the key itself is never on QEMU's command line, which any `ps` shows), the
 //! state file (semihosting file I/O behind a `FileFlash`), the MAC with the id's address,
-//! SysTick, then the board at 10.0.2.15/24 behind slirp's 10.0.2.2 (with a key, after the
-//! boot epoch on the flash has been advanced). Then the loop: poll the board, log its
-//! events, and sleep (WFI) until the next 1 ms tick when no frame waits and nothing is due.
+//! the clock (and SysTick's wake-ups), then the board at 10.0.2.15/24 behind slirp's
+//! 10.0.2.2 (with a key, after the boot epoch on the flash has been advanced). Then the
+//! loop: poll the board, log its events, and sleep (WFI) until the next 1 ms tick when no
+//! frame waits and nothing is due.
 //! A bad command line exits 2; a key file that cannot be read or holds no key, or a state
-//! or epoch that cannot be read or trusted, exits 1, and so does a storage failure later
-//! (fail-stop, as the desktop node does).
+//! or epoch that cannot be read or trusted, or a host clock that cannot be read, exits 1,
+//! and so does a storage or clock failure later (fail-stop, as the desktop node does).
 //!
 //! There is no `#[global_allocator]`: if any crate in the graph linked `alloc`, this would
 //! not link, which is how the build proves the node allocates nothing.
@@ -40,7 +41,7 @@ use heapless::String;
 use semihosting::io::Write as _;
 use static_cell::{ConstStaticCell, StaticCell};
 
-use crate::clock::SysTickClock;
+use crate::clock::HostClock;
 use crate::host_file::HostFile;
 use crate::mac::Mac;
 
@@ -99,7 +100,7 @@ fn main() -> ! {
 fn start() -> (
     &'static mut Board<'static, Flash>,
     &'static mut Mac,
-    SysTickClock,
+    HostClock,
 ) {
     let (config, path) = configure();
     let id = config.node.id;
@@ -111,7 +112,15 @@ fn start() -> (
     if !mac.start(config.mac) {
         fail(1, format_args!("node {id}: MAC already started"));
     }
-    let clock = SysTickClock::start(peripherals.SYST);
+    let Some(clock) = HostClock::start(peripherals.SYST) else {
+        fail(
+            1,
+            format_args!(
+                "node {id}: no host clock (semihosting SYS_ELAPSED and SYS_TICKFREQ): run \
+                 under QEMU"
+            ),
+        );
+    };
     let port = config.port;
     let node = start_node(&config, store, clock.now());
     let board = assemble(config, &path, mac, store, node, &clock);
@@ -141,7 +150,7 @@ fn assemble(
     mac: &mut Mac,
     store: &'static RefCell<FlashStore<Flash>>,
     node: Result<BoardNode<'static, Flash>, BoardError>,
-    clock: &SysTickClock,
+    clock: &HostClock,
 ) -> &'static mut Board<'static, Flash> {
     let id = config.node.id;
     let node = match node {
@@ -262,7 +271,7 @@ fn open_store(id: NodeId, path: &str) -> &'static RefCell<FlashStore<Flash>> {
     }
 }
 
-fn run(board: &mut Board<'static, Flash>, mac: &mut Mac, clock: &SysTickClock) -> ! {
+fn run(board: &mut Board<'static, Flash>, mac: &mut Mac, clock: &HostClock) -> ! {
     #[cfg(feature = "stack-report")]
     let mut next_report = clock.now();
     loop {
