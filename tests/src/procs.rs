@@ -27,11 +27,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File};
 use std::io;
+use std::marker::PhantomData;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -1135,6 +1136,53 @@ impl Flock {
         killed
     }
 
+    /// Sends `signal` to board `index`'s QEMU (SIGSTOP freezes the whole emulated board, its
+    /// clock included, as a stalled CPU or a starved emulator would be; SIGCONT resumes it).
+    ///
+    /// # Panics
+    ///
+    /// If it is not a running board or the signal cannot be sent.
+    pub fn signal_qemu(&self, index: usize, signal: libc::c_int) {
+        let qemu = self.qemu_pid(index);
+        let id = self.nodes[index].id;
+        send_signal(qemu, signal)
+            .unwrap_or_else(|e| panic!("kill({qemu}, {signal}) (board {id}'s QEMU): {e}"));
+    }
+
+    /// Starves board `index`: a thread stops its QEMU for `stopped` of every `period`
+    /// (SIGSTOP, then SIGCONT), until the returned guard ends or is dropped, which leaves
+    /// it running. The guard borrows the flock, so the board cannot be killed, restarted
+    /// and its pid reaped meanwhile.
+    ///
+    /// # Panics
+    ///
+    /// If it is not a running board, or `stopped` is not shorter than `period`.
+    pub fn starve_qemu(&self, index: usize, stopped: Duration, period: Duration) -> Starving<'_> {
+        assert!(stopped < period, "stopped {stopped:?} of every {period:?}");
+        let qemu = self.qemu_pid(index);
+        let done = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let done = Arc::clone(&done);
+            let running = period - stopped;
+            thread::spawn(move || {
+                let mut cycles = 0;
+                while !done.load(Ordering::Relaxed) {
+                    send_signal(qemu, libc::SIGSTOP)?;
+                    thread::sleep(stopped);
+                    send_signal(qemu, libc::SIGCONT)?;
+                    cycles += 1;
+                    thread::sleep(running);
+                }
+                Ok(cycles)
+            })
+        };
+        Starving {
+            done,
+            thread: Some(thread),
+            _flock: PhantomData,
+        }
+    }
+
     /// Starts node `index` again on its data dir, with the same flags.
     ///
     /// # Panics
@@ -1189,6 +1237,55 @@ impl Drop for Flock {
                 );
             }
         }
+    }
+}
+
+/// `kill(pid, signal)`.
+fn send_signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
+    // SAFETY: kill(2) has no memory effects. The callers pass the pid of a board's QEMU,
+    // the child of a `goose board` child of ours that runs and is not reaped (the flock is
+    // borrowed meanwhile), so the pid cannot name another process unless QEMU itself died.
+    if unsafe { libc::kill(pid, signal) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// A board's QEMU being stopped and continued in a loop ([`Flock::starve_qemu`]); ended
+/// (and the QEMU left running) by [`Starving::end`] or when dropped.
+#[derive(Debug)]
+pub struct Starving<'a> {
+    done: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<io::Result<u64>>>,
+    _flock: PhantomData<&'a Flock>,
+}
+
+impl Starving<'_> {
+    /// Ends the loop once the QEMU runs again; returns how many times it was stopped.
+    ///
+    /// # Panics
+    ///
+    /// If a signal could not be sent (QEMU died) or the thread panicked.
+    pub fn end(mut self) -> u64 {
+        self.finish()
+            .unwrap_or_else(|e| panic!("starving a board's QEMU: {e}"))
+    }
+
+    fn finish(&mut self) -> io::Result<u64> {
+        self.done.store(true, Ordering::Relaxed);
+        match self.thread.take().map(thread::JoinHandle::join) {
+            Some(Ok(outcome)) => outcome,
+            Some(Err(_)) => Err(io::Error::other("the starving thread panicked")),
+            None => Ok(0),
+        }
+    }
+}
+
+impl Drop for Starving<'_> {
+    fn drop(&mut self) {
+        let _ = self.finish();
     }
 }
 

@@ -2,16 +2,21 @@
 //! firmware in `qemu-system-arm` started with `goose board`, on 127.0.0.1. And a keyed one
 //! (two desktops and a board sharing a `--cluster-key-file`): the board's sealed frames are
 //! accepted, its control is signed, it becomes goose, and after its QEMU is killed it comes
-//! back with the next boot epoch.
+//! back with the next boot epoch. And a goose board whose emulator is frozen or starved
+//! (SIGSTOP on its QEMU) while cut off: its clock must count the time it was stopped, so
+//! it never answers `goose` once a desktop is goose in a higher term.
 //!
 //! Needs `qemu-system-arm` (the test fails, never skips, without it) and the firmware
 //! (built with `cargo build --release` in node-embedded/firmware if its ELF is missing).
 //! Every probe round checks that no two members answer `goose` at once, that no term goes
 //! back and that no term has two geese ([`flock_tests::procs`]). Bounds are generous: QEMU
-//! shares two cores with whatever else runs.
+//! shares two cores with whatever else runs. The tests take [`one_flock_at_a_time`].
 
+use std::net::{Ipv4Addr, UdpSocket};
 use std::process::Command;
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use flock_tests::procs::{Flock, OnViolation, Probe, Timing};
 
@@ -23,6 +28,26 @@ const BOARDS: usize = 2;
 const SETTLE: Duration = Duration::from_secs(30);
 /// Tries at reading an exact `nc` reply (a busy machine may delay one past `-w1`).
 const NC_TRIES: usize = 10;
+/// How long a frozen board stays frozen: longer than a wrap of SysTick's 24-bit counter at
+/// 12.5 MHz (1.34 s), which a clock reading only that register could not tell apart.
+const FREEZE: Duration = Duration::from_secs(3);
+/// How long a resumed (or starved) board is probed once a desktop is goose in a higher
+/// term: several of its leases (133.5 ms), even at a fraction of real speed.
+const PROBE_SPAN: Duration = Duration::from_millis(1500);
+/// A starved board's QEMU is stopped this long of every [`STARVE_PERIOD`].
+const STARVE_STOPPED: Duration = Duration::from_millis(12);
+/// See [`STARVE_STOPPED`].
+const STARVE_PERIOD: Duration = Duration::from_millis(20);
+/// Tries at catching the board goose just after it is cut off (its lease has at most one
+/// heartbeat round to run by then; a busy machine may let it run out first).
+const CUT_OFF_TRIES: usize = 5;
+
+/// One QEMU flock at a time: on a 2-core machine, two mixed flocks would compete for the
+/// CPU and turn timing bounds into noise.
+fn one_flock_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn is_board(index: usize) -> bool {
     index >= DESKTOPS
@@ -57,6 +82,7 @@ fn transfer(flock: &Flock, from: usize, to: usize) {
 
 #[test]
 fn mixed_flock_desktops_and_boards_in_qemu() {
+    let _serial = one_flock_at_a_time();
     let mut flock = Flock::start_mixed(DESKTOPS, BOARDS, Timing::DEFAULT, OnViolation::Panic);
     let all = flock.all();
 
@@ -176,6 +202,7 @@ fn auth_drops(status: &std::collections::BTreeMap<String, String>) -> [(&'static
 
 #[test]
 fn keyed_mixed_flock_seals_board_frames_and_a_board_becomes_goose() {
+    let _serial = one_flock_at_a_time();
     let folder = flock_tests::procs::TempDir::new("qemu-key");
     let key = flock_tests::procs::new_key_file(folder.path(), "cluster.key");
     let mut flock = Flock::start_mixed_keyed(2, 1, Timing::DEFAULT, &key);
@@ -229,4 +256,214 @@ fn keyed_mixed_flock_seals_board_frames_and_a_board_becomes_goose() {
     for index in desktops {
         assert_eq!(auth_drops(&flock.status(index)), none, "node {}", index + 1);
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// A board's clock counts the time its emulator was stopped
+// ---------------------------------------------------------------------------------------
+
+/// The board of [`stalled_flock`]: ids 1-3 are desktops, 4 the board.
+const STALLED_BOARD: usize = DESKTOPS;
+
+/// Three desktops and one board, the board goose in an agreed term (returned).
+fn stalled_flock() -> (Flock, u64) {
+    let flock = Flock::start_mixed(DESKTOPS, 1, Timing::DEFAULT, OnViolation::Panic);
+    let term = make_board_goose(&flock);
+    (flock, term)
+}
+
+/// Hands the goose to [`STALLED_BOARD`] until every member agrees it is; returns its term.
+fn make_board_goose(flock: &Flock) -> u64 {
+    let all = flock.all();
+    for _ in 0..NC_TRIES {
+        let (goose, term) = flock.wait_agreed(&all, SETTLE);
+        if goose == STALLED_BOARD {
+            return term;
+        }
+        transfer(flock, goose, STALLED_BOARD);
+    }
+    panic!("the board never became goose");
+}
+
+/// `ctl partition <addresses of others>` on `index`.
+fn cut(flock: &Flock, index: usize, others: &[usize]) {
+    let addrs: Vec<String> = others.iter().map(|&i| flock.addr(i).to_string()).collect();
+    let reply = flock.ctl(index, &format!("partition {}", addrs.join(",")));
+    assert_eq!(
+        reply.as_deref(),
+        Some("ok"),
+        "partition on node {}",
+        index + 1
+    );
+}
+
+/// Cuts the goose board off from its peers, and calls `stall` the moment it has answered
+/// `goose` in `term` after its own cut (so its lease still holds when `stall` stops its
+/// QEMU); then cuts the desktops' side too. Retries from a healed flock if the board's lease
+/// ran out before it could answer. Returns `stall`'s value.
+fn cut_off_goose_board<T>(flock: &Flock, mut term: u64, mut stall: impl FnMut() -> T) -> T {
+    let desktops: Vec<usize> = (0..DESKTOPS).collect();
+    for _ in 0..CUT_OFF_TRIES {
+        cut(flock, STALLED_BOARD, &desktops);
+        let reply = flock_tests::procs::request(
+            flock.port(STALLED_BOARD),
+            b"whois-goose",
+            Duration::from_millis(50),
+        );
+        let goose = reply
+            .as_deref()
+            .and_then(|reply| Probe::parse(reply).ok())
+            .filter(|probe| probe.goose && probe.term == term);
+        if goose.is_some() {
+            let stalled = stall();
+            for &desktop in &desktops {
+                cut(flock, desktop, &[STALLED_BOARD]);
+            }
+            return stalled;
+        }
+        assert_eq!(flock.ctl(STALLED_BOARD, "heal").as_deref(), Some("ok"));
+        term = make_board_goose(flock);
+    }
+    panic!("the cut-off board never answered goose before its lease ran out");
+}
+
+/// Probes the desktops until one answers `goose` in a term above `term`; returns when that
+/// answer arrived and its line.
+fn wait_higher_goose(flock: &Flock, term: u64) -> (Instant, String) {
+    let desktops: Vec<usize> = (0..DESKTOPS).collect();
+    let round = flock
+        .wait_until(&desktops, SETTLE, Duration::from_millis(5), |round| {
+            round
+                .answers()
+                .any(|(_, probe)| probe.goose && probe.term > term)
+        })
+        .unwrap_or_else(|last| panic!("no desktop became goose above term {term}: {last}"));
+    let (index, _) = round
+        .answers()
+        .find(|(_, probe)| probe.goose && probe.term > term)
+        .expect("accepted");
+    let (probe, at) = round.replies[index].clone().expect("answered");
+    (at, probe.line)
+}
+
+/// A socket that probes the board, connected to its port.
+fn board_socket(flock: &Flock) -> UdpSocket {
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("probe socket");
+    socket
+        .connect(flock.addr(STALLED_BOARD))
+        .expect("connect to the board");
+    socket
+}
+
+/// Probes the board from `socket` every millisecond for `span`, then waits 200 ms for late
+/// answers; returns every answer (including those to probes sent earlier on `socket`) with
+/// its arrival.
+fn probe_board(socket: &UdpSocket, span: Duration) -> Vec<(Probe, Instant)> {
+    let start = Instant::now();
+    let mut answers = Vec::new();
+    let mut buffer = [0; 512];
+    let mut next = start;
+    let end = start + span;
+    let drained = end + Duration::from_millis(200);
+    socket
+        .set_read_timeout(Some(Duration::from_millis(1)))
+        .expect("read timeout");
+    while Instant::now() < drained {
+        if Instant::now() >= next && Instant::now() < end {
+            let _ = socket.send(b"whois-goose");
+            next += Duration::from_millis(1);
+        }
+        if let Ok(size) = socket.recv(&mut buffer) {
+            let probe = Probe::parse(&buffer[..size]).expect("a contract reply");
+            answers.push((probe, Instant::now()));
+        }
+    }
+    answers
+}
+
+/// Fails if the board answered `goose` to any probe on `answers` (all sent after the
+/// higher-term goose had answered at `higher`), with how many and when.
+fn assert_no_stale_goose(answers: &[(Probe, Instant)], higher: Instant, line: &str, what: &str) {
+    assert!(!answers.is_empty(), "{what}: the board never answered");
+    let geese: Vec<&(Probe, Instant)> = answers.iter().filter(|(probe, _)| probe.goose).collect();
+    println!(
+        "{what}: {} answers, {} goose, after `{line}`",
+        answers.len(),
+        geese.len()
+    );
+    if let (Some((first, first_at)), Some((_, last_at))) = (geese.first(), geese.last()) {
+        panic!(
+            "{what}: the board answered goose {} times to probes sent after `{line}` had \
+             arrived, over {:?} (from {:?} to {:?} after it; first `{}`): its clock did not \
+             count the time its QEMU was stopped",
+            geese.len(),
+            last_at.duration_since(*first_at),
+            first_at.duration_since(higher),
+            last_at.duration_since(higher),
+            first.line
+        );
+    }
+}
+
+/// Heals every member and waits until all agree again: the resumed board rejoins.
+fn heal_all(flock: &Flock) {
+    for index in flock.all() {
+        assert_eq!(flock.ctl(index, "heal").as_deref(), Some("ok"));
+    }
+    flock.wait_agreed(&flock.all(), SETTLE);
+}
+
+#[test]
+fn frozen_goose_board_resumes_past_its_lease() {
+    let _serial = one_flock_at_a_time();
+    let (flock, term) = stalled_flock();
+    let stopped = cut_off_goose_board(&flock, term, || {
+        flock.signal_qemu(STALLED_BOARD, libc::SIGSTOP);
+        Instant::now()
+    });
+    let (higher, line) = wait_higher_goose(&flock, term);
+    println!(
+        "frozen: `{line}` {:?} after the board's QEMU stopped",
+        higher.duration_since(stopped)
+    );
+    // Probes queued while it is frozen are the first it handles when it resumes.
+    let socket = board_socket(&flock);
+    for _ in 0..5 {
+        socket.send(b"whois-goose").expect("probe the frozen board");
+    }
+    thread::sleep(FREEZE.saturating_sub(stopped.elapsed()));
+    flock.signal_qemu(STALLED_BOARD, libc::SIGCONT);
+    let resumed = Instant::now();
+    let answers = probe_board(&socket, PROBE_SPAN);
+    if let Some((first, at)) = answers.first() {
+        println!(
+            "frozen {:?}: first answer {:?} after SIGCONT: `{}`",
+            resumed.duration_since(stopped),
+            at.duration_since(resumed),
+            first.line
+        );
+    }
+    assert_no_stale_goose(&answers, higher, &line, "frozen board");
+    heal_all(&flock);
+}
+
+#[test]
+fn starved_goose_board_does_not_outlive_its_lease() {
+    let _serial = one_flock_at_a_time();
+    let (flock, term) = stalled_flock();
+    let starving = cut_off_goose_board(&flock, term, || {
+        flock.starve_qemu(STALLED_BOARD, STARVE_STOPPED, STARVE_PERIOD)
+    });
+    let started = Instant::now();
+    let (higher, line) = wait_higher_goose(&flock, term);
+    println!(
+        "starved: `{line}` {:?} after the starving began",
+        higher.duration_since(started)
+    );
+    let socket = board_socket(&flock);
+    let answers = probe_board(&socket, PROBE_SPAN);
+    let stops = starving.end();
+    println!("starved: QEMU stopped {stops} times ({STARVE_STOPPED:?} of every {STARVE_PERIOD:?})");
+    assert_no_stale_goose(&answers, higher, &line, "starved board");
+    heal_all(&flock);
 }
