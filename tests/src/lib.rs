@@ -83,10 +83,14 @@ pub struct Clock {
 }
 
 impl Clock {
-    /// The local reading at global time `global`.
+    /// The local reading at global time `global`. In 64-bit arithmetic: the simulator asks
+    /// this after every event, and a 128-bit division cost a fifth of its time. Exact while
+    /// `global × |rate_ppm|` fits an `i64` (years of simulated time at any drift a node
+    /// accepts).
     pub fn local(&self, global: u64) -> Instant {
-        let drift = (i128::from(global) * i128::from(self.rate_ppm)) / 1_000_000;
-        Instant::from_micros(self.offset + (i128::from(global) + drift) as u64)
+        let global = i64::try_from(global).unwrap_or(i64::MAX);
+        let drift = global.saturating_mul(self.rate_ppm) / 1_000_000;
+        Instant::from_micros(self.offset + (global + drift) as u64)
     }
 
     /// The first global time at which the local clock reads at least `local`.
@@ -492,17 +496,25 @@ impl<const L: usize> Flock<L> {
     }
 
     fn check_geese(&mut self) -> Result<(), Violation> {
-        let geese = self.geese();
-        if geese.len() > 1 {
+        // After every event: build no list unless something is wrong.
+        let is_goose = |n: &u16| {
+            self.node(*n)
+                .is_some_and(|node| node.is_goose(self.local_now(*n)))
+        };
+        let mut geese = (1..=self.config.nodes).filter(is_goose);
+        let Some(goose) = geese.next() else {
+            return Ok(());
+        };
+        if geese.next().is_some() {
             return Err(Violation::TwoGeese {
                 at: self.now,
-                geese,
+                geese: self.geese(),
             });
         }
-        if let Some(goose) = geese.iter().find(|g| self.removed.contains(g)) {
+        if self.removed.contains(&goose) {
             return Err(Violation::RemovedGoose {
                 at: self.now,
-                node: *goose,
+                node: goose,
             });
         }
         Ok(())

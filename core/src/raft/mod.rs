@@ -521,7 +521,8 @@ pub struct Node<S: Storage, const M: usize = MEMBERS_MAX, const L: usize = LOG_E
     last_now: Instant,
     dirty: bool,
     failed: bool,
-    /// Whether this node has been a member since it started (a joining node has not).
+    /// Whether this node has been a member since it started (a joining node has not, nor
+    /// has a node that started with its own removal in its log).
     was_member: bool,
     /// Whether [`Event::Removed`] was reported.
     removed: bool,
@@ -610,7 +611,11 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             removed: false,
             membership_checked: None,
         };
-        node.was_member = node.log.committed_member(config.id, node.commit).is_some();
+        // A node whose own log already removes it (restarted after its removal, perhaps to
+        // be added again) takes that removal for old news: it reports only a removal that
+        // happens after it is a member again.
+        node.was_member = node.log.committed_member(config.id, node.commit).is_some()
+            && node.log.member(config.id).is_some();
         node.reset_election_timer(now);
         node.observe(now);
         Ok(node)
@@ -1990,23 +1995,23 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         if self.removed {
             return;
         }
-        // The committed membership only changes with the commit index or the log.
-        let checked = (self.commit, self.log.last_id(), self.log.snapshot());
-        if self.membership_checked != Some(checked) {
-            self.membership_checked = Some(checked);
-            if self
-                .log
-                .committed_member(self.config.id, self.commit)
-                .is_some()
-            {
-                self.was_member = true;
-                return;
+        let latest = self.log.member(self.config.id).is_some();
+        if !self.was_member {
+            // A member once in both memberships. The committed one costs a pass over the
+            // log, and only changes with the commit index or the log.
+            let checked = (self.commit, self.log.last_id(), self.log.snapshot());
+            if latest && self.membership_checked != Some(checked) {
+                self.membership_checked = Some(checked);
+                self.was_member = self
+                    .log
+                    .committed_member(self.config.id, self.commit)
+                    .is_some();
             }
+            return;
         }
         let whole = self.whole_log || matches!(self.role, Role::Leader(_));
-        if self.was_member
+        if !latest
             && whole
-            && self.log.member(self.config.id).is_none()
             && self
                 .log
                 .committed_member(self.config.id, self.commit)
