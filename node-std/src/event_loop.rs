@@ -332,7 +332,9 @@ fn resolve_listen(options: &Options, node: &Node<FileStorage>) -> Result<SocketA
         (Some(listen), _) => Ok(listen),
         (None, Some(stored)) => Ok(stored),
         (None, None) => Err(RunError::Usage(format!(
-            "node {id} is not in its stored membership ({}): give --listen",
+            "node {id} is not in its stored membership ({}), so it was removed (or is still \
+             joining): to take part again, start it with --listen <ip:port> and add it on the \
+             goose (goose ctl <goose> add {id} <ip:port>), or start it with --join",
             describe_members(node.members())
         ))),
     }

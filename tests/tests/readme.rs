@@ -25,7 +25,13 @@ fn readme_limit_table_matches_the_constants() {
         ("NONCES_MAX", NONCES_MAX),
         ("REPLAY_WINDOW", REPLAY_WINDOW as usize),
     ];
-    for (name, value) in constants {
+    let window = format!("{} s", LOYALTY_WINDOW_MAX.millis() / 1000);
+    let constants = constants
+        .map(|(name, value)| (name, value.to_string()))
+        .into_iter()
+        .chain([("LOYALTY_WINDOW_MAX", window)])
+        .collect::<Vec<_>>();
+    for (name, value) in &constants {
         let row = format!("| `{name}` | {value} |");
         assert!(
             readme.contains(&row),
