@@ -1371,3 +1371,47 @@ pub fn run_goose(args: &[&str], within: Duration) -> Outcome {
         stdout: fs::read_to_string(stdout_path).unwrap_or_default(),
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Timing changes, exits and logs (tests/assumptions_processes.rs)
+// ---------------------------------------------------------------------------------------
+
+impl Flock {
+    /// Gives node `index` `timing` at its next [`Flock::restart`]: its `--heartbeat-ms` and
+    /// `--election-timeout-ms` flags are replaced (added if it had none). Nodes of one
+    /// flock may run with different timing, changed one restart at a time.
+    pub fn set_timing(&mut self, index: usize, timing: Timing) {
+        let args = &mut self.nodes[index].args;
+        let mut kept = Vec::with_capacity(args.len());
+        let mut words = std::mem::take(args).into_iter();
+        while let Some(word) = words.next() {
+            if word == "--heartbeat-ms" || word == "--election-timeout-ms" {
+                let _value = words.next();
+            } else {
+                kept.push(word);
+            }
+        }
+        kept.extend(timing.flags());
+        *args = kept;
+    }
+
+    /// Waits at most `within` for node `index` to exit; its exit status if it did (it is
+    /// then reaped and forgotten), `None` if it still runs or was not running.
+    pub fn wait_exit(&mut self, index: usize, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.exit_status(index) {
+                return Some(status);
+            }
+            if self.nodes[index].child.is_none() || Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Node `index`'s whole log, over all its starts (empty if there is none yet).
+    pub fn log(&self, index: usize) -> String {
+        fs::read_to_string(&self.nodes[index].log).unwrap_or_default()
+    }
+}
