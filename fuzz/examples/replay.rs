@@ -18,11 +18,39 @@ fn main() {
         }
         [flag, path] if flag == "--frames" => {
             let data = std::fs::read(path).expect("readable input");
-            for op in goose_fuzz::single::decode_ops(&data) {
-                println!("{op:?}");
+            let mut stats = goose_core::Stats::default();
+            for step in goose_fuzz::single::trace(&data) {
+                println!("{:?}", step.op);
+                let s = step.status;
+                println!(
+                    "    {:?} term={} log_term={} leader={:?} commit={} last={:?} goose={} failed={} voters={:?}",
+                    s.raft,
+                    s.term,
+                    step.log_term,
+                    s.leader.map(|l| l.get()),
+                    s.commit,
+                    (s.last.term.0, s.last.index.0),
+                    s.goose,
+                    s.failed,
+                    step.members
+                        .iter()
+                        .filter(|m| m.voter)
+                        .map(|m| m.id.get())
+                        .collect::<Vec<_>>()
+                );
+                // Counters that moved (a restart starts them from zero again).
+                let now = step.stats.counters();
+                for (i, (name, value)) in now.iter().enumerate() {
+                    let before = stats.counters()[i].1;
+                    if *value != before {
+                        println!("    {name}: {before} -> {value}");
+                    }
+                }
+                stats = step.stats;
+                for (to, message) in &step.sent {
+                    println!("    sent to {to}: {message:?}");
+                }
             }
-            let status = goose_fuzz::single::final_status(&data);
-            println!("{status:?}");
             return;
         }
         [path] => decode_script(&std::fs::read(path).expect("readable input")),

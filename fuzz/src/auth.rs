@@ -11,6 +11,7 @@ use goose_core::auth::{
     TRAILER_SIZE,
 };
 use goose_core::limits::{FRAME_HEADER_SIZE, FRAME_SIZE_MAX};
+use goose_core::wire;
 use goose_core::{Duration, Instant, NodeId};
 
 use crate::flock::{Bytes, Encode};
@@ -394,7 +395,8 @@ pub fn run(data: &[u8]) {
             } => {
                 use goose_core::auth::Mac;
                 let [a, b] = (u16::from(sender) % 12).to_le_bytes();
-                let mut frame = vec![0xD9, 1, a, b, 1, 0];
+                // A header of this wire version, from `sender` to node 1.
+                let mut frame = vec![wire::MAGIC, wire::VERSION, a, b, 1, 0];
                 frame.extend_from_slice(&epoch.to_le_bytes());
                 frame.extend_from_slice(&counter.to_le_bytes());
                 let tag = mac.tag(&frame);

@@ -50,7 +50,8 @@ fn rounds(actions: &mut Vec<Action>, count: usize) {
 }
 
 /// Node `node` (0-based) times out and wins: its timer fires, then every message round
-/// trip is delivered until its no-op commits.
+/// trip is delivered until a majority has confirmed its log in its term (it appends
+/// nothing) and it is goose.
 fn elect(actions: &mut Vec<Action>, node: u8) {
     actions.push(Action::Tick { node });
     rounds(actions, DELIVER_ROUNDS);
@@ -202,7 +203,9 @@ pub fn scenarios() -> Vec<Scenario> {
     });
     actions.push(Action::Inject {
         node: 2,
-        bytes: Bytes(vec![0xD9, 1, 1, 0, 3, 0, 0xFF, 0xFF]),
+        // A well-formed header of this wire version (from node 1 to node 3) over a body
+        // that does not decode: dropped as undecodable, past the version check.
+        bytes: Bytes(vec![wire::MAGIC, wire::VERSION, 1, 0, 3, 0, 0xFF, 0xFF]),
     });
     actions.push(Action::Tick { node: 0 });
     actions.push(Action::Tamper {
@@ -273,6 +276,115 @@ pub fn frames_by_kind() -> BTreeMap<&'static str, Vec<u8>> {
         }
     }
     frames
+}
+
+/// Hand-built frames at the edges of the version-2 fields, for `frame_decode`: `last` at
+/// and beyond the end of an Append's entries and before it (refused), the loyalty window
+/// at zero, ordinary, at `LOYALTY_WINDOW_MAX` and above it (refused), a confirmed and an
+/// unconfirmed acknowledgement, and vote requests ranking logs by (log term, last index),
+/// one with a log term above its message's term (refused). A refused frame is a seed too:
+/// one byte away from a valid one.
+pub fn boundary_frames() -> Vec<(&'static str, Vec<u8>)> {
+    use goose_core::limits::LOYALTY_WINDOW_MAX;
+    use goose_core::wire::AppendResult;
+    use goose_core::{Duration, Entry, LogView, Member, Payload};
+
+    let ordinary = Duration::from_millis(150);
+    let over = LOYALTY_WINDOW_MAX + Duration::from_micros(1);
+    let entries = [
+        Entry {
+            term: Term(3),
+            payload: Payload::Noop,
+        },
+        Entry {
+            term: Term(4),
+            payload: Payload::Promote {
+                id: NodeId::new(3).expect("non-zero"),
+            },
+        },
+    ];
+    let prev = EntryId {
+        term: Term(3),
+        index: LogIndex(6),
+    };
+    let append = |last: u64, stick: Duration| Body::Append {
+        prev,
+        commit: LogIndex(6),
+        last: LogIndex(last),
+        stick,
+        sent_at: Instant::from_millis(2_000),
+        entries: &entries[..],
+    };
+    let members = [Member {
+        id: NodeId::new(2).expect("non-zero"),
+        addr: ([127, 0, 0, 1], 9002).into(),
+        voter: true,
+    }];
+    let snapshot = |stick: Duration| Body::Snapshot {
+        last: EntryId {
+            term: Term(3),
+            index: LogIndex(17),
+        },
+        stick,
+        sent_at: Instant::from_millis(2_000),
+        offset: 0,
+        members: &members[..],
+        done: true,
+    };
+    let accepted = |confirmed: bool| Body::AppendResponse {
+        sent_at: Instant::from_millis(2_000),
+        result: AppendResult::Accepted {
+            match_index: LogIndex(8),
+            confirmed,
+        },
+    };
+    let log = |term: u64, last: u64| LogView {
+        term: Term(term),
+        last: LogIndex(last),
+    };
+    type BodyRef<'a> = Body<&'a [Entry], &'a [Member]>;
+    let bodies: Vec<(&'static str, BodyRef<'_>)> = vec![
+        ("append-whole-log-stick-zero", append(8, Duration::ZERO)),
+        ("append-more-to-send-stick-ordinary", append(12, ordinary)),
+        ("append-stick-at-limit", append(8, LOYALTY_WINDOW_MAX)),
+        ("append-stick-over-limit", append(8, over)),
+        ("append-last-before-entries-end", append(7, ordinary)),
+        ("snapshot-stick-at-limit", snapshot(LOYALTY_WINDOW_MAX)),
+        ("snapshot-stick-over-limit", snapshot(over)),
+        ("append-response-confirmed", accepted(true)),
+        ("append-response-unconfirmed", accepted(false)),
+        ("prevote-log-view", Body::PreVote { log: log(3, 8) }),
+        (
+            "vote-log-view-transfer",
+            Body::Vote {
+                log: log(4, 2),
+                transfer: true,
+            },
+        ),
+        (
+            "vote-log-term-above-term",
+            Body::Vote {
+                log: log(5, 8),
+                transfer: false,
+            },
+        ),
+    ];
+    let (from, to) = (
+        NodeId::new(2).expect("non-zero"),
+        NodeId::new(1).expect("non-zero"),
+    );
+    bodies
+        .into_iter()
+        .map(|(name, body)| {
+            let message = Message {
+                term: Term(4),
+                body,
+            };
+            let mut buffer = [0; FRAME_SIZE_MAX];
+            let size = wire::encode(from, to, &message, &mut buffer).expect("a small frame fits");
+            (name, buffer[..size].to_vec())
+        })
+        .collect()
 }
 
 fn text_seeds() -> Vec<(&'static str, Vec<u8>)> {
@@ -491,77 +603,107 @@ pub fn auth_scripts(frames: &BTreeMap<&'static str, Vec<u8>>) -> Vec<(&'static s
 pub fn frame_scripts(
     frames: &BTreeMap<&'static str, Vec<u8>>,
 ) -> Vec<(&'static str, Vec<Op>, bool)> {
-    use crate::single::{ArbBody, ArbEntry, ArbId, ArbMember, Few};
+    use crate::single::{ArbBody, ArbEntry, ArbId, ArbLog, ArbMember, Few, Stick};
     let now = ArbId { term: 0, index: 0 };
-    let from_2 = |term: i8, body: ArbBody| Op::Frame {
-        from: 2,
+    let from = |from: u8, term: i8, body: ArbBody| Op::Frame {
+        from,
         to: 0,
         term,
         body,
     };
+    let from_2 = |term: i8, body: ArbBody| from(2, term, body);
+    let accepted = |index: i8, confirmed: bool| ArbBody::AppendResponse {
+        sent_at: 0,
+        accepted: true,
+        confirmed,
+        index,
+        hint: now,
+    };
+    // Node 1 campaigns and wins with node 2's votes; node 2 confirms its whole (empty) log
+    // in the new term, which makes it goose: leaders append nothing at election.
     let win = vec![
         Op::Timeout,
         from_2(1, ArbBody::PreVoteResponse { granted: true }),
         from_2(0, ArbBody::VoteResponse { granted: true }),
-        from_2(
-            0,
-            ArbBody::AppendResponse {
-                sent_at: 0,
-                accepted: true,
-                index: 0,
-                hint: now,
-            },
-        ),
+        from_2(0, accepted(0, true)),
     ];
+    // Then it proposes; node 3 acknowledges without confirming (its log term is not this
+    // term), which commits nothing; node 2 confirms; a transfer, and a rejection.
     let mut lead = win.clone();
     lead.extend([
         Op::Propose { kind: 1, id: 3 },
+        from(3, 0, accepted(0, false)),
         Op::Advance { micros: 50_000 },
-        from_2(
-            0,
-            ArbBody::AppendResponse {
-                sent_at: 0,
-                accepted: true,
-                index: 0,
-                hint: now,
-            },
-        ),
+        from_2(0, accepted(0, true)),
         Op::Transfer { to: Some(1) },
         from_2(
             0,
             ArbBody::AppendResponse {
                 sent_at: 0,
                 accepted: false,
+                confirmed: false,
                 index: -1,
                 hint: now,
             },
         ),
     ]);
+    // A follower gets a leader's log in two Appends: the first with more to send (`last`
+    // beyond its entries), the second ending at the leader's last index (a whole log: the
+    // follower's log term becomes the leader's term); then Appends the validator refuses
+    // (a window over the limit, entries ending after `last`), a vote request, a snapshot
+    // at the window limit, TimeoutNow and a restart.
+    // Entry terms are relative to the node's term when the frame is built: 1 in the first
+    // Append (term 0 to 1), 0 after it.
+    let entry = |term: i8, kind: u8, id: u8| ArbEntry { term, kind, id };
     let follow = vec![
         from_2(
             1,
             ArbBody::Append {
                 prev: ArbId { term: -1, index: 0 },
-                commit: 1,
+                commit: 0,
+                last: 1,
+                stick: Stick::ZERO,
                 sent_at: 0,
-                entries: Few(vec![
-                    ArbEntry {
-                        term: 1,
-                        kind: 0,
-                        id: 0,
-                    },
-                    ArbEntry {
-                        term: 1,
-                        kind: 1,
-                        id: 3,
-                    },
-                ]),
+                entries: Few(vec![entry(1, 0, 0)]),
+            },
+        ),
+        from_2(
+            0,
+            ArbBody::Append {
+                prev: now,
+                commit: 1,
+                last: 0,
+                stick: Stick::ORDINARY,
+                sent_at: 0,
+                entries: Few(vec![entry(0, 1, 3)]),
+            },
+        ),
+        from_2(
+            0,
+            ArbBody::Append {
+                prev: now,
+                commit: 0,
+                last: 0,
+                stick: Stick::OVER,
+                sent_at: 0,
+                entries: Few(vec![]),
+            },
+        ),
+        from_2(
+            0,
+            ArbBody::Append {
+                prev: ArbId { term: 0, index: -1 },
+                commit: 0,
+                last: -1,
+                stick: Stick::ORDINARY,
+                sent_at: 0,
+                entries: Few(vec![entry(0, 1, 3)]),
             },
         ),
         from_2(
             0,
             ArbBody::Vote {
-                last: ArbId { term: 0, index: 0 },
+                log: ArbLog { term: 0, last: 0 },
                 transfer: false,
             },
         ),
@@ -569,6 +711,7 @@ pub fn frame_scripts(
             0,
             ArbBody::Snapshot {
                 last: ArbId { term: 0, index: 10 },
+                stick: Stick::LIMIT,
                 sent_at: 0,
                 offset: 0,
                 members: Few(vec![
@@ -581,6 +724,52 @@ pub fn frame_scripts(
         ),
         from_2(0, ArbBody::TimeoutNow),
         Op::Restart,
+    ];
+    // Elections rank logs by (log term, last index): once the follower holds a whole log
+    // of term 1 and its loyalty window has passed, it refuses a longer log of a lower log
+    // term and a shorter one of its own, and grants an equal one and a higher log term.
+    let votes = vec![
+        from_2(
+            1,
+            ArbBody::Append {
+                prev: ArbId { term: -1, index: 0 },
+                commit: 1,
+                last: 0,
+                stick: Stick::ORDINARY,
+                sent_at: 0,
+                entries: Few(vec![entry(1, 1, 3)]),
+            },
+        ),
+        Op::Advance { micros: 400_000 },
+        from(
+            3,
+            1,
+            ArbBody::PreVote {
+                log: ArbLog { term: -1, last: 5 },
+            },
+        ),
+        from(
+            3,
+            1,
+            ArbBody::PreVote {
+                log: ArbLog { term: 0, last: 0 },
+            },
+        ),
+        from(
+            3,
+            1,
+            ArbBody::Vote {
+                log: ArbLog { term: 0, last: -1 },
+                transfer: false,
+            },
+        ),
+        from_2(
+            0,
+            ArbBody::Vote {
+                log: ArbLog { term: 1, last: 0 },
+                transfer: false,
+            },
+        ),
     ];
     let faults = vec![
         Op::Raw {
@@ -599,6 +788,7 @@ pub fn frame_scripts(
         ("win-election", win, true),
         ("lead", lead, false),
         ("follow", follow, false),
+        ("votes", votes, false),
         ("faults", faults, false),
     ]
 }
@@ -619,6 +809,13 @@ pub fn corpus() -> Vec<Seed> {
             target: "frame_decode",
             name: (*kind).to_string(),
             bytes: bytes.clone(),
+        });
+    }
+    for (name, bytes) in boundary_frames() {
+        seeds.push(Seed {
+            target: "frame_decode",
+            name: name.to_string(),
+            bytes,
         });
     }
     for (name, ops) in auth_scripts(&frames) {

@@ -21,10 +21,10 @@ use std::rc::Rc;
 
 use arbitrary::{Arbitrary, Unstructured};
 use goose_core::limits::{ENTRIES_PER_MESSAGE_MAX, FRAME_SIZE_MAX, MEMBERS_PER_SNAPSHOT_CHUNK};
-use goose_core::wire::{self, AppendResult, Body, Message, MessageRef};
+use goose_core::wire::{self, AppendResult, Body, Message, MessageOwned, MessageRef};
 use goose_core::{
-    Config, Duration, Entry, EntryId, Instant, LogIndex, Member, NodeId, Payload, RaftRole,
-    SavedState, Status, Term,
+    Config, Duration, Entry, EntryId, Instant, LogIndex, LogView, Member, NodeId, Payload,
+    RaftRole, SavedState, Stats, Status, Term,
 };
 
 use crate::flock::{Bytes, Disk, Encode, FuzzNode, MemStorage, LOG, MEMBERS};
@@ -61,17 +61,18 @@ pub enum Op {
 }
 
 /// A message body; terms and indexes are relative to the node's current term and last
-/// index, times relative to its clock.
+/// index (a vote request's log term to the node's own log term, an Append's `last` to the
+/// end of its entries), times relative to its clock.
 #[derive(Arbitrary, Clone, Debug, PartialEq, Eq)]
 pub enum ArbBody {
     PreVote {
-        last: ArbId,
+        log: ArbLog,
     },
     PreVoteResponse {
         granted: bool,
     },
     Vote {
-        last: ArbId,
+        log: ArbLog,
         transfer: bool,
     },
     VoteResponse {
@@ -80,17 +81,25 @@ pub enum ArbBody {
     Append {
         prev: ArbId,
         commit: i8,
+        /// The leader's last index, relative to the end of the entries sent: 0 is a whole
+        /// log (the follower takes the leader's term as its log term), above 0 a leader
+        /// with more to send, below 0 a frame the validator refuses.
+        last: i8,
+        stick: Stick,
         sent_at: i32,
         entries: Few<ArbEntry>,
     },
     AppendResponse {
         sent_at: i32,
         accepted: bool,
+        /// For an accepted one: whether the follower's log term is the message's term.
+        confirmed: bool,
         index: i8,
         hint: ArbId,
     },
     Snapshot {
         last: ArbId,
+        stick: Stick,
         sent_at: i32,
         offset: u8,
         members: Few<ArbMember>,
@@ -108,6 +117,37 @@ pub enum ArbBody {
 pub struct ArbId {
     pub term: i8,
     pub index: i8,
+}
+
+/// Where a vote request's log stands: `term` relative to the node's own log term, `last`
+/// to its last index, so that the fuzzer reaches both sides of "ranks at least as high".
+#[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArbLog {
+    pub term: i8,
+    pub last: i8,
+}
+
+/// A leader's loyalty window in milliseconds: 0, an ordinary window (150 ms is
+/// `Config::new`'s `election_timeout_min`), `LOYALTY_WINDOW_MAX` itself (60,000) and above
+/// it (the validator refuses those) are all in range.
+#[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stick {
+    pub millis: u16,
+}
+
+impl Stick {
+    /// No window beyond the follower's own.
+    pub const ZERO: Self = Self { millis: 0 };
+    /// The window of a leader with `Config::new`'s timing.
+    pub const ORDINARY: Self = Self { millis: 150 };
+    /// `LOYALTY_WINDOW_MAX`, the longest a node accepts.
+    pub const LIMIT: Self = Self { millis: 60_000 };
+    /// One millisecond more: refused as invalid.
+    pub const OVER: Self = Self { millis: 60_001 };
+
+    fn duration(self) -> Duration {
+        Duration::from_millis(u64::from(self.millis))
+    }
 }
 
 #[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,6 +190,18 @@ impl Encode for ArbId {
     }
 }
 
+impl Encode for ArbLog {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&[self.term as u8, self.last as u8]);
+    }
+}
+
+impl Encode for Stick {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.millis.to_le_bytes());
+    }
+}
+
 impl Encode for ArbEntry {
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&[self.term as u8, self.kind, self.id]);
@@ -175,17 +227,17 @@ impl Encode for ArbBody {
     fn encode(&self, out: &mut Vec<u8>) {
         const COUNT: u64 = 9;
         match self {
-            Self::PreVote { last } => {
+            Self::PreVote { log } => {
                 variant(out, 0, COUNT);
-                last.encode(out);
+                log.encode(out);
             }
             Self::PreVoteResponse { granted } => {
                 variant(out, 1, COUNT);
                 out.push(u8::from(*granted));
             }
-            Self::Vote { last, transfer } => {
+            Self::Vote { log, transfer } => {
                 variant(out, 2, COUNT);
-                last.encode(out);
+                log.encode(out);
                 out.push(u8::from(*transfer));
             }
             Self::VoteResponse { granted } => {
@@ -195,28 +247,33 @@ impl Encode for ArbBody {
             Self::Append {
                 prev,
                 commit,
+                last,
+                stick,
                 sent_at,
                 entries,
             } => {
                 variant(out, 4, COUNT);
                 prev.encode(out);
-                out.push(*commit as u8);
+                out.extend_from_slice(&[*commit as u8, *last as u8]);
+                stick.encode(out);
                 out.extend_from_slice(&sent_at.to_le_bytes());
                 entries.encode(out);
             }
             Self::AppendResponse {
                 sent_at,
                 accepted,
+                confirmed,
                 index,
                 hint,
             } => {
                 variant(out, 5, COUNT);
                 out.extend_from_slice(&sent_at.to_le_bytes());
-                out.extend_from_slice(&[u8::from(*accepted), *index as u8]);
+                out.extend_from_slice(&[u8::from(*accepted), u8::from(*confirmed), *index as u8]);
                 hint.encode(out);
             }
             Self::Snapshot {
                 last,
+                stick,
                 sent_at,
                 offset,
                 members,
@@ -224,6 +281,7 @@ impl Encode for ArbBody {
             } => {
                 variant(out, 6, COUNT);
                 last.encode(out);
+                stick.encode(out);
                 out.extend_from_slice(&sent_at.to_le_bytes());
                 out.push(*offset);
                 members.encode(out);
@@ -315,8 +373,12 @@ struct Harness {
     disk: Rc<RefCell<Disk>>,
     now: Instant,
     term: Term,
+    /// The log term last seen: it never goes back, not even across a restart.
+    log_term: Term,
     commit: LogIndex,
     starts: u64,
+    /// What the node sent during the current op, when tracing.
+    sent: Option<Vec<(u16, MessageOwned)>>,
 }
 
 fn bootstrap() -> [Member; 3] {
@@ -356,6 +418,18 @@ impl Harness {
         }
     }
 
+    fn log_view(&self, arb: ArbLog) -> LogView {
+        LogView {
+            term: Term(
+                self.node
+                    .log_term()
+                    .0
+                    .saturating_add_signed(i64::from(arb.term)),
+            ),
+            last: self.index_of(arb.last),
+        }
+    }
+
     fn time(&self, delta: i32) -> Instant {
         Instant::from_micros(self.now.micros().saturating_add_signed(i64::from(delta)))
     }
@@ -367,18 +441,20 @@ impl Harness {
         let entries: Vec<Entry>;
         let members: Vec<Member>;
         let body: Body<&[Entry], &[Member]> = match *body {
-            ArbBody::PreVote { last } => Body::PreVote {
-                last: self.entry_id(last),
+            ArbBody::PreVote { log } => Body::PreVote {
+                log: self.log_view(log),
             },
             ArbBody::PreVoteResponse { granted } => Body::PreVoteResponse { granted },
-            ArbBody::Vote { last, transfer } => Body::Vote {
-                last: self.entry_id(last),
+            ArbBody::Vote { log, transfer } => Body::Vote {
+                log: self.log_view(log),
                 transfer,
             },
             ArbBody::VoteResponse { granted } => Body::VoteResponse { granted },
             ArbBody::Append {
                 prev,
                 commit,
+                last,
+                stick,
                 sent_at,
                 entries: ref arb,
             } => {
@@ -391,9 +467,13 @@ impl Harness {
                         payload: payload(e.kind, e.id),
                     })
                     .collect();
+                let prev = self.entry_id(prev);
+                let end = prev.index.0.saturating_add(entries.len() as u64);
                 Body::Append {
-                    prev: self.entry_id(prev),
+                    prev,
                     commit: self.index_of(commit),
+                    last: LogIndex(end.saturating_add_signed(i64::from(last))),
+                    stick: stick.duration(),
                     sent_at: self.time(sent_at),
                     entries: &entries,
                 }
@@ -401,6 +481,7 @@ impl Harness {
             ArbBody::AppendResponse {
                 sent_at,
                 accepted,
+                confirmed,
                 index,
                 hint,
             } => Body::AppendResponse {
@@ -408,6 +489,7 @@ impl Harness {
                 result: if accepted {
                     AppendResult::Accepted {
                         match_index: self.index_of(index),
+                        confirmed,
                     }
                 } else {
                     AppendResult::Rejected {
@@ -418,6 +500,7 @@ impl Harness {
             },
             ArbBody::Snapshot {
                 last,
+                stick,
                 sent_at,
                 offset,
                 members: ref arb,
@@ -431,6 +514,7 @@ impl Harness {
                     .collect();
                 Body::Snapshot {
                     last: self.entry_id(last),
+                    stick: stick.duration(),
                     sent_at: self.time(sent_at),
                     offset: u16::from(offset % 4),
                     members: &members,
@@ -501,7 +585,9 @@ impl Harness {
                     let state = SavedState::<MEMBERS, LOG>::decode(&saved).expect("decodes");
                     assert_eq!(self.node.term(), state.term);
                     assert_eq!(self.node.voted_for(), state.voted_for);
+                    assert_eq!(self.node.log_term(), state.log_term);
                 }
+                self.log_term = self.log_term.min(self.node.log_term());
             }
             Op::FailStorage => self.disk.borrow_mut().fail_next = true,
         }
@@ -514,7 +600,7 @@ impl Harness {
         while let Some(transmit) = self.node.poll_transmit(self.now, &mut buffer) {
             assert!(transmit.size <= FRAME_SIZE_MAX);
             let frame = &buffer[..transmit.size];
-            let (header, _) = wire::decode(frame).unwrap_or_else(|error| {
+            let (header, message) = wire::decode(frame).unwrap_or_else(|error| {
                 panic!("the node sent an invalid frame ({error}): {frame:02x?}")
             });
             assert_eq!(header.source, 1, "source of a sent frame");
@@ -524,6 +610,9 @@ impl Harness {
                 "target of a sent frame"
             );
             assert_ne!(header.target, 1, "a frame to itself");
+            if let Some(sent) = &mut self.sent {
+                sent.push((header.target, message));
+            }
         }
         while self.node.poll_event().is_some() {}
     }
@@ -536,6 +625,7 @@ impl Harness {
             status.raft
         );
         if status.failed {
+            self.check_failed();
             return;
         }
         assert!(
@@ -544,6 +634,18 @@ impl Harness {
             self.term,
             status.term
         );
+        let log_term = self.node.log_term();
+        assert!(
+            log_term >= self.log_term,
+            "log term went back: {} to {log_term}",
+            self.log_term
+        );
+        assert!(
+            log_term <= status.term,
+            "log term {log_term} above the term {}",
+            status.term
+        );
+        self.log_term = log_term;
         assert!(
             status.commit >= self.commit,
             "commit went back: {} to {}",
@@ -557,6 +659,36 @@ impl Harness {
                 panic!("the node saved a state it cannot read back: {error:?}");
             }
         }
+    }
+}
+
+impl Harness {
+    /// A node whose save failed reports only what storage confirmed last: the term, vote,
+    /// log term and commit index of the last state saved (or of the bootstrap, if none was),
+    /// so that no reply shows a term a restart would take back.
+    fn check_failed(&self) {
+        let disk = self.disk.borrow();
+        let (term, vote, log_term, commit) = match disk.saved.as_deref() {
+            Some(saved) => {
+                let state = SavedState::<MEMBERS, LOG>::decode(saved).unwrap_or_else(|error| {
+                    panic!("the node saved a state it cannot read back: {error:?}")
+                });
+                (state.term, state.voted_for, state.log_term, state.commit)
+            }
+            None => (Term(0), None, Term(0), LogIndex(0)),
+        };
+        let node = &self.node;
+        assert_eq!(
+            (
+                node.term(),
+                node.voted_for(),
+                node.log_term(),
+                node.commit()
+            ),
+            (term, vote, log_term, commit),
+            "a failed node reports (term, vote, log term, commit) other than it saved"
+        );
+        assert!(node.is_failed());
     }
 }
 
@@ -580,17 +712,59 @@ pub fn run(data: &[u8]) {
 
 /// Runs a whole fuzz input and returns the node's final status.
 pub fn final_status(data: &[u8]) -> Status {
-    let disk = Rc::new(RefCell::new(Disk::default()));
-    let mut harness = Harness {
-        node: start(&disk, Instant::ZERO, 0),
-        disk,
-        now: Instant::ZERO,
-        term: Term(0),
-        commit: LogIndex(0),
-        starts: 0,
-    };
+    let mut harness = Harness::new(false);
     for op in decode_ops(data) {
         harness.apply(&op);
     }
     harness.node.status(harness.now)
+}
+
+/// The node after one op of a traced run: what tests and the replay example look at to
+/// tell which path an input took.
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub op: Op,
+    pub status: Status,
+    pub log_term: Term,
+    /// The membership in force (the latest in the log).
+    pub members: Vec<Member>,
+    /// The drop counters, cumulative (reset by a restart).
+    pub stats: Stats,
+    /// The frames the node sent in answer, with their targets.
+    pub sent: Vec<(u16, MessageOwned)>,
+}
+
+/// Runs a whole fuzz input with every check, recording the node after each op.
+pub fn trace(data: &[u8]) -> Vec<Step> {
+    let mut harness = Harness::new(true);
+    decode_ops(data)
+        .into_iter()
+        .map(|op| {
+            harness.apply(&op);
+            Step {
+                status: harness.node.status(harness.now),
+                log_term: harness.node.log_term(),
+                members: harness.node.members().to_vec(),
+                stats: *harness.node.stats(),
+                sent: harness.sent.replace(Vec::new()).unwrap_or_default(),
+                op,
+            }
+        })
+        .collect()
+}
+
+impl Harness {
+    fn new(trace: bool) -> Self {
+        let disk = Rc::new(RefCell::new(Disk::default()));
+        Self {
+            node: start(&disk, Instant::ZERO, 0),
+            disk,
+            now: Instant::ZERO,
+            term: Term(0),
+            log_term: Term(0),
+            commit: LogIndex(0),
+            starts: 0,
+            sent: trace.then(Vec::new),
+        }
+    }
 }
