@@ -13,6 +13,11 @@
 //! - at most one leader per term;
 //! - at most one goose at any global instant, and a goose is a leader;
 //! - a node's term never goes back and its vote in a term never changes, across restarts;
+//! - a node's log term never goes back, across restarts too, and never exceeds its term;
+//! - a node campaigns (is pre-candidate or candidate) only as a voter of its latest
+//!   membership;
+//! - a node whose save failed reports only what it saved: its term, vote and log term are
+//!   held to the rules above, and it is never goose;
 //! - a committed entry never changes on any node (compared by index against the first
 //!   sighting), and a new leader holds every entry known committed (Leader Completeness);
 //! - a node always restarts from the bytes it saved.
@@ -737,13 +742,21 @@ struct Committed {
     by_term: Term,
 }
 
+/// A node's durable state as last seen: what a restart must not take back.
+#[derive(Clone, Copy, Debug, Default)]
+struct Seen {
+    term: Term,
+    vote: Option<NodeId>,
+    log_term: Term,
+}
+
 /// What the checker remembers between actions.
 #[derive(Default)]
 struct Checker {
     /// The leader seen in each term.
     leaders: BTreeMap<Term, usize>,
-    /// The term and vote last seen on each node.
-    terms: [(Term, Option<NodeId>); NODES],
+    /// The term, vote and log term last seen on each node, kept across its restarts.
+    terms: [Seen; NODES],
     /// Every index seen committed: its term, the entry if it was seen in a log (not only as
     /// a snapshot's last index), and a bound on the term it was committed in.
     committed: BTreeMap<LogIndex, Committed>,
@@ -751,24 +764,42 @@ struct Checker {
 
 impl Checker {
     fn on_start(&mut self, n: usize, node: &FuzzNode) -> Result<(), String> {
-        self.check_term_and_vote(n, node)
+        self.check_durable(n, node)
     }
 
     fn on_step(&mut self, n: usize, node: &FuzzNode, now: Instant) -> Result<(), String> {
         let status = node.status(now);
         if status.failed {
-            // A node whose save failed holds a term, vote, log and commit index it never
-            // persisted, and has fail-stopped so nothing it says depends on them: they are
-            // not its history (a lone voter's "commit" of an entry it could not save is no
-            // commit at all). It must only never be goose again.
+            // A node whose save failed has fail-stopped and reports only what storage
+            // confirmed last (term, vote, log term, commit): those are its history and
+            // must obey the same rules. Its log may hold entries it never persisted, so
+            // its log and commit index are not compared (a lone voter's "commit" of an
+            // entry it could not save is no commit at all). It must never be goose again.
             if status.goose {
                 return Err(format!("node {} is goose after its storage failed", n + 1));
             }
-            return Ok(());
+            return self.check_durable(n, node);
         }
-        self.check_term_and_vote(n, node)?;
+        self.check_durable(n, node)?;
         if status.goose && status.raft != RaftRole::Leader {
             return Err(format!("node {} is goose as {:?}", n + 1, status.raft));
+        }
+        if matches!(status.raft, RaftRole::PreCandidate | RaftRole::Candidate)
+            && !node.members().iter().any(|m| m.id == node.id() && m.voter)
+        {
+            // A node being removed, even by an entry not yet committed, would only disturb
+            // the flock it leaves; the core's argument that removal cannot stall a flock
+            // relies on it never standing.
+            return Err(format!(
+                "node {} campaigns as {:?} outside its latest membership (voters: {:?})",
+                n + 1,
+                status.raft,
+                node.members()
+                    .iter()
+                    .filter(|m| m.voter)
+                    .map(|m| m.id.get())
+                    .collect::<Vec<_>>()
+            ));
         }
         self.check_committed(n, node)?;
         if status.raft == RaftRole::Leader {
@@ -791,9 +822,27 @@ impl Checker {
         Ok(())
     }
 
-    fn check_term_and_vote(&mut self, n: usize, node: &FuzzNode) -> Result<(), String> {
-        let (term, vote) = (node.term(), node.voted_for());
-        let (seen_term, seen_vote) = self.terms[n];
+    fn check_durable(&mut self, n: usize, node: &FuzzNode) -> Result<(), String> {
+        let (term, vote, log_term) = (node.term(), node.voted_for(), node.log_term());
+        let Seen {
+            term: seen_term,
+            vote: seen_vote,
+            log_term: seen_log_term,
+        } = self.terms[n];
+        if log_term < seen_log_term {
+            // The log term ranks this node's log in elections: lowering it would let a
+            // shorter log outrank one holding a committed entry.
+            return Err(format!(
+                "node {}: log term went back from {seen_log_term} to {log_term}",
+                n + 1
+            ));
+        }
+        if log_term > term {
+            return Err(format!(
+                "node {}: log term {log_term} above its term {term}",
+                n + 1
+            ));
+        }
         if term < seen_term {
             return Err(format!(
                 "node {}: term went back from {seen_term} to {term}",
@@ -806,7 +855,11 @@ impl Checker {
                 n + 1
             ));
         }
-        self.terms[n] = (term, vote);
+        self.terms[n] = Seen {
+            term,
+            vote,
+            log_term,
+        };
         Ok(())
     }
 
