@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! byte 0      magic   0xD9 (≥ 0x80, so a frame is never mistaken for text)
-//! byte 1      version 1
+//! byte 1      version 2 (VERSION)
 //! bytes 2..4  source node id, little-endian
 //! bytes 4..6  target node id, little-endian
 //! bytes 6..   postcard-encoded Message
