@@ -5,9 +5,10 @@
 //! frame (see wire)  | epoch: u32 LE | counter: u64 LE | tag: 16 bytes
 //! ```
 //!
-//! The MAC itself is injected ([`Mac`]): the core depends on no cryptography crate, and both
-//! nodes implement it with RustCrypto's HMAC-SHA256 truncated to 16 bytes. A flock without
-//! a key sends plain frames; a node with a key accepts only sealed ones.
+//! The MAC itself is injected ([`Mac`]): by default the core depends on no cryptography
+//! crate. Its `hmac` feature adds `key::ClusterKey`, RustCrypto's HMAC-SHA256 truncated to
+//! 16 bytes, which both nodes and the firmware use. A flock without a key sends plain
+//! frames; a node with a key accepts only sealed ones.
 //!
 //! Replay protection: every sender persists its epoch and bumps it at each start, and
 //! numbers its frames within an epoch. A receiver keeps, per sender, the newest epoch and a
@@ -46,6 +47,9 @@
 //! issued twice, even across restarts; it is good once, for [`NONCE_LIFETIME`], and only
 //! while among the last [`NONCES_MAX`] issued. Peer frames start with a byte ≥ 0x80 and
 //! signed text with `n`, so no tag of one kind is ever valid for the other.
+
+#[cfg(feature = "hmac")]
+pub mod key;
 
 use core::fmt::{self, Write};
 

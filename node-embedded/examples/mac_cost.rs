@@ -11,11 +11,11 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use goose_core::auth::key::{ClusterKey, KEY_SIZE};
 use goose_core::auth::{Mac, ReplayGuard, Sealer, TRAILER_SIZE};
 use goose_core::limits::FRAME_SIZE_MAX;
 use goose_core::wire::{self, Body, MessageRef};
 use goose_core::{EntryId, LogIndex, NodeId, Term};
-use goose_embedded::key::{ClusterKey, KEY_SIZE};
 
 const ITERATIONS: u32 = 200_000;
 const RUNS: usize = 5;

@@ -12,7 +12,7 @@
 //! (`-append "…"`). [`write`] is [`parse`]'s inverse, for launchers.
 //!
 //! The cluster key is never on the command line (QEMU's `-append` is in every `ps`): the
-//! line names the host file that holds it (`--key-file`, [`crate::key::KEY_HEX_SIZE`] hex
+//! line names the host file that holds it (`--key-file`, [`goose_core::auth::key::KEY_HEX_SIZE`] hex
 //! digits), which the firmware reads through semihosting at start.
 
 use core::fmt::{self, Write};

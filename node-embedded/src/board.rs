@@ -34,13 +34,13 @@ use smoltcp::phy::Device;
 use smoltcp::socket::udp;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Cidr};
 
-use crate::key::ClusterKey;
 use crate::store::{EpochError, FlashStorage, FlashStore, LoadError};
 use crate::{
     FRAMES_PER_POLL_MAX, LOG_ENTRIES_MAX, MEMBERS_MAX, PARTITION_PEERS_MAX, REPLY_SIZE_MAX,
     TOKEN_SIZE_MAX, UDP_RX_BUFFER_SIZE, UDP_RX_DATAGRAMS_MAX, UDP_TX_BUFFER_SIZE,
     UDP_TX_DATAGRAMS_MAX,
 };
+use goose_core::auth::key::ClusterKey;
 
 /// A monotonic clock that counts all real time (see `goose_core::time`), stalls included:
 /// on a board, a free-running counter read at each call, never ticks counted by an

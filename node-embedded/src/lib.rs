@@ -49,7 +49,6 @@
 pub mod args;
 mod board;
 pub mod flash;
-pub mod key;
 pub mod qemu;
 pub mod store;
 

@@ -4,9 +4,9 @@
 
 mod sim;
 
+use goose_core::auth::key::{ClusterKey, KEY_SIZE};
 use goose_core::auth::write_signed_control;
 use goose_core::Term;
-use goose_embedded::key::{ClusterKey, KEY_SIZE};
 use goose_embedded::BoardConfig;
 use sim::{port_of, Sim, BOARDS, STRANGER, STRANGER_PORT};
 

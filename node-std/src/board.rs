@@ -34,9 +34,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use goose_core::auth::key::{ClusterKey, KEY_HEX_SIZE};
 use goose_core::{Config, Member, NodeId};
 use goose_embedded::args::{self, BoardArgs};
-use goose_embedded::key::{ClusterKey, KEY_HEX_SIZE};
 use goose_embedded::{qemu, BoardConfig, MEMBERS_MAX as BOARD_MEMBERS_MAX, TOKEN_SIZE_MAX};
 
 use crate::cluster::set_parent_death_signal;

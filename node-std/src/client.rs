@@ -17,9 +17,9 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use goose_core::auth::key::ClusterKey;
 use goose_core::auth::write_signed_control;
 use goose_core::text::{parse_nonce_reply, TEXT_REPLY_SIZE_MAX};
-use goose_embedded::key::ClusterKey;
 
 /// How long `whois` waits for all its replies.
 pub(crate) const WHOIS_TIMEOUT: Duration = Duration::from_millis(500);

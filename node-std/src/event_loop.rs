@@ -51,6 +51,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration as StdDuration;
 
+use goose_core::auth::key::ClusterKey;
 use goose_core::auth::write_signed_control;
 use goose_core::limits::{LOG_ENTRIES_MAX, MEMBERS_MAX};
 use goose_core::ratelimit::RateLimit;
@@ -60,7 +61,6 @@ use goose_core::{
     Config, Duration, Event, Instant, Member, Node, NodeId, Observed, RaftRole, SavedState,
     StartError, Transmit,
 };
-use goose_embedded::key::ClusterKey;
 use mio::net::{UdpSocket, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, Socket, Type};

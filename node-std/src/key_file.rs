@@ -16,7 +16,7 @@ use std::io::{self, Read as _, Write as _};
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
-use goose_embedded::key::{self, ClusterKey, KEY_HEX_SIZE, KEY_SIZE};
+use goose_core::auth::key::{self, ClusterKey, KEY_HEX_SIZE, KEY_SIZE};
 
 /// The most bytes read from a key file: a hex key with generous whitespace around it. A
 /// longer file is refused without reading it all.
@@ -172,8 +172,8 @@ pub(crate) fn keygen(out: Option<&Path>) -> Result<(), KeygenError> {
 #[cfg(test)]
 mod tests {
     use super::{decode_key, new_key_text, KEY_FILE_SIZE_MAX};
+    use goose_core::auth::key::ClusterKey;
     use goose_core::auth::Mac as _;
-    use goose_embedded::key::ClusterKey;
 
     fn tag(key: &ClusterKey) -> [u8; 16] {
         key.tag(b"probe")

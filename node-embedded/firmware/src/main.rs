@@ -29,10 +29,10 @@ use core::ffi::CStr;
 use core::fmt::{self, Write as _};
 
 use cortex_m_rt::entry;
+use goose_core::auth::key::{ClusterKey, KEY_HEX_SIZE};
 use goose_core::{Event, Instant, NodeId};
 use goose_embedded::args::{self, BoardArgs};
 use goose_embedded::flash::FileFlash;
-use goose_embedded::key::{ClusterKey, KEY_HEX_SIZE};
 use goose_embedded::store::FlashStore;
 use goose_embedded::{
     start_node, Board, BoardConfig, BoardError, BoardNode, Buffers, Clock, Payloads,

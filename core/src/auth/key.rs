@@ -1,13 +1,15 @@
-//! The cluster key: HMAC-SHA256 (RFC 2104, FIPS 180-4) from RustCrypto's `hmac` and `sha2`,
-//! truncated to 128 bits (RFC 2104 §5), behind the core's [`Mac`] trait. The desktop node
-//! uses this same type, so a board and a desktop node compute the same tags.
+//! The cluster key (feature `hmac`): HMAC-SHA256 (RFC 2104, FIPS 180-4) from RustCrypto's
+//! `hmac` and `sha2`, truncated to 128 bits (RFC 2104 §5), behind the core's [`Mac`] trait.
+//! The desktop node, its clients and the board firmware all use this one type, so every
+//! member of a flock computes the same tags.
 //!
-//! A key is [`KEY_SIZE`] bytes. On disk and on a board's command line it is written as
-//! [`KEY_HEX_SIZE`] lowercase hex digits ([`ClusterKey::from_hex`]).
+//! A key is [`KEY_SIZE`] bytes. In a key file it is [`KEY_HEX_SIZE`] hex digits (what
+//! [`write_hex`] writes for `goose keygen`) or the raw bytes: [`ClusterKey::from_file_bytes`]
+//! is the one rule every reader of a key file applies.
 
 use core::fmt;
 
-use goose_core::auth::{Mac, TAG_SIZE};
+use super::{Mac, TAG_SIZE};
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 
@@ -66,8 +68,9 @@ impl ClusterKey {
     /// The key in a key file's bytes: [`KEY_HEX_SIZE`] hex digits (surrounding whitespace
     /// ignored, as [`ClusterKey::from_hex`]), or exactly [`KEY_SIZE`] raw bytes. 32 bytes
     /// that are all printable ASCII are taken for text, not raw bytes (they are almost
-    /// surely half of a hex key), so they are refused. The desktop node's
-    /// `--cluster-key-file` reads files by the same rule; the board firmware uses this.
+    /// surely half of a hex key), so they are refused. `goose node`, `goose ctl` and
+    /// `goose board` read `--cluster-key-file` by this rule, and the firmware its
+    /// `--key-file`.
     pub fn from_file_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
         let printable = bytes
             .iter()
