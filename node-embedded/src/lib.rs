@@ -14,8 +14,9 @@
 //! - [`flash`] has the flashes this repository uses: [`flash::MemFlash`] for tests and
 //!   [`flash::FileFlash`], a flash kept in a host file (the QEMU firmware reaches it through
 //!   semihosting).
-//! - [`args`] parses and writes the board's command line; [`qemu`] is the QEMU command line
-//!   a launcher runs.
+//! - [`args`] parses and writes the board's command line and turns it into a
+//!   [`BoardConfig`]; [`qemu`] is the QEMU command line a launcher runs. Both come from the
+//!   small `goose-board-args` crate, which a launcher uses without this one.
 //!
 //! Nothing here allocates: every buffer is a field of [`Buffers`], [`Payloads`], [`Board`]
 //! or [`store::FlashStore`], with its size a named constant below, and the firmware keeps
@@ -49,19 +50,18 @@
 pub mod args;
 mod board;
 pub mod flash;
-pub mod qemu;
 pub mod store;
+
+pub use goose_board_args::{qemu, MEMBERS_MAX, TOKEN_SIZE_MAX};
 
 pub use board::{
     start_node, Board, BoardConfig, BoardError, BoardNode, BoardStats, Buffers, Clock, Payloads,
 };
 
-use goose_core::limits::{EMBEDDED_LOG_ENTRIES_MAX, EMBEDDED_MEMBERS_MAX, FRAME_SIZE_MAX};
+use goose_board_args::KEY_FILE_SIZE_MAX;
+use goose_core::auth::key::KEY_HEX_SIZE;
+use goose_core::limits::{EMBEDDED_LOG_ENTRIES_MAX, FRAME_SIZE_MAX};
 use goose_core::storage::state_size_max;
-
-/// Members (voters and learners) a board holds: the core's embedded configuration, a
-/// 5-node flock.
-pub const MEMBERS_MAX: usize = EMBEDDED_MEMBERS_MAX;
 
 /// Log entries a board holds before compacting: the core's embedded configuration.
 pub const LOG_ENTRIES_MAX: usize = EMBEDDED_LOG_ENTRIES_MAX;
@@ -106,9 +106,6 @@ pub const REPLY_SIZE_MAX: usize = 1400;
 /// would cost 2 KiB of RAM for the set and as much stack while a command is parsed.
 pub const PARTITION_PEERS_MAX: usize = 2 * MEMBERS_MAX;
 
-/// The longest `--control-token`.
-pub const TOKEN_SIZE_MAX: usize = 64;
-
 /// Frames [`Board::poll`] takes from the device before it lets timers run. The QEMU MAC's
 /// receive FIFO holds 31 frames; 64 bounds how long a flood can delay a heartbeat.
 pub const FRAMES_PER_POLL_MAX: usize = 64;
@@ -121,3 +118,5 @@ const _: () = assert!(FRAME_SIZE_MAX <= DATAGRAM_SIZE_MAX);
 const _: () = assert!(REPLY_SIZE_MAX <= DATAGRAM_SIZE_MAX);
 const _: () = assert!(DATAGRAM_SIZE_MAX + 20 + 8 + 14 <= ETHERNET_FRAME_SIZE_MAX);
 const _: () = assert!(UDP_TX_BUFFER_SIZE >= REPLY_SIZE_MAX);
+// The firmware's key-file buffer holds a hex key and as much whitespace around it.
+const _: () = assert!(KEY_FILE_SIZE_MAX == 2 * KEY_HEX_SIZE);

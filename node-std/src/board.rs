@@ -1,10 +1,11 @@
 //! `goose board`: one board of a mixed flock, the firmware in `qemu-system-arm`
 //! (`lm3s6965evb`), and the QEMU command line `goose cluster --boards` runs too.
 //!
-//! The command line is `goose_embedded::qemu`'s, word for word (node-embedded/README.md,
+//! The command line is `goose_board_args::qemu`'s, word for word (node-embedded/README.md,
 //! "The QEMU command line"): the fixed board arguments, slirp networking with the board's
 //! UDP port forwarded from the host's `127.0.0.1:<port>`, the firmware, and the board's own
-//! flags in `-append` (`goose_embedded::args::write`), its state in `<data-dir>/board.flash`.
+//! flags in `-append` (`goose_board_args::write`, which the firmware parses), its state in
+//! `<data-dir>/board.flash`.
 //! Peers are given as the host sees them (`127.0.0.1:<q>`); the board reaches them at slirp's
 //! 10.0.2.2. Nothing else is allowed as a peer: only loopback keeps a board's traffic on
 //! this machine.
@@ -34,20 +35,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use goose_core::auth::key::{ClusterKey, KEY_HEX_SIZE};
+use goose_board_args::{
+    self as args, qemu, BoardArgs, KEY_FILE_SIZE_MAX, MEMBERS_MAX as BOARD_MEMBERS_MAX,
+    PATH_SIZE_MAX, TOKEN_SIZE_MAX,
+};
+use goose_core::auth::key::ClusterKey;
 use goose_core::{Config, Member, NodeId};
-use goose_embedded::args::{self, BoardArgs};
-use goose_embedded::{qemu, BoardConfig, MEMBERS_MAX as BOARD_MEMBERS_MAX, TOKEN_SIZE_MAX};
 
 use crate::cluster::set_parent_death_signal;
 use crate::storage_file::{DataDir, DataDirError};
 
 /// The state file's name in a board's data dir.
 pub(crate) const STATE_FILE: &str = "board.flash";
-/// The longest state or key file path the firmware accepts (its buffer, less the NUL).
-const STATE_PATH_SIZE_MAX: usize = 255;
-/// The longest key file the firmware reads (its buffer: a hex key with whitespace).
-const KEY_FILE_SIZE_MAX: u64 = 2 * KEY_HEX_SIZE as u64;
 /// How often `goose board` looks at its QEMU child and its signal flag.
 const WATCH_INTERVAL: Duration = Duration::from_millis(20);
 /// How long QEMU gets to exit after SIGTERM before it is killed (it exits at once).
@@ -161,11 +160,9 @@ impl BoardSpec {
         let state = state.to_str().ok_or_else(|| {
             BoardError::Usage(format!("data dir {} is not UTF-8", self.data_dir.display()))
         })?;
-        if state.len() > STATE_PATH_SIZE_MAX
-            || state.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'')
-        {
+        if state.len() > PATH_SIZE_MAX || !args::is_plain_path(state) {
             return Err(BoardError::Usage(format!(
-                "state path {state:?}: the firmware takes at most {STATE_PATH_SIZE_MAX} bytes \
+                "state path {state:?}: the firmware takes at most {PATH_SIZE_MAX} bytes \
                  without spaces or quotes"
             )));
         }
@@ -194,9 +191,10 @@ impl BoardSpec {
         let path = std::fs::canonicalize(given).map_err(|e| refused(e.to_string()))?;
         let file = std::fs::File::open(&path).map_err(|e| refused(e.to_string()))?;
         let mut bytes = Vec::new();
-        io::Read::read_to_end(&mut io::Read::take(file, KEY_FILE_SIZE_MAX + 1), &mut bytes)
+        let limit = u64::try_from(KEY_FILE_SIZE_MAX + 1).unwrap_or(u64::MAX);
+        io::Read::read_to_end(&mut io::Read::take(file, limit), &mut bytes)
             .map_err(|e| refused(e.to_string()))?;
-        if bytes.len() as u64 > KEY_FILE_SIZE_MAX {
+        if bytes.len() > KEY_FILE_SIZE_MAX {
             return Err(refused(format!(
                 "longer than the {KEY_FILE_SIZE_MAX} bytes a board reads"
             )));
@@ -205,13 +203,10 @@ impl BoardSpec {
             .map_err(|e| refused(format!("{e} (or exactly 32 raw bytes)")))?;
         let text = path
             .to_str()
-            .filter(|text| {
-                text.len() <= STATE_PATH_SIZE_MAX
-                    && !text.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'')
-            })
+            .filter(|text| text.len() <= PATH_SIZE_MAX && args::is_plain_path(text))
             .ok_or_else(|| {
                 refused(format!(
-                    "the firmware takes an absolute path of at most {STATE_PATH_SIZE_MAX} \
+                    "the firmware takes an absolute path of at most {PATH_SIZE_MAX} \
                      UTF-8 bytes without spaces or quotes, not {}",
                     path.display()
                 ))
@@ -234,10 +229,10 @@ impl BoardSpec {
     /// if the key file is no (longer a) key.
     pub(crate) fn command(&self, qemu: &Path, seed: u64) -> Result<Command, BoardError> {
         let id = self.config.id;
-        let config = BoardConfig::qemu(self.config, self.port, &self.members, seed)
-            .map_err(|error| BoardError::Usage(format!("board {id}: {error}")))?;
-        let mut config = config;
-        config.control_token =
+        let members = heapless::Vec::from_slice(&self.members).map_err(|()| {
+            BoardError::Usage(format!("board {id}: at most {BOARD_MEMBERS_MAX} members"))
+        })?;
+        let control_token =
             match &self.control_token {
                 Some(token) => Some(heapless::String::try_from(token.as_str()).map_err(|()| {
                     BoardError::Usage(format!("board {id}: control token too long"))
@@ -245,16 +240,19 @@ impl BoardSpec {
                 None => None,
             };
         let state = self.state_path();
-        let state = state.to_str();
         let key_file = self.key_path()?;
+        let board_args = BoardArgs {
+            node: self.config,
+            port: self.port,
+            members,
+            seed,
+            control_token,
+            state: state.to_str(),
+            key_file: key_file.as_deref(),
+        };
         let mut append = String::new();
         let mut nic = String::new();
         // Writing into a String cannot fail.
-        let board_args = BoardArgs {
-            config,
-            state,
-            key_file: key_file.as_deref(),
-        };
         let _ = args::write(&mut append, &board_args);
         let _ = qemu::write_nic(&mut nic, id, self.port);
         let mut command = Command::new(qemu);

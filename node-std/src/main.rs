@@ -646,12 +646,12 @@ fn run_cluster(args: ClusterArgs) -> ExitCode {
             &format!("--boards {} with only --nodes {}", args.boards, args.nodes),
         );
     }
-    if args.boards > 0 && usize::from(args.nodes) > goose_embedded::MEMBERS_MAX {
+    if args.boards > 0 && usize::from(args.nodes) > goose_board_args::MEMBERS_MAX {
         usage_error(
             "cluster",
             &format!(
                 "a board holds at most {} members: --nodes {} with --boards {}",
-                goose_embedded::MEMBERS_MAX,
+                goose_board_args::MEMBERS_MAX,
                 args.nodes,
                 args.boards
             ),

@@ -29,9 +29,9 @@ use core::ffi::CStr;
 use core::fmt::{self, Write as _};
 
 use cortex_m_rt::entry;
-use goose_core::auth::key::{ClusterKey, KEY_HEX_SIZE};
+use goose_core::auth::key::ClusterKey;
 use goose_core::{Event, Instant, NodeId};
-use goose_embedded::args::{self, BoardArgs};
+use goose_embedded::args;
 use goose_embedded::flash::FileFlash;
 use goose_embedded::store::FlashStore;
 use goose_embedded::{
@@ -49,9 +49,7 @@ use crate::mac::Mac;
 /// state path is about 250.
 const COMMAND_LINE_SIZE_MAX: usize = 1024;
 /// Bytes of the state file's path, and of the key file's, with its NUL.
-const PATH_SIZE_MAX: usize = 256;
-/// Bytes of a key file: the key's hex digits and some whitespace around them.
-const KEY_FILE_SIZE_MAX: usize = 2 * KEY_HEX_SIZE;
+const PATH_BUFFER_SIZE: usize = args::PATH_SIZE_MAX + 1;
 /// Bytes of one log line (the usage line is the longest, about 230); longer ones are cut.
 const LOG_LINE_SIZE_MAX: usize = 256;
 /// Events logged per loop turn; the core buffers at most `EVENTS_MAX` anyway.
@@ -176,7 +174,7 @@ fn assemble(
 /// The board's configuration and state file path from the command line; exits 2 on a bad
 /// one.
 #[inline(never)]
-fn configure() -> (BoardConfig, String<PATH_SIZE_MAX>) {
+fn configure() -> (BoardConfig, String<PATH_BUFFER_SIZE>) {
     let Ok(command_line) = semihosting::experimental::env::args::<COMMAND_LINE_SIZE_MAX>() else {
         fail(
             2,
@@ -187,24 +185,25 @@ fn configure() -> (BoardConfig, String<PATH_SIZE_MAX>) {
     let words = (&command_line)
         .map(|word| word.unwrap_or("--invalid-utf8"))
         .skip_while(|word| !word.starts_with("--"));
-    let BoardArgs {
-        mut config,
-        state,
-        key_file,
-    } = match args::parse(words) {
+    let parsed = match args::parse(words) {
         Ok(parsed) => parsed,
         Err(error) => {
             log(format_args!("goose-firmware: {error}"));
             fail(2, format_args!("{}", args::USAGE))
         }
     };
-    let mut path: String<PATH_SIZE_MAX> = String::new();
+    let (state, key_file) = (parsed.state, parsed.key_file);
+    let mut config = match BoardConfig::from_args(parsed) {
+        Ok(config) => config,
+        Err(error) => fail(2, format_args!("goose-firmware: {error}")),
+    };
+    let mut path: String<PATH_BUFFER_SIZE> = String::new();
     let written = match state {
         Some(state) => write!(path, "{state}"),
         None => write!(path, "goose-board-{}.flash", config.node.id),
     };
     // Room for the NUL the host call needs.
-    if written.is_err() || path.len() >= PATH_SIZE_MAX {
+    if written.is_err() || path.len() >= PATH_BUFFER_SIZE {
         fail(2, format_args!("goose-firmware: --state path too long"));
     }
     if let Some(key_file) = key_file {
@@ -217,10 +216,10 @@ fn configure() -> (BoardConfig, String<PATH_SIZE_MAX>) {
 /// cannot be read or does not hold a key.
 #[inline(never)]
 fn read_key(id: NodeId, path: &str) -> ClusterKey {
-    let mut bytes = [0; PATH_SIZE_MAX];
+    let mut bytes = [0; PATH_BUFFER_SIZE];
     let Some(slot) = bytes
         .get_mut(..path.len())
-        .filter(|_| path.len() < PATH_SIZE_MAX)
+        .filter(|_| path.len() < PATH_BUFFER_SIZE)
     else {
         fail(2, format_args!("goose-firmware: --key-file path too long"));
     };
@@ -231,7 +230,7 @@ fn read_key(id: NodeId, path: &str) -> ClusterKey {
             format_args!("goose-firmware: --key-file path holds a NUL"),
         );
     };
-    let mut text = [0; KEY_FILE_SIZE_MAX];
+    let mut text = [0; args::KEY_FILE_SIZE_MAX];
     let Some(text) = host_file::read_small(path_c, &mut text) else {
         fail(
             1,
@@ -253,7 +252,7 @@ fn read_key(id: NodeId, path: &str) -> ClusterKey {
 /// opened or holds something that is not a state map.
 #[inline(never)]
 fn open_store(id: NodeId, path: &str) -> &'static RefCell<FlashStore<Flash>> {
-    let mut bytes = [0; PATH_SIZE_MAX];
+    let mut bytes = [0; PATH_BUFFER_SIZE];
     bytes[..path.len()].copy_from_slice(path.as_bytes());
     let Ok(path_c) = CStr::from_bytes_until_nul(&bytes) else {
         fail(2, format_args!("goose-firmware: --state path too long"));

@@ -4,19 +4,18 @@
 //! qemu-system-arm -M lm3s6965evb -nographic -monitor none \
 //!     -semihosting-config enable=on,target=native \
 //!     -nic user,model=stellaris,mac=02:00:00:00:00:04,hostfwd=udp:127.0.0.1:9903-:9903 \
-//!     -kernel <firmware elf> -append "<args::write output>"
+//!     -kernel <firmware elf> -append "<write output>"
 //! ```
 //!
 //! [`PROGRAM`], then [`FIXED_ARGS`], then `-nic` and [`write_nic`]'s value, then `-kernel`
-//! and the firmware, then `-append` and [`crate::args::write`]'s line. Each value is one
+//! and the firmware, then `-append` and [`crate::write`]'s line. Each value is one
 //! argument (no shell involved). The guest's port equals the host's, so the board's own
 //! member address `127.0.0.1:<port>` is what every other node dials.
 //!
 //! ```
 //! use core::net::{Ipv4Addr, SocketAddr};
+//! use goose_board_args::{self as args, qemu, BoardArgs};
 //! use goose_core::{Config, Member, NodeId};
-//! use goose_embedded::args::{self, BoardArgs};
-//! use goose_embedded::{qemu, BoardConfig};
 //!
 //! let member = |id: u16| Member {
 //!     id: NodeId::new(id).unwrap(),
@@ -25,11 +24,18 @@
 //! };
 //! let id = NodeId::new(4).unwrap();
 //! let members = [member(1), member(2), member(3), member(4), member(5)];
-//! let config = BoardConfig::qemu(Config::new(id), 9903, &members, 77).unwrap();
+//! let board = BoardArgs {
+//!     node: Config::new(id),
+//!     port: 9903,
+//!     members: heapless::Vec::from_slice(&members).unwrap(),
+//!     seed: 77,
+//!     control_token: None,
+//!     state: Some("data/4/board.flash"),
+//!     key_file: None,
+//! };
 //! let (mut nic, mut append) = (heapless::String::<128>::new(), heapless::String::<512>::new());
 //! qemu::write_nic(&mut nic, id, 9903).unwrap();
-//! let state = Some("data/4/board.flash");
-//! args::write(&mut append, &BoardArgs { config, state, key_file: None }).unwrap();
+//! args::write(&mut append, &board).unwrap();
 //! assert_eq!(nic, "user,model=stellaris,mac=02:00:00:00:00:04,hostfwd=udp:127.0.0.1:9903-:9903");
 //! assert_eq!(
 //!     append,
@@ -44,8 +50,6 @@
 use core::fmt::{self, Write};
 
 use goose_core::NodeId;
-
-use crate::board::BoardConfig;
 
 /// The emulator.
 pub const PROGRAM: &str = "qemu-system-arm";
@@ -67,13 +71,20 @@ pub const FIXED_ARGS: [&str; 7] = [
 pub const FIRMWARE_PATH: &str =
     "node-embedded/firmware/target/thumbv7m-none-eabi/release/goose-firmware";
 
+/// The MAC address of board `id`: locally administered, unicast, `02:00:00:00:hi:lo`. QEMU
+/// gives the board's NIC this address ([`write_nic`]) and the board answers to it.
+pub const fn mac_for(id: NodeId) -> [u8; 6] {
+    let [high, low] = id.get().to_be_bytes();
+    [0x02, 0, 0, 0, high, low]
+}
+
 /// Writes the `-nic` value: slirp user networking with the Stellaris model, the board's
 /// MAC, and the host's `127.0.0.1:<port>` forwarded to the board's `<port>`.
 ///
 /// # Errors
 /// Only those of `out`.
 pub fn write_nic(out: &mut impl Write, id: NodeId, port: u16) -> fmt::Result {
-    let mac = BoardConfig::mac_for(id);
+    let mac = mac_for(id);
     write!(
         out,
         "user,model=stellaris,mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x},\
