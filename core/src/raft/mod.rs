@@ -112,9 +112,11 @@
 //! back. The service answers nothing once its node failed; the desktop node exits and a
 //! board halts.
 
+pub mod election;
 pub mod lease;
 mod log;
 mod outbox;
+pub mod step;
 
 use core::net::SocketAddr;
 
@@ -130,11 +132,10 @@ use crate::rand::Rand;
 use crate::stats::{bump, Stats};
 use crate::storage::{PersistentState, SavedState, StateError, Storage};
 use crate::time::{Duration, Instant};
-use crate::types::{Entry, EntryId, LogIndex, LogView, Member, NodeId, Payload, Term};
-use crate::wire::{
-    self, AppendResult, Body, Message, MessageOwned, MessageRef, MessageShort, WireError,
-};
+use crate::types::{Entry, EntryId, LogIndex, Member, NodeId, Payload, Term};
+use crate::wire::{self, AppendResult, Body, Message, MessageRef, MessageShort, WireError};
 
+use self::election::Votes;
 use self::log::{AppendError, Log};
 use self::outbox::Outbox;
 
@@ -319,12 +320,6 @@ impl core::fmt::Display for TransferError {
 }
 
 impl core::error::Error for TransferError {}
-
-#[derive(Clone, Debug)]
-struct Votes<const M: usize> {
-    granted: Vec<NodeId, M>,
-    refused: Vec<NodeId, M>,
-}
 
 #[derive(Clone, Copy, Debug)]
 struct Progress {
@@ -712,42 +707,10 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         if self.failed {
             return;
         }
-        if let Role::Leader(state) = &mut self.role {
-            if let Some(transfer) = state.transfer.filter(|t| now >= t.deadline) {
-                if transfer.sent {
-                    // The target did not take over: step down so an ordinary election
-                    // follows, rather than lead on without ever being goose.
-                    self.become_follower(now, self.term, None);
-                    self.finish(now);
-                    return;
-                }
-                state.transfer = None;
-                self.push_event(Event::TransferFailed);
-            }
-            let Role::Leader(state) = &mut self.role else {
-                return;
-            };
-            if now >= state.quorum_check_deadline {
-                state.quorum_check_deadline = now + self.config.election_timeout_min;
-                if !Self::quorum_active(&self.log, state, self.config.id) {
-                    // CheckQuorum: a leader cut off from its majority steps down, so a
-                    // minority side has no leader at all (its lease ended long before).
-                    self.become_follower(now, self.term, None);
-                    self.finish(now);
-                    return;
-                }
-            }
-            if now >= state.heartbeat_deadline {
-                self.broadcast_append(now);
-                self.maybe_promote(now);
-            }
+        if matches!(self.role, Role::Leader(_)) {
+            self.tick_leader(now);
         } else if now >= self.election_deadline {
-            self.reset_election_timer(now);
-            // The timer never fires inside the loyalty window (reset_election_timer), but
-            // the window is what the lease relies on: check it, not the timer.
-            if self.can_campaign() && !self.in_lease(now) {
-                self.become_pre_candidate(now);
-            }
+            self.tick_election(now);
         }
         self.finish(now);
     }
@@ -885,109 +848,6 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
 
     // --- Term handling, then dispatch by role (etcd's Step) ------------------------------
 
-    fn step(&mut self, now: Instant, from: NodeId, message: MessageOwned) {
-        let Message { term, body } = message;
-        if term > self.term {
-            let transfer = matches!(body, Body::Vote { transfer: true, .. });
-            if body.is_vote_request() && !transfer && self.in_lease(now) {
-                // Leader stickiness (§4.2.3), which the lease depends on: refuse without
-                // even adopting the term.
-                bump(&mut self.stats.sticky_refusals);
-                return;
-            }
-            match body {
-                // A PreVote asks about a future term; a granted PreVoteResponse carries it.
-                Body::PreVote { .. } | Body::PreVoteResponse { granted: true } => {}
-                _ => {
-                    let leader = body.is_from_leader().then_some(from);
-                    self.become_follower(now, term, leader);
-                }
-            }
-        } else if term < self.term {
-            bump(&mut self.stats.stale_term);
-            match body {
-                // Tell a stale leader about the new term so it steps down. The zero
-                // `sent_at` can never extend anyone's lease.
-                Body::Append { .. } | Body::Snapshot { .. } => {
-                    let result = AppendResult::Rejected {
-                        rejected: LogIndex(0),
-                        hint: EntryId::default(),
-                    };
-                    self.respond(
-                        from,
-                        Body::AppendResponse {
-                            sent_at: Instant::ZERO,
-                            result,
-                        },
-                    );
-                }
-                Body::PreVote { .. } => {
-                    self.respond(from, Body::PreVoteResponse { granted: false })
-                }
-                _ => {}
-            }
-            return;
-        }
-        if body.is_from_leader() && matches!(self.role, Role::Leader(_)) {
-            // Another leader in this term: impossible among honest peers (one vote per
-            // voter per term), so the frame is forged or corrupt. Drop it, never follow it.
-            bump(&mut self.stats.invalid);
-            return;
-        }
-        match body {
-            Body::PreVote { log } => self.handle_vote_request(now, from, term, log, true),
-            Body::Vote { log, transfer } => {
-                if !transfer && self.in_lease(now) && self.voted_for != Some(from) {
-                    bump(&mut self.stats.sticky_refusals);
-                    return;
-                }
-                self.handle_vote_request(now, from, term, log, false);
-            }
-            Body::PreVoteResponse { granted } => {
-                self.handle_vote_response(now, from, granted, true)
-            }
-            Body::VoteResponse { granted } => self.handle_vote_response(now, from, granted, false),
-            Body::Append {
-                prev,
-                commit,
-                last,
-                stick,
-                sent_at,
-                entries,
-            } => {
-                self.follow(now, from, stick);
-                self.handle_append(from, prev, commit, last, sent_at, &entries);
-            }
-            Body::Snapshot {
-                last,
-                stick,
-                sent_at,
-                offset,
-                members,
-                done,
-            } => {
-                self.follow(now, from, stick);
-                self.handle_snapshot(from, last, sent_at, offset, &members, done);
-            }
-            Body::TimeoutNow => {
-                self.follow(now, from, self.stick);
-                if self.can_campaign() {
-                    self.become_candidate(now, true);
-                }
-            }
-            Body::AppendResponse { sent_at, result } => {
-                self.handle_append_response(now, from, sent_at, result)
-            }
-            Body::SnapshotResponse {
-                sent_at,
-                last,
-                received,
-            } => {
-                self.handle_snapshot_response(now, from, sent_at, last, received);
-            }
-        }
-    }
-
     /// Whether this node may stand for election: only as a voter of its latest membership.
     /// A node being removed, even by an entry not yet committed, never campaigns: it would
     /// only disturb the flock it is leaving. That this cannot stall a flock is argued in the
@@ -1014,191 +874,39 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         !self.was_member && self.log.member(self.config.id).is_none()
     }
 
-    // --- Elections -----------------------------------------------------------------------
+    // --- Leader side ---------------------------------------------------------------------
 
-    fn handle_vote_request(
-        &mut self,
-        now: Instant,
-        from: NodeId,
-        term: Term,
-        log: LogView,
-        pre: bool,
-    ) {
-        let up_to_date = log.is_up_to_date_with(self.log_view());
-        let can_vote = self.voted_for == Some(from)
-            || (self.voted_for.is_none() && self.leader.is_none())
-            || (pre && term > self.term);
-        let granted = up_to_date && can_vote;
-        if pre {
-            let term = if granted { term } else { self.term };
-            self.respond_in(from, term, Body::PreVoteResponse { granted });
-            return;
-        }
-        if granted {
-            debug_assert_eq!(term, self.term);
-            if self.voted_for != Some(from) {
-                self.voted_for = Some(from);
-                self.dirty = true;
-            }
-            self.reset_election_timer(now);
-        }
-        self.respond(from, Body::VoteResponse { granted });
-    }
-
-    fn handle_vote_response(&mut self, now: Instant, from: NodeId, granted: bool, pre: bool) {
-        let votes = match &mut self.role {
-            Role::PreCandidate(votes) if pre => votes,
-            Role::Candidate(votes) if !pre => votes,
-            _ => return,
-        };
-        if !self.log.is_voter(from)
-            || votes.granted.contains(&from)
-            || votes.refused.contains(&from)
-        {
-            return;
-        }
-        let list = if granted {
-            &mut votes.granted
-        } else {
-            &mut votes.refused
-        };
-        // Capacity M holds every member, so a voter always fits.
-        let _ = list.push(from);
-        self.tally(now, pre);
-    }
-
-    fn tally(&mut self, now: Instant, pre: bool) {
-        let (Role::PreCandidate(votes) | Role::Candidate(votes)) = &self.role else {
+    /// The leader's timers: a transfer's deadline, CheckQuorum, the heartbeat.
+    fn tick_leader(&mut self, now: Instant) {
+        let Role::Leader(state) = &mut self.role else {
             return;
         };
-        let needed = majority(self.log.voter_count());
-        let granted = votes
-            .granted
-            .iter()
-            .filter(|id| self.log.is_voter(**id))
-            .count();
-        let refused = votes
-            .refused
-            .iter()
-            .filter(|id| self.log.is_voter(**id))
-            .count();
-        if granted >= needed {
-            if pre {
-                self.become_candidate(now, false);
-            } else {
-                self.become_leader(now);
+        if let Some(transfer) = state.transfer.filter(|t| now >= t.deadline) {
+            if transfer.sent {
+                // The target did not take over: step down so an ordinary election
+                // follows, rather than lead on without ever being goose.
+                self.become_follower(now, self.term, None);
+                return;
             }
-        } else if refused >= needed {
-            self.become_follower(now, self.term, None);
+            state.transfer = None;
+            self.push_event(Event::TransferFailed);
         }
-    }
-
-    fn become_follower(&mut self, now: Instant, term: Term, leader: Option<NodeId>) {
-        debug_assert!(term >= self.term);
-        if term > self.term {
-            self.term = term;
-            self.voted_for = None;
-            self.dirty = true;
-        }
-        self.role = Role::Follower;
-        self.leader = leader;
-        self.outbox.clear_requests();
-        self.reset_election_timer(now);
-    }
-
-    fn become_pre_candidate(&mut self, now: Instant) {
-        debug_assert!(self.can_campaign());
-        debug_assert!(!matches!(self.role, Role::Leader(_)));
-        self.role = Role::PreCandidate(Votes {
-            granted: Vec::new(),
-            refused: Vec::new(),
-        });
-        self.leader = None;
-        self.request_votes(now, true, false);
-    }
-
-    fn become_candidate(&mut self, now: Instant, transfer: bool) {
-        debug_assert!(self.can_campaign());
-        self.term = Term(self.term.0 + 1);
-        self.voted_for = Some(self.config.id);
-        self.dirty = true;
-        self.role = Role::Candidate(Votes {
-            granted: Vec::new(),
-            refused: Vec::new(),
-        });
-        self.leader = None;
-        self.reset_election_timer(now);
-        self.request_votes(now, false, transfer);
-    }
-
-    fn request_votes(&mut self, now: Instant, pre: bool, transfer: bool) {
-        if let Role::PreCandidate(votes) | Role::Candidate(votes) = &mut self.role {
-            let _ = votes.granted.push(self.config.id);
-        }
-        let log = self.log_view();
-        let (term, body) = if pre {
-            (Term(self.term.0 + 1), Body::PreVote { log })
-        } else {
-            (self.term, Body::Vote { log, transfer })
+        let Role::Leader(state) = &mut self.role else {
+            return;
         };
-        for i in 0..self.log.members().len() {
-            let member = self.log.members()[i];
-            if member.voter && member.id != self.config.id {
-                let queued = self.outbox.push_request(
-                    member.id,
-                    Message {
-                        term,
-                        body: body.clone(),
-                    },
-                );
-                if !queued {
-                    bump(&mut self.stats.outbox_full);
-                }
+        if now >= state.quorum_check_deadline {
+            state.quorum_check_deadline = now + self.config.election_timeout_min;
+            if !Self::quorum_active(&self.log, state, self.config.id) {
+                // CheckQuorum: a leader cut off from its majority steps down, so a
+                // minority side has no leader at all (its lease ended long before).
+                self.become_follower(now, self.term, None);
+                return;
             }
         }
-        self.tally(now, pre);
-    }
-
-    /// Where this node's log stands in elections.
-    fn log_view(&self) -> LogView {
-        LogView {
-            term: self.log_term,
-            last: self.log.last_index(),
+        if now >= state.heartbeat_deadline {
+            self.broadcast_append(now);
+            self.maybe_promote(now);
         }
-    }
-
-    /// Wins the election. The leader appends nothing: its log term becomes its term
-    /// (saved before any frame leaves), and once a majority confirmed its whole log in this
-    /// term, every earlier entry in it is committed and it may be goose (module docs).
-    fn become_leader(&mut self, now: Instant) {
-        debug_assert!(matches!(self.role, Role::Candidate(_)));
-        debug_assert_eq!(self.voted_for, Some(self.config.id));
-        let last = self.log.last_index();
-        let mut progress = Vec::new();
-        for member in self.log.members() {
-            if member.id != self.config.id {
-                // Capacity M holds every member.
-                let _ = progress.push(Self::new_progress(member, last.next()));
-            }
-        }
-        self.role = Role::Leader(LeaderState {
-            progress,
-            since: now,
-            election_last: last,
-            log_confirmed: false,
-            round_sent_at: now,
-            lease_end: None,
-            heartbeat_deadline: now,
-            quorum_check_deadline: now + self.config.election_timeout_min,
-            transfer: None,
-        });
-        self.leader = Some(self.config.id);
-        self.log_term = self.term;
-        self.dirty = true;
-        self.outbox.clear_requests();
-        // A flock of one confirms at once.
-        self.maybe_commit(now);
-        self.broadcast_append(now);
     }
 
     fn new_progress(member: &Member, next: LogIndex) -> Progress {
@@ -1214,16 +922,6 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             send: None,
             snapshot_received: 0,
         }
-    }
-
-    /// The next election timeout: this node's own randomized timeout, but never inside the
-    /// loyalty window (a leader with longer timing than ours would otherwise see its voters
-    /// campaign while its lease holds), keeping the spread that splits votes apart.
-    fn reset_election_timer(&mut self, now: Instant) {
-        let min = self.config.election_timeout_min;
-        let spread = (self.config.election_timeout_max - min).micros();
-        let base = (now + min).max(self.sticky_until);
-        self.election_deadline = base + Duration::from_micros(self.rand.range_inclusive(0, spread));
     }
 
     // --- Replication: follower side ------------------------------------------------------
