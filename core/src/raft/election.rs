@@ -6,7 +6,7 @@
 //! never disturbs the flock with a higher term. Only with a majority of pre-votes does it
 //! become a candidate. Votes go to the candidate whose log ranks at least as high as the
 //! voter's, by log term then last index ([`crate::LogView`]; why the log term and not the
-//! last entry's term: `follower`). A voter loyal to a leader refuses
+//! last entry's term: [`follower`](super::follower)). A voter loyal to a leader refuses
 //! every vote ([`lease`](super::lease)). The winner appends nothing: it takes its term as
 //! its log term and commits by confirmation (`leader`).
 

@@ -6,9 +6,9 @@
 //! election timer wait).
 //!
 //! [`Node::is_goose`] holds only while the node is leader, a majority confirmed its whole
-//! log in its term ([the log term](super)), and `now < lease_end`. `lease_end` is `t + D`
-//! for the latest heartbeat round `t` (leader's clock, taken *before* the round is sent)
-//! that a majority of voters acknowledged in the current term, where
+//! log in its term ([the log term](super::follower)), and `now < lease_end`. `lease_end`
+//! is `t + D` for the latest heartbeat round `t` (leader's clock, taken *before* the round
+//! is sent) that a majority of voters acknowledged in the current term, where
 //! `D = W × (1 − max_drift) − lease_margin` and `W` is the leader's own
 //! `election_timeout_min`: the leader's *loyalty window*.
 //!
