@@ -8,11 +8,12 @@
 //! voter's, by log term then last index ([`crate::LogView`]; why the log term and not the
 //! last entry's term: [`follower`](super::follower)). A voter loyal to a leader refuses
 //! every vote ([`lease`](super::lease)). The winner appends nothing: it takes its term as
-//! its log term and commits by confirmation (`leader`).
+//! its log term and commits by confirmation ([`leader`](super::leader)).
 
 use heapless::Vec;
 
-use super::{LeaderState, Node, Role};
+use super::leader::LeaderState;
+use super::{Node, Role};
 use crate::quorum::majority;
 use crate::stats::bump;
 use crate::storage::Storage;

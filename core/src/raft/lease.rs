@@ -67,7 +67,8 @@
 
 use heapless::Vec;
 
-use super::{push_bounded, Node, Role};
+use super::leader::push_bounded;
+use super::{Node, Role};
 use crate::quorum::quorum_value;
 use crate::storage::Storage;
 use crate::time::{Duration, Instant};

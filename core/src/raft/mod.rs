@@ -14,6 +14,25 @@
 //! [`Storage`] before the input's `handle_*` returns, and outputs only become visible after
 //! that, so no message ever depends on state a crash could lose.
 //!
+//! # Where things are
+//!
+//! Each file holds one part of the protocol, with the written argument for it beside the
+//! code it argues about:
+//!
+//! - this module: the [`Node`] type and its public API (getters, `handle_*`, `poll_*`),
+//!   the gateway for peer frames, and `finish`, which saves before anything is sent
+//!   ([fail-stop](#fail-stop));
+//! - [`step`]: term handling and leader stickiness, then dispatch (etcd's `Step`);
+//! - [`election`]: pre-vote, vote, candidacy, the election timer, and the role changes;
+//! - [`follower`]: Append and Snapshot, the whole-log rule, and the log-term argument;
+//! - [`leader`]: progress, replication, commit by confirmation, CheckQuorum;
+//! - [`lease`]: the goose lease and the voters' loyalty window, and why at most one node
+//!   is goose;
+//! - [`membership`]: changes in the log, leaving peers, and the removal argument;
+//! - [`transfer`]: leadership transfer and TimeoutNow;
+//! - `log` and `outbox` (private): the fixed-capacity log with its snapshot and
+//!   membership, and the bounded queue of short messages.
+//!
 //! # The goose lease
 //!
 //! [`Node::is_goose`] holds only while the node is leader, a majority confirmed its whole
@@ -36,22 +55,10 @@
 //!
 //! # Removal
 //!
-//! A node not in its latest membership never campaigns ([`Node`] checks `can_campaign`, and
-//! the simulator's checker asserts it after every event): a node being removed would only
-//! disturb the flock it leaves. That this cannot stall a flock: once the leader that
-//! appended a removal has gone, a node lacking the entry needs a majority of the old
-//! membership, a node holding it one of the new. If the removed node is that leader's own
-//! and a majority of the old membership lacks the entry, the others still make a majority
-//! of the old membership without the removed node as long as at least two voters remain,
-//! and elect one of them; the entry is then overwritten. With two voters, the other one
-//! alone is no majority of the old pair: so a leader of two voters never removes itself
-//! ([`ProposeError::RemovesLeaderOfTwo`]: hand over first).
-//!
-//! A removed node learns of its removal from its own log: it reports [`Event::Removed`] once
-//! it holds a whole leader log (so no later entry it has not seen adds it back) whose
-//! committed and latest memberships both lack it. The leader keeps sending to a member whose
-//! removal committed until it has acknowledged a frame that carried that commit and its
-//! whole log, however many changes follow the removal.
+//! A node not in its latest membership never campaigns, a leader of two voters never removes
+//! itself ([`ProposeError::RemovesLeaderOfTwo`]), and a removed node learns of its removal
+//! from its own log ([`Event::Removed`]). Why this cannot stall a flock, and when a removed
+//! node may take its removal for the last word, is argued in [`membership`].
 //!
 //! # Fail-stop
 //!
@@ -63,31 +70,31 @@
 
 pub mod election;
 pub mod follower;
+pub mod leader;
 pub mod lease;
 mod log;
+pub mod membership;
 mod outbox;
 pub mod step;
+pub mod transfer;
 
 use core::net::SocketAddr;
 
 use heapless::{Deque, Vec};
 
 use crate::config::{Config, ConfigError};
-use crate::limits::{
-    ENTRIES_PER_MESSAGE_MAX, EVENTS_MAX, LOG_ENTRIES_MAX, MEMBERS_MAX, MEMBERS_PER_SNAPSHOT_CHUNK,
-    UNCOMMITTED_ENTRIES_MAX,
-};
-use crate::quorum::{majority, quorum_value};
+use crate::limits::{EVENTS_MAX, LOG_ENTRIES_MAX, MEMBERS_MAX};
 use crate::rand::Rand;
 use crate::stats::{bump, Stats};
 use crate::storage::{PersistentState, SavedState, StateError, Storage};
 use crate::time::{Duration, Instant};
 use crate::types::{Entry, EntryId, LogIndex, Member, NodeId, Payload, Term};
-use crate::wire::{self, AppendResult, Body, Message, MessageRef, MessageShort, WireError};
+use crate::wire::{self, Body, MessageRef, MessageShort, WireError};
 
 use self::election::Votes;
 use self::follower::SnapshotReceive;
-use self::log::{AppendError, Log};
+use self::leader::LeaderState;
+use self::log::Log;
 use self::outbox::Outbox;
 
 /// The Raft role, as `ctl status` reports it.
@@ -272,100 +279,12 @@ impl core::fmt::Display for TransferError {
 
 impl core::error::Error for TransferError {}
 
-#[derive(Clone, Copy, Debug)]
-struct Progress {
-    id: NodeId,
-    /// Where the peer listens; kept here so a member being removed still hears the entry
-    /// that removes it.
-    addr: SocketAddr,
-    /// The next index to send.
-    next: LogIndex,
-    /// The highest index known to match.
-    matched: LogIndex,
-    /// The highest index the peer acknowledged while its log term was this leader's term:
-    /// what counts towards the commit index.
-    confirmed: Option<LogIndex>,
-    /// Set once the peer's removal has committed: it keeps its progress until it has
-    /// acknowledged a frame that told it so.
-    leaving: Option<Leaving>,
-    /// The latest `sent_at` this peer acknowledged in this leadership.
-    acked_sent_at: Option<Instant>,
-    /// Heard from since the last CheckQuorum.
-    active: bool,
-    /// A replication message is due, stamped with the time it was decided.
-    send: Option<Instant>,
-    /// Members of the current snapshot the peer has received (while `next` is inside the
-    /// snapshot).
-    snapshot_received: u16,
-}
-
-/// A member whose removal has committed, still sent heartbeats until it knows: otherwise a
-/// later change would drop it first and it would never learn it was removed.
-#[derive(Clone, Copy, Debug)]
-struct Leaving {
-    /// The index of the entry that removed it.
-    removal: LogIndex,
-    /// When this leader's commit index first covered the removal: every frame sent since
-    /// carries it.
-    told_from: Instant,
-}
-
-#[derive(Clone, Debug)]
-struct LeaderState<const M: usize> {
-    progress: Vec<Progress, M>,
-    /// When this node became leader: acknowledgements of earlier sends are stale.
-    since: Instant,
-    /// The last index of this leader's log when it was elected.
-    election_last: LogIndex,
-    /// A majority confirmed this leader's whole log as of its election in its term: every
-    /// entry it holds from earlier terms is committed, and it may be goose.
-    log_confirmed: bool,
-    /// The send time of the latest round: the leader's own acknowledgement.
-    round_sent_at: Instant,
-    lease_end: Option<Instant>,
-    heartbeat_deadline: Instant,
-    quorum_check_deadline: Instant,
-    transfer: Option<Transfer>,
-}
-
-/// A leadership transfer under way. While it lasts the leader is not goose; once TimeoutNow
-/// is sent it is never goose again in this term, because the voters it asked may ignore
-/// stickiness for the target.
-#[derive(Clone, Copy, Debug)]
-struct Transfer {
-    /// The voter asked for, or `None` for the most up-to-date one.
-    target: Option<NodeId>,
-    /// When the transfer gives up (before TimeoutNow) or the leader steps down (after).
-    deadline: Instant,
-    /// Whether TimeoutNow was sent.
-    sent: bool,
-}
-
 #[derive(Clone, Debug)]
 enum Role<const M: usize> {
     Follower,
     PreCandidate(Votes<M>),
     Candidate(Votes<M>),
     Leader(LeaderState<M>),
-}
-
-/// A leader's progress of `from`, once an answer to a send at `sent_at` arrived: the peer
-/// counts as active for CheckQuorum, and the send time as acknowledged for the lease (unless
-/// it predates this leadership). `None` if this node is not leader or `from` is no peer.
-fn acknowledged<const M: usize>(
-    role: &mut Role<M>,
-    from: NodeId,
-    sent_at: Instant,
-) -> Option<&mut Progress> {
-    let Role::Leader(state) = role else {
-        return None;
-    };
-    let progress = state.progress.iter_mut().find(|p| p.id == from)?;
-    progress.active = true;
-    if sent_at >= state.since {
-        progress.acked_sent_at = progress.acked_sent_at.max(Some(sent_at));
-    }
-    Some(progress)
 }
 
 /// The observable state storage confirmed last.
@@ -666,38 +585,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     /// raft-dev 2015: no configuration from an earlier term can commit after that).
     pub fn propose(&mut self, now: Instant, payload: Payload) -> Result<LogIndex, ProposeError> {
         self.advance_clock(now);
-        let (transferring, confirmed) = match &self.role {
-            Role::Leader(state) if !self.failed => (state.transfer.is_some(), state.log_confirmed),
-            _ => return Err(ProposeError::NotLeader),
-        };
-        let uncommitted = self.log.last_index().0 - self.commit.0;
-        let change_in_flight = self
-            .log
-            .entries_from(self.commit.next(), L)
-            .iter()
-            .any(|e| e.payload.is_membership_change());
-        if !confirmed
-            || transferring
-            || change_in_flight
-            || uncommitted >= UNCOMMITTED_ENTRIES_MAX as u64
-        {
-            return Err(ProposeError::Busy);
-        }
-        let valid = match payload {
-            Payload::Noop => true,
-            Payload::AddLearner { id, .. } => id.is_valid(),
-            Payload::Promote { id } => self.log.member(id).is_some_and(|m| !m.voter),
-            // Removing the last voter would leave a flock that can never commit again.
-            Payload::Remove { id } => {
-                if id == self.config.id && self.log.voter_count() == 2 {
-                    return Err(ProposeError::RemovesLeaderOfTwo);
-                }
-                self.log.member(id).is_some_and(|m| !m.voter) || self.log.voter_count() > 1
-            }
-        };
-        if !valid {
-            return Err(ProposeError::Invalid);
-        }
+        self.check_proposal(payload)?;
         let index = self.append_as_leader(now, payload)?;
         // Replicate now rather than at the next heartbeat.
         self.broadcast_append(now);
@@ -716,28 +604,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     /// or, if no voter caught up within `election_timeout_min`, [`Event::TransferFailed`].
     pub fn transfer(&mut self, now: Instant, target: Option<NodeId>) -> Result<(), TransferError> {
         self.advance_clock(now);
-        let Role::Leader(state) = &mut self.role else {
-            return Err(TransferError::NotLeader);
-        };
-        if self.failed {
-            return Err(TransferError::NotLeader);
-        }
-        if state.transfer.is_some() {
-            return Err(TransferError::Busy);
-        }
-        if let Some(id) = target {
-            if id == self.config.id || !self.log.is_voter(id) {
-                return Err(TransferError::UnknownNode);
-            }
-        } else if !state.progress.iter().any(|p| self.log.is_voter(p.id)) {
-            return Err(TransferError::NoTarget);
-        }
-        state.transfer = Some(Transfer {
-            target,
-            deadline: now + self.config.election_timeout_min,
-            sent: false,
-        });
-        self.maybe_send_timeout_now(now);
+        self.start_transfer(now, target)?;
         self.finish(now);
         if self.failed {
             return Err(TransferError::NotLeader);
@@ -789,457 +656,6 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     /// The next event, oldest first.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
-    }
-
-    // --- Term handling, then dispatch by role (etcd's Step) ------------------------------
-
-    /// Whether this node may stand for election: only as a voter of its latest membership.
-    /// A node being removed, even by an entry not yet committed, never campaigns: it would
-    /// only disturb the flock it is leaving. That this cannot stall a flock is argued in the
-    /// module docs (removal of a leader).
-    fn can_campaign(&self) -> bool {
-        self.log.is_voter(self.config.id)
-    }
-
-    /// Whether `id` is a removed member this leader is still telling of its removal: its
-    /// acknowledgements are what end the telling.
-    fn is_leaving_peer(&self, id: NodeId) -> bool {
-        let Role::Leader(state) = &self.role else {
-            return false;
-        };
-        state
-            .progress
-            .iter()
-            .any(|p| p.id == id && p.leaving.is_some())
-    }
-
-    /// Whether this node has not been a member since it started: it then accepts a leader's
-    /// snapshot from a sender it does not know yet, to learn the membership.
-    fn is_joining(&self) -> bool {
-        !self.was_member && self.log.member(self.config.id).is_none()
-    }
-
-    // --- Leader side ---------------------------------------------------------------------
-
-    /// The leader's timers: a transfer's deadline, CheckQuorum, the heartbeat.
-    fn tick_leader(&mut self, now: Instant) {
-        let Role::Leader(state) = &mut self.role else {
-            return;
-        };
-        if let Some(transfer) = state.transfer.filter(|t| now >= t.deadline) {
-            if transfer.sent {
-                // The target did not take over: step down so an ordinary election
-                // follows, rather than lead on without ever being goose.
-                self.become_follower(now, self.term, None);
-                return;
-            }
-            state.transfer = None;
-            self.push_event(Event::TransferFailed);
-        }
-        let Role::Leader(state) = &mut self.role else {
-            return;
-        };
-        if now >= state.quorum_check_deadline {
-            state.quorum_check_deadline = now + self.config.election_timeout_min;
-            if !Self::quorum_active(&self.log, state, self.config.id) {
-                // CheckQuorum: a leader cut off from its majority steps down, so a
-                // minority side has no leader at all (its lease ended long before).
-                self.become_follower(now, self.term, None);
-                return;
-            }
-        }
-        if now >= state.heartbeat_deadline {
-            self.broadcast_append(now);
-            self.maybe_promote(now);
-        }
-    }
-
-    fn new_progress(member: &Member, next: LogIndex) -> Progress {
-        Progress {
-            id: member.id,
-            addr: member.addr,
-            next,
-            matched: LogIndex(0),
-            confirmed: None,
-            leaving: None,
-            acked_sent_at: None,
-            active: false,
-            send: None,
-            snapshot_received: 0,
-        }
-    }
-
-    // --- Replication: follower side ------------------------------------------------------
-
-    // --- Replication: leader side --------------------------------------------------------
-
-    fn append_as_leader(
-        &mut self,
-        now: Instant,
-        payload: Payload,
-    ) -> Result<LogIndex, ProposeError> {
-        self.log
-            .append(
-                Entry {
-                    term: self.term,
-                    payload,
-                },
-                self.commit,
-            )
-            .map_err(|error| match error {
-                AppendError::LogFull => ProposeError::LogFull,
-                AppendError::MembersFull => ProposeError::Invalid,
-            })?;
-        self.dirty = true;
-        if payload.is_membership_change() {
-            // A new member starts from a snapshot: fold what is committed into it first,
-            // so the snapshot names every member a joining node must be able to answer,
-            // including a leader that was itself added after the bootstrap.
-            self.log.compact(self.commit);
-        }
-        self.sync_progress();
-        self.maybe_commit(now);
-        Ok(self.log.last_index())
-    }
-
-    /// Keeps one progress per member other than this node, after a membership change. A
-    /// removed member keeps its progress until it knows of its removal: while the removal
-    /// is uncommitted, and after, until it acknowledged a frame that carried the commit
-    /// ([`Leaving`]); otherwise it would never learn it, and wait forever. A new member
-    /// starts from the snapshot, which carries the membership a joining node needs before
-    /// it can even reply.
-    fn sync_progress(&mut self) {
-        let Role::Leader(state) = &mut self.role else {
-            return;
-        };
-        let members = self.log.members();
-        let uncommitted = self.log.entries_from(self.commit.next(), L);
-        state.progress.retain(|p| {
-            members.iter().any(|m| m.id == p.id)
-                || p.leaving.is_some()
-                || uncommitted
-                    .iter()
-                    .any(|e| e.payload == Payload::Remove { id: p.id })
-        });
-        for member in members {
-            if member.id == self.config.id {
-                continue;
-            }
-            if let Some(progress) = state.progress.iter_mut().find(|p| p.id == member.id) {
-                progress.addr = member.addr;
-                // Added again before it heard of its removal: a member like any other.
-                progress.leaving = None;
-                continue;
-            }
-            if state.progress.is_full() {
-                // Room for a member before a removed peer still being told: that one will
-                // learn of its removal from its own log once it is up to date, or not at
-                // all if it is gone for good. Members fit: the log holds at most M.
-                if let Some(i) = state.progress.iter().position(|p| p.leaving.is_some()) {
-                    state.progress.swap_remove(i);
-                }
-            }
-            let next = self.log.snapshot().index;
-            let pushed = state.progress.push(Self::new_progress(member, next));
-            assert!(pushed.is_ok(), "a member's progress always fits");
-        }
-    }
-
-    /// Marks the peers whose removal the commit index now covers as [`Leaving`], from
-    /// `now`: they keep their progress until they acknowledge a frame sent since.
-    fn mark_leaving(&mut self, now: Instant, from: LogIndex) {
-        let Role::Leader(state) = &mut self.role else {
-            return;
-        };
-        for (i, entry) in self.log.entries_from(from.next(), L).iter().enumerate() {
-            let index = LogIndex(from.0 + 1 + i as u64);
-            if index > self.commit {
-                break;
-            }
-            if let Payload::Remove { id } = entry.payload {
-                if let Some(progress) = state.progress.iter_mut().find(|p| p.id == id) {
-                    progress.leaving = Some(Leaving {
-                        removal: index,
-                        told_from: now,
-                    });
-                }
-            }
-        }
-    }
-
-    /// Promotes a caught-up learner while voters are fewer than the target
-    /// (`Config::voters_target`), one change at a time.
-    fn maybe_promote(&mut self, now: Instant) {
-        let Role::Leader(state) = &self.role else {
-            return;
-        };
-        if self.log.voter_count() >= usize::from(self.config.voters_target) {
-            return;
-        }
-        let caught_up = state.progress.iter().find(|p| {
-            p.active && p.matched >= self.commit && self.log.member(p.id).is_some_and(|m| !m.voter)
-        });
-        if let Some(id) = caught_up.map(|p| p.id) {
-            // Busy (a change in flight, or this leader's log not yet confirmed) just
-            // means: try again at the next heartbeat.
-            let _ = self.propose(now, Payload::Promote { id });
-        }
-    }
-
-    /// Sends TimeoutNow once the transfer's target has every entry this leader has.
-    fn maybe_send_timeout_now(&mut self, now: Instant) {
-        let last_index = self.log.last_index();
-        let Role::Leader(state) = &mut self.role else {
-            return;
-        };
-        let Some(transfer) = state.transfer.filter(|t| !t.sent) else {
-            return;
-        };
-        let mut voters = state
-            .progress
-            .iter_mut()
-            .filter(|p| self.log.is_voter(p.id));
-        let target = match transfer.target {
-            Some(id) => voters.find(|p| p.id == id),
-            None => voters.max_by_key(|p| (p.confirmed, p.matched)),
-        };
-        let Some(progress) = target else {
-            return;
-        };
-        // The target must have confirmed the whole log in this term: then its log ranks
-        // first, and every voter can grant it the vote.
-        if progress.confirmed < Some(last_index) {
-            progress.send = Some(now);
-            return;
-        }
-        let to = progress.id;
-        let deadline = now + self.config.election_timeout_max;
-        state.transfer = Some(Transfer {
-            target: Some(to),
-            deadline,
-            sent: true,
-        });
-        let message = MessageShort {
-            term: self.term,
-            body: Body::TimeoutNow,
-        };
-        if !self.outbox.push_request(to, message) {
-            bump(&mut self.stats.outbox_full);
-        }
-        self.push_event(Event::TransferSent { to });
-    }
-
-    fn broadcast_append(&mut self, now: Instant) {
-        let Role::Leader(state) = &mut self.role else {
-            return;
-        };
-        state.round_sent_at = now;
-        state.heartbeat_deadline = now + self.config.heartbeat_interval;
-        for progress in &mut state.progress {
-            progress.send = Some(now);
-        }
-        self.maybe_extend_lease();
-    }
-
-    fn handle_append_response(
-        &mut self,
-        now: Instant,
-        from: NodeId,
-        sent_at: Instant,
-        result: AppendResult,
-    ) {
-        let last_index = self.log.last_index();
-        let Some(progress) = acknowledged(&mut self.role, from, sent_at) else {
-            return;
-        };
-        match result {
-            AppendResult::Accepted {
-                match_index,
-                confirmed,
-            } => {
-                if match_index > last_index {
-                    bump(&mut self.stats.invalid);
-                    return;
-                }
-                progress.matched = progress.matched.max(match_index);
-                if confirmed {
-                    progress.confirmed = progress.confirmed.max(Some(match_index));
-                }
-                progress.next = progress.next.max(match_index.next());
-                if progress.next <= last_index {
-                    progress.send = Some(now);
-                }
-                // A removed peer that holds this whole log, sent after the commit index
-                // covered its removal, knows it was removed: it reports it and leaves.
-                let told = progress.leaving.is_some_and(|leaving| {
-                    sent_at >= leaving.told_from
-                        && match_index == last_index
-                        && match_index >= leaving.removal
-                });
-                if told {
-                    if let Role::Leader(state) = &mut self.role {
-                        state.progress.retain(|p| p.id != from);
-                    }
-                }
-            }
-            AppendResult::Rejected { rejected, hint } => {
-                if rejected < progress.matched || rejected.next() != progress.next {
-                    // Stale: answers a probe older than the current one.
-                } else {
-                    let hint = self.log.find_conflict_by_term(hint.index, hint.term);
-                    progress.next = rejected.min(hint.index.next()).max(progress.matched.next());
-                    progress.snapshot_received = 0;
-                    progress.send = Some(now);
-                }
-            }
-        }
-        self.maybe_commit(now);
-        self.maybe_extend_lease();
-        self.maybe_send_timeout_now(now);
-    }
-
-    fn handle_snapshot_response(
-        &mut self,
-        now: Instant,
-        from: NodeId,
-        sent_at: Instant,
-        last: EntryId,
-        received: u16,
-    ) {
-        let snapshot = self.log.snapshot();
-        let Some(progress) = acknowledged(&mut self.role, from, sent_at) else {
-            return;
-        };
-        if last == snapshot && progress.next <= snapshot.index {
-            progress.snapshot_received = received;
-            progress.send = Some(now);
-        }
-        self.maybe_extend_lease();
-    }
-
-    /// Commits the highest index that a majority of voters confirmed in this term (their
-    /// log term is this term, so their logs are prefixes of this one at least as long as
-    /// it was at the election), whatever the term of the entry there: that is what makes
-    /// elections append nothing (see the module docs). Once the confirmed index reaches
-    /// the election's last index, the leader's log is confirmed and it may be goose.
-    fn maybe_commit(&mut self, now: Instant) {
-        let Role::Leader(state) = &mut self.role else {
-            return;
-        };
-        let mut indexes: Vec<LogIndex, M> = Vec::new();
-        if self.log.is_voter(self.config.id) {
-            // The leader's own log term is this term, saved before anything it sent.
-            push_bounded(&mut indexes, self.log.last_index());
-        }
-        for progress in &state.progress {
-            if let (true, Some(confirmed)) = (self.log.is_voter(progress.id), progress.confirmed) {
-                push_bounded(&mut indexes, confirmed);
-            }
-        }
-        let Some(index) = quorum_value(&mut indexes, self.log.voter_count()) else {
-            return;
-        };
-        if index >= state.election_last {
-            state.log_confirmed = true;
-        }
-        if index > self.commit {
-            let before = self.commit;
-            // Saved with the next save, as in advance_commit.
-            self.commit = index;
-            self.mark_leaving(now, before);
-            self.step_down_if_removed();
-        }
-    }
-
-    /// A leader whose removal has committed steps down (dissertation §4.2.2).
-    fn step_down_if_removed(&mut self) {
-        if self.log.member(self.config.id).is_none() || !self.log.is_voter(self.config.id) {
-            let now = self.last_now;
-            self.become_follower(now, self.term, None);
-            // Its own log is the whole log: the removal it committed is the last word.
-            self.whole_log = true;
-        }
-    }
-
-    fn quorum_active(log: &Log<M, L>, state: &mut LeaderState<M>, id: NodeId) -> bool {
-        let mut active = usize::from(log.is_voter(id));
-        for progress in &mut state.progress {
-            if progress.active && log.is_voter(progress.id) {
-                active += 1;
-            }
-            progress.active = false;
-        }
-        active >= majority(log.voter_count())
-    }
-
-    /// Builds the next replication frame from the log. A peer behind the snapshot gets the
-    /// whole snapshot streamed, one chunk per call, so that even a joining node that cannot
-    /// reply yet receives all of it.
-    fn poll_replication(&mut self, buffer: &mut [u8]) -> Option<Transmit> {
-        let Role::Leader(state) = &mut self.role else {
-            return None;
-        };
-        // Bounded: each pass clears one peer's mark or advances its snapshot offset.
-        let passes_max = state.progress.len() * (self.log.snapshot_members().len() + 1) + 1;
-        for _ in 0..passes_max {
-            let progress = state.progress.iter_mut().find(|p| p.send.is_some())?;
-            let sent_at = progress.send.take()?;
-            let (target, addr) = (progress.id, progress.addr);
-            let snapshot = self.log.snapshot();
-            let body = if progress.next <= snapshot.index {
-                let members = self.log.snapshot_members();
-                let offset = usize::from(progress.snapshot_received).min(members.len());
-                let end = members.len().min(offset + MEMBERS_PER_SNAPSHOT_CHUNK);
-                let done = end == members.len();
-                progress.snapshot_received = if done {
-                    0
-                } else {
-                    u16::try_from(end).unwrap_or(u16::MAX)
-                };
-                if !done {
-                    progress.send = Some(sent_at);
-                }
-                Body::Snapshot {
-                    last: snapshot,
-                    stick: self.config.election_timeout_min,
-                    sent_at,
-                    offset: u16::try_from(offset).unwrap_or(u16::MAX),
-                    members: &members[offset..end],
-                    done,
-                }
-            } else {
-                let prev_index = progress.next.prev();
-                let prev = EntryId {
-                    index: prev_index,
-                    term: self.log.term_at(prev_index).unwrap_or_default(),
-                };
-                Body::Append {
-                    prev,
-                    commit: self.commit,
-                    last: self.log.last_index(),
-                    stick: self.config.election_timeout_min,
-                    sent_at,
-                    entries: self
-                        .log
-                        .entries_from(progress.next, ENTRIES_PER_MESSAGE_MAX),
-                }
-            };
-            let message = Message {
-                term: self.term,
-                body,
-            };
-            if let Some(transmit) = encode_to(
-                self.config.id,
-                &mut self.stats,
-                target,
-                addr,
-                &message,
-                buffer,
-            ) {
-                return Some(transmit);
-            }
-        }
-        None
     }
 
     // --- Plumbing ------------------------------------------------------------------------
@@ -1325,44 +741,6 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         self.push_event(Event::Failed);
     }
 
-    /// Reports [`Event::Removed`] once this node's removal is committed and is the last
-    /// word on it: it was in the committed membership and no longer is, and it is not in
-    /// the latest membership of a log it knows to be some leader's whole log (a node
-    /// removed, restarted and added again meanwhile learns of the removal from entries it
-    /// receives before those that add it back: only a whole log tells the end). An
-    /// addition that never committed and was overwritten is not a removal: the node stays,
-    /// to be added again.
-    fn maybe_report_removed(&mut self) {
-        if self.removed {
-            return;
-        }
-        let latest = self.log.member(self.config.id).is_some();
-        if !self.was_member {
-            // A member once in both memberships. The committed one costs a pass over the
-            // log, and only changes with the commit index or the log.
-            let checked = (self.commit, self.log.last_id(), self.log.snapshot());
-            if latest && self.membership_checked != Some(checked) {
-                self.membership_checked = Some(checked);
-                self.was_member = self
-                    .log
-                    .committed_member(self.config.id, self.commit)
-                    .is_some();
-            }
-            return;
-        }
-        let whole = self.whole_log || matches!(self.role, Role::Leader(_));
-        if !latest
-            && whole
-            && self
-                .log
-                .committed_member(self.config.id, self.commit)
-                .is_none()
-        {
-            self.removed = true;
-            self.push_event(Event::Removed);
-        }
-    }
-
     fn observe(&mut self, now: Instant) {
         let observed = Observed {
             raft: self.raft_role(),
@@ -1383,12 +761,6 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         }
         let _ = self.events.push_back(event);
     }
-}
-
-/// Pushes one value per voter: voters are members, and a node holds at most `M` of them.
-fn push_bounded<T, const M: usize>(values: &mut Vec<T, M>, value: T) {
-    let pushed = values.push(value);
-    assert!(pushed.is_ok(), "one value per voter fits M");
 }
 
 fn encode_to(

@@ -14,7 +14,7 @@
 //!
 //! Then each message goes to the side of the protocol it addresses: vote requests and
 //! answers to the [election](super::election), Append, Snapshot and TimeoutNow to the
-//! [follower](super::follower), acknowledgements to the leader. Each
+//! [follower](super::follower), acknowledgements to the [leader](super::leader). Each
 //! handler checks that this node still has the role its message is for.
 
 use super::{Node, Role};
