@@ -12,7 +12,7 @@
 
 use heapless::Vec;
 
-use super::leader::LeaderState;
+use super::leader::{LeaderState, Progress};
 use super::{Node, Role};
 use crate::quorum::majority;
 use crate::stats::bump;
@@ -137,7 +137,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
 
     pub(super) fn become_pre_candidate(&mut self, now: Instant) {
         debug_assert!(self.can_campaign());
-        debug_assert!(!matches!(self.role, Role::Leader(_)));
+        debug_assert!(!self.role.is_leader());
         self.role = Role::PreCandidate(Votes {
             granted: Vec::new(),
             refused: Vec::new(),
@@ -207,7 +207,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         for member in self.log.members() {
             if member.id != self.config.id {
                 // Capacity M holds every member.
-                let _ = progress.push(Self::new_progress(member, last.next()));
+                let _ = progress.push(Progress::new(member, last.next()));
             }
         }
         self.role = Role::Leader(LeaderState {

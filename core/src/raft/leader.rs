@@ -13,7 +13,7 @@ use heapless::Vec;
 
 use super::membership::Leaving;
 use super::transfer::Transfer;
-use super::{encode_to, Node, ProposeError, Role, Transmit};
+use super::{encode_to, Node, ProposeError, Transmit};
 use crate::limits::{ENTRIES_PER_MESSAGE_MAX, MEMBERS_PER_SNAPSHOT_CHUNK};
 use crate::quorum::{majority, quorum_value};
 use crate::stats::bump;
@@ -69,49 +69,10 @@ pub(super) struct LeaderState<const M: usize> {
     pub(super) transfer: Option<Transfer>,
 }
 
-/// A leader's progress of `from`, once an answer to a send at `sent_at` arrived: the peer
-/// counts as active for CheckQuorum, and the send time as acknowledged for the lease (unless
-/// it predates this leadership). `None` if this node is not leader or `from` is no peer.
-pub(super) fn acknowledged<const M: usize>(
-    role: &mut Role<M>,
-    from: NodeId,
-    sent_at: Instant,
-) -> Option<&mut Progress> {
-    let Role::Leader(state) = role else {
-        return None;
-    };
-    let progress = state.progress.iter_mut().find(|p| p.id == from)?;
-    progress.active = true;
-    if sent_at >= state.since {
-        progress.acked_sent_at = progress.acked_sent_at.max(Some(sent_at));
-    }
-    Some(progress)
-}
-
-impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
-    /// The leader's timers: a transfer's deadline, CheckQuorum, the heartbeat.
-    pub(super) fn tick_leader(&mut self, now: Instant) {
-        self.expire_transfer(now);
-        let Role::Leader(state) = &mut self.role else {
-            return;
-        };
-        if now >= state.quorum_check_deadline {
-            state.quorum_check_deadline = now + self.config.election_timeout_min;
-            if !Self::quorum_active(&self.log, state, self.config.id) {
-                // CheckQuorum: a leader cut off from its majority steps down, so a
-                // minority side has no leader at all (its lease ended long before).
-                self.become_follower(now, self.term, None);
-                return;
-            }
-        }
-        if now >= state.heartbeat_deadline {
-            self.broadcast_append(now);
-            self.maybe_promote(now);
-        }
-    }
-
-    pub(super) fn new_progress(member: &Member, next: LogIndex) -> Progress {
-        Progress {
+impl Progress {
+    /// A peer's progress as a leader starts it: nothing known to match, `next` to send.
+    pub(super) fn new(member: &Member, next: LogIndex) -> Self {
+        Self {
             id: member.id,
             addr: member.addr,
             next,
@@ -122,6 +83,56 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             active: false,
             send: None,
             snapshot_received: 0,
+        }
+    }
+}
+
+impl<const M: usize> LeaderState<M> {
+    /// The progress of `from`, once an answer to a send at `sent_at` arrived: the peer
+    /// counts as active for CheckQuorum, and the send time as acknowledged for the lease
+    /// (unless it predates this leadership). `None` if `from` is no peer.
+    pub(super) fn acknowledged(&mut self, from: NodeId, sent_at: Instant) -> Option<&mut Progress> {
+        let progress = self.progress.iter_mut().find(|p| p.id == from)?;
+        progress.active = true;
+        if sent_at >= self.since {
+            progress.acked_sent_at = progress.acked_sent_at.max(Some(sent_at));
+        }
+        Some(progress)
+    }
+
+    /// Whether a majority of voters (this node among them, if a voter) was heard from since
+    /// the last check; starts the next period.
+    pub(super) fn quorum_active<const L: usize>(&mut self, log: &Log<M, L>, id: NodeId) -> bool {
+        let mut active = usize::from(log.is_voter(id));
+        for progress in &mut self.progress {
+            if progress.active && log.is_voter(progress.id) {
+                active += 1;
+            }
+            progress.active = false;
+        }
+        active >= majority(log.voter_count())
+    }
+}
+
+impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
+    /// The leader's timers: a transfer's deadline, CheckQuorum, the heartbeat.
+    pub(super) fn tick_leader(&mut self, now: Instant) {
+        self.expire_transfer(now);
+        let Some(state) = self.role.leader_mut() else {
+            return;
+        };
+        if now >= state.quorum_check_deadline {
+            state.quorum_check_deadline = now + self.config.election_timeout_min;
+            if !state.quorum_active(&self.log, self.config.id) {
+                // CheckQuorum: a leader cut off from its majority steps down, so a
+                // minority side has no leader at all (its lease ended long before).
+                self.become_follower(now, self.term, None);
+                return;
+            }
+        }
+        if now >= state.heartbeat_deadline {
+            self.broadcast_append(now);
+            self.maybe_promote(now);
         }
     }
 
@@ -155,7 +166,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     }
 
     pub(super) fn broadcast_append(&mut self, now: Instant) {
-        let Role::Leader(state) = &mut self.role else {
+        let Some(state) = self.role.leader_mut() else {
             return;
         };
         state.round_sent_at = now;
@@ -174,7 +185,10 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         result: AppendResult,
     ) {
         let last_index = self.log.last_index();
-        let Some(progress) = acknowledged(&mut self.role, from, sent_at) else {
+        let Some(state) = self.role.leader_mut() else {
+            return;
+        };
+        let Some(progress) = state.acknowledged(from, sent_at) else {
             return;
         };
         match result {
@@ -202,9 +216,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
                         && match_index >= leaving.removal
                 });
                 if told {
-                    if let Role::Leader(state) = &mut self.role {
-                        state.progress.retain(|p| p.id != from);
-                    }
+                    state.progress.retain(|p| p.id != from);
                 }
             }
             AppendResult::Rejected { rejected, hint } => {
@@ -232,7 +244,10 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         received: u16,
     ) {
         let snapshot = self.log.snapshot();
-        let Some(progress) = acknowledged(&mut self.role, from, sent_at) else {
+        let Some(state) = self.role.leader_mut() else {
+            return;
+        };
+        let Some(progress) = state.acknowledged(from, sent_at) else {
             return;
         };
         if last == snapshot && progress.next <= snapshot.index {
@@ -248,7 +263,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     /// elections append nothing (see the module docs). Once the confirmed index reaches
     /// the election's last index, the leader's log is confirmed and it may be goose.
     pub(super) fn maybe_commit(&mut self, now: Instant) {
-        let Role::Leader(state) = &mut self.role else {
+        let Some(state) = self.role.leader_mut() else {
             return;
         };
         let mut indexes: Vec<LogIndex, M> = Vec::new();
@@ -276,24 +291,11 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         }
     }
 
-    pub(super) fn quorum_active(log: &Log<M, L>, state: &mut LeaderState<M>, id: NodeId) -> bool {
-        let mut active = usize::from(log.is_voter(id));
-        for progress in &mut state.progress {
-            if progress.active && log.is_voter(progress.id) {
-                active += 1;
-            }
-            progress.active = false;
-        }
-        active >= majority(log.voter_count())
-    }
-
     /// Builds the next replication frame from the log. A peer behind the snapshot gets the
     /// whole snapshot streamed, one chunk per call, so that even a joining node that cannot
     /// reply yet receives all of it.
     pub(super) fn poll_replication(&mut self, buffer: &mut [u8]) -> Option<Transmit> {
-        let Role::Leader(state) = &mut self.role else {
-            return None;
-        };
+        let state = self.role.leader_mut()?;
         // Bounded: each pass clears one peer's mark or advances its snapshot offset.
         let passes_max = state.progress.len() * (self.log.snapshot_members().len() + 1) + 1;
         for _ in 0..passes_max {

@@ -78,9 +78,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     /// The end of the lease, if this node is goose at `now`: leader, not handing over, its
     /// log confirmed, and `now` before the end.
     pub(super) fn lease_end(&self, now: Instant) -> Option<Instant> {
-        let Role::Leader(state) = &self.role else {
-            return None;
-        };
+        let state = self.role.leader()?;
         if self.failed || state.transfer.is_some() || !state.log_confirmed {
             return None;
         }
@@ -90,7 +88,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     /// Extends the lease to the send time of the latest round a majority of voters
     /// acknowledged, plus the lease duration. See the module docs for why this is safe.
     pub(super) fn maybe_extend_lease(&mut self) {
-        let Role::Leader(state) = &mut self.role else {
+        let Some(state) = self.role.leader_mut() else {
             return;
         };
         let mut acked: Vec<Instant, M> = Vec::new();
@@ -113,7 +111,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     /// recently): it then refuses every vote and does not campaign. A leader is always in
     /// its own lease.
     pub(super) fn in_lease(&self, now: Instant) -> bool {
-        matches!(self.role, Role::Leader(_)) || now < self.sticky_until
+        self.role.is_leader() || now < self.sticky_until
     }
 
     /// A message from the leader of the current term, whose loyalty window is `stick`:
@@ -123,7 +121,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         if !matches!(self.role, Role::Follower) || self.leader != Some(leader) {
             // Two leaders in one term are impossible (one vote per term per voter), and
             // `step` drops a leader-only message that reaches a leader.
-            debug_assert!(!matches!(self.role, Role::Leader(_)));
+            debug_assert!(!self.role.is_leader());
             self.become_follower(now, self.term, Some(leader));
         }
         if stick != self.stick {

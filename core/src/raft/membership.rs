@@ -25,7 +25,8 @@
 //! removal committed until it has acknowledged a frame that carried that commit and its
 //! whole log, however many changes follow the removal.
 
-use super::{Event, Node, ProposeError, Role};
+use super::leader::Progress;
+use super::{Event, Node, ProposeError};
 use crate::limits::UNCOMMITTED_ENTRIES_MAX;
 use crate::storage::Storage;
 use crate::time::Instant;
@@ -47,8 +48,8 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     /// confirmed, one change at a time, with room in the log, and never a change that
     /// would leave a flock unable to elect.
     pub(super) fn check_proposal(&self, payload: Payload) -> Result<(), ProposeError> {
-        let (transferring, confirmed) = match &self.role {
-            Role::Leader(state) if !self.failed => (state.transfer.is_some(), state.log_confirmed),
+        let (transferring, confirmed) = match self.role.leader() {
+            Some(state) if !self.failed => (state.transfer.is_some(), state.log_confirmed),
             _ => return Err(ProposeError::NotLeader),
         };
         let uncommitted = self.log.last_index().0 - self.commit.0;
@@ -99,7 +100,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     /// Whether `id` is a removed member this leader is still telling of its removal: its
     /// acknowledgements are what end the telling.
     pub(super) fn is_leaving_peer(&self, id: NodeId) -> bool {
-        let Role::Leader(state) = &self.role else {
+        let Some(state) = self.role.leader() else {
             return false;
         };
         state
@@ -115,7 +116,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     /// starts from the snapshot, which carries the membership a joining node needs before
     /// it can even reply.
     pub(super) fn sync_progress(&mut self) {
-        let Role::Leader(state) = &mut self.role else {
+        let Some(state) = self.role.leader_mut() else {
             return;
         };
         let members = self.log.members();
@@ -146,7 +147,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
                 }
             }
             let next = self.log.snapshot().index;
-            let pushed = state.progress.push(Self::new_progress(member, next));
+            let pushed = state.progress.push(Progress::new(member, next));
             assert!(pushed.is_ok(), "a member's progress always fits");
         }
     }
@@ -154,7 +155,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     /// Marks the peers whose removal the commit index now covers as [`Leaving`], from
     /// `now`: they keep their progress until they acknowledge a frame sent since.
     pub(super) fn mark_leaving(&mut self, now: Instant, from: LogIndex) {
-        let Role::Leader(state) = &mut self.role else {
+        let Some(state) = self.role.leader_mut() else {
             return;
         };
         for (i, entry) in self.log.entries_from(from.next(), L).iter().enumerate() {
@@ -176,7 +177,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     /// Promotes a caught-up learner while voters are fewer than the target
     /// (`Config::voters_target`), one change at a time.
     pub(super) fn maybe_promote(&mut self, now: Instant) {
-        let Role::Leader(state) = &self.role else {
+        let Some(state) = self.role.leader() else {
             return;
         };
         if self.log.voter_count() >= usize::from(self.config.voters_target) {
@@ -227,7 +228,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             }
             return;
         }
-        let whole = self.whole_log || matches!(self.role, Role::Leader(_));
+        let whole = self.whole_log || self.role.is_leader();
         if !latest
             && whole
             && self

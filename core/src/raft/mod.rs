@@ -287,6 +287,30 @@ enum Role<const M: usize> {
     Leader(LeaderState<M>),
 }
 
+impl<const M: usize> Role<M> {
+    /// The leader's state, if this node leads. The one way leader-side code reaches it:
+    /// borrowing only the role, it leaves the log, the configuration and the rest of the
+    /// node free to use beside it.
+    fn leader(&self) -> Option<&LeaderState<M>> {
+        match self {
+            Self::Leader(state) => Some(state),
+            _ => None,
+        }
+    }
+
+    /// As [`Role::leader`], to change it.
+    fn leader_mut(&mut self) -> Option<&mut LeaderState<M>> {
+        match self {
+            Self::Leader(state) => Some(state),
+            _ => None,
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        self.leader().is_some()
+    }
+}
+
 /// The observable state storage confirmed last.
 #[derive(Clone, Copy, Debug)]
 struct Saved {
@@ -571,7 +595,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         if self.failed {
             return;
         }
-        if matches!(self.role, Role::Leader(_)) {
+        if self.role.is_leader() {
             self.tick_leader(now);
         } else if now >= self.election_deadline {
             self.tick_election(now);
@@ -637,8 +661,8 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         if self.failed {
             return None;
         }
-        match &self.role {
-            Role::Leader(state) => {
+        match self.role.leader() {
+            Some(state) => {
                 let mut next = state.heartbeat_deadline.min(state.quorum_check_deadline);
                 if let Some(transfer) = state.transfer {
                     next = next.min(transfer.deadline);
@@ -649,7 +673,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
                     None => next,
                 })
             }
-            _ => Some(self.election_deadline),
+            None => Some(self.election_deadline),
         }
     }
 

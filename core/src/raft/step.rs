@@ -17,7 +17,7 @@
 //! [follower](super::follower), acknowledgements to the [leader](super::leader). Each
 //! handler checks that this node still has the role its message is for.
 
-use super::{Node, Role};
+use super::Node;
 use crate::stats::bump;
 use crate::storage::Storage;
 use crate::time::Instant;
@@ -68,7 +68,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             }
             return;
         }
-        if body.is_from_leader() && matches!(self.role, Role::Leader(_)) {
+        if body.is_from_leader() && self.role.is_leader() {
             // Another leader in this term: impossible among honest peers (one vote per
             // voter per term), so the frame is forged or corrupt. Drop it, never follow it.
             bump(&mut self.stats.invalid);

@@ -6,7 +6,7 @@
 //! the leader gave it up first, and never takes it back in this term: a leader that sent
 //! TimeoutNow and is still leader at the deadline steps down.
 
-use super::{Event, Node, Role, TransferError};
+use super::{Event, Node, TransferError};
 use crate::stats::bump;
 use crate::storage::Storage;
 use crate::time::Instant;
@@ -34,7 +34,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         now: Instant,
         target: Option<NodeId>,
     ) -> Result<(), TransferError> {
-        let Role::Leader(state) = &mut self.role else {
+        let Some(state) = self.role.leader_mut() else {
             return Err(TransferError::NotLeader);
         };
         if self.failed {
@@ -62,7 +62,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     /// Ends a transfer whose deadline has passed: before TimeoutNow it failed and this
     /// node leads on; after, the target did not take over and this node steps down.
     pub(super) fn expire_transfer(&mut self, now: Instant) {
-        let Role::Leader(state) = &mut self.role else {
+        let Some(state) = self.role.leader_mut() else {
             return;
         };
         if let Some(transfer) = state.transfer.filter(|t| now >= t.deadline) {
@@ -80,7 +80,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     /// Sends TimeoutNow once the transfer's target has every entry this leader has.
     pub(super) fn maybe_send_timeout_now(&mut self, now: Instant) {
         let last_index = self.log.last_index();
-        let Role::Leader(state) = &mut self.role else {
+        let Some(state) = self.role.leader_mut() else {
             return;
         };
         let Some(transfer) = state.transfer.filter(|t| !t.sent) else {
