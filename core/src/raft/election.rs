@@ -13,7 +13,7 @@
 use heapless::Vec;
 
 use super::leader::{LeaderState, Progress};
-use super::{Node, Role};
+use super::{push_bounded, Node, Role};
 use crate::quorum::majority;
 use crate::stats::bump;
 use crate::storage::Storage;
@@ -26,6 +26,18 @@ use crate::wire::{Body, Message};
 pub(super) struct Votes<const M: usize> {
     granted: Vec<NodeId, M>,
     refused: Vec<NodeId, M>,
+}
+
+impl<const M: usize> Votes<M> {
+    /// A campaign's first tally: this node's own vote.
+    fn new(own: NodeId) -> Self {
+        let mut granted = Vec::new();
+        push_bounded(&mut granted, own);
+        Self {
+            granted,
+            refused: Vec::new(),
+        }
+    }
 }
 
 impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
@@ -91,8 +103,9 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         } else {
             &mut votes.refused
         };
-        // Capacity M holds every member, so a voter always fits.
-        let _ = list.push(from);
+        // One vote per voter, each a member: the membership stays as it is during a
+        // campaign (only a leader's frames change the log, and they end the campaign first).
+        push_bounded(list, from);
         self.tally(now, pre);
     }
 
@@ -123,7 +136,8 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     }
 
     pub(super) fn become_follower(&mut self, now: Instant, term: Term, leader: Option<NodeId>) {
-        debug_assert!(term >= self.term);
+        // A term never goes back: callers pass the current term or a newer one.
+        assert!(term >= self.term, "term went back");
         if term > self.term {
             self.term = term;
             self.voted_for = None;
@@ -136,34 +150,31 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     }
 
     pub(super) fn become_pre_candidate(&mut self, now: Instant) {
-        debug_assert!(self.can_campaign());
-        debug_assert!(!self.role.is_leader());
-        self.role = Role::PreCandidate(Votes {
-            granted: Vec::new(),
-            refused: Vec::new(),
-        });
+        // Only a voter of its latest membership campaigns, and never a leader.
+        assert!(
+            self.can_campaign() && !self.role.is_leader(),
+            "bad campaign"
+        );
+        self.role = Role::PreCandidate(Votes::new(self.config.id));
         self.leader = None;
         self.request_votes(now, true, false);
     }
 
     pub(super) fn become_candidate(&mut self, now: Instant, transfer: bool) {
-        debug_assert!(self.can_campaign());
+        assert!(
+            self.can_campaign() && !self.role.is_leader(),
+            "bad campaign"
+        );
         self.term = Term(self.term.0 + 1);
         self.voted_for = Some(self.config.id);
         self.dirty = true;
-        self.role = Role::Candidate(Votes {
-            granted: Vec::new(),
-            refused: Vec::new(),
-        });
+        self.role = Role::Candidate(Votes::new(self.config.id));
         self.leader = None;
         self.reset_election_timer(now);
         self.request_votes(now, false, transfer);
     }
 
     pub(super) fn request_votes(&mut self, now: Instant, pre: bool, transfer: bool) {
-        if let Role::PreCandidate(votes) | Role::Candidate(votes) = &mut self.role {
-            let _ = votes.granted.push(self.config.id);
-        }
         let log = self.log_view();
         let (term, body) = if pre {
             (Term(self.term.0 + 1), Body::PreVote { log })
@@ -198,16 +209,19 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
 
     /// Wins the election. The leader appends nothing: its log term becomes its term
     /// (saved before any frame leaves), and once a majority confirmed its whole log in this
-    /// term, every earlier entry in it is committed and it may be goose (module docs).
+    /// term, every earlier entry in it is committed and it may be goose (the log term, in
+    /// `follower`).
     pub(super) fn become_leader(&mut self, now: Instant) {
-        debug_assert!(matches!(self.role, Role::Candidate(_)));
-        debug_assert_eq!(self.voted_for, Some(self.config.id));
+        // Only a candidate that voted for itself in this term can have won it.
+        assert!(
+            matches!(self.role, Role::Candidate(_)) && self.voted_for == Some(self.config.id),
+            "leader without a vote"
+        );
         let last = self.log.last_index();
         let mut progress = Vec::new();
         for member in self.log.members() {
             if member.id != self.config.id {
-                // Capacity M holds every member.
-                let _ = progress.push(Progress::new(member, last.next()));
+                push_bounded(&mut progress, Progress::new(member, last.next()));
             }
         }
         self.role = Role::Leader(LeaderState {

@@ -13,7 +13,7 @@ use heapless::Vec;
 
 use super::membership::Leaving;
 use super::transfer::Transfer;
-use super::{encode_to, Node, ProposeError, Transmit};
+use super::{encode_to, push_bounded, Node, ProposeError, Transmit};
 use crate::limits::{ENTRIES_PER_MESSAGE_MAX, MEMBERS_PER_SNAPSHOT_CHUNK};
 use crate::quorum::{majority, quorum_value};
 use crate::stats::bump;
@@ -358,10 +358,4 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         }
         None
     }
-}
-
-/// Pushes one value per voter: voters are members, and a node holds at most `M` of them.
-pub(super) fn push_bounded<T, const M: usize>(values: &mut Vec<T, M>, value: T) {
-    let pushed = values.push(value);
-    assert!(pushed.is_ok(), "one value per voter fits M");
 }

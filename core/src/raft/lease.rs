@@ -67,8 +67,7 @@
 
 use heapless::Vec;
 
-use super::leader::push_bounded;
-use super::{Node, Role};
+use super::{push_bounded, Node, Role};
 use crate::quorum::quorum_value;
 use crate::storage::Storage;
 use crate::time::{Duration, Instant};
@@ -121,7 +120,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         if !matches!(self.role, Role::Follower) || self.leader != Some(leader) {
             // Two leaders in one term are impossible (one vote per term per voter), and
             // `step` drops a leader-only message that reaches a leader.
-            debug_assert!(!self.role.is_leader());
+            assert!(!self.role.is_leader(), "two leaders in a term");
             self.become_follower(now, self.term, Some(leader));
         }
         if stick != self.stick {

@@ -81,8 +81,7 @@ impl<const M: usize, const L: usize> Log<M, L> {
         let count =
             usize::try_from(commit.0.saturating_sub(self.snapshot.index.0)).unwrap_or(usize::MAX);
         for entry in self.entries.iter().take(count) {
-            // These entries fitted when appended: applying them again cannot fail.
-            let _ = apply(&mut committed, entry.payload);
+            reapply(&mut committed, entry.payload);
         }
         committed.into_iter().find(|m| m.id == id)
     }
@@ -171,7 +170,7 @@ impl<const M: usize, const L: usize> Log<M, L> {
         // Removing entries only removes changes, so the membership shrinks back to one
         // that fitted before: recomputation cannot fail.
         let recomputed = self.recompute_members();
-        debug_assert!(recomputed.is_ok());
+        assert!(recomputed.is_ok(), "a replayed membership fits M");
     }
 
     /// Folds every entry up to `index` (at most the commit index) into the snapshot.
@@ -185,8 +184,7 @@ impl<const M: usize, const L: usize> Log<M, L> {
         };
         for entry in &self.entries[..count] {
             // Folding applies changes the log already applied to `members`, which fitted.
-            let applied = apply(&mut self.snapshot_members, entry.payload);
-            debug_assert!(applied.is_ok());
+            reapply(&mut self.snapshot_members, entry.payload);
         }
         self.entries.rotate_left(count);
         self.entries.truncate(self.entries.len() - count);
@@ -216,6 +214,14 @@ impl<const M: usize, const L: usize> Log<M, L> {
         self.members = members;
         Ok(())
     }
+}
+
+/// Applies again a change that fitted when it was appended. Replaying the log from the
+/// snapshot retraces memberships that each fitted then (every append, restart, truncation,
+/// compaction and snapshot keeps that so), so it fits again: a failure is a core bug.
+fn reapply<const M: usize>(members: &mut Vec<Member, M>, payload: Payload) {
+    let applied = apply(members, payload);
+    assert!(applied.is_ok(), "a replayed membership fits M");
 }
 
 /// Applies one entry's membership change.

@@ -26,7 +26,7 @@
 //! whole log, however many changes follow the removal.
 
 use super::leader::Progress;
-use super::{Event, Node, ProposeError};
+use super::{push_bounded, Event, Node, ProposeError};
 use crate::limits::UNCOMMITTED_ENTRIES_MAX;
 use crate::storage::Storage;
 use crate::time::Instant;
@@ -147,8 +147,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
                 }
             }
             let next = self.log.snapshot().index;
-            let pushed = state.progress.push(Progress::new(member, next));
-            assert!(pushed.is_ok(), "a member's progress always fits");
+            push_bounded(&mut state.progress, Progress::new(member, next));
         }
     }
 

@@ -783,8 +783,20 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             self.events.pop_front();
             bump(&mut self.stats.events_dropped);
         }
-        let _ = self.events.push_back(event);
+        // Room was just made if there was none (EVENTS_MAX > 0).
+        let pushed = self.events.push_back(event);
+        assert!(pushed.is_ok(), "no room for an event");
     }
+}
+
+const _: () = assert!(EVENTS_MAX > 0);
+
+/// Pushes into a vector that holds at most one value per member (a peer's progress, a
+/// vote, an acknowledgement): the membership never holds more than `M`, so it always fits,
+/// and a failure is a core bug.
+fn push_bounded<T, const M: usize>(values: &mut Vec<T, M>, value: T) {
+    let pushed = values.push(value);
+    assert!(pushed.is_ok(), "one value per member fits M");
 }
 
 fn encode_to(
