@@ -3,7 +3,7 @@
 //! from WFI: it counts nothing.
 //!
 //! The goose's lease is safe only if a leader's clock counts every moment it was stalled:
-//! after a pause, `now` must be past `lease_end` (the core's raft module docs). Under QEMU
+//! after a pause, `now` must be past `lease_end` (the core's `raft::lease` docs). Under QEMU
 //! a stall is the emulator stopped (SIGSTOP) or starved of CPU, and no emulated counter of
 //! this board keeps counting through it at a useful resolution (QEMU 7.2, measured and read
 //! in its source):
