@@ -260,8 +260,9 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     /// Commits the highest index that a majority of voters confirmed in this term (their
     /// log term is this term, so their logs are prefixes of this one at least as long as
     /// it was at the election), whatever the term of the entry there: that is what makes
-    /// elections append nothing (see the module docs). Once the confirmed index reaches
-    /// the election's last index, the leader's log is confirmed and it may be goose.
+    /// elections append nothing (the log term, argued in `follower`). Once the confirmed
+    /// index reaches the election's last index, the leader's log is confirmed and it may be
+    /// goose.
     pub(super) fn maybe_commit(&mut self, now: Instant) {
         let Some(state) = self.role.leader_mut() else {
             return;

@@ -717,7 +717,8 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         self.last_now = now;
     }
 
-    /// Ends every input: persist before anything becomes visible, then report changes.
+    /// Ends every input: persist before anything becomes visible, then report changes. A
+    /// save that fails stops the node for good (Fail-stop, in the module docs).
     fn finish(&mut self, now: Instant) {
         if self.dirty {
             self.dirty = false;
