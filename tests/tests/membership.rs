@@ -293,3 +293,40 @@ fn membership_the_last_voter_cannot_be_removed() {
     );
     assert_eq!(flock.goose(), Some(goose));
 }
+
+#[test]
+fn membership_a_member_added_while_down_joins_after_a_change_of_goose() {
+    // A node is added while its process is down, the goose changes, then the node starts
+    // with an empty data dir (`goose node --join`). The new goose's progress for it starts
+    // optimistic, at its own last index, and a joining node drops Appends from senders it
+    // does not know: the goose must fall back to streaming the snapshot.
+    for seed in 0..20 {
+        let mut flock = flock_with(4, 3, seed, 5);
+        flock.crash(4);
+        let first = elect(&mut flock);
+        add(&mut flock, first, 4);
+        assert!(
+            flock.run_until_condition(ms(1_000), |f| {
+                (1..=3).all(|n| {
+                    f.node(n).is_some_and(|node| {
+                        node.commit() >= node.snapshot().index
+                            && node.members().iter().any(|m| m.id.get() == 4)
+                    })
+                })
+            }),
+            "seed {seed}: every member knows node 4"
+        );
+        flock.crash(first);
+        let second = elect(&mut flock);
+        assert_ne!(second, first);
+        flock.start(first);
+        flock.start(4);
+        assert!(
+            flock.run_until_condition(ms(2_000), |f| {
+                f.node(4)
+                    .is_some_and(|node| node.members().iter().any(|m| m.id.get() == 4))
+            }),
+            "seed {seed}: node 4 never learned the flock from goose {second}"
+        );
+    }
+}

@@ -102,6 +102,22 @@ impl<const M: usize> LeaderState<M> {
 
     /// Whether a majority of voters (this node among them, if a voter) was heard from since
     /// the last check; starts the next period.
+    /// Peers that have not answered anything in this leadership get the snapshot from now
+    /// on, rather than Appends at this leader's last index. A member added while its
+    /// process was down starts empty (`--join`) and drops Appends from a sender it does not
+    /// know yet, so it would never answer the Rejected that makes a leader back off: only a
+    /// snapshot, which it takes from anyone, tells it the flock. A live peer that was only
+    /// cut off takes the snapshot as an acknowledgement of what it holds, and the leader
+    /// resumes Appends from there.
+    pub(super) fn snapshot_to_the_silent(&mut self, snapshot: LogIndex) {
+        for progress in &mut self.progress {
+            if progress.acked_sent_at.is_none() && progress.next > snapshot {
+                progress.next = snapshot;
+                progress.snapshot_received = 0;
+            }
+        }
+    }
+
     pub(super) fn quorum_active<const L: usize>(&mut self, log: &Log<M, L>, id: NodeId) -> bool {
         let mut active = usize::from(log.is_voter(id));
         for progress in &mut self.progress {
@@ -129,6 +145,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
                 self.become_follower(now, self.term, None);
                 return;
             }
+            state.snapshot_to_the_silent(self.log.snapshot().index);
         }
         if now >= state.heartbeat_deadline {
             self.broadcast_append(now);
