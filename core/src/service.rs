@@ -38,7 +38,7 @@ use crate::raft::{Event, Node, ProposeError, RaftRole, Status, TransferError, Tr
 use crate::ratelimit::{RateLimit, RateLimiter, RATE_SOURCES_MAX};
 use crate::stats::bump;
 use crate::storage::Storage;
-use crate::text::{self, Command, PeerList, ProbeReply, Request, Signature, StatusReply};
+use crate::text::{self, Command, PeerList, ProbeReply, Reason, Request, Signature, StatusReply};
 use crate::time::{Duration, Instant};
 use crate::types::{NodeId, Payload};
 
@@ -460,8 +460,8 @@ impl<
             } => {
                 match self.auth.as_mut().map(|auth| auth.nonces.issue(now)) {
                     Some(Some(nonce)) => text::write_nonce(&mut self.reply, nonce),
-                    Some(None) => text::write_err(&mut self.reply, "no-nonce"),
-                    None => text::write_err(&mut self.reply, "no-key"),
+                    Some(None) => text::write_err(&mut self.reply, Reason::NoNonce),
+                    None => text::write_err(&mut self.reply, Reason::NoKey),
                 }
                 .unwrap_or(());
                 Handled::Answer(Notice::None)
@@ -486,7 +486,7 @@ impl<
             Request::Reply => Handled::Ignored,
             Request::Unknown => {
                 bump(&mut self.stats.text_unknown);
-                let _ = text::write_err(&mut self.reply, "unknown-command");
+                let _ = text::write_err(&mut self.reply, Reason::UnknownCommand);
                 Handled::Answer(Notice::None)
             }
         }
@@ -501,7 +501,7 @@ impl<
         for waiter in core::mem::take(&mut self.waiters) {
             if now >= waiter.deadline {
                 self.late.clear();
-                let _ = text::write_err(&mut self.late, "no-target");
+                let _ = text::write_err(&mut self.late, Reason::NoTarget);
                 send_late(out, &self.late, waiter.addr, &mut self.stats);
             } else {
                 // Fits: it came from there.
@@ -524,7 +524,7 @@ impl<
     /// is `err start-failed`.
     pub fn start_failed(&mut self) {
         self.reply.clear();
-        let _ = text::write_err(&mut self.reply, "start-failed");
+        let _ = text::write_err(&mut self.reply, Reason::StartFailed);
     }
 
     /// Stops taking part, as `ctl stop` does; returns whether the node was running. Transfer
@@ -559,7 +559,7 @@ impl<
     pub fn send_pending(&mut self, now: Instant, out: &mut impl Outlet<A>) {
         if let Some(target) = self.busy.take() {
             self.late.clear();
-            let _ = text::write_err(&mut self.late, "busy");
+            let _ = text::write_err(&mut self.late, Reason::Busy);
             send_late(out, &self.late, target, &mut self.stats);
         }
         if core::mem::take(&mut self.silenced) {
@@ -618,7 +618,7 @@ impl<
             }
             Event::TransferFailed => {
                 self.late.clear();
-                let _ = text::write_err(&mut self.late, "no-target");
+                let _ = text::write_err(&mut self.late, Reason::NoTarget);
                 self.answer_waiters(out);
             }
             Event::Changed(observed) if observed.raft != RaftRole::Leader => {
@@ -688,33 +688,33 @@ impl<
         token: Option<&str>,
         signature: Option<Signature<'_>>,
         host: &Host<'_>,
-    ) -> Result<(), &'static str> {
+    ) -> Result<(), Reason> {
         let (auth, stats) = (&mut self.auth, &mut self.stats);
         match (auth, signature) {
             (Some(auth), Some(signature)) => {
                 // The tag first: a forged command must not use up a nonce.
                 if !auth.key.verify(signature.signed.as_bytes(), &signature.tag) {
                     bump(&mut stats.bad_signature);
-                    return Err("forbidden");
+                    return Err(Reason::Forbidden);
                 }
                 if !auth.nonces.redeem(now, signature.nonce) {
                     bump(&mut stats.stale_nonce);
-                    return Err("stale-nonce");
+                    return Err(Reason::StaleNonce);
                 }
                 Ok(())
             }
             (Some(_), None) => {
                 bump(&mut stats.text_forbidden);
-                Err("forbidden")
+                Err(Reason::Forbidden)
             }
             (None, Some(_)) => {
                 bump(&mut stats.text_forbidden);
-                Err("no-key")
+                Err(Reason::NoKey)
             }
             (None, None) if control_allowed(trusted, token, host.control_token) => Ok(()),
             (None, None) => {
                 bump(&mut stats.text_forbidden);
-                Err("forbidden")
+                Err(Reason::Forbidden)
             }
         }
     }
@@ -740,7 +740,7 @@ impl<
                 }
             }
             Command::Start if self.leaving => {
-                let _ = text::write_err(&mut self.reply, "exiting");
+                let _ = text::write_err(&mut self.reply, Reason::Exiting);
                 Notice::None
             }
             Command::Start if self.stopped => return Handled::Start,
@@ -813,9 +813,9 @@ impl<
                 let _ = write_not_goose(&mut self.reply, &self.node, self.stopped, now);
                 return Handled::Answer(Notice::None);
             }
-            Err(TransferError::UnknownNode) => "unknown-node",
-            Err(TransferError::NoTarget) => "no-target",
-            Err(TransferError::Busy) => "busy",
+            Err(TransferError::UnknownNode) => Reason::UnknownNode,
+            Err(TransferError::NoTarget) => Reason::NoTarget,
+            Err(TransferError::Busy) => Reason::Busy,
         };
         let _ = text::write_err(&mut self.reply, reason);
         Handled::Answer(Notice::None)
@@ -830,7 +830,7 @@ impl<
             return Notice::None;
         }
         if members.iter().any(|m| m.id != id && m.addr == addr) {
-            let _ = text::write_err(&mut self.reply, "address-in-use");
+            let _ = text::write_err(&mut self.reply, Reason::AddressInUse);
             return Notice::None;
         }
         match self.node.propose(now, Payload::AddLearner { id, addr }) {
@@ -842,7 +842,7 @@ impl<
                     index: index.0,
                 }
             }
-            Err(error) => self.write_propose_error(now, error, "members-full"),
+            Err(error) => self.write_propose_error(now, error, Reason::MembersFull),
         }
     }
 
@@ -851,11 +851,11 @@ impl<
     fn control_remove(&mut self, now: Instant, id: NodeId) -> Notice {
         let members = self.node.members();
         let Some(member) = members.iter().find(|m| m.id == id) else {
-            let _ = text::write_err(&mut self.reply, "unknown-node");
+            let _ = text::write_err(&mut self.reply, Reason::UnknownNode);
             return Notice::None;
         };
         if member.voter && members.iter().filter(|m| m.voter).count() == 1 {
-            let _ = text::write_err(&mut self.reply, "last-voter");
+            let _ = text::write_err(&mut self.reply, Reason::LastVoter);
             return Notice::None;
         }
         match self.node.propose(now, Payload::Remove { id }) {
@@ -863,20 +863,25 @@ impl<
                 let _ = text::write_ok_plain(&mut self.reply);
                 Notice::Removing { id, index: index.0 }
             }
-            Err(error) => self.write_propose_error(now, error, "unknown-node"),
+            Err(error) => self.write_propose_error(now, error, Reason::UnknownNode),
         }
     }
 
-    fn write_propose_error(&mut self, now: Instant, error: ProposeError, invalid: &str) -> Notice {
+    fn write_propose_error(
+        &mut self,
+        now: Instant,
+        error: ProposeError,
+        invalid: Reason,
+    ) -> Notice {
         let reason = match error {
             ProposeError::NotLeader => {
                 let _ = write_not_goose(&mut self.reply, &self.node, self.stopped, now);
                 return Notice::None;
             }
             // Too many uncommitted entries is as transient as a change in flight.
-            ProposeError::Busy | ProposeError::LogFull => "busy",
+            ProposeError::Busy | ProposeError::LogFull => Reason::Busy,
             ProposeError::Invalid => invalid,
-            ProposeError::RemovesLeaderOfTwo => "transfer-first",
+            ProposeError::RemovesLeaderOfTwo => Reason::TransferFirst,
         };
         let _ = text::write_err(&mut self.reply, reason);
         Notice::None
@@ -934,7 +939,7 @@ impl<
         if text::write_status(&mut self.reply, &reply).is_err() {
             // Never send half a line.
             self.reply.clear();
-            let _ = text::write_err(&mut self.reply, "reply-too-long");
+            let _ = text::write_err(&mut self.reply, Reason::ReplyTooLong);
         }
     }
 

@@ -12,7 +12,13 @@
 //! | `Unknown` | `err unknown-command` |
 //!
 //! Every `write_*` function emits exactly one line ending in `\n` into any [`fmt::Write`];
-//! a `heapless::String<TEXT_REPLY_SIZE_MAX>` always has room for it.
+//! a `heapless::String<TEXT_REPLY_SIZE_MAX>` always has room for it. A refusal's word is a
+//! [`Reason`].
+//!
+//! The client's side sits beside the writers: [`Reply::parse`] reads any reply (a probe's
+//! [`ProbeReply`], `ok key=value…`, `err <reason> …`), [`ProbeReply::parse`] a probe's and
+//! [`parse_nonce_reply`] the answer to `ctl nonce`; they are total, like [`parse`], and
+//! tested against the writers.
 
 use core::fmt::{self, Write};
 use core::net::SocketAddr;
@@ -191,8 +197,112 @@ pub enum CommandError {
 }
 
 impl CommandError {
-    /// The reason as it appears in `err <reason>`.
-    pub const fn reason(&self) -> &'static str {
+    /// The reason it is answered with: `err <reason>`.
+    pub const fn reason(&self) -> Reason {
+        match self {
+            Self::UnknownCommand => Reason::UnknownCommand,
+            Self::MissingArgument => Reason::MissingArgument,
+            Self::BadNodeId => Reason::BadNodeId,
+            Self::BadAddress => Reason::BadAddress,
+            Self::TooManyPeers => Reason::TooManyPeers,
+            Self::ExtraArgument => Reason::ExtraArgument,
+            Self::BadSignature => Reason::BadSignature,
+        }
+    }
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason().as_str())
+    }
+}
+
+impl core::error::Error for CommandError {}
+
+/// The word after `err` in a refusal: every one a node writes, so that the service writes
+/// and a client reads the same enum rather than matching strings. Only
+/// [`Reason::NotGoose`] carries more (`goose=<id|none> addr=<ip:port|none>`, see
+/// [`write_not_goose`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// `unknown-command`: no such command, or text that is no request at all.
+    UnknownCommand,
+    /// `missing-argument`: the command, or one of its required arguments, is missing.
+    MissingArgument,
+    /// `bad-node-id`: a node id that is not a number in `1..=65535`.
+    BadNodeId,
+    /// `bad-address`: an address that is not `ip:port`.
+    BadAddress,
+    /// `too-many-peers`: a partition naming more peers than the node holds.
+    TooManyPeers,
+    /// `extra-argument`: more arguments than the command takes.
+    ExtraArgument,
+    /// `bad-signature`: a `sig=` that is not 32 hex digits, `nonce=` and 16 hex digits.
+    BadSignature,
+    /// `forbidden`: control refused (an untrusted source without the token, unsigned
+    /// control to a node with a cluster key, or a signature that does not match).
+    Forbidden,
+    /// `no-key`: signed control, or `ctl nonce`, sent to a node without a cluster key.
+    NoKey,
+    /// `no-nonce`: the node has issued every nonce one boot may issue.
+    NoNonce,
+    /// `stale-nonce`: a signed command over a nonce not issued, used, expired or pushed
+    /// out: ask for a fresh nonce and sign again.
+    StaleNonce,
+    /// `not-goose`: a goose-only command sent to a duck; the reply names the goose.
+    NotGoose,
+    /// `busy`: a membership change or handoff is under way, or a newer transfer requester
+    /// took this one's place; try again.
+    Busy,
+    /// `no-target`: no voter to hand leadership to, or none caught up in time.
+    NoTarget,
+    /// `unknown-node`: no such member (or, for `transfer`, no such voter).
+    UnknownNode,
+    /// `address-in-use`: another member listens at that address.
+    AddressInUse,
+    /// `last-voter`: removing the only voter would leave a flock that can never commit.
+    LastVoter,
+    /// `members-full`: the membership is at capacity.
+    MembersFull,
+    /// `transfer-first`: a goose of two voters removing itself must hand off first.
+    TransferFirst,
+    /// `exiting`: `ctl start` on a node that is leaving.
+    Exiting,
+    /// `start-failed`: `ctl start` could not rebuild the node from its storage.
+    StartFailed,
+    /// `reply-too-long`: the answer does not fit the node's reply buffer.
+    ReplyTooLong,
+}
+
+impl Reason {
+    /// Every reason, in declaration order.
+    pub const ALL: [Self; 22] = [
+        Self::UnknownCommand,
+        Self::MissingArgument,
+        Self::BadNodeId,
+        Self::BadAddress,
+        Self::TooManyPeers,
+        Self::ExtraArgument,
+        Self::BadSignature,
+        Self::Forbidden,
+        Self::NoKey,
+        Self::NoNonce,
+        Self::StaleNonce,
+        Self::NotGoose,
+        Self::Busy,
+        Self::NoTarget,
+        Self::UnknownNode,
+        Self::AddressInUse,
+        Self::LastVoter,
+        Self::MembersFull,
+        Self::TransferFirst,
+        Self::Exiting,
+        Self::StartFailed,
+        Self::ReplyTooLong,
+    ];
+
+    /// The word as it appears in `err <word>`.
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::UnknownCommand => "unknown-command",
             Self::MissingArgument => "missing-argument",
@@ -201,17 +311,36 @@ impl CommandError {
             Self::TooManyPeers => "too-many-peers",
             Self::ExtraArgument => "extra-argument",
             Self::BadSignature => "bad-signature",
+            Self::Forbidden => "forbidden",
+            Self::NoKey => "no-key",
+            Self::NoNonce => "no-nonce",
+            Self::StaleNonce => "stale-nonce",
+            Self::NotGoose => "not-goose",
+            Self::Busy => "busy",
+            Self::NoTarget => "no-target",
+            Self::UnknownNode => "unknown-node",
+            Self::AddressInUse => "address-in-use",
+            Self::LastVoter => "last-voter",
+            Self::MembersFull => "members-full",
+            Self::TransferFirst => "transfer-first",
+            Self::Exiting => "exiting",
+            Self::StartFailed => "start-failed",
+            Self::ReplyTooLong => "reply-too-long",
         }
     }
-}
 
-impl fmt::Display for CommandError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.reason())
+    /// The reason `word` names; `None` for a word no node of this build writes (a newer
+    /// node's, or noise).
+    pub fn parse(word: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|reason| reason.as_str() == word)
     }
 }
 
-impl core::error::Error for CommandError {}
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Classifies one datagram. Total: any byte string gives a [`Request`], never a panic.
 /// Trailing ASCII whitespace (spaces, `\r`, `\n`) is ignored; words are separated by one
@@ -471,17 +600,20 @@ pub fn write_nonce(out: &mut impl Write, nonce: u64) -> fmt::Result {
 
 /// The nonce in an answer to `ctl nonce` (the client's side), if it is one.
 pub fn parse_nonce_reply(reply: &str) -> Option<u64> {
-    let hex = reply.trim_ascii_end().strip_prefix("ok nonce=")?;
+    let Ok(Reply::Ok(pairs)) = Reply::parse(reply) else {
+        return None;
+    };
     let mut bytes = [0; 8];
-    parse_hex(hex, &mut bytes)?;
+    parse_hex(pairs.get("nonce")?, &mut bytes)?;
     Some(u64::from_be_bytes(bytes))
 }
 
-/// Writes `err <reason>\n`, e.g. `err forbidden` or [`CommandError::reason`].
+/// Writes `err <reason>\n`, e.g. `err forbidden` or [`CommandError::reason`]. A duck's
+/// `err not-goose` names the goose: write it with [`write_not_goose`].
 ///
 /// # Errors
 /// Only those of `out`.
-pub fn write_err(out: &mut impl Write, reason: &str) -> fmt::Result {
+pub fn write_err(out: &mut impl Write, reason: Reason) -> fmt::Result {
     writeln!(out, "err {reason}")
 }
 
@@ -497,7 +629,8 @@ pub fn write_not_goose(
 ) -> fmt::Result {
     writeln!(
         out,
-        "err not-goose goose={} addr={}",
+        "err {} goose={} addr={}",
+        Reason::NotGoose,
         OrNone(goose),
         OrNone(addr)
     )
@@ -517,6 +650,184 @@ fn role_and_goose(
         (false, true) => ("goose", Some(id)),
         (false, false) => ("duck", leader.filter(|&leader| leader != id)),
     }
+}
+
+// ---- Reading replies (the client's side) ----
+
+/// A reply as a client reads it: the other side of the `write_*` functions above. Parsing
+/// is total: any text gives a [`Reply`] or a [`ReplyError`], never a panic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reply<'a> {
+    /// `goose …` or `duck …`: the answer to `whois-goose` ([`ProbeReply::parse`]).
+    Probe(ProbeReply),
+    /// `ok[ key=value…]`: plain `ok`, `ok to=<id>`, `ok nonce=<hex>` or `ctl status`.
+    Ok(Pairs<'a>),
+    /// `err <reason>[ key=value…]`.
+    Err {
+        /// The reason; `None` for a word this build does not know (a newer node's).
+        reason: Option<Reason>,
+        /// What follows the reason (`goose=… addr=…` after `not-goose`).
+        details: Pairs<'a>,
+    },
+}
+
+/// Why a reply did not parse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyError {
+    /// Empty, or more than one line (one `\n`, at the end, is allowed).
+    NotOneLine,
+    /// The first word is none of `goose`, `duck`, `ok` and `err` (for a probe reply: not
+    /// `goose` or `duck`).
+    UnknownKind,
+    /// A probe reply's pair with this key is missing or its value is not well formed.
+    BadPair(&'static str),
+    /// A probe reply that contradicts itself: a goose that does not name itself in
+    /// `goose=`, a duck that names itself, or a goose that says it is stopped.
+    Inconsistent,
+}
+
+impl fmt::Display for ReplyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotOneLine => f.write_str("not one line"),
+            Self::UnknownKind => f.write_str("does not start with goose, duck, ok or err"),
+            Self::BadPair(key) => write!(f, "no well-formed {key}="),
+            Self::Inconsistent => {
+                f.write_str("a goose not naming itself, a duck naming itself, or a stopped goose")
+            }
+        }
+    }
+}
+
+impl core::error::Error for ReplyError {}
+
+/// The `key=value` words of a reply, in order; words without `=` are skipped. Where a key
+/// appears twice the first counts (the contract: more pairs may follow, scripts take the
+/// first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pairs<'a>(&'a str);
+
+impl<'a> Pairs<'a> {
+    /// Every pair, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
+        self.0.split(' ').filter_map(|word| word.split_once('='))
+    }
+
+    /// The first value given for `key`.
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        self.iter().find(|(k, _)| *k == key).map(|(_, value)| value)
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+}
+
+impl<'a> Reply<'a> {
+    /// Parses one reply line, with or without its final `\n`.
+    ///
+    /// # Errors
+    /// See [`ReplyError`]; a probe reply is checked as [`ProbeReply::parse`] does.
+    pub fn parse(line: &'a str) -> Result<Self, ReplyError> {
+        let line = one_line(line)?;
+        let (kind, rest) = first_word(line);
+        match kind {
+            "goose" | "duck" => ProbeReply::parse(line).map(Self::Probe),
+            "ok" => Ok(Self::Ok(Pairs(rest))),
+            "err" => {
+                let (word, details) = first_word(rest);
+                Ok(Self::Err {
+                    reason: Reason::parse(word),
+                    details: Pairs(details),
+                })
+            }
+            _ => Err(ReplyError::UnknownKind),
+        }
+    }
+
+    /// The reason of an `err` reply; `None` for any other reply or an unknown word.
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            Self::Err { reason, .. } => *reason,
+            _ => None,
+        }
+    }
+
+    /// The goose's address in `err not-goose goose=<id> addr=<ip:port>`, if it names one:
+    /// where to send a goose-only command next.
+    pub fn goose_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Err {
+                reason: Some(Reason::NotGoose),
+                details,
+            } => details.get("addr")?.parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+impl ProbeReply {
+    /// Parses an answer to `whois-goose`, with or without its final `\n`: the role, then
+    /// `id`, `term` and `goose` pairs (`state=stopped` if stopped; other pairs are
+    /// skipped). A reply [`write_probe_reply`] wrote parses back to what it says: `goose`
+    /// is the role, `leader` the `goose=` value.
+    ///
+    /// # Errors
+    /// See [`ReplyError`].
+    pub fn parse(line: &str) -> Result<Self, ReplyError> {
+        let line = one_line(line)?;
+        let (role, rest) = first_word(line);
+        let goose = match role {
+            "goose" => true,
+            "duck" => false,
+            _ => return Err(ReplyError::UnknownKind),
+        };
+        let pairs = Pairs(rest);
+        let id = pairs.get("id").and_then(reply_node_id);
+        let id = id.ok_or(ReplyError::BadPair("id"))?;
+        let term = pairs.get("term").and_then(|value| value.parse().ok());
+        let term = Term(term.ok_or(ReplyError::BadPair("term"))?);
+        let leader = match pairs.get("goose") {
+            Some("none") => None,
+            Some(value) => Some(reply_node_id(value).ok_or(ReplyError::BadPair("goose"))?),
+            None => return Err(ReplyError::BadPair("goose")),
+        };
+        let stopped = pairs.get("state") == Some("stopped");
+        let consistent = match goose {
+            true => leader == Some(id) && !stopped,
+            false => leader != Some(id),
+        };
+        if !consistent {
+            return Err(ReplyError::Inconsistent);
+        }
+        Ok(Self {
+            goose,
+            id,
+            term,
+            leader,
+            stopped,
+        })
+    }
+}
+
+/// `line` without its final `\n`; an error if empty or if more lines follow.
+fn one_line(line: &str) -> Result<&str, ReplyError> {
+    let line = line.strip_suffix('\n').unwrap_or(line);
+    if line.is_empty() || line.contains('\n') {
+        return Err(ReplyError::NotOneLine);
+    }
+    Ok(line)
+}
+
+/// The first word and the rest after one space.
+fn first_word(text: &str) -> (&str, &str) {
+    text.split_once(' ').unwrap_or((text, ""))
+}
+
+/// A node id as a reply writes it: decimal, `1..=65535`.
+fn reply_node_id(value: &str) -> Option<NodeId> {
+    NodeId::new(value.parse().ok()?)
 }
 
 struct OrNone<T>(Option<T>);
@@ -797,7 +1108,7 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(command(text), Err(expected), "{text:?}");
         }
-        assert_eq!(BadNodeId.reason(), "bad-node-id");
+        assert_eq!(BadNodeId.reason().as_str(), "bad-node-id");
         assert_eq!(text!("{TooManyPeers}"), "too-many-peers");
     }
 
@@ -974,5 +1285,299 @@ mod tests {
         };
         let line = written(|out| write_status(out, &status)); // fails if it overflows
         assert_eq!(line.matches('\n').count(), 1);
+    }
+
+    // ---- reading replies: round trips and hostile input ----
+
+    #[test]
+    fn probe_replies_parse_back_to_what_they_say() {
+        let mut checked = 0;
+        for (goose, stopped) in [(false, false), (true, false), (false, true), (true, true)] {
+            for me in [1, 2, 65535] {
+                for leader in [None, Some(1), Some(2), Some(65535)] {
+                    let reply = ProbeReply {
+                        goose,
+                        id: id(me),
+                        term: Term(u64::MAX - u64::from(me)),
+                        leader: leader.map(id),
+                        stopped,
+                    };
+                    let line = written(|out| write_probe_reply(out, &reply));
+                    let parsed = ProbeReply::parse(&line).unwrap();
+                    // What the line says, by the writer's own rules.
+                    let (role, named) = role_and_goose(goose, reply.id, reply.leader, stopped);
+                    let said = ProbeReply {
+                        goose: role == "goose",
+                        leader: named,
+                        ..reply
+                    };
+                    assert_eq!(parsed, said, "{line:?}");
+                    assert_eq!(written(|out| write_probe_reply(out, &parsed)), line);
+                    let without_newline = line.trim_end_matches('\n');
+                    assert_eq!(ProbeReply::parse(without_newline), Ok(parsed));
+                    assert_eq!(Reply::parse(&line), Ok(Reply::Probe(parsed)));
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 48);
+        // More pairs may follow; the first of a key counts.
+        let extended = ProbeReply::parse("duck id=4 term=6 goose=2 zone=b term=9 x\n");
+        assert_eq!(
+            extended.map(|p| (p.term, p.leader)),
+            Ok((Term(6), Some(id(2))))
+        );
+    }
+
+    #[test]
+    fn malformed_probe_replies_are_refused_with_their_reason() {
+        use ReplyError::*;
+        let cases = [
+            ("", NotOneLine),
+            ("\n", NotOneLine),
+            ("goose id=3 term=7 goose=3\n\n", NotOneLine),
+            ("goose id=3 term=7\ngoose=3", NotOneLine),
+            ("geese id=3 term=7 goose=3", UnknownKind),
+            (" goose id=3 term=7 goose=3", UnknownKind),
+            ("err unknown-command", UnknownKind),
+            ("goose term=7 goose=3", BadPair("id")),
+            ("duck id=0 term=7 goose=none", BadPair("id")),
+            ("duck id=65536 term=7 goose=none", BadPair("id")),
+            ("duck id=1 term=-7 goose=none", BadPair("term")),
+            (
+                "duck id=1 term=18446744073709551616 goose=none",
+                BadPair("term"),
+            ),
+            ("duck id=1 term=7", BadPair("goose")),
+            ("duck id=1 term=7 goose=", BadPair("goose")),
+            ("duck id=1 term=7 goose=nobody", BadPair("goose")),
+            ("goose id=3 term=7 goose=2", Inconsistent),
+            ("goose id=3 term=7 goose=none", Inconsistent),
+            ("goose id=3 term=7 goose=3 state=stopped", Inconsistent),
+            ("duck id=3 term=7 goose=3", Inconsistent),
+        ];
+        for (line, error) in cases {
+            assert_eq!(ProbeReply::parse(line), Err(error), "{line:?}");
+        }
+        assert_eq!(Reply::parse("hello"), Err(UnknownKind));
+        assert_eq!(Reply::parse("duck id=1"), Err(BadPair("term")));
+    }
+
+    #[test]
+    fn every_err_word_parses_back() {
+        for reason in Reason::ALL {
+            assert_eq!(Reason::parse(reason.as_str()), Some(reason));
+            let line = written(|out| write_err(out, reason));
+            assert_eq!(line, text!("err {}\n", reason.as_str()));
+            let parsed = Reply::parse(&line).unwrap();
+            assert_eq!(parsed.reason(), Some(reason), "{line:?}");
+            assert_eq!(parse(line.as_bytes()), Request::Reply, "never answered");
+        }
+        // ALL lists every variant: the match makes a new one a compile error here until
+        // it has a place, and the place must hold it.
+        let place = |reason: Reason| match reason {
+            Reason::UnknownCommand => 0,
+            Reason::MissingArgument => 1,
+            Reason::BadNodeId => 2,
+            Reason::BadAddress => 3,
+            Reason::TooManyPeers => 4,
+            Reason::ExtraArgument => 5,
+            Reason::BadSignature => 6,
+            Reason::Forbidden => 7,
+            Reason::NoKey => 8,
+            Reason::NoNonce => 9,
+            Reason::StaleNonce => 10,
+            Reason::NotGoose => 11,
+            Reason::Busy => 12,
+            Reason::NoTarget => 13,
+            Reason::UnknownNode => 14,
+            Reason::AddressInUse => 15,
+            Reason::LastVoter => 16,
+            Reason::MembersFull => 17,
+            Reason::TransferFirst => 18,
+            Reason::Exiting => 19,
+            Reason::StartFailed => 20,
+            Reason::ReplyTooLong => 21,
+        };
+        for (index, reason) in Reason::ALL.into_iter().enumerate() {
+            assert_eq!(place(reason), index, "{reason:?}");
+        }
+        let words: Vec<&str, 32> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        for (index, word) in words.iter().enumerate() {
+            assert!(!words[..index].contains(word), "{word} twice");
+        }
+        // Each command error is answered with its own word.
+        use CommandError::*;
+        let errors = [
+            UnknownCommand,
+            MissingArgument,
+            BadNodeId,
+            BadAddress,
+            TooManyPeers,
+            ExtraArgument,
+            BadSignature,
+        ];
+        for error in errors {
+            assert_eq!(text!("{error}"), error.reason().as_str());
+        }
+        let unknown = Reply::parse("err not-a-reason-yet x=1").unwrap();
+        assert_eq!(unknown.reason(), None);
+        assert!(
+            matches!(unknown, Reply::Err { reason: None, details } if details.get("x") == Some("1"))
+        );
+        assert!(matches!(
+            Reply::parse("err"),
+            Ok(Reply::Err { reason: None, .. })
+        ));
+    }
+
+    #[test]
+    fn not_goose_names_the_goose_to_follow() {
+        let v6 = addr("[fe80::1%2]:65535");
+        for (goose, at) in [
+            (Some(id(2)), Some(addr("127.0.0.1:9901"))),
+            (Some(id(65535)), Some(v6)),
+            (None, None),
+        ] {
+            let line = written(|out| write_not_goose(out, goose, at));
+            let reply = Reply::parse(&line).unwrap();
+            assert_eq!(reply.reason(), Some(Reason::NotGoose));
+            assert_eq!(reply.goose_addr(), at, "{line:?}");
+            let Reply::Err { details, .. } = reply else {
+                panic!("{line:?}");
+            };
+            let named = details.get("goose").and_then(reply_node_id);
+            assert_eq!(named, goose);
+        }
+        assert_eq!(
+            Reply::parse("err busy addr=127.0.0.1:1")
+                .unwrap()
+                .goose_addr(),
+            None
+        );
+        assert_eq!(
+            Reply::parse("ok addr=127.0.0.1:1").unwrap().goose_addr(),
+            None
+        );
+        let bad = Reply::parse("err not-goose goose=2 addr=nowhere").unwrap();
+        assert_eq!(bad.goose_addr(), None);
+    }
+
+    #[test]
+    fn ok_replies_and_status_pairs_parse_back() {
+        assert_eq!(Reply::parse("ok\n"), Ok(Reply::Ok(Pairs(""))));
+        let Ok(Reply::Ok(pairs)) = Reply::parse("ok\n") else {
+            panic!()
+        };
+        assert!(pairs.is_empty());
+        let line = written(|out| write_ok(out, format_args!("to={}", 4)));
+        let Ok(Reply::Ok(pairs)) = Reply::parse(&line) else {
+            panic!("{line:?}")
+        };
+        assert_eq!(pairs.get("to"), Some("4"));
+        let ids = [id(1), id(2), id(3)];
+        let counters = [("drop_magic", 2), ("drop_short", u64::MAX)];
+        let status = StatusReply {
+            goose: false,
+            raft: "learner",
+            id: id(3),
+            term: Term(9),
+            leader: Some(id(1)),
+            stopped: false,
+            commit: 5,
+            members: &ids,
+            voters: &ids[..2],
+            learners: &ids[2..],
+            lease_ms: 0,
+            counters: &counters,
+        };
+        let line = written(|out| write_status(out, &status));
+        let Ok(Reply::Ok(pairs)) = Reply::parse(&line) else {
+            panic!("{line:?}")
+        };
+        let expected = [
+            ("role", "duck"),
+            ("raft", "learner"),
+            ("id", "3"),
+            ("term", "9"),
+            ("goose", "1"),
+            ("state", "running"),
+            ("commit", "5"),
+            ("members", "1,2,3"),
+            ("voters", "1,2"),
+            ("learners", "3"),
+            ("lease_ms", "0"),
+            ("drop_magic", "2"),
+            ("drop_short", "18446744073709551615"),
+        ];
+        assert!(pairs.iter().eq(expected.iter().copied()), "{line:?}");
+        let nonce = written(|out| write_nonce(out, u64::MAX));
+        assert_eq!(parse_nonce_reply(&nonce), Some(u64::MAX));
+        assert_eq!(
+            parse_nonce_reply("ok nonce=ffffffffffffffff"),
+            Some(u64::MAX)
+        );
+        assert_eq!(parse_nonce_reply("err nonce=ffffffffffffffff"), None);
+    }
+
+    #[test]
+    fn reply_parsing_never_panics() {
+        // Valid replies with words replaced, dropped, doubled and cut: hostile text close
+        // enough to the real thing to reach every branch.
+        let seeds = [
+            "goose id=3 term=7 goose=3\n",
+            "duck id=1 term=7 goose=none state=stopped\n",
+            "err not-goose goose=2 addr=[::1]:9901\n",
+            "ok role=duck raft=follower id=1 term=0 goose=none members=1,2\n",
+        ];
+        let vocabulary = "goose|duck|ok|err|id=|term=|goose=|none|state=stopped|addr=|\
+                          not-goose|busy|1|0|65536|18446744073709551616|[::1]:1|\n|\r|\u{e9}|=";
+        let vocabulary: Vec<&str, 32> = vocabulary.split('|').collect();
+        let mut state = 0x2545_F491_4F6C_DD1D_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut probes, mut others, mut refused) = (0, 0, 0);
+        for _ in 0..20_000 {
+            let seed = seeds[next() as usize % seeds.len()];
+            let mut words: Vec<&str, 32> = seed.split(' ').collect();
+            for _ in 0..next() % 3 {
+                let at = next() as usize % words.len();
+                let word = vocabulary[next() as usize % vocabulary.len()];
+                match next() % 4 {
+                    0 => words[at] = word,
+                    1 if words.len() > 1 => drop(words.remove(at)),
+                    2 => drop(words.insert(at, words[at])),
+                    _ => {
+                        let cut = next() as usize % (words[at].len() + 1);
+                        let cut = (0..=cut).rev().find(|&i| words[at].is_char_boundary(i));
+                        words[at] = &words[at][..cut.unwrap_or(0)];
+                    }
+                }
+            }
+            let mut line = Text::new();
+            for (index, word) in words.iter().enumerate() {
+                let separator = if index == 0 { "" } else { " " };
+                write!(line, "{separator}{word}").unwrap();
+            }
+            match Reply::parse(&line) {
+                Ok(Reply::Probe(probe)) => {
+                    probes += 1;
+                    // Anything that parses as a probe reply is one the writer could write.
+                    let again = written(|out| write_probe_reply(out, &probe));
+                    assert_eq!(ProbeReply::parse(&again), Ok(probe), "{line:?}");
+                }
+                Ok(reply) => {
+                    others += 1;
+                    let _ = (reply.reason(), reply.goose_addr());
+                }
+                Err(_) => refused += 1,
+            }
+            let _ = parse_nonce_reply(&line);
+        }
+        assert!(probes > 1_000 && others > 1_000 && refused > 1_000);
     }
 }

@@ -10,8 +10,8 @@ use std::process::Command;
 
 use flock_tests::procs::{goose_binary, Flock, Timing};
 use goose_core::service::ServiceStats;
-use goose_core::text::{self, CommandError};
-use goose_core::{RaftRole, Stats};
+use goose_core::text;
+use goose_core::Stats;
 
 /// The repository's root: this crate lives in `tests/`.
 fn repo_root() -> PathBuf {
@@ -24,87 +24,13 @@ fn interface_doc() -> String {
     fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
 }
 
-/// Every reason a `ctl` command fails to parse. The match makes a new variant a compile
-/// error here, so it cannot be added without being listed (and so documented).
-fn every_command_error() -> [CommandError; 7] {
-    use CommandError::*;
-    let all = [
-        UnknownCommand,
-        MissingArgument,
-        BadNodeId,
-        BadAddress,
-        TooManyPeers,
-        ExtraArgument,
-        BadSignature,
-    ];
-    for error in all {
-        match error {
-            UnknownCommand | MissingArgument | BadNodeId | BadAddress | TooManyPeers
-            | ExtraArgument | BadSignature => {}
-        }
-    }
-    all
-}
-
-/// The source before its unit tests (`#[cfg(test)]`), without `//` comments.
-fn code_of(source: &str) -> String {
-    let code = source.split("#[cfg(test)]").next().unwrap_or(source);
-    code.lines()
-        .filter(|line| !line.trim_start().starts_with("//"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// String literals in `code` that look like an `err` word: lowercase ASCII words joined by
-/// hyphens (`busy`, `transfer-first`).
-fn word_literals(code: &str) -> BTreeSet<String> {
-    let mut words = BTreeSet::new();
-    let mut pieces = code.split('"');
-    pieces.next(); // before the first quote
-    while let Some(literal) = pieces.next() {
-        let is_word = !literal.is_empty()
-            && literal
-                .split('-')
-                .all(|part| !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_lowercase()));
-        if is_word {
-            words.insert(literal.to_owned());
-        }
-        pieces.next(); // between this literal and the next
-    }
-    words
-}
-
-/// Every word a node can send after `err`: the parse errors, `not-goose`, and each word
-/// the service writes (its string literals, less the Raft role names it prints in status).
+/// Every word a node can send after `err`: one enum in the core, which the service writes
+/// and the clients read.
 fn err_words() -> BTreeSet<String> {
-    let service = code_of(include_str!("../../core/src/service.rs"));
-    let roles: BTreeSet<String> = [
-        RaftRole::Follower,
-        RaftRole::PreCandidate,
-        RaftRole::Candidate,
-        RaftRole::Leader,
-        RaftRole::Learner,
-    ]
-    .iter()
-    .map(|role| role.as_str().to_owned())
-    .collect();
-    let mut words: BTreeSet<String> = word_literals(&service)
-        .difference(&roles)
-        .cloned()
-        .collect();
-    words.extend(
-        every_command_error()
-            .iter()
-            .map(|error| error.reason().to_owned()),
-    );
-    let mut not_goose = String::new();
-    text::write_not_goose(&mut not_goose, None, None).expect("a String takes any text");
-    let word = not_goose
-        .strip_prefix("err ")
-        .and_then(|rest| rest.split(' ').next())
-        .expect("`err not-goose …`");
-    words.insert(word.to_owned());
-    words
+    text::Reason::ALL
+        .iter()
+        .map(|reason| reason.as_str().to_owned())
+        .collect()
 }
 
 #[test]

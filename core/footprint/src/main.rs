@@ -140,7 +140,7 @@ fn answer(node: &mut EmbeddedNode, now: Instant, datagram: &[u8]) {
             Ok(_) => text::write_ok_plain(&mut reply),
             Err(error) => text::write_err(&mut reply, error.reason()),
         },
-        Request::Unknown => text::write_err(&mut reply, "unknown-command"),
+        Request::Unknown => text::write_err(&mut reply, text::Reason::UnknownCommand),
     };
     black_box((written.is_ok(), reply.as_bytes()));
     #[cfg(feature = "alloc-canary")]
