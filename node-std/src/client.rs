@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use goose_core::auth::key::ClusterKey;
 use goose_core::auth::write_signed_control;
-use goose_core::text::{parse_nonce_reply, TEXT_REPLY_SIZE_MAX};
+use goose_core::text::{parse_nonce_reply, ProbeReply, Reason, Reply, TEXT_REPLY_SIZE_MAX};
 
 /// How long `whois` waits for all its replies.
 pub(crate) const WHOIS_TIMEOUT: Duration = Duration::from_millis(500);
@@ -51,42 +51,6 @@ pub(crate) enum ControlAuth<'a> {
     Key(&'a ClusterKey),
 }
 
-/// What a node said to `whois-goose`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Probe {
-    /// It answered `goose`.
-    pub(crate) goose: bool,
-    /// Its `term=`, if it gave one.
-    pub(crate) term: Option<u64>,
-    /// The goose it names (`goose=<id>`; itself when it is goose), if any.
-    pub(crate) leader: Option<u16>,
-}
-
-impl Probe {
-    /// Parses a probe reply: `goose|duck` then `key=value` pairs; `None` for anything else.
-    pub(crate) fn parse(reply: &str) -> Option<Self> {
-        let mut words = reply.split_ascii_whitespace();
-        let goose = match words.next()? {
-            "goose" => true,
-            "duck" => false,
-            _ => return None,
-        };
-        let (mut term, mut leader) = (None, None);
-        for word in words {
-            if let Some(value) = word.strip_prefix("term=") {
-                term = term.or_else(|| value.parse().ok());
-            } else if let Some(value) = word.strip_prefix("goose=") {
-                leader = leader.or_else(|| value.parse().ok());
-            }
-        }
-        Some(Self {
-            goose,
-            term,
-            leader,
-        })
-    }
-}
-
 /// Sends `whois-goose` to every address at once and waits up to `timeout` in total;
 /// returns the reply lines in argument order (`None`: no reply).
 pub(crate) fn probe_all(addrs: &[SocketAddr], timeout: Duration) -> Vec<Option<String>> {
@@ -105,10 +69,10 @@ pub(crate) fn probe_all(addrs: &[SocketAddr], timeout: Duration) -> Vec<Option<S
 pub(crate) fn whois(addrs: &[SocketAddr]) -> ExitCode {
     let replies = probe_all(addrs, WHOIS_TIMEOUT);
     for (addr, reply) in addrs.iter().zip(replies) {
-        let role = match reply.as_deref().and_then(Probe::parse) {
-            Some(Probe { goose: true, .. }) => "goose",
-            Some(Probe { goose: false, .. }) => "duck",
-            None => "-",
+        let role = match reply.as_deref().map(ProbeReply::parse) {
+            Some(Ok(ProbeReply { goose: true, .. })) => "goose",
+            Some(Ok(ProbeReply { goose: false, .. })) => "duck",
+            Some(Err(_)) | None => "-",
         };
         println!("{}: {role}", addr.port());
     }
@@ -129,7 +93,8 @@ pub(crate) fn ctl(addr: SocketAddr, auth: ControlAuth<'_>, command: &[String]) -
     let mut reply = Err(io::Error::other("not sent"));
     for _ in 0..CTL_TARGETS_MAX {
         reply = ask(target, auth, &command, timeout);
-        let Some(goose) = reply.as_deref().ok().and_then(not_goose_addr) else {
+        let parsed = reply.as_deref().ok().map(Reply::parse);
+        let Some(goose) = parsed.and_then(Result::ok).and_then(|r| r.goose_addr()) else {
             break;
         };
         if goose == target {
@@ -141,19 +106,19 @@ pub(crate) fn ctl(addr: SocketAddr, auth: ControlAuth<'_>, command: &[String]) -
     match reply {
         Ok(reply) => {
             println!("{reply}");
-            if !reply.starts_with("err") {
+            let Ok(Reply::Err { reason, .. }) = Reply::parse(&reply) else {
                 return ExitCode::SUCCESS;
-            }
-            match (reply.as_str(), auth) {
-                ("err forbidden", ControlAuth::Key(_)) => eprintln!(
+            };
+            match (reason, auth) {
+                (Some(Reason::Forbidden), ControlAuth::Key(_)) => eprintln!(
                     "goose ctl: {target} refused the signature: is its --cluster-key-file \
                      the same key?"
                 ),
-                ("err forbidden", _) => eprintln!(
+                (Some(Reason::Forbidden), _) => eprintln!(
                     "goose ctl: {target} refused the command: a node with a cluster key takes \
                      only signed control (goose ctl --cluster-key-file <file>)"
                 ),
-                ("err no-key", _) => eprintln!(
+                (Some(Reason::NoKey), _) => eprintln!(
                     "goose ctl: {target} has no cluster key: send without --cluster-key-file"
                 ),
                 _ => {}
@@ -199,19 +164,12 @@ fn ask(
         })?;
         socket.send(request.as_bytes())?;
         reply = receive_reply(&socket, Instant::now() + timeout);
-        if !reply.as_deref().is_ok_and(|line| line == "err stale-nonce") {
+        let stale = |line: &str| Reply::parse(line).ok()?.reason();
+        if reply.as_deref().ok().and_then(stale) != Some(Reason::StaleNonce) {
             break;
         }
     }
     reply
-}
-
-/// The goose's address in an `err not-goose goose=<id> addr=<ip:port>` reply.
-pub(crate) fn not_goose_addr(reply: &str) -> Option<SocketAddr> {
-    let rest = reply.strip_prefix("err not-goose")?;
-    rest.split_ascii_whitespace()
-        .find_map(|word| word.strip_prefix("addr="))
-        .and_then(|addr| addr.parse().ok())
 }
 
 fn request_reply(addr: SocketAddr, request: &str, timeout: Duration) -> io::Result<String> {
@@ -240,41 +198,4 @@ fn receive_reply(socket: &UdpSocket, deadline: Instant) -> io::Result<String> {
     let size = socket.recv(&mut buffer)?;
     let text = String::from_utf8_lossy(&buffer[..size]);
     Ok(text.trim_end_matches(['\r', '\n']).to_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{not_goose_addr, Probe};
-
-    #[test]
-    fn parses_probe_replies() {
-        assert_eq!(
-            Probe::parse("goose id=3 term=7 goose=3\n"),
-            Some(Probe {
-                goose: true,
-                term: Some(7),
-                leader: Some(3),
-            })
-        );
-        assert_eq!(
-            Probe::parse("duck id=4 term=6 goose=none state=stopped"),
-            Some(Probe {
-                goose: false,
-                term: Some(6),
-                leader: None,
-            })
-        );
-        assert_eq!(Probe::parse("err unknown-command"), None);
-        assert_eq!(Probe::parse(""), None);
-    }
-
-    #[test]
-    fn finds_the_goose_in_not_goose() {
-        assert_eq!(
-            not_goose_addr("err not-goose goose=3 addr=127.0.0.1:9902"),
-            "127.0.0.1:9902".parse().ok()
-        );
-        assert_eq!(not_goose_addr("err not-goose goose=none addr=none"), None);
-        assert_eq!(not_goose_addr("ok to=3"), None);
-    }
 }

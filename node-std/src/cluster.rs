@@ -29,10 +29,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use goose_core::text::ProbeReply;
 use goose_core::{Config, Member, NodeId};
 
 use crate::board::{self, BoardError, BoardSpec};
-use crate::client::{probe_all, Probe};
+use crate::client::probe_all;
 use crate::storage_file::DataDir;
 
 /// How often the live view probes every node.
@@ -374,15 +375,15 @@ impl View {
 
     /// Reaps exited children, probes every node, prints what changed; returns the probes
     /// in node order.
-    fn refresh(&mut self, nodes: &mut [Launched]) -> Vec<Option<Probe>> {
+    fn refresh(&mut self, nodes: &mut [Launched]) -> Vec<Option<ProbeReply>> {
         self.reap_exited(nodes);
         let replies = probe_all(&self.addrs, VIEW_PROBE_TIMEOUT);
-        let probes: Vec<Option<Probe>> = replies
+        let probes: Vec<Option<ProbeReply>> = replies
             .iter()
-            .map(|reply| reply.as_deref().and_then(Probe::parse))
+            .map(|reply| ProbeReply::parse(reply.as_deref()?).ok())
             .collect();
         let geese = geese(nodes, &probes);
-        let term = probes.iter().flatten().filter_map(|p| p.term).max();
+        let term = probes.iter().flatten().map(|p| p.term.0).max();
         let view = (geese, term);
         if self.shown.as_ref() != Some(&view) {
             let term = term.map_or_else(|| "-".to_owned(), |t| t.to_string());
@@ -422,7 +423,7 @@ impl View {
 }
 
 /// The ids of the nodes that answered `goose`.
-fn geese(nodes: &[Launched], probes: &[Option<Probe>]) -> Vec<u16> {
+fn geese(nodes: &[Launched], probes: &[Option<ProbeReply>]) -> Vec<u16> {
     nodes
         .iter()
         .zip(probes)
@@ -522,7 +523,7 @@ fn wait_until<T>(
     view: &mut View,
     stop: &AtomicBool,
     what: &str,
-    mut done: impl FnMut(&[Launched], &[Option<Probe>]) -> Option<T>,
+    mut done: impl FnMut(&[Launched], &[Option<ProbeReply>]) -> Option<T>,
 ) -> Result<T, String> {
     let deadline = Instant::now() + ROLLING_WAIT_MAX;
     loop {
@@ -600,7 +601,7 @@ fn stop_all(nodes: &mut [Launched]) {
         .map(|reply| {
             reply
                 .as_deref()
-                .and_then(Probe::parse)
+                .and_then(|reply| ProbeReply::parse(reply).ok())
                 .is_some_and(|p| p.goose)
         })
         .collect();

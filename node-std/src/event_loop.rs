@@ -56,7 +56,9 @@ use goose_core::auth::write_signed_control;
 use goose_core::limits::{LOG_ENTRIES_MAX, MEMBERS_MAX};
 use goose_core::ratelimit::RateLimit;
 use goose_core::service::{Handled, Host, Notice, Origin, Outlet, Service, TRANSMITS_PER_CALL_MAX};
-use goose_core::text::{parse_nonce_reply, PeerRef, PARTITION_PEERS_MAX, TEXT_REPLY_SIZE_MAX};
+use goose_core::text::{
+    parse_nonce_reply, PeerRef, Reason, Reply, PARTITION_PEERS_MAX, TEXT_REPLY_SIZE_MAX,
+};
 use goose_core::{
     Config, Duration, Event, Instant, Member, Node, NodeId, Observed, RaftRole, SavedState,
     StartError, Transmit,
@@ -65,7 +67,6 @@ use mio::net::{UdpSocket, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::client::not_goose_addr;
 use crate::clock::Clock;
 use crate::hooks::{HookCommands, HookRole, Hooks, Transition};
 use crate::key_file::KeyFile;
@@ -891,8 +892,9 @@ impl Runner {
         }
         let reply = String::from_utf8_lossy(&self.receive[..size]);
         let reply = reply.trim_end();
+        let parsed = Reply::parse(reply).ok();
         let redirect = (source == join.target && join.redirect.is_none())
-            .then(|| not_goose_addr(reply))
+            .then(|| parsed?.goose_addr())
             .flatten()
             .filter(|&goose| goose != source);
         if let Some(goose) = redirect {
@@ -902,12 +904,12 @@ impl Runner {
         } else if let Some(nonce) = parse_nonce_reply(reply).filter(|_| self.cluster_key.is_some())
         {
             self.send_signed_join_request(source, nonce);
-        } else if reply == "ok" {
+        } else if matches!(parsed, Some(Reply::Ok(pairs)) if pairs.is_empty()) {
             log::info!("node {id}: {source} accepted the join request; waiting for the log");
-        } else if reply.starts_with("err busy")
-            || reply.starts_with("err not-goose")
-            || reply.starts_with("err stale-nonce")
-        {
+        } else if matches!(
+            parsed.and_then(|reply| reply.reason()),
+            Some(Reason::Busy | Reason::NotGoose | Reason::StaleNonce)
+        ) {
             log::debug!("node {id}: join request: {source} answered {reply:?}; will retry");
         } else {
             log::warn!("node {id}: join request: {source} answered {reply:?}; will retry");

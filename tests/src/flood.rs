@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::procs::Flock;
+use crate::procs::{self, Flock};
 
 /// The probe every flooder sends.
 pub const PROBE: &[u8] = b"whois-goose";
@@ -431,19 +431,13 @@ pub fn sample(flock: &Flock, window: Duration) -> Vec<Option<Status>> {
             continue;
         };
         let text = String::from_utf8_lossy(&buffer[..size]);
-        let Some(pairs) = text.trim_end().strip_prefix("ok ") else {
+        let Some(pairs) = procs::status_pairs(&text) else {
             continue;
         };
         if statuses[index].is_none() {
             waiting -= 1;
         }
-        statuses[index] = Some(
-            pairs
-                .split(' ')
-                .filter_map(|pair| pair.split_once('='))
-                .map(|(key, value)| (key.to_owned(), value.to_owned()))
-                .collect(),
-        );
+        statuses[index] = Some(pairs);
     }
     statuses
 }

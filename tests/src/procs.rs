@@ -36,6 +36,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use goose_core::text::{ProbeReply, Reply};
 use goose_core::NodeId;
 
 /// Node ports are drawn below Linux's default ephemeral range (32768–60999), so the probe
@@ -323,6 +324,20 @@ impl Drop for TempDir {
     }
 }
 
+/// The `key=value` pairs of an `ok …` reply (a `ctl status`), read with the core's parser;
+/// `None` for any other reply.
+pub fn status_pairs(reply: &str) -> Option<BTreeMap<String, String>> {
+    let Ok(Reply::Ok(pairs)) = Reply::parse(reply) else {
+        return None;
+    };
+    let pairs = pairs.iter();
+    Some(
+        pairs
+            .map(|(key, value)| (key.to_owned(), value.to_owned()))
+            .collect(),
+    )
+}
+
 // ---------------------------------------------------------------------------------------
 // Probes
 // ---------------------------------------------------------------------------------------
@@ -346,7 +361,8 @@ pub struct Probe {
 
 impl Probe {
     /// Parses one reply datagram, checking the contract's format: one line ending in `\n`,
-    /// role first, then `id`, `term` and `goose` pairs.
+    /// then what the core's `ProbeReply::parse` checks (role first, then `id`, `term` and
+    /// `goose` pairs that agree with the role).
     ///
     /// # Errors
     ///
@@ -357,42 +373,13 @@ impl Probe {
         let line = text
             .strip_suffix('\n')
             .ok_or_else(|| format!("reply does not end in \\n: {text:?}"))?;
-        if line.contains('\n') {
-            return Err(format!("reply is more than one line: {text:?}"));
-        }
-        let mut words = line.split(' ');
-        let goose = match words.next() {
-            Some("goose") => true,
-            Some("duck") => false,
-            _ => return Err(format!("reply does not start with goose|duck: {line:?}")),
-        };
-        let pairs: BTreeMap<&str, &str> = words.filter_map(|w| w.split_once('=')).collect();
-        let number = |key: &str| -> Result<u64, String> {
-            pairs
-                .get(key)
-                .and_then(|value| value.parse().ok())
-                .ok_or_else(|| format!("reply without a numeric {key}=: {line:?}"))
-        };
-        let id = u16::try_from(number("id")?).map_err(|_| format!("id out of range: {line:?}"))?;
-        let term = number("term")?;
-        let leader = match pairs.get("goose") {
-            Some(&"none") => None,
-            Some(value) => Some(
-                value
-                    .parse()
-                    .map_err(|_| format!("bad goose= in {line:?}"))?,
-            ),
-            None => return Err(format!("reply without goose=: {line:?}")),
-        };
-        if goose && leader != Some(id) {
-            return Err(format!("a goose must name itself in goose=: {line:?}"));
-        }
+        let reply = ProbeReply::parse(text).map_err(|error| format!("{error}: {text:?}"))?;
         Ok(Self {
-            goose,
-            id,
-            term,
-            leader,
-            stopped: pairs.get("state") == Some(&"stopped"),
+            goose: reply.goose,
+            id: reply.id.get(),
+            term: reply.term.0,
+            leader: reply.leader.map(NodeId::get),
+            stopped: reply.stopped,
             line: line.to_owned(),
         })
     }
@@ -1032,14 +1019,8 @@ impl Flock {
     pub fn status(&self, index: usize) -> BTreeMap<String, String> {
         let reply = self.ctl(index, "status");
         let reply = reply.unwrap_or_else(|| panic!("no status from node {}", index + 1));
-        let pairs = reply
-            .strip_prefix("ok ")
-            .unwrap_or_else(|| panic!("status of node {} is not ok: {reply}", index + 1));
-        pairs
-            .split(' ')
-            .filter_map(|pair| pair.split_once('='))
-            .map(|(key, value)| (key.to_owned(), value.to_owned()))
-            .collect()
+        status_pairs(&reply)
+            .unwrap_or_else(|| panic!("status of node {} is not ok: {reply}", index + 1))
     }
 
     /// Sends signal `signal` to node `index` by its pid.

@@ -116,15 +116,7 @@ fn quick_status(
     timeout: Duration,
 ) -> Option<BTreeMap<String, String>> {
     let reply = procs::request(flock.port(index), b"ctl status", timeout)?;
-    let reply = String::from_utf8_lossy(&reply).into_owned();
-    let pairs = reply.trim_end().strip_prefix("ok ")?;
-    Some(
-        pairs
-            .split(' ')
-            .filter_map(|pair| pair.split_once('='))
-            .map(|(key, value)| (key.to_owned(), value.to_owned()))
-            .collect(),
-    )
+    procs::status_pairs(&String::from_utf8_lossy(&reply))
 }
 
 /// Polls node `index`'s status every 10 ms until `done` accepts it; panics after `within`.

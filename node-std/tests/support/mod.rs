@@ -21,6 +21,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use goose_core::text::{ProbeReply, Reason, Reply};
+use goose_core::NodeId;
+
 /// Attempts at finding free ports before giving up.
 const PORT_ATTEMPTS_MAX: usize = 100;
 /// How long a freshly spawned node may take to answer its first probe.
@@ -105,20 +108,14 @@ pub(crate) struct Probe {
 }
 
 impl Probe {
-    /// Parses `goose|duck id=… term=… goose=…`.
+    /// Parses `goose|duck id=… term=… goose=…` with the core's parser.
     pub(crate) fn parse(reply: &str) -> Option<Self> {
-        let mut words = reply.split_ascii_whitespace();
-        let goose = match words.next()? {
-            "goose" => true,
-            "duck" => false,
-            _ => return None,
-        };
-        let pairs: BTreeMap<&str, &str> = words.filter_map(|w| w.split_once('=')).collect();
+        let reply = ProbeReply::parse(reply).ok()?;
         Some(Self {
-            goose,
-            id: pairs.get("id")?.parse().ok()?,
-            term: pairs.get("term")?.parse().ok()?,
-            leader: pairs.get("goose").and_then(|g| g.parse().ok()),
+            goose: reply.goose,
+            id: reply.id.get(),
+            term: reply.term.0,
+            leader: reply.leader.map(NodeId::get),
         })
     }
 }
@@ -221,10 +218,12 @@ pub(crate) fn ctl(port: u16, command: &str) -> Option<String> {
 /// `ctl status` to `port`, as key/value pairs (the first word, `ok`, dropped).
 pub(crate) fn status(port: u16) -> Option<BTreeMap<String, String>> {
     let reply = ctl(port, "status")?;
-    let rest = reply.strip_prefix("ok ")?;
+    let Ok(Reply::Ok(pairs)) = Reply::parse(&reply) else {
+        return None;
+    };
     Some(
-        rest.split_ascii_whitespace()
-            .filter_map(|word| word.split_once('='))
+        pairs
+            .iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect(),
     )
@@ -521,7 +520,8 @@ impl Flock {
         let deadline = Instant::now() + within;
         loop {
             let reply = self.ctl(index, command).unwrap_or_default();
-            if reply != "err busy" && !reply.is_empty() {
+            let busy = Reply::parse(&reply).map(|reply| reply.reason() == Some(Reason::Busy));
+            if busy == Ok(false) {
                 return reply;
             }
             assert!(
