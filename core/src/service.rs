@@ -36,7 +36,7 @@ use crate::auth::{self, AuthError, Mac, NoKey, Nonces, ReplayGuard, Sealer};
 use crate::limits::FRAME_SIZE_MAX;
 use crate::raft::{Event, Node, ProposeError, RaftRole, Status, TransferError, Transmit};
 use crate::ratelimit::{RateLimit, RateLimiter, RATE_SOURCES_MAX};
-use crate::stats::bump;
+use crate::stats::{bump, counters};
 use crate::storage::Storage;
 use crate::text::{self, Command, PeerList, ProbeReply, Reason, Request, Signature, StatusReply};
 use crate::time::{Duration, Instant};
@@ -62,6 +62,8 @@ pub const TRANSMITS_PER_CALL_MAX: usize = 4096;
 /// out of the reply.
 pub const STATUS_COUNTERS_MAX: usize = 40;
 
+const _: () = assert!(crate::stats::Stats::COUNT + ServiceStats::COUNT + 4 <= STATUS_COUNTERS_MAX);
+
 /// The smallest reply buffer a [`Service`] accepts: room for a probe reply, a late transfer
 /// answer and any `err` word. `ctl status` needs more (see [`text::TEXT_REPLY_SIZE_MAX`]);
 /// a status that does not fit is answered `err reply-too-long`, never cut.
@@ -71,62 +73,41 @@ pub const REPLY_SIZE_MIN: usize = LATE_REPLY_SIZE_MAX;
 /// `err not-goose goose=65535 addr=<IPv6 with scope>:65535\n`, 85 bytes.
 const LATE_REPLY_SIZE_MAX: usize = 128;
 
-/// The service's counters; `ctl status` prints them after the node's. The names are the
-/// same on every kind of node.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ServiceStats {
-    /// Text that is not a request (answered `err unknown-command`).
-    pub text_unknown: u64,
-    /// Control refused (answered `err forbidden`).
-    pub text_forbidden: u64,
-    /// Peer frames dropped on arrival by `ctl partition`.
-    pub partition_in: u64,
-    /// Peer frames not sent because of `ctl partition`.
-    pub partition_out: u64,
-    /// Peer frames dropped on arrival while stopped.
-    pub stopped_in: u64,
-    /// Datagrams the [`Outlet`] could not send.
-    pub send_errors: u64,
-    /// Datagrams the caller could not receive whole (counted by the caller).
-    pub receive_errors: u64,
-    /// Peer frames without a whole authentication trailer (a node with a key got a plain
-    /// frame: a flock member without the key, or noise).
-    pub unsealed: u64,
-    /// Peer frames whose MAC did not match: forged, corrupted, or another flock's key.
-    pub bad_mac: u64,
-    /// Peer frames seen before, too old for the replay window, or from a sender's older
-    /// boot.
-    pub replay: u64,
-    /// Peer frames from a sender the replay table had no room for.
-    pub senders: u64,
-    /// Signed control whose signature did not match (answered `err forbidden`).
-    pub bad_signature: u64,
-    /// Signed control with a nonce not issued, used, expired or pushed out (answered
-    /// `err stale-nonce`).
-    pub stale_nonce: u64,
-    /// Text left unanswered by the reply rate limits ([`crate::ratelimit`]).
-    pub rate_limited: u64,
-}
-
-impl ServiceStats {
-    /// Every counter with its `ctl status` name, in a stable order.
-    pub const fn counters(&self) -> [(&'static str, u64); 14] {
-        [
-            ("text_unknown", self.text_unknown),
-            ("text_forbidden", self.text_forbidden),
-            ("drop_partition_in", self.partition_in),
-            ("drop_partition_out", self.partition_out),
-            ("drop_stopped", self.stopped_in),
-            ("send_errors", self.send_errors),
-            ("receive_errors", self.receive_errors),
-            ("drop_unsealed", self.unsealed),
-            ("drop_bad_mac", self.bad_mac),
-            ("drop_replay", self.replay),
-            ("drop_senders", self.senders),
-            ("ctl_bad_signature", self.bad_signature),
-            ("ctl_stale_nonce", self.stale_nonce),
-            ("drop_rate_limited", self.rate_limited),
-        ]
+counters! {
+    /// The service's counters; `ctl status` prints them after the node's. The names are
+    /// the same on every kind of node.
+    pub struct ServiceStats {
+        /// Text that is not a request (answered `err unknown-command`).
+        text_unknown,
+        /// Control refused (answered `err forbidden`).
+        text_forbidden,
+        /// Peer frames dropped on arrival by `ctl partition`.
+        drop_partition_in,
+        /// Peer frames not sent because of `ctl partition`.
+        drop_partition_out,
+        /// Peer frames dropped on arrival while stopped.
+        drop_stopped,
+        /// Datagrams the [`Outlet`] could not send.
+        send_errors,
+        /// Datagrams the caller could not receive whole (counted by the caller).
+        receive_errors,
+        /// Peer frames without a whole authentication trailer (a node with a key got a
+        /// plain frame: a flock member without the key, or noise).
+        drop_unsealed,
+        /// Peer frames whose MAC did not match: forged, corrupted, or another flock's key.
+        drop_bad_mac,
+        /// Peer frames seen before, too old for the replay window, or from a sender's older
+        /// boot.
+        drop_replay,
+        /// Peer frames from a sender the replay table had no room for.
+        drop_senders,
+        /// Signed control whose signature did not match (answered `err forbidden`).
+        ctl_bad_signature,
+        /// Signed control with a nonce not issued, used, expired or pushed out (answered
+        /// `err stale-nonce`).
+        ctl_stale_nonce,
+        /// Text left unanswered by the reply rate limits ([`crate::ratelimit`]).
+        drop_rate_limited,
     }
 }
 
@@ -436,7 +417,7 @@ impl<
         let answered = !matches!(request, Request::Binary | Request::Reply);
         // Before any work beyond classifying: a flood must cost as little as possible.
         if answered && !self.limiter.allow(now, origin.ip) {
-            bump(&mut self.stats.rate_limited);
+            bump(&mut self.stats.drop_rate_limited);
             return Handled::Dropped;
         }
         match request {
@@ -584,7 +565,7 @@ impl<
                 return true;
             };
             if self.partition.contains(transmit.target, transmit.addr) {
-                bump(&mut self.stats.partition_out);
+                bump(&mut self.stats.drop_partition_out);
                 continue;
             }
             let size = match &mut self.auth {
@@ -633,11 +614,11 @@ impl<
 
     fn handle_frame(&mut self, now: Instant, frame: &[u8]) -> Handled {
         if self.stopped {
-            bump(&mut self.stats.stopped_in);
+            bump(&mut self.stats.drop_stopped);
             return Handled::Dropped;
         }
         if partitioned_source(&self.partition, &self.node, frame) {
-            bump(&mut self.stats.partition_in);
+            bump(&mut self.stats.drop_partition_in);
             return Handled::Dropped;
         }
         let frame = match self.open(frame) {
@@ -667,10 +648,10 @@ impl<
         auth.guard
             .open(&auth.key, frame, is_member)
             .map_err(|error| match error {
-                AuthError::Short => &mut self.stats.unsealed,
-                AuthError::BadTag => &mut self.stats.bad_mac,
-                AuthError::Replay => &mut self.stats.replay,
-                AuthError::TooManySenders => &mut self.stats.senders,
+                AuthError::Short => &mut self.stats.drop_unsealed,
+                AuthError::BadTag => &mut self.stats.drop_bad_mac,
+                AuthError::Replay => &mut self.stats.drop_replay,
+                AuthError::TooManySenders => &mut self.stats.drop_senders,
             })
     }
 
@@ -694,11 +675,11 @@ impl<
             (Some(auth), Some(signature)) => {
                 // The tag first: a forged command must not use up a nonce.
                 if !auth.key.verify(signature.signed.as_bytes(), &signature.tag) {
-                    bump(&mut stats.bad_signature);
+                    bump(&mut stats.ctl_bad_signature);
                     return Err(Reason::Forbidden);
                 }
                 if !auth.nonces.redeem(now, signature.nonce) {
-                    bump(&mut stats.stale_nonce);
+                    bump(&mut stats.ctl_stale_nonce);
                     return Err(Reason::StaleNonce);
                 }
                 Ok(())
@@ -1475,7 +1456,7 @@ mod tests {
             let handled = service.handle_datagram(now, TRUSTED, &Host::default(), &from_three);
             assert_eq!(handled, Handled::Dropped, "partition {named}");
         }
-        assert_eq!(service.stats().partition_in, 2);
+        assert_eq!(service.stats().drop_partition_in, 2);
         let _ = ask(&mut service, now, "ctl heal");
         let handled = service.handle_datagram(now, TRUSTED, &Host::default(), &from_three);
         assert_eq!(handled, Handled::Frame);
@@ -1494,7 +1475,7 @@ mod tests {
         let _ = ask(&mut service, now, "ctl partition 127.0.0.1:9901");
         let handled = service.handle_datagram(now, TRUSTED, &Host::default(), &frame);
         assert_eq!(handled, Handled::Dropped);
-        assert_eq!(service.stats().partition_in, 1);
+        assert_eq!(service.stats().drop_partition_in, 1);
         assert_eq!(
             ask(&mut service, now, "ctl heal").0,
             Handled::Answer(Notice::Healed)
@@ -1504,7 +1485,7 @@ mod tests {
         let _ = service.stop();
         let handled = service.handle_datagram(now, TRUSTED, &Host::default(), &frame);
         assert_eq!(handled, Handled::Dropped);
-        assert_eq!(service.stats().stopped_in, 1);
+        assert_eq!(service.stats().drop_stopped, 1);
         let mut out = Recorder {
             refuse: true,
             ..Recorder::default()
@@ -1559,17 +1540,17 @@ mod tests {
 
         // The same frame again: a replay.
         assert_eq!(deliver(&mut two, now, &frame), Handled::Dropped);
-        assert_eq!(two.stats().replay, 1);
+        assert_eq!(two.stats().drop_replay, 1);
         // Any bit changed, or another flock's key: a bad MAC.
         let mut tampered = frame.clone();
         tampered[7] ^= 0x10;
         assert_eq!(deliver(&mut two, now, &tampered), Handled::Dropped);
         assert_eq!(deliver(&mut keyed(2, 8, 1), now, &frame), Handled::Dropped);
-        assert_eq!(two.stats().bad_mac, 1);
+        assert_eq!(two.stats().drop_bad_mac, 1);
         // A plain frame (a member without the key): unsealed.
         let plain = &frame[..frame.len() - auth::TRAILER_SIZE];
         assert_eq!(deliver(&mut two, now, &plain[..8]), Handled::Dropped);
-        assert_eq!(two.stats().unsealed, 1);
+        assert_eq!(two.stats().drop_unsealed, 1);
         // Wrong version and oversized: refused by the node under their own reasons.
         let mut version = frame.clone();
         version[1] = crate::wire::VERSION + 1;
@@ -1596,9 +1577,9 @@ mod tests {
             (1, 1, 1)
         );
         let fine = ServiceStats {
-            replay: 1,
-            bad_mac: 1,
-            unsealed: 1,
+            drop_replay: 1,
+            drop_bad_mac: 1,
+            drop_unsealed: 1,
             ..ServiceStats::default()
         };
         assert_eq!(*two.stats(), fine, "nothing else counted");
@@ -1677,8 +1658,8 @@ mod tests {
         assert_eq!(
             (
                 one.stats().text_forbidden,
-                one.stats().bad_signature,
-                one.stats().stale_nonce
+                one.stats().ctl_bad_signature,
+                one.stats().ctl_stale_nonce
             ),
             (2, 2, 2)
         );
@@ -1718,7 +1699,7 @@ mod tests {
             answered(&mut service, now, from(2), "whois-goose"),
             "another source"
         );
-        assert_eq!(service.stats().rate_limited, 17);
+        assert_eq!(service.stats().drop_rate_limited, 17);
         // Replies are not answered anyway and cost no token.
         let reply = service.handle_datagram(now, from(2), &Host::default(), b"ok");
         assert_eq!(reply, Handled::Ignored);

@@ -231,8 +231,8 @@ pub struct BoardStats {
     /// The text protocol's counters, named and ordered as on the desktop node.
     pub service: ServiceStats,
     /// Peer frames for an address the board cannot reach (IPv6, or loopback without a
-    /// configured host): `drop_unroutable`.
-    pub unroutable: u64,
+    /// configured host).
+    pub drop_unroutable: u64,
 }
 
 /// Events kept for [`Board::poll_event`]: the core's own bound. When full, the oldest is
@@ -260,8 +260,8 @@ pub struct Board<'a, F: NorFlash> {
     store: &'a RefCell<FlashStore<F>>,
     /// `ctl start`s that rebuilt the node, mixed into its seed.
     restarts: u64,
-    /// `drop_unroutable`.
-    unroutable: u64,
+    /// [`BoardStats::drop_unroutable`].
+    drop_unroutable: u64,
     /// The node's events, after the service has acted on them.
     events: Deque<Event, BOARD_EVENTS_MAX>,
     /// This boot's epoch, with a cluster key.
@@ -333,7 +333,7 @@ impl<'a, F: NorFlash> Board<'a, F> {
             config,
             store,
             restarts: 0,
-            unroutable: 0,
+            drop_unroutable: 0,
             events: Deque::new(),
             epoch,
         })
@@ -375,7 +375,7 @@ impl<'a, F: NorFlash> Board<'a, F> {
     pub fn stats(&self) -> BoardStats {
         BoardStats {
             service: *self.service.stats(),
-            unroutable: self.unroutable,
+            drop_unroutable: self.drop_unroutable,
         }
     }
 
@@ -408,7 +408,7 @@ impl<'a, F: NorFlash> Board<'a, F> {
             device: &mut *device,
             now,
             host: self.config.host,
-            unroutable: &mut self.unroutable,
+            drop_unroutable: &mut self.drop_unroutable,
         };
         self.service.handle_timeout(now, &mut out);
         drain(&mut self.service, &mut self.events, now, &mut out);
@@ -457,7 +457,7 @@ impl<'a, F: NorFlash> Board<'a, F> {
                 ip: source.addr.into(),
                 trusted: source_trusted(source, self.config.host),
             };
-            let unroutable = [("drop_unroutable", self.unroutable)];
+            let unroutable = [("drop_unroutable", self.drop_unroutable)];
             let host = Host {
                 control_token: self.config.control_token.as_deref(),
                 counters: &unroutable,
@@ -471,7 +471,7 @@ impl<'a, F: NorFlash> Board<'a, F> {
                 device: &mut *device,
                 now,
                 host: self.config.host,
-                unroutable: &mut self.unroutable,
+                drop_unroutable: &mut self.drop_unroutable,
             };
             if matches!(handled, Handled::Answer(_) | Handled::Start) {
                 self.service.send_reply(source, &mut out);
@@ -566,8 +566,8 @@ struct NetOutlet<'n, 'a, D: Device + ?Sized> {
     now: Instant,
     /// How the board reaches the host's loopback ([`BoardConfig::host`]).
     host: Option<Ipv4Addr>,
-    /// `drop_unroutable`.
-    unroutable: &'n mut u64,
+    /// [`BoardStats::drop_unroutable`].
+    drop_unroutable: &'n mut u64,
 }
 
 impl<D: Device + ?Sized> NetOutlet<'_, '_, D> {
@@ -597,7 +597,7 @@ impl<D: Device + ?Sized> Outlet<IpEndpoint> for NetOutlet<'_, '_, D> {
     /// reach is counted `drop_unroutable`.
     fn send_frame(&mut self, frame: &[u8], transmit: &Transmit) -> bool {
         let Some(target) = board_endpoint(transmit.addr, self.host) else {
-            *self.unroutable = self.unroutable.saturating_add(1);
+            *self.drop_unroutable = self.drop_unroutable.saturating_add(1);
             return true;
         };
         self.send(frame, target)

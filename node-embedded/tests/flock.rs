@@ -480,7 +480,10 @@ fn auth_keyed_boards_seal_every_frame_and_restart_with_a_higher_epoch() {
         let board = sim.board(id);
         assert_eq!(board.epoch(), Some(1), "first boot");
         let stats = board.stats().service;
-        assert_eq!((stats.bad_mac, stats.unsealed, stats.replay), (0, 0, 0));
+        assert_eq!(
+            (stats.drop_bad_mac, stats.drop_unsealed, stats.drop_replay),
+            (0, 0, 0)
+        );
     }
     // Control must be signed now, even from the trusted host.
     let reply = sim.ask(goose, "ctl status").unwrap();
@@ -504,7 +507,11 @@ fn auth_keyed_boards_seal_every_frame_and_restart_with_a_higher_epoch() {
     assert_ne!(next, goose);
     for id in (1..=BOARDS as u16).filter(|&id| id != goose) {
         let stats = sim.board(id).stats().service;
-        assert_eq!((stats.bad_mac, stats.replay), (0, 0), "board {id}");
+        assert_eq!(
+            (stats.drop_bad_mac, stats.drop_replay),
+            (0, 0),
+            "board {id}"
+        );
     }
 }
 
@@ -520,7 +527,7 @@ fn auth_a_board_with_another_key_is_not_heard() {
         "board 5 cannot win votes it cannot be heard asking for"
     );
     sim.run_ms(1_000);
-    let heard = |sim: &Sim, id: u16| sim.board(id).stats().service.bad_mac;
+    let heard = |sim: &Sim, id: u16| sim.board(id).stats().service.drop_bad_mac;
     assert!(heard(&sim, 5) > 0, "board 5 drops the flock's frames");
     assert!(
         (1..=4).any(|id| heard(&sim, id) > 0),

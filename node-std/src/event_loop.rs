@@ -185,26 +185,27 @@ impl From<DataDirError> for RunError {
     }
 }
 
-/// The desktop node's peer traffic, reported by `ctl status` after the service's counters.
+/// The desktop node's peer traffic, reported by `ctl status` after the service's counters
+/// under the fields' names.
 #[derive(Debug, Default)]
 struct Traffic {
     /// Peer frames handed to the core.
-    frames_in: u64,
+    peer_frames_in: u64,
     /// Their bytes.
-    bytes_in: u64,
+    peer_bytes_in: u64,
     /// Peer frames sent.
-    frames_out: u64,
+    peer_frames_out: u64,
     /// Their bytes (UDP payload).
-    bytes_out: u64,
+    peer_bytes_out: u64,
 }
 
 impl Traffic {
     fn counters(&self) -> [(&'static str, u64); 4] {
         [
-            ("peer_frames_in", self.frames_in),
-            ("peer_bytes_in", self.bytes_in),
-            ("peer_frames_out", self.frames_out),
-            ("peer_bytes_out", self.bytes_out),
+            ("peer_frames_in", self.peer_frames_in),
+            ("peer_bytes_in", self.peer_bytes_in),
+            ("peer_frames_out", self.peer_frames_out),
+            ("peer_bytes_out", self.peer_bytes_out),
         ]
     }
 }
@@ -456,8 +457,8 @@ impl Outlet<SocketAddr> for SocketOutlet<'_> {
     fn send_frame(&mut self, frame: &[u8], transmit: &Transmit) -> bool {
         match self.socket.send_to(frame, transmit.addr) {
             Ok(sent) => {
-                bump(&mut self.traffic.frames_out);
-                add(&mut self.traffic.bytes_out, sent);
+                bump(&mut self.traffic.peer_frames_out);
+                add(&mut self.traffic.peer_bytes_out, sent);
                 true
             }
             Err(error) => {
@@ -614,8 +615,8 @@ impl Runner {
         let datagram = &self.receive[..size];
         match self.service.handle_datagram(now, origin, &host, datagram) {
             Handled::Frame => {
-                bump(&mut self.traffic.frames_in);
-                add(&mut self.traffic.bytes_in, size);
+                bump(&mut self.traffic.peer_frames_in);
+                add(&mut self.traffic.peer_bytes_in, size);
             }
             Handled::Dropped => {}
             Handled::Ignored => self.maybe_join_reply(source, size),
