@@ -14,26 +14,46 @@
 //! - `ctl transfer`/`add`/`remove` on the goose, their `err …` words, and the requesters
 //!   of a transfer, answered once the handoff is sent ([`TRANSFER_WAITERS_MAX`]).
 //!
-//! It never touches a socket: [`Service::handle_datagram`] only writes its answer into
-//! [`Service::reply`] (a board handles a datagram where it lies in its socket's ring, and
-//! cannot send meanwhile), and everything sent goes through an [`Outlet`] in the calls that
-//! take one. The caller's loop, after each input:
+//! It never touches a socket. Like quinn-proto's `Connection`, it is driven through four
+//! families of methods, in one order:
 //!
-//! 1. [`Service::handle_datagram`] for each datagram (then [`Service::send_reply`] to its
-//!    source if [`Handled`] says so, and [`Service::send_pending`]), and
-//!    [`Service::handle_timeout`] once its deadline has passed;
-//! 2. [`Service::transmit`], then [`Service::poll_event`] until `None`;
-//! 3. sleep until [`Service::poll_timeout`].
+//! - **getters** (`&self`, no effects): [`Service::is_goose`], [`Service::status`],
+//!   [`Service::node`], [`Service::stats`], [`Service::reply`], …;
+//! - **inputs**, which send nothing: [`Service::handle_datagram`] (a board handles a
+//!   datagram where it lies in its socket's ring, and cannot send meanwhile) and
+//!   [`Service::handle_timeout`]; and **commands**, which act for the program:
+//!   [`Service::start`] or [`Service::start_failed`] (after [`Handled::Start`]),
+//!   [`Service::stop`], [`Service::leave`];
+//! - **the output step**, [`Service::flush`], after every input or command and before the
+//!   next datagram: it sends the answer to the datagram just handled, the node's frames
+//!   (sealed, filtered by the partition) and the late answers to transfer requesters
+//!   through the caller's [`Outlet`], and moves the node's events, acted on, to the
+//!   service's queue;
+//! - **pure outputs**: [`Service::poll_event`] (those events, oldest first) and
+//!   [`Service::poll_timeout`].
+//!
+//! The caller's loop, each time it wakes:
+//!
+//! 1. for each datagram: [`Service::handle_datagram`] (then [`Service::start`] if it says
+//!    [`Handled::Start`]), release the datagram's buffer, [`Service::flush`];
+//! 2. [`Service::handle_timeout`], [`Service::flush`];
+//! 3. [`Service::poll_event`] until `None`;
+//! 4. sleep until [`Service::poll_timeout`] or the next datagram.
+//!
+//! Fail-stop: once the node's storage failed, nothing more leaves. The datagram that made
+//! it fail and every later one get no answer, [`Service::flush`] sends nothing (no frame,
+//! no late answer), [`Service::poll_event`] reports [`Event::Failed`] and
+//! [`Service::poll_timeout`] is `None`: the program exits or halts.
 //!
 //! `now` must never decrease (the node asserts it). Nothing here panics on input.
 
 use core::fmt::{self, Write};
 use core::net::{IpAddr, SocketAddr};
 
-use heapless::{String, Vec};
+use heapless::{Deque, String, Vec};
 
 use crate::auth::{self, AuthError, Mac, NoKey, Nonces, ReplayGuard, Sealer};
-use crate::limits::FRAME_SIZE_MAX;
+use crate::limits::{EVENTS_MAX, FRAME_SIZE_MAX};
 use crate::raft::{Event, Node, ProposeError, RaftRole, Status, TransferError, Transmit};
 use crate::ratelimit::{RateLimit, RateLimiter, RATE_SOURCES_MAX};
 use crate::stats::{bump, counters};
@@ -52,12 +72,12 @@ pub const TRANSFER_WAITERS_MAX: usize = 4;
 /// `election_timeout_min`; this only guards against a lost event).
 pub const TRANSFER_REPLY_SLACK: Duration = Duration::from_millis(100);
 
-/// Frames [`Service::transmit`] drains per call. The node's outbox and per-peer replication
+/// Frames [`Service::flush`] sends per call. The node's outbox and per-peer replication
 /// hold far fewer (a leader of 64 members sends a few per peer); the bound only keeps a
 /// core bug from becoming a spin.
 pub const TRANSMITS_PER_CALL_MAX: usize = 4096;
 
-/// Counters `ctl status` prints: the node's (13), the service's (14) and up to 13 of the
+/// Counters `ctl status` prints: the node's (13), the service's (15) and up to 12 of the
 /// caller's own ([`Host::counters`]; the desktop node has 4, a board 1). Any beyond are left
 /// out of the reply.
 pub const STATUS_COUNTERS_MAX: usize = 40;
@@ -69,7 +89,7 @@ const _: () = assert!(crate::stats::Stats::COUNT + ServiceStats::COUNT + 4 <= ST
 /// a status that does not fit is answered `err reply-too-long`, never cut.
 pub const REPLY_SIZE_MIN: usize = LATE_REPLY_SIZE_MAX;
 
-/// Bytes of the buffer for answers sent outside [`Service::handle_datagram`]: the longest is
+/// Bytes of the buffer for the late answers to transfer requesters: the longest is
 /// `err not-goose goose=65535 addr=<IPv6 with scope>:65535\n`, 85 bytes.
 const LATE_REPLY_SIZE_MAX: usize = 128;
 
@@ -108,6 +128,9 @@ counters! {
         ctl_stale_nonce,
         /// Text left unanswered by the reply rate limits ([`crate::ratelimit`]).
         drop_rate_limited,
+        /// Events dropped, oldest first, because the program did not take them with
+        /// [`Service::poll_event`] ([`EVENTS_MAX`] wait).
+        drop_events_unpolled,
     }
 }
 
@@ -151,7 +174,7 @@ pub struct Host<'a> {
 #[must_use]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Handled {
-    /// A peer frame, handed to the node: drain [`Service::transmit`] and events.
+    /// A peer frame, handed to the node: [`Service::flush`] sends what it answers.
     Frame,
     /// A peer frame dropped (stopped, from a partitioned member, failed authentication),
     /// or text left unanswered by the rate limits; counted.
@@ -159,14 +182,15 @@ pub enum Handled {
     /// Text that is itself a reply (`ok`, `err`, `goose`, `duck`): never answered, so two
     /// nodes can never bounce replies (a caller that sent a request may read it).
     Ignored,
-    /// [`Service::reply`] holds the answer: [`Service::send_reply`] it to the source.
+    /// [`Service::reply`] holds the answer; [`Service::flush`] sends it to the source.
     Answer(Notice),
-    /// `ctl transfer [<id>]` started a handoff: the source is answered later, from
-    /// [`Service::poll_event`] or [`Service::handle_timeout`].
+    /// `ctl transfer [<id>]` started a handoff: a later [`Service::flush`] answers the
+    /// source, once the handoff is sent, failed, or took too long.
     Transferring(Option<NodeId>),
     /// `ctl start` on a stopped node: build a new node from storage (at a fresh `now`: it
     /// grants no vote for an election timeout, see `crate::raft`), hand it to
-    /// [`Service::start`] (or call [`Service::start_failed`]), then send the reply.
+    /// [`Service::start`] (or call [`Service::start_failed`]); [`Service::flush`] then
+    /// sends the reply.
     Start,
 }
 
@@ -207,6 +231,19 @@ struct TransferWaiter<A> {
     addr: A,
     /// When it is answered `err no-target` if the node reported nothing.
     deadline: Instant,
+    /// Its answer, once an input decided it; [`Service::flush`] sends it.
+    answer: Option<Late>,
+}
+
+/// A transfer requester's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Late {
+    /// `ok to=<id>`: TimeoutNow was sent to that voter.
+    Handed(NodeId),
+    /// `err no-target`: no voter caught up in time.
+    NoTarget,
+    /// `err not-goose …`: the node stopped leading, or went silent.
+    NotGoose,
 }
 
 /// What a node with a cluster key keeps to seal, open and sign ([`crate::auth`]).
@@ -244,10 +281,15 @@ pub struct Service<
     partition: PeerList<P>,
     stats: ServiceStats,
     waiters: Vec<TransferWaiter<A>, TRANSFER_WAITERS_MAX>,
-    /// A requester pushed out of `waiters`, answered `err busy` by [`Service::send_pending`].
+    /// A requester pushed out of `waiters` by a newer one, answered `err busy` by the next
+    /// [`Service::flush`] (one datagram pushes out at most one).
     busy: Option<A>,
-    /// The node went silent: [`Service::send_pending`] answers every waiter `err not-goose`.
-    silenced: bool,
+    /// Where [`Service::flush`] sends [`Service::reply`]: the source of the datagram just
+    /// handled, if it is answered.
+    reply_to: Option<A>,
+    /// The node's events, once acted on, for [`Service::poll_event`]; when full, the oldest
+    /// is dropped and counted.
+    events: Deque<Event, EVENTS_MAX>,
     frame: [u8; FRAME_SIZE_MAX],
     reply: String<R>,
     late: String<LATE_REPLY_SIZE_MAX>,
@@ -298,7 +340,8 @@ impl<
             stats: ServiceStats::default(),
             waiters: Vec::new(),
             busy: None,
-            silenced: false,
+            reply_to: None,
+            events: Deque::new(),
             frame: [0; FRAME_SIZE_MAX],
             reply: String::new(),
             late: String::new(),
@@ -361,14 +404,19 @@ impl<
     }
 
     /// The next instant the service has work without new datagrams: the node's deadline
-    /// (none while stopped) or a transfer requester's.
+    /// (none while stopped) or a transfer requester's; `None` once the node has failed.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.node.is_failed() {
+            return None;
+        }
         let node = if self.stopped {
             None
         } else {
             self.node.poll_timeout()
         };
-        let waiter = self.waiters.iter().map(|waiter| waiter.deadline).min();
+        let waiting = self.waiters.iter().filter(|waiter| waiter.answer.is_none());
+        let waiter = waiting.map(|waiter| waiter.deadline).min();
         match (node, waiter) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -378,10 +426,15 @@ impl<
     // --- Inputs --------------------------------------------------------------------------
 
     /// Handles one datagram from `origin` and writes the answer, if any, into
-    /// [`Service::reply`]. Sends nothing; see [`Handled`] for what comes next.
+    /// [`Service::reply`]. Sends nothing: [`Service::flush`] sends the answer and whatever
+    /// the node has to say; see [`Handled`] for what else comes next.
     ///
     /// Out of line, as are the control commands: a parsed command and a status reply take
     /// a few hundred bytes of stack, which a board's loop should not carry at all times.
+    ///
+    /// # Panics
+    /// If the previous datagram's answer was never flushed: a caller that skips
+    /// [`Service::flush`] would lose answers silently.
     #[inline(never)]
     pub fn handle_datagram(
         &mut self,
@@ -390,6 +443,7 @@ impl<
         host: &Host<'_>,
         datagram: &[u8],
     ) -> Handled {
+        assert!(self.reply_to.is_none(), "flush after every datagram");
         self.reply.clear();
         if self.node.is_failed() {
             // Fail-stop: the caller exits or halts; until then nothing is answered.
@@ -401,6 +455,9 @@ impl<
             // saved): its answer would speak of state storage never confirmed.
             self.reply.clear();
             return Handled::Dropped;
+        }
+        if matches!(handled, Handled::Answer(_) | Handled::Start) {
+            self.reply_to = Some(origin.addr);
         }
         handled
     }
@@ -473,26 +530,21 @@ impl<
         }
     }
 
-    /// Fires the node's timers if they are due (not while stopped), and answers
-    /// `err no-target` to transfer requesters the node reported nothing for in time.
-    pub fn handle_timeout(&mut self, now: Instant, out: &mut impl Outlet<A>) {
+    /// Fires the node's timers if they are due (not while stopped), and decides
+    /// `err no-target` for transfer requesters the node reported nothing for in time.
+    /// Sends nothing: [`Service::flush`] follows. Early or spurious calls are harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
         if !self.stopped && self.node.poll_timeout().is_some_and(|at| at <= now) {
             self.node.handle_timeout(now);
         }
-        for waiter in core::mem::take(&mut self.waiters) {
-            if now >= waiter.deadline {
-                self.late.clear();
-                let _ = text::write_err(&mut self.late, Reason::NoTarget);
-                send_late(out, &self.late, waiter.addr, &mut self.stats);
-            } else {
-                // Fits: it came from there.
-                let _ = self.waiters.push(waiter);
-            }
+        let expired = |waiter: &&mut TransferWaiter<A>| now >= waiter.deadline;
+        for waiter in self.waiters.iter_mut().filter(expired) {
+            waiter.answer = waiter.answer.or(Some(Late::NoTarget));
         }
     }
 
     /// `ctl start` (after [`Handled::Start`]): the service runs `node`, a new node built from
-    /// storage, and answers `ok`.
+    /// storage, and answers `ok` (sent by [`Service::flush`]).
     pub fn start(&mut self, node: Node<S, M, L>) {
         self.node = node;
         self.stopped = false;
@@ -509,11 +561,11 @@ impl<
     }
 
     /// Stops taking part, as `ctl stop` does; returns whether the node was running. Transfer
-    /// requesters are answered `err not-goose …` by the next [`Service::send_pending`].
+    /// requesters are answered `err not-goose …` by the next [`Service::flush`].
     pub fn stop(&mut self) -> bool {
         let was_running = !self.stopped;
         self.stopped = true;
-        self.silenced |= !self.waiters.is_empty();
+        self.answer_waiters(Late::NotGoose);
         was_running
     }
 
@@ -526,32 +578,51 @@ impl<
 
     // --- Outputs -------------------------------------------------------------------------
 
-    /// Sends [`Service::reply`] to `target` (the source of the datagram just handled).
-    pub fn send_reply(&mut self, target: A, out: &mut impl Outlet<A>) {
-        debug_assert!(self.reply.ends_with('\n'), "{:?}", self.reply.as_str());
-        if !out.send_reply(self.reply.as_bytes(), target) {
-            bump(&mut self.stats.send_errors);
+    /// The output step, after every input and command: sends the answer to the datagram
+    /// just handled (to its source), the node's frames (not while stopped, nor to or from a
+    /// partitioned peer; sealed with a cluster key), then the late answers to transfer
+    /// requesters — `ok to=<id>` once the handoff is sent, `err no-target`, `err not-goose
+    /// …` once the node stopped leading or went silent, `err busy` to one a newer requester
+    /// pushed out — and moves the node's events to [`Service::poll_event`]. Once the node
+    /// has failed it sends nothing at all (module docs, "fail-stop").
+    ///
+    /// Returns `false` if it stopped at [`TRANSMITS_PER_CALL_MAX`] frames with some possibly
+    /// left: call it again.
+    #[must_use]
+    pub fn flush(&mut self, now: Instant, out: &mut impl Outlet<A>) -> bool {
+        let reply_to = self.reply_to.take();
+        if self.node.is_failed() {
+            self.take_events();
+            self.waiters.clear();
+            self.busy = None;
+            return true;
         }
+        if let Some(target) = reply_to.filter(|_| !self.reply.is_empty()) {
+            debug_assert!(self.reply.ends_with('\n'), "{:?}", self.reply.as_str());
+            if !out.send_reply(self.reply.as_bytes(), target) {
+                bump(&mut self.stats.send_errors);
+            }
+        }
+        let sent_all = self.transmit(now, out);
+        // After the frames: `ok to=<id>` promises the TimeoutNow has left.
+        self.take_events();
+        self.answer_late(now, out);
+        sent_all
     }
 
-    /// Sends the answers [`Service::handle_datagram`] left for later: `err busy` to a
-    /// transfer requester pushed out by a newer one, `err not-goose …` to every requester
-    /// once the node went silent. Call it after every datagram.
-    pub fn send_pending(&mut self, now: Instant, out: &mut impl Outlet<A>) {
-        if let Some(target) = self.busy.take() {
-            self.late.clear();
-            let _ = text::write_err(&mut self.late, Reason::Busy);
-            send_late(out, &self.late, target, &mut self.stats);
-        }
-        if core::mem::take(&mut self.silenced) {
-            self.answer_waiters_not_goose(now, out);
-        }
+    /// The node's next event, oldest first, once the service has acted on it (it has
+    /// answered the transfer requesters an event settles): role, term or goose changes to
+    /// log; [`Event::Failed`] when storage failed and the node stopped for good;
+    /// [`Event::Removed`] when its removal committed (the desktop node exits 1 and 0, a
+    /// board halts).
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
     }
 
-    /// Sends the node's frames to their members (not while stopped, nor to or from a
-    /// partitioned peer). Returns `false` if it stopped at [`TRANSMITS_PER_CALL_MAX`] with
-    /// frames possibly left.
-    pub fn transmit(&mut self, now: Instant, out: &mut impl Outlet<A>) -> bool {
+    /// Sends the node's frames to their members. Returns `false` if it stopped at
+    /// [`TRANSMITS_PER_CALL_MAX`] with frames possibly left.
+    fn transmit(&mut self, now: Instant, out: &mut impl Outlet<A>) -> bool {
         if self.stopped {
             return true;
         }
@@ -586,28 +657,29 @@ impl<
         false
     }
 
-    /// The node's next event, oldest first, once the service has acted on it: a handoff
-    /// sent answers the transfer requesters `ok to=<id>`, a handoff that found no target
-    /// `err no-target`, and leadership lost `err not-goose …`.
-    pub fn poll_event(&mut self, now: Instant, out: &mut impl Outlet<A>) -> Option<Event> {
-        let event = self.node.poll_event()?;
-        match event {
-            Event::TransferSent { to } => {
-                self.late.clear();
-                let _ = text::write_ok(&mut self.late, format_args!("to={to}"));
-                self.answer_waiters(out);
+    /// Moves the node's events to the service's queue, deciding the answers of the
+    /// transfer requesters they settle.
+    fn take_events(&mut self) {
+        // The node holds at most EVENTS_MAX.
+        for _ in 0..EVENTS_MAX {
+            let Some(event) = self.node.poll_event() else {
+                return;
+            };
+            match event {
+                Event::TransferSent { to } => self.answer_waiters(Late::Handed(to)),
+                Event::TransferFailed => self.answer_waiters(Late::NoTarget),
+                Event::Changed(observed) if observed.raft != RaftRole::Leader => {
+                    self.answer_waiters(Late::NotGoose);
+                }
+                Event::Changed(_) | Event::Failed | Event::Removed => {}
             }
-            Event::TransferFailed => {
-                self.late.clear();
-                let _ = text::write_err(&mut self.late, Reason::NoTarget);
-                self.answer_waiters(out);
+            if self.events.is_full() {
+                self.events.pop_front();
+                bump(&mut self.stats.drop_events_unpolled);
             }
-            Event::Changed(observed) if observed.raft != RaftRole::Leader => {
-                self.answer_waiters_not_goose(now, out);
-            }
-            Event::Changed(_) | Event::Failed | Event::Removed => {}
+            let pushed = self.events.push_back(event);
+            assert!(pushed.is_ok(), "room was made");
         }
-        Some(event)
     }
 
     // --- Peer frames ---------------------------------------------------------------------
@@ -779,15 +851,16 @@ impl<
         let reason = match self.node.transfer(now, target) {
             Ok(()) => {
                 if self.waiters.is_full() {
-                    // Answered `err busy` by send_pending.
+                    // Answered `err busy` by the next flush.
                     self.busy = Some(self.waiters.remove(0).addr);
                 }
                 let wait = self.node.config().election_timeout_max + TRANSFER_REPLY_SLACK;
-                // Room was made above.
-                let _ = self.waiters.push(TransferWaiter {
+                let pushed = self.waiters.push(TransferWaiter {
                     addr: source,
                     deadline: now + wait,
+                    answer: None,
                 });
+                assert!(pushed.is_ok(), "room was made above");
                 return Handled::Transferring(target);
             }
             Err(TransferError::NotLeader) => {
@@ -924,22 +997,37 @@ impl<
         }
     }
 
-    // --- Transfer requesters -------------------------------------------------------------
+    // --- Transfer requesters ---------------------------------------------------------
 
-    /// Sends the late answer to every transfer requester and forgets them.
-    fn answer_waiters(&mut self, out: &mut impl Outlet<A>) {
-        for waiter in core::mem::take(&mut self.waiters) {
-            send_late(out, &self.late, waiter.addr, &mut self.stats);
+    /// Decides `answer` for every requester not answered yet (the first answer stands).
+    fn answer_waiters(&mut self, answer: Late) {
+        for waiter in self.waiters.iter_mut() {
+            waiter.answer = waiter.answer.or(Some(answer));
         }
     }
 
-    fn answer_waiters_not_goose(&mut self, now: Instant, out: &mut impl Outlet<A>) {
-        if self.waiters.is_empty() {
-            return;
+    /// Sends the answers decided since the last flush and forgets those requesters.
+    fn answer_late(&mut self, now: Instant, out: &mut impl Outlet<A>) {
+        if let Some(target) = self.busy.take() {
+            self.late.clear();
+            let _ = text::write_err(&mut self.late, Reason::Busy);
+            send_late(out, &self.late, target, &mut self.stats);
         }
-        self.late.clear();
-        let _ = write_not_goose(&mut self.late, &self.node, self.stopped, now);
-        self.answer_waiters(out);
+        for waiter in core::mem::take(&mut self.waiters) {
+            let Some(answer) = waiter.answer else {
+                let kept = self.waiters.push(waiter);
+                assert!(kept.is_ok(), "it came from there");
+                continue;
+            };
+            self.late.clear();
+            // LATE_REPLY_SIZE_MAX holds each of these.
+            let _ = match answer {
+                Late::Handed(to) => text::write_ok(&mut self.late, format_args!("to={to}")),
+                Late::NoTarget => text::write_err(&mut self.late, Reason::NoTarget),
+                Late::NotGoose => write_not_goose(&mut self.late, &self.node, self.stopped, now),
+            };
+            send_late(out, &self.late, waiter.addr, &mut self.stats);
+        }
     }
 }
 
@@ -1066,6 +1154,8 @@ mod tests {
         frames: StdVec<(NodeId, usize)>,
         bytes: StdVec<StdVec<u8>>,
         replies: StdVec<(u16, StdString)>,
+        /// Every datagram in the order sent: the frame's target, or the reply's.
+        sent: StdVec<StdString>,
         refuse: bool,
     }
 
@@ -1073,11 +1163,14 @@ mod tests {
         fn send_frame(&mut self, frame: &[u8], transmit: &Transmit) -> bool {
             self.frames.push((transmit.target, frame.len()));
             self.bytes.push(frame.to_vec());
+            self.sent.push(std::format!("frame to {}", transmit.target));
             !self.refuse
         }
 
         fn send_reply(&mut self, reply: &[u8], target: u16) -> bool {
             let reply = StdString::from_utf8(reply.to_vec()).unwrap();
+            self.sent
+                .push(std::format!("{target}: {}", reply.trim_end()));
             self.replies.push((target, reply));
             !self.refuse
         }
@@ -1085,15 +1178,16 @@ mod tests {
 
     /// Node 1 of a flock of `size`, or a flock of one (which elects itself) for `size` 1.
     fn service(size: u16) -> TestService {
+        service_of(1, size)
+    }
+
+    /// Node `me` of a flock of `size`.
+    fn service_of(me: u16, size: u16) -> TestService {
         let members: StdVec<Member> = (1..=size).map(member).collect();
-        let node = Node::new(
-            &Config::new(id(1)),
-            Nowhere,
-            None,
-            &members,
-            7,
-            Instant::ZERO,
-        );
+        let config = Config::new(id(me));
+        // Seeds differ by node, or a flock of two would split its votes for ever.
+        let seed = 7 + u64::from(me) - 1;
+        let node = Node::new(&config, Nowhere, None, &members, seed, Instant::ZERO);
         Service::new(node.unwrap())
     }
 
@@ -1103,8 +1197,21 @@ mod tests {
         trusted: true,
     };
 
+    /// Handles `datagram` and flushes: what it answers and sends is not looked at.
+    fn handle<S: Storage, K: Mac>(
+        service: &mut Service<S, u16, 5, 32, 3, TEXT_REPLY_SIZE_MAX, K>,
+        now: Instant,
+        origin: Origin<u16>,
+        host: &Host<'_>,
+        datagram: &[u8],
+    ) -> Handled {
+        let handled = service.handle_datagram(now, origin, host, datagram);
+        assert!(service.flush(now, &mut Recorder::default()));
+        handled
+    }
+
     fn ask(service: &mut TestService, now: Instant, text: &str) -> (Handled, StdString) {
-        let handled = service.handle_datagram(now, TRUSTED, &Host::default(), text.as_bytes());
+        let handled = handle(service, now, TRUSTED, &Host::default(), text.as_bytes());
         (handled, StdString::from(service.reply()))
     }
 
@@ -1116,9 +1223,9 @@ mod tests {
                 return now;
             }
             now = service.poll_timeout().unwrap().max(now);
-            service.handle_timeout(now, out);
-            let _ = service.transmit(now, out);
-            while service.poll_event(now, out).is_some() {}
+            service.handle_timeout(now);
+            assert!(service.flush(now, out));
+            while service.poll_event().is_some() {}
         }
         panic!("a flock of one elects itself");
     }
@@ -1235,7 +1342,7 @@ mod tests {
         let mut out = Recorder::default();
         let now = elect(&mut service, &mut out);
         let _ = ask(&mut service, now, "ctl add 2 127.0.0.1:9901");
-        let _ = service.transmit(now, &mut out);
+        assert!(service.flush(now, &mut out));
         // Node 2 is a learner, not a voter: no transfer target.
         assert_eq!(
             ask(&mut service, now, "ctl transfer 2").1,
@@ -1249,11 +1356,12 @@ mod tests {
             .push(TransferWaiter {
                 addr: 7,
                 deadline: now,
+                answer: None,
             })
             .unwrap();
         assert!(waiting.stop());
         out.replies.clear();
-        waiting.send_pending(now, &mut out);
+        assert!(waiting.flush(now, &mut out));
         assert_eq!(
             out.replies,
             [(7, StdString::from("err not-goose goose=none addr=none\n"))]
@@ -1264,10 +1372,13 @@ mod tests {
             .push(TransferWaiter {
                 addr: 8,
                 deadline: now,
+                answer: None,
             })
             .unwrap();
         out.replies.clear();
-        waiting.handle_timeout(now, &mut out);
+        waiting.handle_timeout(now);
+        assert!(out.replies.is_empty(), "an input sends nothing");
+        assert!(waiting.flush(now, &mut out));
         assert_eq!(out.replies, [(8, StdString::from("err no-target\n"))]);
         assert_eq!(waiting.poll_timeout(), None);
     }
@@ -1281,7 +1392,7 @@ mod tests {
             control_token: None,
             counters: &extra,
         };
-        let _ = service.handle_datagram(now, TRUSTED, &host, b"ctl status");
+        let _ = handle(&mut service, now, TRUSTED, &host, b"ctl status");
         let reply = service.reply();
         assert!(reply.starts_with("ok role=duck raft=follower id=1 term=0 goose=none "));
         assert!(
@@ -1315,12 +1426,201 @@ mod tests {
             counters: &[],
         };
         let now = Instant::from_millis(1);
-        let handled = service.handle_datagram(now, stranger, &host, b"ctl status");
+        let handled = handle(&mut service, now, stranger, &host, b"ctl status");
         assert_eq!(handled, Handled::Answer(Notice::Forbidden));
         assert_eq!(service.reply(), "err forbidden\n");
-        let _ = service.handle_datagram(now, stranger, &host, b"ctl token=t status");
+        let _ = handle(&mut service, now, stranger, &host, b"ctl token=t status");
         assert!(service.reply().starts_with("ok role=duck"));
         assert_eq!(service.stats().text_forbidden, 1);
+    }
+
+    // --- The driving contract ----------------------------------------------------------
+
+    #[test]
+    fn flush_sends_the_answer_to_its_source_once() {
+        let mut service = service(3);
+        let now = Instant::from_millis(1);
+        let origin = Origin {
+            addr: 77,
+            ..TRUSTED
+        };
+        let handled = service.handle_datagram(now, origin, &Host::default(), b"whois-goose");
+        assert_eq!(handled, Handled::Answer(Notice::None));
+        let mut out = Recorder::default();
+        assert!(service.flush(now, &mut out));
+        assert_eq!(out.sent, ["77: duck id=1 term=0 goose=none"]);
+        assert!(service.flush(now, &mut out));
+        assert_eq!(out.sent.len(), 1, "sent once");
+        assert_eq!(
+            service.reply(),
+            "duck id=1 term=0 goose=none\n",
+            "still readable"
+        );
+        // Neither a reply nor a frame gets an answer.
+        for datagram in [&b"ok"[..], &[0xD9, 0x01]] {
+            let _ = service.handle_datagram(now, origin, &Host::default(), datagram);
+            assert!(service.flush(now, &mut out));
+        }
+        assert_eq!(out.sent.len(), 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "flush after every datagram")]
+    fn an_answer_never_flushed_is_a_caller_bug() {
+        let mut service = service(3);
+        let now = Instant::from_millis(1);
+        let _ = service.handle_datagram(now, TRUSTED, &Host::default(), b"whois-goose");
+        let _ = service.handle_datagram(now, TRUSTED, &Host::default(), b"whois-goose");
+    }
+
+    /// A heartbeat from node 2, leader in `term`, to node 1.
+    fn heartbeat(term: u64, now: Instant) -> StdVec<u8> {
+        use crate::types::{EntryId, LogIndex, Term};
+        let message = crate::wire::Message {
+            term: Term(term),
+            body: crate::wire::Body::Append {
+                prev: EntryId::default(),
+                commit: LogIndex(0),
+                last: LogIndex(0),
+                stick: Duration::from_millis(150),
+                sent_at: now,
+                entries: &[][..],
+            },
+        };
+        frame(2, 1, &message)
+    }
+
+    #[test]
+    fn events_wait_in_the_service_bounded_and_counted() {
+        let mut service = service(3);
+        let mut out = Recorder::default();
+        assert!(service.flush(Instant::ZERO, &mut out));
+        let initial = service.poll_event();
+        assert!(
+            matches!(initial, Some(Event::Changed(o)) if o.term.0 == 0),
+            "{initial:?}"
+        );
+        assert_eq!(service.poll_event(), None);
+        let terms = EVENTS_MAX as u64 + 4;
+        for term in 1..=terms {
+            let now = Instant::from_millis(term);
+            let handled =
+                service.handle_datagram(now, TRUSTED, &Host::default(), &heartbeat(term, now));
+            assert_eq!(handled, Handled::Frame);
+            assert!(service.flush(now, &mut out));
+            assert_eq!(
+                out.frames.last(),
+                Some(&(id(2), out.bytes.last().unwrap().len()))
+            );
+        }
+        assert_eq!(
+            out.frames.len() as u64,
+            terms,
+            "each heartbeat answered at its flush"
+        );
+        let mut events = StdVec::new();
+        while let Some(event) = service.poll_event() {
+            events.push(event);
+        }
+        assert_eq!(events.len(), EVENTS_MAX, "{events:?}");
+        assert_eq!(
+            service.stats().drop_events_unpolled,
+            terms - EVENTS_MAX as u64
+        );
+        let term = |event: &Event| match event {
+            Event::Changed(observed) => observed.term.0,
+            other => panic!("{other:?}"),
+        };
+        let kept: StdVec<u64> = events.iter().map(term).collect();
+        let newest: StdVec<u64> = (terms - EVENTS_MAX as u64 + 1..=terms).collect();
+        assert_eq!(kept, newest, "the oldest are dropped");
+        assert_eq!(
+            service.node().stats().events_dropped,
+            0,
+            "the node's never fill"
+        );
+    }
+
+    /// Runs two services, nodes 1 and 2 of a flock of two, delivering every frame, until
+    /// one is goose; returns it, its peer and the time.
+    fn elect_one_of_two() -> (TestService, TestService, Instant) {
+        let mut nodes = [service_of(1, 2), service_of(2, 2)];
+        let mut inboxes: [StdVec<StdVec<u8>>; 2] = Default::default();
+        let mut now = Instant::ZERO;
+        for _ in 0..1_000 {
+            if let Some(goose) = nodes.iter().position(|n| n.is_goose(now)) {
+                let [one, two] = nodes;
+                return match goose {
+                    0 => (one, two, now),
+                    _ => (two, one, now),
+                };
+            }
+            if inboxes.iter().all(StdVec::is_empty) {
+                let next = nodes.iter().filter_map(TestService::poll_timeout).min();
+                now = next.unwrap().max(now);
+            }
+            for index in 0..2 {
+                let mut out = Recorder::default();
+                for bytes in core::mem::take(&mut inboxes[index]) {
+                    let _ = nodes[index].handle_datagram(now, TRUSTED, &Host::default(), &bytes);
+                    assert!(nodes[index].flush(now, &mut out));
+                }
+                nodes[index].handle_timeout(now);
+                assert!(nodes[index].flush(now, &mut out));
+                while nodes[index].poll_event().is_some() {}
+                inboxes[1 - index].extend(out.bytes);
+            }
+        }
+        panic!("a flock of two elects a goose");
+    }
+
+    /// Delivers `sent`'s frames to `service`, dropping what it answers.
+    fn deliver_all(service: &mut TestService, now: Instant, sent: &Recorder) {
+        for bytes in &sent.bytes {
+            let _ = service.handle_datagram(now, TRUSTED, &Host::default(), bytes);
+            let mut out = Recorder::default();
+            assert!(service.flush(now, &mut out));
+            assert!(out.replies.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_transfer_requester_hears_ok_once_timeout_now_has_left() {
+        let (mut goose, mut duck, now) = elect_one_of_two();
+        let origin = Origin { addr: 9, ..TRUSTED };
+        let transfer = b"ctl transfer";
+        let handled = goose.handle_datagram(now, origin, &Host::default(), transfer);
+        let target = duck.node().id();
+        assert_eq!(handled, Handled::Transferring(None));
+        assert!(
+            !goose.is_goose(now),
+            "a goose handing off answers duck at once"
+        );
+        let mut out = Recorder::default();
+        // The duck is caught up: TimeoutNow goes in this very flush, then the answer.
+        assert!(goose.flush(now, &mut out));
+        let answer = std::format!("9: ok to={target}");
+        let at = out.sent.iter().position(|line| *line == answer);
+        assert!(at.is_some_and(|at| at > 0), "{:?}", out.sent);
+        assert!(out.sent[..at.unwrap()].contains(&std::format!("frame to {target}")));
+        let mut events = StdVec::new();
+        while let Some(event) = goose.poll_event() {
+            events.push(event);
+        }
+        assert!(
+            events.contains(&Event::TransferSent { to: target }),
+            "{events:?}"
+        );
+        // Nothing more for the requester, and the duck takes over.
+        deliver_all(&mut duck, now, &out);
+        let mut later = Recorder::default();
+        assert!(goose.flush(now, &mut later));
+        assert!(later.replies.is_empty());
+        assert_eq!(goose.poll_timeout().map(|at| at > now), Some(true));
+        assert!(
+            duck.node().term() > goose.node().term(),
+            "the target campaigned"
+        );
     }
 
     /// Storage whose saves fail once it is broken.
@@ -1352,7 +1652,7 @@ mod tests {
     }
 
     fn ask_breakable(service: &mut BreakableService, now: Instant, text: &str) -> Handled {
-        service.handle_datagram(now, TRUSTED, &Host::default(), text.as_bytes())
+        handle(service, now, TRUSTED, &Host::default(), text.as_bytes())
     }
 
     #[test]
@@ -1386,14 +1686,23 @@ mod tests {
         let status = service.status(now);
         assert_eq!((status.term, status.failed), (Term(0), true));
         assert_eq!(service.node().voted_for(), None);
+        // A requester whose answer was decided before the failure hears nothing either.
+        let waiter = TransferWaiter {
+            addr: 8,
+            deadline: now,
+            answer: Some(Late::NotGoose),
+        };
+        service.waiters.push(waiter).unwrap();
+        service.busy = Some(9);
         let mut out = Recorder::default();
-        assert!(service.transmit(now, &mut out));
-        assert!(out.frames.is_empty(), "the vote never leaves");
+        assert!(service.flush(now, &mut out));
+        assert!(out.sent.is_empty(), "the vote never leaves, nor any answer");
         let mut events = StdVec::new();
-        while let Some(event) = service.poll_event(now, &mut out) {
+        while let Some(event) = service.poll_event() {
             events.push(event);
         }
         assert_eq!(events.last(), Some(&Event::Failed), "{events:?}");
+        assert_eq!(service.poll_timeout(), None, "nothing left to do");
 
         // A goose whose `ctl add` cannot be saved does not answer `ok`.
         let storage = Breakable::default();
@@ -1405,9 +1714,9 @@ mod tests {
                 break;
             }
             now = service.poll_timeout().unwrap().max(now);
-            service.handle_timeout(now, &mut out);
-            let _ = service.transmit(now, &mut out);
-            while service.poll_event(now, &mut out).is_some() {}
+            service.handle_timeout(now);
+            assert!(service.flush(now, &mut out));
+            while service.poll_event().is_some() {}
         }
         assert!(service.is_goose(now));
         storage.0.set(true);
@@ -1490,10 +1799,7 @@ mod tests {
             refuse: true,
             ..Recorder::default()
         };
-        assert!(
-            service.transmit(now, &mut out),
-            "a stopped node sends nothing"
-        );
+        assert!(service.flush(now, &mut out), "a stopped node sends nothing");
         assert!(out.frames.is_empty());
     }
 
@@ -1522,8 +1828,8 @@ mod tests {
         let (mut one, mut two) = (keyed(1, 7, 1), keyed(2, 7, 1));
         let mut out = Recorder::default();
         let now = one.poll_timeout().unwrap();
-        one.handle_timeout(now, &mut out);
-        assert!(one.transmit(now, &mut out));
+        one.handle_timeout(now);
+        assert!(one.flush(now, &mut out));
         let to_two = out
             .frames
             .iter()
@@ -1533,7 +1839,7 @@ mod tests {
         assert_eq!(deliver(&mut two, now, &frame), Handled::Frame);
         assert_eq!(*two.stats(), ServiceStats::default());
         let mut answers = Recorder::default();
-        assert!(two.transmit(now, &mut answers));
+        assert!(two.flush(now, &mut answers));
         assert_eq!(answers.frames.len(), 1, "node 2 answers the pre-vote");
         assert_eq!(deliver(&mut one, now, &answers.bytes[0]), Handled::Frame);
         assert_eq!(*one.stats(), ServiceStats::default());
@@ -1588,8 +1894,8 @@ mod tests {
         let mut restarted = keyed(1, 7, 2);
         let mut out = Recorder::default();
         let later = now + Duration::from_millis(1_000);
-        restarted.handle_timeout(later, &mut out);
-        assert!(restarted.transmit(later, &mut out));
+        restarted.handle_timeout(later);
+        assert!(restarted.flush(later, &mut out));
         let to_two = out
             .frames
             .iter()
@@ -1605,7 +1911,7 @@ mod tests {
             ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)),
             trusted: false,
         };
-        let _ = service.handle_datagram(now, stranger, &Host::default(), text.as_bytes());
+        let _ = handle(service, now, stranger, &Host::default(), text.as_bytes());
         StdString::from(service.reply())
     }
 
@@ -1624,7 +1930,7 @@ mod tests {
             control_token: Some("t"),
             counters: &[],
         };
-        let _ = one.handle_datagram(now, TRUSTED, &host, b"ctl token=t status");
+        let _ = handle(&mut one, now, TRUSTED, &host, b"ctl token=t status");
         assert_eq!(one.reply(), "err forbidden\n");
         assert_eq!(ask_keyed(&mut one, now, "ctl stop"), "err forbidden\n");
         let nonce = text::parse_nonce_reply(&ask_keyed(&mut one, now, "ctl nonce")).unwrap();
@@ -1686,7 +1992,7 @@ mod tests {
             trusted: false,
         };
         let answered = |service: &mut TestService, now, origin, text: &str| {
-            let handled = service.handle_datagram(now, origin, &Host::default(), text.as_bytes());
+            let handled = handle(service, now, origin, &Host::default(), text.as_bytes());
             matches!(handled, Handled::Answer(_))
         };
         let flood = (0..20)

@@ -1,9 +1,9 @@
 //! One counter per reason a frame or message was dropped, plus a few outcomes worth
 //! watching. `ctl status` prints them all.
 //!
-//! Counters are declared with [`counters!`]: one table in which each field stands beside
-//! its `ctl status` name, so that the name a reader finds on the wire finds the field in
-//! the code, and the list `ctl status` prints can never drift from the fields.
+//! Counters are declared with the crate's `counters!` macro: one table in which each field
+//! stands beside its `ctl status` name, so that the name a reader finds on the wire finds
+//! the field in the code, and the list `ctl status` prints can never drift from the fields.
 
 /// Declares a struct of `u64` counters and its `counters()` list from one table. A field's
 /// `ctl status` name is the field's own name, or the string after `=` where an older name

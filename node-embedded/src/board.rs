@@ -3,15 +3,18 @@
 //! transfer requesters) is the core's `goose_core::service`, the very code the desktop node
 //! runs; this file is the socket, the flash and the board's address translation.
 //!
-//! Each [`Board::poll`]:
+//! Each [`Board::poll`] drives the service in the order its docs give:
 //!
-//! 1. moves one frame from the device into smoltcp (`poll_ingress_single`), then handles
-//!    every datagram the socket holds at a fresh clock reading: peer frames (first byte
-//!    ≥ 0x80) go to the node and its output is sent at once, text is answered at once; this
-//!    repeats up to [`FRAMES_PER_POLL_MAX`] frames. One frame at a time keeps a burst of
-//!    probes from overflowing the socket's small receive ring (EMBEDDED-NOTES.md);
-//! 2. fires the node's timers if due, drains its frames to the socket;
+//! 1. moves one frame from the device into smoltcp (`poll_ingress_single`), then, for
+//!    every datagram the socket holds, at a fresh clock reading: `handle_datagram` where
+//!    the datagram lies in the socket's ring, releases it, then `flush` (the answer, the
+//!    node's frames, late answers) into the socket; this repeats up to
+//!    [`FRAMES_PER_POLL_MAX`] frames. One frame at a time keeps a burst of probes from
+//!    overflowing the socket's small receive ring (EMBEDDED-NOTES.md);
+//! 2. `handle_timeout`, `flush`;
 //! 3. flushes the socket to the device and returns when to poll next.
+//!
+//! [`Board::poll_event`] is the service's: the events it acted on, for the program.
 //!
 //! `ctl stop` keeps the node only to answer probes and `status`; nothing is fed to it or
 //! taken from it until `ctl start`, which rebuilds it from the flash. Nothing here panics on
@@ -21,11 +24,10 @@ use core::cell::RefCell;
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use embedded_storage::nor_flash::NorFlash;
-use goose_core::limits::EVENTS_MAX;
 use goose_core::ratelimit::EMBEDDED_RATE_SOURCES_MAX;
 use goose_core::service::{Handled, Host, Origin, Outlet, Service, ServiceStats};
 use goose_core::{Config, Event, Instant, Member, Node, NodeId, StartError, Status, Transmit};
-use heapless::{Deque, String, Vec};
+use heapless::{String, Vec};
 use smoltcp::iface::{
     Config as InterfaceConfig, Interface, PollIngressSingleResult, SocketHandle, SocketSet,
     SocketStorage,
@@ -235,10 +237,6 @@ pub struct BoardStats {
     pub drop_unroutable: u64,
 }
 
-/// Events kept for [`Board::poll_event`]: the core's own bound. When full, the oldest is
-/// dropped (a caller that polls after every [`Board::poll`] never sees more than a few).
-const BOARD_EVENTS_MAX: usize = EVENTS_MAX;
-
 /// The core's text-protocol service at the board's capacities.
 type BoardService<'a, F> = Service<
     FlashStorage<'a, F>,
@@ -262,8 +260,6 @@ pub struct Board<'a, F: NorFlash> {
     restarts: u64,
     /// [`BoardStats::drop_unroutable`].
     drop_unroutable: u64,
-    /// The node's events, after the service has acted on them.
-    events: Deque<Event, BOARD_EVENTS_MAX>,
     /// This boot's epoch, with a cluster key.
     epoch: Option<u32>,
 }
@@ -334,7 +330,6 @@ impl<'a, F: NorFlash> Board<'a, F> {
             store,
             restarts: 0,
             drop_unroutable: 0,
-            events: Deque::new(),
             epoch,
         })
     }
@@ -410,8 +405,9 @@ impl<'a, F: NorFlash> Board<'a, F> {
             host: self.config.host,
             drop_unroutable: &mut self.drop_unroutable,
         };
-        self.service.handle_timeout(now, &mut out);
-        drain(&mut self.service, &mut self.events, now, &mut out);
+        self.service.handle_timeout(now);
+        // At TRANSMITS_PER_CALL_MAX the rest goes at the next poll.
+        let _ = self.service.flush(now, &mut out);
         self.net
             .interface
             .poll_egress(timestamp(now), device, &mut self.net.sockets);
@@ -426,12 +422,13 @@ impl<'a, F: NorFlash> Board<'a, F> {
             .min()
     }
 
-    /// The next event of the node, oldest first, once the board has acted on it: role,
+    /// The next event of the node, oldest first, once the service has acted on it: role,
     /// term or goose changes to log; [`Event::Failed`] when its storage failed and it
     /// stopped for good, and [`Event::Removed`] when it left the flock: halt the board then
-    /// (the desktop node exits 1 and 0).
+    /// (the desktop node exits 1 and 0). Up to `goose_core::limits::EVENTS_MAX` wait; older
+    /// ones are dropped and counted (`drop_events_unpolled`).
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.service.poll_event()
     }
 
     /// Handles every datagram in the socket, each at a fresh clock reading (a probe's answer
@@ -466,6 +463,7 @@ impl<'a, F: NorFlash> Board<'a, F> {
             if handled == Handled::Start {
                 self.restart(now);
             }
+            // The datagram's borrow of the socket's ring ends here: the socket can send.
             let mut out = NetOutlet {
                 net: &mut self.net,
                 device: &mut *device,
@@ -473,11 +471,8 @@ impl<'a, F: NorFlash> Board<'a, F> {
                 host: self.config.host,
                 drop_unroutable: &mut self.drop_unroutable,
             };
-            if matches!(handled, Handled::Answer(_) | Handled::Start) {
-                self.service.send_reply(source, &mut out);
-            }
-            self.service.send_pending(now, &mut out);
-            drain(&mut self.service, &mut self.events, now, &mut out);
+            // At TRANSMITS_PER_CALL_MAX the rest goes with the next flush.
+            let _ = self.service.flush(now, &mut out);
         }
     }
 
@@ -491,27 +486,6 @@ impl<'a, F: NorFlash> Board<'a, F> {
             Ok(node) => self.service.start(node),
             Err(_) => self.service.start_failed(),
         }
-    }
-}
-
-/// Drains the node's frames to the socket, and its events, after the service has acted on
-/// them, to the board's queue.
-fn drain<F: NorFlash>(
-    service: &mut BoardService<'_, F>,
-    events: &mut Deque<Event, BOARD_EVENTS_MAX>,
-    now: Instant,
-    out: &mut impl Outlet<IpEndpoint>,
-) {
-    // At TRANSMITS_PER_CALL_MAX the rest goes at the next poll.
-    let _ = service.transmit(now, out);
-    for _ in 0..EVENTS_MAX {
-        let Some(event) = service.poll_event(now, out) else {
-            return;
-        };
-        if events.is_full() {
-            events.pop_front();
-        }
-        let _ = events.push_back(event);
     }
 }
 
@@ -703,7 +677,7 @@ mod tests {
     }
 
     /// The core's counters, the service's and `drop_unroutable`.
-    const COUNTERS: usize = 28;
+    const COUNTERS: usize = 29;
 
     #[test]
     fn status_has_room_for_every_counter() {

@@ -97,9 +97,9 @@ pub const UDP_TX_DATAGRAMS_MAX: usize = 8;
 pub const UDP_TX_BUFFER_SIZE: usize = UDP_TX_DATAGRAMS_MAX * FRAME_SIZE_MAX;
 
 /// The longest text reply: `ctl status` with every counter at `u64::MAX` and
-/// [`MEMBERS_MAX`] five-digit ids takes 1342 bytes (checked by a test); the rest is room
-/// for a few more counters.
-pub const REPLY_SIZE_MAX: usize = 1400;
+/// [`MEMBERS_MAX`] five-digit ids takes 1422 bytes (checked by a test); the rest of a
+/// datagram is room for one more counter.
+pub const REPLY_SIZE_MAX: usize = DATAGRAM_SIZE_MAX;
 
 /// Peers one `ctl partition` may name on a board: every other member by id and by address
 /// (a longer list is answered `err too-many-peers`). At 32 bytes a peer, the desktop's 64
@@ -109,10 +109,6 @@ pub const PARTITION_PEERS_MAX: usize = 2 * MEMBERS_MAX;
 /// Frames [`Board::poll`] takes from the device before it lets timers run. The QEMU MAC's
 /// receive FIFO holds 31 frames; 64 bounds how long a flood can delay a heartbeat.
 pub const FRAMES_PER_POLL_MAX: usize = 64;
-
-/// Frames drained from the core per input. The core's outbox and per-peer replication hold
-/// far fewer; the bound only keeps a core bug from becoming a spin.
-pub const TRANSMITS_PER_INPUT_MAX: usize = 256;
 
 const _: () = assert!(FRAME_SIZE_MAX <= DATAGRAM_SIZE_MAX);
 const _: () = assert!(REPLY_SIZE_MAX <= DATAGRAM_SIZE_MAX);

@@ -3,17 +3,17 @@
 //! The node sits in a [`goose_core::service::Service`], which owns everything the text
 //! protocol does (probe and `ctl` replies, stop/start, partitions, transfer requesters) the
 //! same way on a board; this file is the socket, the clock, the data dir, hooks, `--join`
-//! and leaving. Each wake-up (STYLE.md, "the node-std loop"):
+//! and leaving. Each wake-up drives the service in the order its docs give:
 //!
 //! 1. read the socket until `WouldBlock` (at most [`DATAGRAMS_PER_WAKE_MAX`]; mio is
 //!    edge-triggered, so a capped drain wakes again at once), each datagram to
-//!    [`Service::handle_datagram`] at a fresh reading of the clock ([`crate::clock`]), its
-//!    answer sent at once;
+//!    [`Service::handle_datagram`] at a fresh reading of the clock ([`crate::clock`]), then
+//!    [`Service::flush`]: its answer and whatever the node says leave at once;
 //! 2. `now` = the clock;
 //! 3. [`Service::handle_timeout`] (the node's timers, late transfer requesters); a joining
-//!    node asks to be added if its next attempt is due;
-//! 4. [`Service::transmit`] to the socket, then [`Service::poll_event`]: role changes to the
-//!    log and the hooks ([`crate::hooks`]), a handoff to the exit, a removal to the exit;
+//!    node asks to be added if its next attempt is due; [`Service::flush`];
+//! 4. [`Service::poll_event`]: role changes to the log and the hooks ([`crate::hooks`]), a
+//!    handoff to the exit, a removal to the exit;
 //! 5. sleep in `poll` until the earliest deadline (the service's, a hook's, a join
 //!    attempt's, a pending handoff's): an idle node sleeps, it never spins. SIGINT/SIGTERM
 //!    and SIGCHLD wake it through self-pipes.
@@ -76,7 +76,7 @@ use crate::storage_file::{DataDir, DataDirError, FileStorage};
 /// above what a flock sends one node between two wake-ups (a few per peer), and bounds the
 /// time one flood can keep timers from firing.
 const DATAGRAMS_PER_WAKE_MAX: usize = 1024;
-/// Events handled per wake-up; the core buffers at most `EVENTS_MAX` anyway.
+/// Events handled per wake-up; the service buffers at most `EVENTS_MAX` anyway.
 const EVENTS_PER_WAKE_MAX: usize = 64;
 /// mio readiness events taken per `poll`: one per registered source (socket, two pipes)
 /// with room to spare.
@@ -484,17 +484,6 @@ impl Outlet<SocketAddr> for SocketOutlet<'_> {
     }
 }
 
-/// The outlet over a runner's socket (a macro, so the service stays borrowable beside it).
-macro_rules! outlet {
-    ($runner:expr) => {
-        SocketOutlet {
-            socket: &$runner.socket,
-            traffic: &mut $runner.traffic,
-            id: $runner.service.node().id(),
-        }
-    };
-}
-
 impl Runner {
     fn run(&mut self) -> Result<(), RunError> {
         let mut events = Events::with_capacity(POLL_EVENTS_CAPACITY);
@@ -503,17 +492,12 @@ impl Runner {
             // Read after the datagrams: every call into a node gets a `now` at or after
             // the one before (a `ctl start` builds its node at a fresh reading).
             let now = self.clock.now();
-            self.service.handle_timeout(now, &mut outlet!(self));
+            self.service.handle_timeout(now);
             if !self.service.is_stopped() {
                 self.maybe_join(now);
             }
-            if !self.service.transmit(now, &mut outlet!(self)) {
-                log::warn!(
-                    "node {}: more than {TRANSMITS_PER_CALL_MAX} frames in one wake-up",
-                    self.service.node().id()
-                );
-            }
-            self.handle_events(now)?;
+            self.flush(now);
+            self.handle_events()?;
             self.check_exit_deadline();
             self.hooks.poll();
             if self.exit == Some(Exit::Draining) && self.hooks.is_idle() {
@@ -576,6 +560,22 @@ impl Runner {
         sleep
     }
 
+    /// The service's output step: the answer to the datagram just handled, the node's
+    /// frames and the late answers to transfer requesters, through the socket.
+    fn flush(&mut self, now: Instant) {
+        let mut out = SocketOutlet {
+            socket: &self.socket,
+            traffic: &mut self.traffic,
+            id: self.service.node().id(),
+        };
+        if !self.service.flush(now, &mut out) {
+            log::warn!(
+                "node {}: more than {TRANSMITS_PER_CALL_MAX} frames in one flush",
+                self.service.node().id()
+            );
+        }
+    }
+
     fn receive_all(&mut self) -> Result<(), RunError> {
         self.more_to_read = true;
         for _ in 0..DATAGRAMS_PER_WAKE_MAX {
@@ -602,7 +602,7 @@ impl Runner {
     /// Handles one datagram at a fresh clock reading (a probe's answer must reflect the
     /// lease at the moment it is sent, not at the start of a long drain).
     fn handle_datagram(&mut self, source: SocketAddr, size: usize) -> Result<(), RunError> {
-        let now = self.clock.now();
+        let mut now = self.clock.now();
         let origin = Origin {
             addr: source,
             ip: source.ip().to_canonical(),
@@ -630,12 +630,10 @@ impl Runner {
                         .map_or_else(|| "the most up-to-date voter".to_owned(), |t| t.to_string())
                 );
             }
-            Handled::Answer(notice) => {
-                self.on_notice(source, notice);
-                self.service.send_reply(source, &mut outlet!(self));
-            }
+            Handled::Answer(notice) => self.on_notice(source, notice),
             Handled::Start => {
-                let now = self.clock.now();
+                // The new node starts at a fresh reading, and is flushed at it.
+                now = self.clock.now();
                 let node = build_node(&self.config, &self.bootstrap, &self.data_dir, now)?;
                 self.service.start(node);
                 log::info!(
@@ -643,10 +641,9 @@ impl Runner {
                     self.service.node().id(),
                     self.service.node().term()
                 );
-                self.service.send_reply(source, &mut outlet!(self));
             }
         }
-        self.service.send_pending(now, &mut outlet!(self));
+        self.flush(now);
         Ok(())
     }
 
@@ -679,10 +676,10 @@ impl Runner {
         }
     }
 
-    fn handle_events(&mut self, now: Instant) -> Result<(), RunError> {
+    fn handle_events(&mut self) -> Result<(), RunError> {
         let id = self.service.node().id();
         for _ in 0..EVENTS_PER_WAKE_MAX {
-            let Some(event) = self.service.poll_event(now, &mut outlet!(self)) else {
+            let Some(event) = self.service.poll_event() else {
                 break;
             };
             let term = self.service.node().term();
@@ -709,7 +706,8 @@ impl Runner {
             }
         }
         // Belt and braces: a failed node has no deadline, so if its Failed event were ever
-        // lost the loop would sleep forever instead of exiting.
+        // lost (pushed out of the service's queue) the loop would sleep forever instead of
+        // exiting.
         if self.service.node().status(self.clock.now()).failed {
             return Err(RunError::StorageFailed);
         }
@@ -767,7 +765,7 @@ impl Runner {
         self.went_silent();
         // Transfer requesters hear `err not-goose` now, not at the next datagram.
         let now = self.clock.now();
-        self.service.send_pending(now, &mut outlet!(self));
+        self.flush(now);
         self.exit = Some(Exit::Draining);
     }
 
