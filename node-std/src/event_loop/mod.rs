@@ -46,7 +46,7 @@
 use std::collections::hash_map::RandomState;
 use std::fmt::{self, Write as _};
 use std::hash::BuildHasher;
-use std::io::{self, Read as _};
+use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration as StdDuration;
@@ -55,22 +55,26 @@ use goose_core::auth::key::ClusterKey;
 use goose_core::auth::write_signed_control;
 use goose_core::limits::{LOG_ENTRIES_MAX, MEMBERS_MAX};
 use goose_core::ratelimit::RateLimit;
-use goose_core::service::{Handled, Host, Notice, Origin, Outlet, Service, TRANSMITS_PER_CALL_MAX};
+use goose_core::service::{Handled, Host, Notice, Origin, Service, TRANSMITS_PER_CALL_MAX};
 use goose_core::text::{
     parse_nonce_reply, PeerRef, Reason, Reply, PARTITION_PEERS_MAX, TEXT_REPLY_SIZE_MAX,
 };
 use goose_core::{
     Config, Duration, Event, Instant, Member, Node, NodeId, Observed, RaftRole, SavedState,
-    StartError, Transmit,
+    StartError,
 };
-use mio::net::{UdpSocket, UnixStream};
 use mio::{Events, Interest, Poll, Token};
-use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::clock::Clock;
 use crate::hooks::{HookCommands, HookRole, Hooks, Transition};
 use crate::key_file::KeyFile;
 use crate::storage_file::{DataDir, DataDirError, FileStorage};
+
+use self::port::{bump, Port};
+use self::signals::{drain_pipe, Pipes};
+
+mod port;
+mod signals;
 
 /// Datagrams read per wake-up before the loop lets timers and sends run. 1024 is far
 /// above what a flock sends one node between two wake-ups (a few per peer), and bounds the
@@ -81,15 +85,6 @@ const EVENTS_PER_WAKE_MAX: usize = 64;
 /// mio readiness events taken per `poll`: one per registered source (socket, two pipes)
 /// with room to spare.
 const POLL_EVENTS_CAPACITY: usize = 8;
-/// Reads of a signal self-pipe per wake-up. Each signal writes one byte; a burst of more
-/// than this many signals between two wake-ups only needs to be seen once.
-const SIGNAL_READS_PER_WAKE_MAX: usize = 16;
-/// Kernel socket buffers. Peer traffic is a few datagrams per heartbeat, but probes and a
-/// flood of junk can burst: 1 MiB queues about two thousand full-size datagrams.
-const SOCKET_BUFFER_SIZE: usize = 1 << 20;
-/// The receive buffer: larger than any valid frame or text request, so a too-long frame
-/// arrives whole and is counted as too long rather than undecodable.
-const RECEIVE_BUFFER_SIZE: usize = 2048;
 /// The first wait between two `ctl add` requests of a joining node; it doubles up to
 /// [`JOIN_RETRY_MAX`]. 100 ms: a goose answers within a round trip, and a change in
 /// flight (`err busy`) commits within a few heartbeats.
@@ -185,39 +180,6 @@ impl From<DataDirError> for RunError {
     }
 }
 
-/// The desktop node's peer traffic, reported by `ctl status` after the service's counters
-/// under the fields' names.
-#[derive(Debug, Default)]
-struct Traffic {
-    /// Peer frames handed to the core.
-    peer_frames_in: u64,
-    /// Their bytes.
-    peer_bytes_in: u64,
-    /// Peer frames sent.
-    peer_frames_out: u64,
-    /// Their bytes (UDP payload).
-    peer_bytes_out: u64,
-}
-
-impl Traffic {
-    fn counters(&self) -> [(&'static str, u64); 4] {
-        [
-            ("peer_frames_in", self.peer_frames_in),
-            ("peer_bytes_in", self.peer_bytes_in),
-            ("peer_frames_out", self.peer_frames_out),
-            ("peer_bytes_out", self.peer_bytes_out),
-        ]
-    }
-}
-
-fn bump(counter: &mut u64) {
-    *counter = counter.saturating_add(1);
-}
-
-fn add(counter: &mut u64, amount: usize) {
-    *counter = counter.saturating_add(u64::try_from(amount).unwrap_or(u64::MAX));
-}
-
 /// A node started with `--join` that is not in the membership yet.
 #[derive(Debug)]
 struct Join {
@@ -273,11 +235,8 @@ pub(crate) fn run(options: Options) -> Result<(), RunError> {
     // Durable before the socket exists, so before anything is sent (module docs); after
     // every other check, so a start refused for another reason uses up no epoch.
     let epoch = data_dir.next_epoch()?;
-    let socket = bind(listen).map_err(|error| RunError::Listen(listen, error))?;
-    let signals = signal_pipe(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-        .map_err(RunError::Poll)?;
-    let children = signal_pipe(&[signal_hook::consts::SIGCHLD]).map_err(RunError::Poll)?;
-    let pipes = Pipes { signals, children };
+    let port = Port::bind(listen).map_err(|error| RunError::Listen(listen, error))?;
+    let pipes = Pipes::new().map_err(RunError::Poll)?;
     let prepared = Prepared {
         options,
         config,
@@ -288,7 +247,7 @@ pub(crate) fn run(options: Options) -> Result<(), RunError> {
         listen,
         epoch,
     };
-    let mut runner = prepared.start(socket, pipes)?;
+    let mut runner = prepared.start(port, pipes)?;
     runner.run()
 }
 
@@ -342,57 +301,6 @@ fn resolve_listen(options: &Options, node: &Node<FileStorage>) -> Result<SocketA
     }
 }
 
-/// The two self-pipes: SIGINT/SIGTERM, and SIGCHLD (a hook ended).
-struct Pipes {
-    signals: UnixStream,
-    children: UnixStream,
-}
-
-/// A socket that becomes readable when one of `signals` arrives (signal-hook's self-pipe:
-/// the handler only writes one byte).
-fn signal_pipe(signals: &[libc::c_int]) -> io::Result<UnixStream> {
-    let (read, write) = std::os::unix::net::UnixStream::pair()?;
-    read.set_nonblocking(true)?;
-    write.set_nonblocking(true)?;
-    for &signal in signals {
-        signal_hook::low_level::pipe::register(signal, write.try_clone()?)?;
-    }
-    Ok(UnixStream::from_std(read))
-}
-
-/// Empties a self-pipe (bounded); returns whether anything was in it.
-fn drain_pipe(pipe: &mut UnixStream) -> bool {
-    let mut buffer = [0u8; 64];
-    let mut any = false;
-    for _ in 0..SIGNAL_READS_PER_WAKE_MAX {
-        match pipe.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(_) => any = true,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break, // WouldBlock: empty
-        }
-    }
-    any
-}
-
-/// A non-blocking UDP socket with explicit buffer sizes, bound to `listen`.
-fn bind(listen: SocketAddr) -> io::Result<UdpSocket> {
-    let socket = Socket::new(
-        Domain::for_address(listen),
-        Type::DGRAM,
-        Some(Protocol::UDP),
-    )?;
-    if listen.is_ipv6() {
-        // Dual-stack where the system allows it, so [::]:p also hears IPv4 peers.
-        let _ = socket.set_only_v6(false);
-    }
-    socket.set_recv_buffer_size(SOCKET_BUFFER_SIZE)?;
-    socket.set_send_buffer_size(SOCKET_BUFFER_SIZE)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&listen.into())?;
-    Ok(UdpSocket::from_std(socket.into()))
-}
-
 /// Everything the loop needs before its socket exists.
 struct Prepared {
     options: Options,
@@ -427,15 +335,14 @@ struct Runner {
     /// The cluster key, to sign a joining node's `ctl add` (the service has its own copy).
     cluster_key: Option<ClusterKey>,
     data_dir: DataDir,
-    socket: UdpSocket,
+    /// The socket, and the peer traffic `ctl status` reports.
+    port: Port,
     pipes: Pipes,
     poll: Poll,
     clock: Clock,
     /// The node and its text protocol (probes, `ctl`, stop/start, partitions, transfer
     /// requesters): `goose_core::service`.
     service: DesktopService,
-    traffic: Traffic,
-    receive: [u8; RECEIVE_BUFFER_SIZE],
     /// The receive drain stopped at its bound with datagrams possibly left: poll again
     /// without sleeping.
     more_to_read: bool,
@@ -444,44 +351,6 @@ struct Runner {
     was_goose: bool,
     join: Option<Join>,
     exit: Option<Exit>,
-}
-
-/// Sends through the node's socket, counting its peer traffic.
-struct SocketOutlet<'a> {
-    socket: &'a UdpSocket,
-    traffic: &'a mut Traffic,
-    id: NodeId,
-}
-
-impl Outlet<SocketAddr> for SocketOutlet<'_> {
-    fn send_frame(&mut self, frame: &[u8], transmit: &Transmit) -> bool {
-        match self.socket.send_to(frame, transmit.addr) {
-            Ok(sent) => {
-                bump(&mut self.traffic.peer_frames_out);
-                add(&mut self.traffic.peer_bytes_out, sent);
-                true
-            }
-            Err(error) => {
-                log::debug!(
-                    "node {}: send to {} ({}) failed: {error}",
-                    self.id,
-                    transmit.target,
-                    transmit.addr
-                );
-                false
-            }
-        }
-    }
-
-    fn send_reply(&mut self, reply: &[u8], target: SocketAddr) -> bool {
-        match self.socket.send_to(reply, target) {
-            Ok(_) => true,
-            Err(error) => {
-                log::debug!("node {}: reply to {target} failed: {error}", self.id);
-                false
-            }
-        }
-    }
 }
 
 impl Runner {
@@ -563,11 +432,7 @@ impl Runner {
     /// The service's output step: the answer to the datagram just handled, the node's
     /// frames and the late answers to transfer requesters, through the socket.
     fn flush(&mut self, now: Instant) {
-        let mut out = SocketOutlet {
-            socket: &self.socket,
-            traffic: &mut self.traffic,
-            id: self.service.node().id(),
-        };
+        let mut out = self.port.outlet(self.service.node().id());
         if !self.service.flush(now, &mut out) {
             log::warn!(
                 "node {}: more than {TRANSMITS_PER_CALL_MAX} frames in one flush",
@@ -579,7 +444,7 @@ impl Runner {
     fn receive_all(&mut self) -> Result<(), RunError> {
         self.more_to_read = true;
         for _ in 0..DATAGRAMS_PER_WAKE_MAX {
-            let (size, source) = match self.socket.recv_from(&mut self.receive) {
+            let (source, size) = match self.port.receive() {
                 Ok(received) => received,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     self.more_to_read = false;
@@ -593,7 +458,6 @@ impl Runner {
                     continue;
                 }
             };
-            let size = size.min(RECEIVE_BUFFER_SIZE);
             self.handle_datagram(source, size)?;
         }
         Ok(())
@@ -610,14 +474,11 @@ impl Runner {
         };
         let host = Host {
             control_token: self.control_token.as_deref(),
-            counters: &self.traffic.counters(),
+            counters: &self.port.counters(),
         };
-        let datagram = &self.receive[..size];
+        let datagram = self.port.datagram(size);
         match self.service.handle_datagram(now, origin, &host, datagram) {
-            Handled::Frame => {
-                bump(&mut self.traffic.peer_frames_in);
-                add(&mut self.traffic.peer_bytes_in, size);
-            }
+            Handled::Frame => self.port.count_frame_in(size),
             Handled::Dropped => {}
             Handled::Ignored => self.maybe_join_reply(source, size),
             Handled::Transferring(target) => {
@@ -871,7 +732,7 @@ impl Runner {
     }
 
     fn send_join_datagram(&mut self, target: SocketAddr, request: &str) {
-        if let Err(error) = self.socket.send_to(request.as_bytes(), target) {
+        if let Err(error) = self.port.send_to(request.as_bytes(), target) {
             bump(&mut self.service.stats_mut().send_errors);
             let id = self.service.node().id();
             log::debug!("node {id}: join request to {target} failed: {error}");
@@ -889,7 +750,7 @@ impl Runner {
         if source != join.target && Some(source) != join.redirect {
             return;
         }
-        let reply = String::from_utf8_lossy(&self.receive[..size]);
+        let reply = String::from_utf8_lossy(self.port.datagram(size));
         let reply = reply.trim_end();
         let parsed = Reply::parse(reply).ok();
         let redirect = (source == join.target && join.redirect.is_none())
@@ -918,7 +779,7 @@ impl Runner {
 
 impl Prepared {
     /// Registers the socket and the pipes, and sets up what a run keeps.
-    fn start(self, mut socket: UdpSocket, mut pipes: Pipes) -> Result<Runner, RunError> {
+    fn start(self, mut port: Port, mut pipes: Pipes) -> Result<Runner, RunError> {
         let Self {
             options,
             config,
@@ -931,9 +792,7 @@ impl Prepared {
         } = self;
         let poll = Poll::new().map_err(RunError::Poll)?;
         let registry = poll.registry();
-        registry
-            .register(&mut socket, SOCKET, Interest::READABLE)
-            .map_err(RunError::Poll)?;
+        port.register(registry, SOCKET).map_err(RunError::Poll)?;
         registry
             .register(&mut pipes.signals, SIGNALS, Interest::READABLE)
             .map_err(RunError::Poll)?;
@@ -986,14 +845,12 @@ impl Prepared {
             control_token: options.control_token,
             cluster_key,
             data_dir,
-            socket,
+            port,
             pipes,
             poll,
             clock,
             hooks: Hooks::new(id, options.hooks),
             service,
-            traffic: Traffic::default(),
-            receive: [0; RECEIVE_BUFFER_SIZE],
             more_to_read: false,
             was_goose: false,
             join,
