@@ -52,16 +52,12 @@ use std::path::PathBuf;
 use std::time::Duration as StdDuration;
 
 use goose_core::auth::key::ClusterKey;
-use goose_core::auth::write_signed_control;
 use goose_core::limits::{LOG_ENTRIES_MAX, MEMBERS_MAX};
 use goose_core::ratelimit::RateLimit;
 use goose_core::service::{Handled, Host, Notice, Origin, Service, TRANSMITS_PER_CALL_MAX};
-use goose_core::text::{
-    parse_nonce_reply, PeerRef, Reason, Reply, PARTITION_PEERS_MAX, TEXT_REPLY_SIZE_MAX,
-};
+use goose_core::text::{PeerRef, PARTITION_PEERS_MAX, TEXT_REPLY_SIZE_MAX};
 use goose_core::{
-    Config, Duration, Event, Instant, Member, Node, NodeId, Observed, RaftRole, SavedState,
-    StartError,
+    Config, Event, Instant, Member, Node, NodeId, Observed, RaftRole, SavedState, StartError,
 };
 use mio::{Events, Interest, Poll, Token};
 
@@ -70,9 +66,11 @@ use crate::hooks::{HookCommands, HookRole, Hooks, Transition};
 use crate::key_file::KeyFile;
 use crate::storage_file::{DataDir, DataDirError, FileStorage};
 
+use self::join::{Join, Request};
 use self::port::{bump, Port};
 use self::signals::{drain_pipe, Pipes};
 
+mod join;
 mod port;
 mod signals;
 
@@ -85,13 +83,6 @@ const EVENTS_PER_WAKE_MAX: usize = 64;
 /// mio readiness events taken per `poll`: one per registered source (socket, two pipes)
 /// with room to spare.
 const POLL_EVENTS_CAPACITY: usize = 8;
-/// The first wait between two `ctl add` requests of a joining node; it doubles up to
-/// [`JOIN_RETRY_MAX`]. 100 ms: a goose answers within a round trip, and a change in
-/// flight (`err busy`) commits within a few heartbeats.
-const JOIN_RETRY_INITIAL: Duration = Duration::from_millis(100);
-/// The longest wait between two `ctl add` requests of a joining node: a node that cannot
-/// reach the flock asks every 2 s, forever (it has nothing else to do).
-const JOIN_RETRY_MAX: Duration = Duration::from_millis(2_000);
 
 const SOCKET: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -178,18 +169,6 @@ impl From<DataDirError> for RunError {
     fn from(error: DataDirError) -> Self {
         Self::DataDir(error)
     }
-}
-
-/// A node started with `--join` that is not in the membership yet.
-#[derive(Debug)]
-struct Join {
-    /// Where to ask: any member; a duck answers with the goose's address.
-    target: SocketAddr,
-    /// The goose a duck named in answer to the current attempt (followed once).
-    redirect: Option<SocketAddr>,
-    next_attempt: Instant,
-    backoff: Duration,
-    attempts: u64,
 }
 
 /// Where a leaving node is.
@@ -330,10 +309,8 @@ struct Runner {
     config: Config,
     /// What `ctl start` rebuilds from when the data dir holds no state yet.
     bootstrap: Vec<Member>,
-    listen: SocketAddr,
+    /// `--control-token`, for the service to check.
     control_token: Option<String>,
-    /// The cluster key, to sign a joining node's `ctl add` (the service has its own copy).
-    cluster_key: Option<ClusterKey>,
     data_dir: DataDir,
     /// The socket, and the peer traffic `ctl status` reports.
     port: Port,
@@ -413,7 +390,7 @@ impl Runner {
         };
         consider(self.service.poll_timeout());
         if !self.service.is_stopped() {
-            consider(self.join.as_ref().map(|join| join.next_attempt));
+            consider(self.join.as_ref().map(Join::next_attempt));
         }
         if let Some(Exit::Handoff { deadline }) = self.exit {
             consider(Some(deadline));
@@ -677,102 +654,33 @@ impl Runner {
             log::info!(
                 "node {id} term {}: joined the flock after {} request(s): {}",
                 node.term(),
-                join.attempts,
+                join.attempts(),
                 describe_members(node.members())
             );
             self.join = None;
             return;
         }
-        if now < join.next_attempt {
-            return;
-        }
-        join.attempts += 1;
-        join.redirect = None;
-        // Jitter (50–150% of the backoff) keeps many nodes joining at once from asking in
-        // lock-step, each time all but one hearing `err busy`.
-        let jitter = RandomState::new().hash_one(join.attempts) % 1_000;
-        let wait = join.backoff.micros() / 2 + join.backoff.micros() * jitter / 1_000;
-        join.next_attempt = now + Duration::from_micros(wait);
-        join.backoff =
-            Duration::from_micros(join.backoff.micros().saturating_mul(2)).min(JOIN_RETRY_MAX);
-        let target = join.target;
-        log::debug!("node {id}: asking {target} to add this node");
-        self.send_join_request(target);
-    }
-
-    /// Asks `target` to add this node: `ctl [token=T] add <id> <addr>`, or with a key
-    /// `ctl nonce` first (the signed `ctl add` follows its answer, [`Self::maybe_join_reply`]).
-    fn send_join_request(&mut self, target: SocketAddr) {
-        let request = match self.cluster_key {
-            Some(_) => String::from("ctl nonce"),
-            None => {
-                let mut request = String::from("ctl");
-                if let Some(token) = &self.control_token {
-                    let _ = write!(request, " token={token}");
-                }
-                let id = self.service.node().id();
-                let _ = write!(request, " add {id} {}", self.listen);
-                request
-            }
-        };
-        self.send_join_datagram(target, &request);
-    }
-
-    /// The signed `ctl add <id> <addr>` over `nonce`, a nonce `target` issued.
-    fn send_signed_join_request(&mut self, target: SocketAddr, nonce: u64) {
-        let Some(key) = &self.cluster_key else {
-            return;
-        };
-        let command = format!("add {} {}", self.service.node().id(), self.listen);
-        let mut request = String::new();
-        // `add <id> <ip:port>` is far below a datagram's size.
-        if write_signed_control(&mut request, key, nonce, &command).is_ok() {
-            self.send_join_datagram(target, &request);
+        if let Some(request) = join.poll_request(now) {
+            self.send_join_request(&request);
         }
     }
 
-    fn send_join_datagram(&mut self, target: SocketAddr, request: &str) {
-        if let Err(error) = self.port.send_to(request.as_bytes(), target) {
-            bump(&mut self.service.stats_mut().send_errors);
-            let id = self.service.node().id();
-            log::debug!("node {id}: join request to {target} failed: {error}");
-        }
-    }
-
-    /// A reply to a join request: with a key, a nonce is answered with the signed request;
-    /// a duck's `err not-goose … addr=<goose>` is followed once per attempt; anything else
-    /// only matters for the log (the next attempt retries).
+    /// A datagram that is itself a reply: the join client's, if it answers its request.
     fn maybe_join_reply(&mut self, source: SocketAddr, size: usize) {
-        let id = self.service.node().id();
         let Some(join) = self.join.as_mut() else {
             return;
         };
-        if source != join.target && Some(source) != join.redirect {
-            return;
+        if let Some(request) = join.handle_reply(source, self.port.datagram(size)) {
+            self.send_join_request(&request);
         }
-        let reply = String::from_utf8_lossy(self.port.datagram(size));
-        let reply = reply.trim_end();
-        let parsed = Reply::parse(reply).ok();
-        let redirect = (source == join.target && join.redirect.is_none())
-            .then(|| parsed?.goose_addr())
-            .flatten()
-            .filter(|&goose| goose != source);
-        if let Some(goose) = redirect {
-            join.redirect = Some(goose);
-            log::debug!("node {id}: {source} is not goose; asking {goose}");
-            self.send_join_request(goose);
-        } else if let Some(nonce) = parse_nonce_reply(reply).filter(|_| self.cluster_key.is_some())
-        {
-            self.send_signed_join_request(source, nonce);
-        } else if matches!(parsed, Some(Reply::Ok(pairs)) if pairs.is_empty()) {
-            log::info!("node {id}: {source} accepted the join request; waiting for the log");
-        } else if matches!(
-            parsed.and_then(|reply| reply.reason()),
-            Some(Reason::Busy | Reason::NotGoose | Reason::StaleNonce)
-        ) {
-            log::debug!("node {id}: join request: {source} answered {reply:?}; will retry");
-        } else {
-            log::warn!("node {id}: join request: {source} answered {reply:?}; will retry");
+    }
+
+    fn send_join_request(&mut self, request: &Request) {
+        let target = request.target;
+        if let Err(error) = self.port.send_to(request.text.as_bytes(), target) {
+            bump(&mut self.service.stats_mut().send_errors);
+            let id = self.service.node().id();
+            log::debug!("node {id}: join request to {target} failed: {error}");
         }
     }
 }
@@ -815,13 +723,13 @@ impl Prepared {
                 log::info!("node {id}: already a member; --join not needed");
                 None
             }
-            Some(target) => Some(Join {
+            Some(target) => Some(Join::new(
                 target,
-                redirect: None,
-                next_attempt: Instant::ZERO,
-                backoff: JOIN_RETRY_INITIAL,
-                attempts: 0,
-            }),
+                id,
+                listen,
+                options.control_token.clone(),
+                options.cluster_key.as_ref().map(|file| file.key.clone()),
+            )),
             None => {
                 if !member {
                     log::warn!(
@@ -832,18 +740,15 @@ impl Prepared {
                 None
             }
         };
-        let cluster_key = options.cluster_key.map(|file| file.key);
-        let mut service = match &cluster_key {
-            Some(key) => Service::with_key(node, key.clone(), epoch),
+        let mut service = match options.cluster_key {
+            Some(file) => Service::with_key(node, file.key, epoch),
             None => Service::new(node),
         };
         service.set_rate_limit(options.reply_limit);
         Ok(Runner {
             config,
             bootstrap,
-            listen,
             control_token: options.control_token,
-            cluster_key,
             data_dir,
             port,
             pipes,
