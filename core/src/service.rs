@@ -361,7 +361,8 @@ impl<
         &self.node
     }
 
-    /// The node, to drive it directly (a desktop node's handoff when it is told to leave).
+    /// The node, to drive it directly (a desktop node's handoff when it is told to leave);
+    /// what that makes the node say leaves with the next [`Service::flush`].
     pub fn node_mut(&mut self) -> &mut Node<S, M, L> {
         &mut self.node
     }
