@@ -3,10 +3,9 @@
 
 use std::fmt;
 
+use flock_sim::{id, ms, Flock, FlockConfig, NetConfig, Violation, TIMINGS};
 use goose_core::rand::Rand;
-use goose_core::{Config, Duration};
-
-use crate::{id, ms, Flock, FlockConfig, NetConfig, Violation};
+use goose_core::Config;
 
 /// How long the faulty phase lasts, µs of simulated time.
 pub const SAFETY_PHASE: u64 = ms(8_000);
@@ -72,10 +71,6 @@ pub struct Swarm {
 /// How many kinds of fault a swarm draws weights for.
 pub const FAULT_KINDS: usize = 9;
 
-/// The timings a mixed flock draws from: the contract's default, the failover benchmark's
-/// fast one, a short one and a long one (heartbeat, election timeout min, max).
-const TIMINGS: [(u64, u64, u64); 4] = [(50, 150, 300), (3, 12, 24), (10, 30, 60), (50, 300, 600)];
-
 impl Swarm {
     /// Draws a swarm from `seed`.
     pub fn from_seed(seed: u64) -> Self {
@@ -84,26 +79,16 @@ impl Swarm {
         // Two spare nodes start empty and join when a leader adds them.
         let mut flock = FlockConfig::new(voters + 2, seed);
         flock.bootstrap = voters;
-        let timing = |(heartbeat, min, max): (u64, u64, u64)| {
-            Config::with_timing(
-                id(1),
-                Duration::from_millis(heartbeat),
-                Duration::from_millis(min),
-                Duration::from_millis(max),
-            )
-        };
         let mut timings = match rand.range_inclusive(0, 5) {
             // The fast timing of the failover benchmark: 12–24 ms, heartbeat 3 ms.
-            0 => vec![timing(TIMINGS[1])],
+            0 => vec![flock_sim::timing(1)],
             // Mixed: two to four of the palette.
             1 | 2 => {
                 let count = rand.range_inclusive(2, TIMINGS.len() as u64) as usize;
                 let first = rand.range_inclusive(0, TIMINGS.len() as u64 - 1) as usize;
-                (0..count)
-                    .map(|i| timing(TIMINGS[(first + i) % TIMINGS.len()]))
-                    .collect()
+                (0..count).map(|i| flock_sim::timing(first + i)).collect()
             }
-            _ => vec![timing(TIMINGS[0])],
+            _ => vec![flock_sim::timing(0)],
         };
         let drift = [1_000, 10_000, 50_000][rand.range_inclusive(0, 2) as usize];
         for timing in &mut timings {
@@ -161,7 +146,7 @@ fn change_membership(flock: &mut Flock, retired: &mut std::collections::BTreeSet
     let payload = match spare {
         Some(n) if flock.rand().range_inclusive(0, 1) == 0 => goose_core::Payload::AddLearner {
             id: id(n),
-            addr: crate::addr(n),
+            addr: flock_sim::addr(n),
         },
         _ => {
             let victim =
@@ -205,7 +190,7 @@ fn add_back(flock: &mut Flock, retired: &mut std::collections::BTreeSet<u16>) {
     flock.start(n);
     let payload = goose_core::Payload::AddLearner {
         id: id(n),
-        addr: crate::addr(n),
+        addr: flock_sim::addr(n),
     };
     if flock.propose(leader, payload).is_ok() {
         retired.remove(&n);

@@ -4,7 +4,7 @@
 //! Each runs the deterministic simulator with the invariant checker after every event, over
 //! many seeds, and reports how many seeds failed before asserting that none did.
 
-use flock_tests::{ms, Flock, FlockConfig};
+use flock_sim::{ms, Flock, FlockConfig, SIM_MEMBERS};
 use goose_core::{Config, Duration, Event, Payload, RaftRole};
 
 /// Generous bound for an election on a clean network.
@@ -12,19 +12,19 @@ const ELECTION_BOUND: u64 = ms(3_000);
 
 fn timing(heartbeat: u64, min: u64, max: u64) -> Config {
     Config::with_timing(
-        flock_tests::id(1),
+        flock_sim::id(1),
         Duration::from_millis(heartbeat),
         Duration::from_millis(min),
         Duration::from_millis(max),
     )
 }
 
-fn elect<const L: usize>(flock: &mut Flock<L>) -> Option<u16> {
+fn elect<const M: usize, const L: usize>(flock: &mut Flock<M, L>) -> Option<u16> {
     flock.run_until_condition(ELECTION_BOUND, |f| f.goose().is_some());
     flock.goose()
 }
 
-fn leader<const L: usize>(flock: &Flock<L>) -> Option<u16> {
+fn leader<const M: usize, const L: usize>(flock: &Flock<M, L>) -> Option<u16> {
     (1..=flock.config.nodes).find(|n| {
         flock
             .node(*n)
@@ -151,7 +151,7 @@ fn timing_changed_one_restart_at_a_time_in_any_order_keeps_one_goose() {
 #[test]
 fn failed_leaderships_never_fill_a_four_entry_log() {
     every_seed(0..20, |seed| {
-        let mut flock: Flock<4> = Flock::with_log(FlockConfig::new(5, seed));
+        let mut flock: Flock<SIM_MEMBERS, 4> = Flock::with_log(FlockConfig::new(5, seed));
         let mut last_term = goose_core::Term(0);
         for _ in 0..16 {
             let elected = flock.run_until_condition(ELECTION_BOUND, |f| {
@@ -195,8 +195,8 @@ fn add_learner(flock: &mut Flock, n: u16) -> Result<(), String> {
     let goose = propose_until_accepted(
         flock,
         Payload::AddLearner {
-            id: flock_tests::id(n),
-            addr: flock_tests::addr(n),
+            id: flock_sim::id(n),
+            addr: flock_sim::addr(n),
         },
     )?;
     let caught_up = flock.run_until_condition(ELECTION_BOUND, |f| {
@@ -227,7 +227,7 @@ fn a_removed_duck_always_learns_it_even_when_a_promotion_follows() {
         propose_until_accepted(
             &mut flock,
             Payload::Remove {
-                id: flock_tests::id(victim),
+                id: flock_sim::id(victim),
             },
         )?;
         let reported = flock.run_until_condition(ms(2_000), |f| f.removed.contains(&victim));
@@ -258,7 +258,7 @@ fn a_node_removed_restarted_and_added_again_keeps_running() {
         propose_until_accepted(
             &mut flock,
             Payload::Remove {
-                id: flock_tests::id(victim),
+                id: flock_sim::id(victim),
             },
         )?;
         if !flock.run_until_condition(ms(2_000), |f| f.removed.contains(&victim)) {
@@ -273,8 +273,8 @@ fn a_node_removed_restarted_and_added_again_keeps_running() {
         propose_until_accepted(
             &mut flock,
             Payload::AddLearner {
-                id: flock_tests::id(victim),
-                addr: flock_tests::addr(victim),
+                id: flock_sim::id(victim),
+                addr: flock_sim::addr(victim),
             },
         )?;
         let promoted = flock.run_until_condition(ms(3_000), |f| {

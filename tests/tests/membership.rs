@@ -1,7 +1,7 @@
 //! Membership changes, learners and leadership transfer (dissertation chapters 3.10 and 4),
 //! in the deterministic simulator with every invariant checked after every event.
 
-use flock_tests::{addr, id, ms, Flock, FlockConfig};
+use flock_sim::{addr, id, ms, Flock, FlockConfig};
 use goose_core::wire::{Body, Message};
 use goose_core::{Event, Payload, ProposeError, RaftRole, Term, TransferError};
 

@@ -3,7 +3,7 @@
 //! `raft_paper_test.go`. Each runs the deterministic simulator; the invariant checker runs
 //! after every event in all of them.
 
-use flock_tests::{ms, Flock, FlockConfig};
+use flock_sim::{ms, Flock, FlockConfig};
 use goose_core::wire::{AppendResult, Body, Message};
 use goose_core::{Instant, LogIndex, Payload, RaftRole, Term};
 
@@ -287,7 +287,7 @@ fn log_follower_far_behind_receives_a_snapshot() {
     let goose = elect(&mut flock);
     let lagging = (1..=3).find(|n| *n != goose).unwrap();
     flock.crash(lagging);
-    for _ in 0..(2 * flock_tests::SIM_LOG) {
+    for _ in 0..(2 * flock_sim::SIM_LOG) {
         flock.propose(goose, Payload::Noop).expect("leader accepts");
         flock.run_for(ms(20));
     }
@@ -311,7 +311,7 @@ fn membership_changes_apply_when_appended_on_every_node() {
     let mut flock = flock(3, 10);
     let goose = elect(&mut flock);
     let learner = goose_core::NodeId::new(9).unwrap();
-    let addr = flock_tests::addr(9);
+    let addr = flock_sim::addr(9);
     flock
         .propose(goose, Payload::AddLearner { id: learner, addr })
         .expect("accepted");
