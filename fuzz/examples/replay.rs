@@ -3,7 +3,7 @@
 //! With `--scenario NAME`, replays a seed scenario instead; with `--frames INPUT`, prints a
 //! `node_frames` input's operations and runs it.
 
-use goose_fuzz::flock::{decode_script, Flock};
+use goose_fuzz::flock::{decode_script, Driver};
 use goose_fuzz::seeds::scenarios;
 
 fn main() {
@@ -60,17 +60,18 @@ fn main() {
         }
     };
     println!("{setup:?}");
-    let mut flock = Flock::new(&setup);
+    let mut driver = Driver::new(&setup);
     for action in &actions {
-        flock.apply(action);
+        driver.apply(action);
+        let flock = driver.flock();
         println!("{action:?}  in flight: {}", flock.in_flight().len());
-        for n in 0..3 {
+        for n in 1..=goose_fuzz::flock::NODES as u16 {
             match flock.node(n) {
                 Some(node) => {
                     let s = node.status(flock.local_now(n));
                     println!(
                         "    {}: {:?} term={} leader={:?} commit={} last={:?} goose={}",
-                        n + 1,
+                        n,
                         s.raft,
                         s.term,
                         s.leader.map(|l| l.get()),
@@ -79,7 +80,7 @@ fn main() {
                         s.goose
                     );
                 }
-                None => println!("    {}: down", n + 1),
+                None => println!("    {n}: down"),
             }
         }
     }

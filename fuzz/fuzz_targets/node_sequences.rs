@@ -1,7 +1,7 @@
 //! A three-node flock driven by arbitrary actions; the safety invariants are asserted after
-//! every one (see `goose_fuzz::flock`).
+//! every input to a node (see `goose_fuzz::flock`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| goose_fuzz::flock::Flock::run(data));
+fuzz_target!(|data: &[u8]| goose_fuzz::flock::run(data));

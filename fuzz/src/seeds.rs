@@ -14,7 +14,7 @@ use goose_core::auth::write_signed_control;
 
 use crate::auth::AuthOp;
 use crate::flock::Encode as _;
-use crate::flock::{encode_script, Action, Bytes, Change, Flock, Packet, Setup};
+use crate::flock::{encode_script, Action, Bytes, Change, Driver, Packet, Setup};
 use crate::single::Op;
 use crate::TestMac;
 
@@ -31,7 +31,7 @@ pub struct Scenario {
     pub setup: Setup,
     pub actions: Vec<Action>,
     /// The node (1-based) that must be goose at the end, if any.
-    pub goose: Option<usize>,
+    pub goose: Option<u16>,
 }
 
 const DELIVER_ROUNDS: usize = 6;
@@ -229,15 +229,15 @@ pub fn scenarios() -> Vec<Scenario> {
     list
 }
 
-/// Runs a scenario, returning the flock and every frame sent.
-pub fn play(scenario: &Scenario) -> (Flock, Vec<Packet>) {
-    let mut flock = Flock::new(&scenario.setup);
-    flock.sent = Some(Vec::new());
+/// Runs a scenario, returning its driver and every frame sent.
+pub fn play(scenario: &Scenario) -> (Driver, Vec<Packet>) {
+    let mut driver = Driver::new(&scenario.setup);
+    driver.flock_mut().sent = Some(Vec::new());
     for action in &scenario.actions {
-        flock.apply(action);
+        driver.apply(action);
     }
-    let sent = flock.sent.take().unwrap_or_default();
-    (flock, sent)
+    let sent = driver.flock_mut().sent.take().unwrap_or_default();
+    (driver, sent)
 }
 
 /// The first frame of each message kind the scenarios send.

@@ -16,9 +16,6 @@
 //! Messages are built with terms and indexes relative to the node's own (a `term` of 0 is
 //! its current term, −1 the one before), so that the fuzzer reaches every role quickly.
 
-use std::cell::RefCell;
-use std::rc::Rc;
-
 use arbitrary::{Arbitrary, Unstructured};
 use goose_core::limits::{ENTRIES_PER_MESSAGE_MAX, FRAME_SIZE_MAX, MEMBERS_PER_SNAPSHOT_CHUNK};
 use goose_core::wire::{self, AppendResult, Body, Message, MessageOwned, MessageRef};
@@ -27,7 +24,8 @@ use goose_core::{
     RaftRole, SavedState, Stats, Status, Term,
 };
 
-use crate::flock::{Bytes, Disk, Encode, FuzzNode, MemStorage, LOG, MEMBERS};
+use crate::flock::{Bytes, Encode};
+use flock_sim::{SimNode, SimStorage, SIM_LOG, SIM_MEMBERS};
 
 /// Operations decoded from one input at most.
 pub const OPS_MAX: usize = 128;
@@ -369,8 +367,8 @@ fn payload(kind: u8, who: u8) -> Payload {
 }
 
 struct Harness {
-    node: FuzzNode,
-    disk: Rc<RefCell<Disk>>,
+    node: SimNode,
+    storage: SimStorage,
     now: Instant,
     term: Term,
     /// The log term last seen: it never goes back, not even across a restart.
@@ -385,12 +383,11 @@ fn bootstrap() -> [Member; 3] {
     [member(1, true), member(2, true), member(3, true)]
 }
 
-fn start(disk: &Rc<RefCell<Disk>>, now: Instant, starts: u64) -> FuzzNode {
-    let saved = disk.borrow().saved.clone();
-    let storage = MemStorage::new(Rc::clone(disk));
-    match FuzzNode::new(
+fn start(storage: &SimStorage, now: Instant, starts: u64) -> SimNode {
+    let saved = storage.disk().borrow().durable.clone();
+    match SimNode::new(
         &Config::new(id(1)),
-        storage,
+        storage.clone(),
         saved.as_deref(),
         &bootstrap(),
         starts,
@@ -576,20 +573,21 @@ impl Harness {
                     .transfer(self.now, to.map(|to| id(u16::from(to) % 5 + 1)));
             }
             Op::Restart => {
-                self.disk.borrow_mut().fail_next = false;
+                self.storage.disk().borrow_mut().fail_next = false;
                 self.starts += 1;
-                self.node = start(&self.disk, self.now, self.starts);
+                self.node = start(&self.storage, self.now, self.starts);
                 self.commit = self.node.commit();
-                let saved = self.disk.borrow().saved.clone();
+                let saved = self.storage.disk().borrow().durable.clone();
                 if let Some(saved) = saved {
-                    let state = SavedState::<MEMBERS, LOG>::decode(&saved).expect("decodes");
+                    let state =
+                        SavedState::<SIM_MEMBERS, SIM_LOG>::decode(&saved).expect("decodes");
                     assert_eq!(self.node.term(), state.term);
                     assert_eq!(self.node.voted_for(), state.voted_for);
                     assert_eq!(self.node.log_term(), state.log_term);
                 }
                 self.log_term = self.log_term.min(self.node.log_term());
             }
-            Op::FailStorage => self.disk.borrow_mut().fail_next = true,
+            Op::FailStorage => self.storage.disk().borrow_mut().fail_next = true,
         }
         self.drain();
         self.check();
@@ -654,8 +652,8 @@ impl Harness {
         );
         self.term = status.term;
         self.commit = status.commit;
-        if let Some(saved) = self.disk.borrow().saved.as_deref() {
-            if let Err(error) = SavedState::<MEMBERS, LOG>::decode(saved) {
+        if let Some(saved) = self.storage.disk().borrow().durable.as_deref() {
+            if let Err(error) = SavedState::<SIM_MEMBERS, SIM_LOG>::decode(saved) {
                 panic!("the node saved a state it cannot read back: {error:?}");
             }
         }
@@ -667,12 +665,13 @@ impl Harness {
     /// log term and commit index of the last state saved (or of the bootstrap, if none was),
     /// so that no reply shows a term a restart would take back.
     fn check_failed(&self) {
-        let disk = self.disk.borrow();
-        let (term, vote, log_term, commit) = match disk.saved.as_deref() {
+        let disk = self.storage.disk().borrow();
+        let (term, vote, log_term, commit) = match disk.durable.as_deref() {
             Some(saved) => {
-                let state = SavedState::<MEMBERS, LOG>::decode(saved).unwrap_or_else(|error| {
-                    panic!("the node saved a state it cannot read back: {error:?}")
-                });
+                let state =
+                    SavedState::<SIM_MEMBERS, SIM_LOG>::decode(saved).unwrap_or_else(|error| {
+                        panic!("the node saved a state it cannot read back: {error:?}")
+                    });
                 (state.term, state.voted_for, state.log_term, state.commit)
             }
             None => (Term(0), None, Term(0), LogIndex(0)),
@@ -755,10 +754,10 @@ pub fn trace(data: &[u8]) -> Vec<Step> {
 
 impl Harness {
     fn new(trace: bool) -> Self {
-        let disk = Rc::new(RefCell::new(Disk::default()));
+        let storage = SimStorage::default();
         Self {
-            node: start(&disk, Instant::ZERO, 0),
-            disk,
+            node: start(&storage, Instant::ZERO, 0),
+            storage,
             now: Instant::ZERO,
             term: Term(0),
             log_term: Term(0),
