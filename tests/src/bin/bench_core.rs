@@ -4,12 +4,13 @@
 //! cargo run --release -p flock-tests --bin bench_core
 //! ```
 //!
-//! A 5-node flock is driven by hand, with no network faults, until it has a goose and
-//! every follower knows it. Frames are then captured from that steady state (a heartbeat,
-//! its acknowledgement, PreVotes) and replayed into one node many times. Each figure is
-//! the median of [`RUNS`] runs of [`ITERATIONS`] operations, timed with
-//! `std::time::Instant`. Storage is a no-op that counts saves, so the figures are the
-//! protocol's own cost, and the bench fails if a steady-state operation writes storage.
+//! A 5-node flock of the simulator (`flock_sim`, held: no network faults, every frame
+//! delivered by hand) runs until it has a goose and every follower knows it. Frames are
+//! then captured from that steady state (a heartbeat, its acknowledgement, PreVotes) and
+//! replayed into one node many times. Each figure is the median of [`RUNS`] runs of
+//! [`ITERATIONS`] operations, timed with `std::time::Instant`. The node is called directly,
+//! so the figures are the protocol's own cost, and the bench fails if a steady-state
+//! operation writes storage.
 //!
 //! It also times `RateLimiter::allow`, which guards every text reply, in the cases a probe
 //! flood produces: a known source refused, a known source allowed, and a new source
@@ -17,9 +18,9 @@
 
 use std::hint::black_box;
 use std::mem::size_of;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::{IpAddr, Ipv4Addr};
 
+use flock_sim::{id, Flock, FlockConfig, SimNode, SimStorage};
 use goose_core::limits::{
     EMBEDDED_LOG_ENTRIES_MAX, EMBEDDED_MEMBERS_MAX, FRAME_SIZE_MAX, LOG_ENTRIES_MAX, MEMBERS_MAX,
 };
@@ -27,10 +28,7 @@ use goose_core::ratelimit::{
     RateLimit, RateLimiter, Verdict, EMBEDDED_RATE_SOURCES_MAX, RATE_SOURCES_MAX,
 };
 use goose_core::wire::{self, Body, Message, MessageRef};
-use goose_core::{
-    Config, Duration, Instant, Member, Node, NodeId, PersistentState, RaftRole, Storage,
-    StorageError, Term,
-};
+use goose_core::{Duration, Instant, Node, PersistentState, RaftRole, Storage, StorageError, Term};
 
 /// Operations per run: enough that one run takes tens of milliseconds.
 const ITERATIONS: u32 = 200_000;
@@ -39,156 +37,106 @@ const ITERATIONS: u32 = 200_000;
 const RUNS: usize = 5;
 /// Nodes in the flock.
 const NODES: u16 = 5;
-/// A bound on the steps the flock may take to elect a goose.
+/// A bound on the steps the flock may take to elect a goose, and on the deliveries of one
+/// step.
 const ELECTION_STEPS_MAX: usize = 10_000;
+/// Frames in flight at most: every node's answers to one round of every other, many times
+/// over.
+const IN_FLIGHT_MAX: usize = 1_024;
 
-/// Saves done by every [`Counted`] storage.
-static SAVES: AtomicU64 = AtomicU64::new(0);
+/// A storage that keeps nothing, for the size figures: the node's own state, without the
+/// simulator's storage handle.
+struct Nowhere;
 
-/// A zero-sized storage: `save` only counts.
-struct Counted;
-
-impl Storage for Counted {
+impl Storage for Nowhere {
     fn save(&mut self, _state: &PersistentState<'_>) -> Result<(), StorageError> {
-        SAVES.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 }
 
-fn id(n: u16) -> NodeId {
-    NodeId::new(n).expect("ids start at 1")
+/// A held flock of [`NODES`] nodes with clocks that do not drift.
+fn flock<const M: usize, const L: usize>() -> Flock<M, L> {
+    let config = FlockConfig {
+        drift_ppm: 0,
+        ..FlockConfig::new(NODES, 1)
+    };
+    let mut flock = Flock::held(config, IN_FLIGHT_MAX);
+    for n in 1..=NODES {
+        flock.start(n);
+    }
+    flock
 }
 
-fn addr(n: u16) -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::LOCALHOST, 9000 + n))
+/// Delivers frames until none is in flight.
+fn deliver_all<const M: usize, const L: usize>(flock: &mut Flock<M, L>) {
+    for _ in 0..ELECTION_STEPS_MAX {
+        let frames = flock.take_frames();
+        if frames.is_empty() {
+            return;
+        }
+        for packet in &frames {
+            flock.deliver(packet);
+        }
+    }
+    panic!("the flock does not settle");
 }
 
-/// A flock of [`NODES`] nodes on one clock and a lossless, instant network.
-struct Flock<const M: usize, const L: usize> {
-    nodes: Vec<Node<Counted, M, L>>,
-    now: Instant,
+/// Runs until one node is goose and every other follows it; returns the goose.
+fn elect<const M: usize, const L: usize>(flock: &mut Flock<M, L>) -> u16 {
+    for _ in 0..ELECTION_STEPS_MAX {
+        // Advance to the earliest deadline and fire every timer due.
+        let next = (1..=NODES).filter_map(|n| flock.deadline(n)).min();
+        flock.now = next.expect("no node has failed").max(flock.now);
+        for n in 1..=NODES {
+            if flock.deadline(n).is_some_and(|at| at <= flock.now) {
+                flock.fire(n);
+            }
+        }
+        deliver_all(flock);
+        if let Some(violation) = flock.violation() {
+            panic!("{violation}");
+        }
+        if let Some(goose) = flock.goose() {
+            let followed = (1..=NODES).filter(|&n| n != goose).all(|n| {
+                let node = flock.node(n).expect("running");
+                let status = node.status(flock.local_now(n));
+                status.raft == RaftRole::Follower && status.leader == Some(id(goose))
+            });
+            if followed {
+                return goose;
+            }
+        }
+    }
+    panic!("no goose after {ELECTION_STEPS_MAX} steps");
 }
 
-impl<const M: usize, const L: usize> Flock<M, L> {
-    fn new() -> Self {
-        let members: Vec<Member> = (1..=NODES)
-            .map(|n| Member {
-                id: id(n),
-                addr: addr(n),
-                voter: true,
-            })
-            .collect();
-        let nodes = (1..=NODES)
-            .map(|n| {
-                let config = Config::new(id(n));
-                Node::new(
-                    &config,
-                    Counted,
-                    None,
-                    &members,
-                    u64::from(n),
-                    Instant::ZERO,
-                )
-                .expect("valid config and bootstrap")
-            })
-            .collect();
-        Self {
-            nodes,
-            now: Instant::ZERO,
+/// Advances to the goose's next heartbeat round and returns its frame for `follower`,
+/// undelivered: the other followers get theirs, so the flock stays healthy.
+fn capture_heartbeat<const M: usize, const L: usize>(
+    flock: &mut Flock<M, L>,
+    goose: u16,
+    follower: u16,
+) -> Vec<u8> {
+    flock.now = flock.deadline(goose).expect("leader has a deadline");
+    flock.fire(goose);
+    let mut captured = None;
+    for packet in flock.take_frames() {
+        if packet.to == follower {
+            captured = Some(packet.bytes);
+        } else {
+            flock.deliver(&packet);
         }
     }
-
-    fn node(&mut self, n: u16) -> &mut Node<Counted, M, L> {
-        &mut self.nodes[usize::from(n - 1)]
-    }
-
-    /// Every frame node `n` has to send now, with its target.
-    fn drain(&mut self, n: u16) -> Vec<(u16, Vec<u8>)> {
-        let now = self.now;
-        let mut frames = Vec::new();
-        let mut buffer = [0; FRAME_SIZE_MAX];
-        while let Some(transmit) = self.node(n).poll_transmit(now, &mut buffer) {
-            frames.push((transmit.target.get(), buffer[..transmit.size].to_vec()));
+    deliver_all(flock);
+    let frame = captured.expect("a heartbeat for every follower");
+    let (_, message) = wire::decode(&frame).expect("the core encodes valid frames");
+    match message.body {
+        Body::Append { entries, .. } => {
+            assert!(entries.is_empty(), "a heartbeat, not a catch-up")
         }
-        while self.node(n).poll_event().is_some() {}
-        frames
+        other => panic!("expected a heartbeat, got {other:?}"),
     }
-
-    /// Delivers frames until every node is quiet.
-    fn deliver_all(&mut self) {
-        let mut queue: Vec<(u16, Vec<u8>)> = (1..=NODES).flat_map(|n| self.drain(n)).collect();
-        let mut steps = 0;
-        while let Some((target, frame)) = queue.pop() {
-            steps += 1;
-            assert!(steps < ELECTION_STEPS_MAX, "the flock does not settle");
-            let now = self.now;
-            self.node(target).handle_frame(now, &frame);
-            queue.extend(self.drain(target));
-        }
-    }
-
-    /// Advances to the earliest deadline and fires every timer due.
-    fn tick(&mut self) {
-        let next = self.nodes.iter().filter_map(Node::poll_timeout).min();
-        self.now = next.expect("no node has failed").max(self.now);
-        let now = self.now;
-        for node in &mut self.nodes {
-            if node.poll_timeout().is_some_and(|deadline| deadline <= now) {
-                node.handle_timeout(now);
-            }
-        }
-        self.deliver_all();
-    }
-
-    /// Runs until one node is goose and every other follows it; returns the goose.
-    fn elect(&mut self) -> u16 {
-        for _ in 0..ELECTION_STEPS_MAX {
-            self.tick();
-            let now = self.now;
-            let goose = (1..=NODES).find(|&n| self.node(n).is_goose(now));
-            if let Some(goose) = goose {
-                let followed = (1..=NODES).filter(|&n| n != goose).all(|n| {
-                    let status = self.nodes[usize::from(n - 1)].status(now);
-                    status.raft == RaftRole::Follower && status.leader == Some(id(goose))
-                });
-                if followed {
-                    return goose;
-                }
-            }
-        }
-        panic!("no goose after {ELECTION_STEPS_MAX} steps");
-    }
-
-    /// Advances to the goose's next heartbeat round and returns its frame for `follower`,
-    /// undelivered: the other followers get theirs, so the flock stays healthy.
-    fn capture_heartbeat(&mut self, goose: u16, follower: u16) -> Vec<u8> {
-        self.now = self
-            .node(goose)
-            .poll_timeout()
-            .expect("leader has a deadline");
-        let now = self.now;
-        self.node(goose).handle_timeout(now);
-        let mut captured = None;
-        for (target, frame) in self.drain(goose) {
-            if target == follower {
-                captured = Some(frame);
-            } else {
-                self.node(target).handle_frame(now, &frame);
-                for (back, answer) in self.drain(target) {
-                    self.node(back).handle_frame(now, &answer);
-                }
-            }
-        }
-        let frame = captured.expect("a heartbeat for every follower");
-        let (_, message) = wire::decode(&frame).expect("the core encodes valid frames");
-        match message.body {
-            Body::Append { entries, .. } => {
-                assert!(entries.is_empty(), "a heartbeat, not a catch-up")
-            }
-            other => panic!("expected a heartbeat, got {other:?}"),
-        }
-        frame
-    }
+    frame
 }
 
 /// Encodes `message` from `source` to `target`.
@@ -198,10 +146,18 @@ fn frame(source: u16, target: u16, message: &MessageRef<'_>) -> Vec<u8> {
     buffer[..size].to_vec()
 }
 
-/// The median over [`RUNS`] of the ns per call of `operation`, which must not write
-/// storage (every measured operation is a steady-state one).
-fn measure(mut operation: impl FnMut()) -> f64 {
-    let saves = SAVES.load(Ordering::Relaxed);
+/// Saves done by every node of `disks`.
+fn saves(disks: &[SimStorage]) -> u64 {
+    disks
+        .iter()
+        .map(|storage| storage.disk().borrow().saves)
+        .sum()
+}
+
+/// The median over [`RUNS`] of the ns per call of `operation`, which must not write to any
+/// of `disks` (every measured operation is a steady-state one).
+fn measure(disks: &[SimStorage], mut operation: impl FnMut()) -> f64 {
+    let before = saves(disks);
     let mut runs: Vec<f64> = (0..RUNS)
         .map(|_| {
             let started = std::time::Instant::now();
@@ -211,11 +167,7 @@ fn measure(mut operation: impl FnMut()) -> f64 {
             started.elapsed().as_nanos() as f64 / f64::from(ITERATIONS)
         })
         .collect();
-    assert_eq!(
-        SAVES.load(Ordering::Relaxed),
-        saves,
-        "a steady-state operation saved"
-    );
+    assert_eq!(saves(disks), before, "a steady-state operation saved");
     runs.sort_by(f64::total_cmp);
     runs[RUNS / 2]
 }
@@ -223,7 +175,7 @@ fn measure(mut operation: impl FnMut()) -> f64 {
 /// Hands `frame` to `node` and drains its transmits, as a driver's loop does; returns how
 /// many frames it sent and the size of the last, which `buffer` holds.
 fn handle_and_drain<const M: usize, const L: usize>(
-    node: &mut Node<Counted, M, L>,
+    node: &mut SimNode<M, L>,
     now: Instant,
     frame: &[u8],
     buffer: &mut [u8; FRAME_SIZE_MAX],
@@ -247,74 +199,90 @@ struct Figure {
 /// A flock in its steady state, and the roles its nodes play in the bench.
 struct Steady<const M: usize, const L: usize> {
     flock: Flock<M, L>,
+    /// Every node's storage, to count saves while a node is borrowed.
+    disks: Vec<SimStorage>,
     goose: u16,
     follower: u16,
     bystander: u16,
     heartbeat: Vec<u8>,
-    now: Instant,
 }
 
 impl<const M: usize, const L: usize> Steady<M, L> {
     fn new() -> Self {
-        let mut flock = Flock::<M, L>::new();
-        let goose = flock.elect();
+        let mut flock = flock::<M, L>();
+        let goose = elect(&mut flock);
         let follower = if goose == 1 { 2 } else { 1 };
         let bystander = (1..=NODES)
             .find(|&n| n != goose && n != follower)
             .expect("5 nodes");
-        let heartbeat = flock.capture_heartbeat(goose, follower);
-        let now = flock.now;
+        let heartbeat = capture_heartbeat(&mut flock, goose, follower);
+        let disks = flock.processes.iter().map(|p| p.storage.clone()).collect();
         Self {
             flock,
+            disks,
             goose,
             follower,
             bystander,
             heartbeat,
-            now,
         }
     }
 }
 
-/// Measures every operation on a fresh flock with `M` members and `L` entries of capacity.
-fn bench<const M: usize, const L: usize>() -> Vec<Figure> {
+/// Node `n`, to call directly, and its clock's reading now.
+fn node_at<const M: usize, const L: usize>(
+    flock: &mut Flock<M, L>,
+    n: u16,
+) -> (&mut SimNode<M, L>, Instant) {
+    let now = flock.local_now(n);
+    (flock.node_mut(n).expect("running"), now)
+}
+
+/// Measures every operation on a fresh flock with `M` members and `L` entries of capacity;
+/// also returns the saves of the whole run, elections included.
+fn bench<const M: usize, const L: usize>() -> (Vec<Figure>, u64) {
     let mut steady = Steady::<M, L>::new();
     let mut figures = bench_replication(&mut steady);
     figures.extend(bench_pre_votes(&mut steady));
     figures.extend(bench_ticks(&mut steady));
-    figures
+    (figures, saves(&steady.disks))
 }
 
 /// A heartbeat at the follower, then its acknowledgement at the leader.
 fn bench_replication<const M: usize, const L: usize>(steady: &mut Steady<M, L>) -> Vec<Figure> {
-    let (now, heartbeat) = (steady.now, steady.heartbeat.clone());
+    let Steady {
+        flock,
+        disks,
+        heartbeat,
+        ..
+    } = steady;
     let mut buffer = [0; FRAME_SIZE_MAX];
     let mut figures = Vec::new();
 
     // Follower: a heartbeat from its leader, answered with an AppendResponse.
-    let node = steady.flock.node(steady.follower);
-    let (sent, size) = handle_and_drain(node, now, &heartbeat, &mut buffer);
+    let (node, now) = node_at(flock, steady.follower);
+    let (sent, size) = handle_and_drain(node, now, heartbeat, &mut buffer);
     let ack = buffer[..size].to_vec();
     let (_, answer) = wire::decode(&ack).expect("valid");
     assert!(matches!(answer.body, Body::AppendResponse { .. }));
-    let ns = measure(|| {
-        handle_and_drain(node, now, &heartbeat, &mut buffer);
+    let ns = measure(disks, || {
+        handle_and_drain(node, now, heartbeat, &mut buffer);
     });
     let name = "follower: heartbeat (Append, 0 entries) + poll_transmit";
     figures.push(Figure { name, ns, sent });
 
     // Leader: the acknowledgement (commit and lease bookkeeping, nothing to send back).
-    let node = steady.flock.node(steady.goose);
+    let (node, now) = node_at(flock, steady.goose);
     assert!(node.is_goose(now));
     let (sent, _) = handle_and_drain(node, now, &ack, &mut buffer);
-    let ns = measure(|| {
+    let ns = measure(disks, || {
         handle_and_drain(node, now, &ack, &mut buffer);
     });
     let name = "leader: ack (AppendResponse) + poll_transmit";
     figures.push(Figure { name, ns, sent });
 
     // Decoding alone, for scale: what every handle_frame pays first.
-    let ns = measure(|| {
-        black_box(wire::decode(black_box(&heartbeat)).is_ok());
+    let ns = measure(disks, || {
+        black_box(wire::decode(black_box(heartbeat)).is_ok());
     });
     let name = "wire::decode of the heartbeat alone";
     figures.push(Figure { name, ns, sent: 0 });
@@ -324,10 +292,9 @@ fn bench_replication<const M: usize, const L: usize>(steady: &mut Steady<M, L>) 
 /// A PreVote from a node back from a partition, in the next term with an up-to-date log,
 /// refused by a follower with a live leader, then granted once the leader is silent.
 fn bench_pre_votes<const M: usize, const L: usize>(steady: &mut Steady<M, L>) -> Vec<Figure> {
-    let now = steady.now;
     let mut buffer = [0; FRAME_SIZE_MAX];
     let mut figures = Vec::new();
-    let node = steady.flock.node(steady.follower);
+    let (node, now) = node_at(&mut steady.flock, steady.follower);
     let pre_vote = Message {
         term: Term(node.term().0 + 1),
         body: Body::PreVote {
@@ -344,7 +311,7 @@ fn bench_pre_votes<const M: usize, const L: usize>(steady: &mut Steady<M, L>) ->
     let refusals = node.stats().sticky_refusals;
     let (sent, _) = handle_and_drain(node, now, &pre_vote, &mut buffer);
     assert!(node.stats().sticky_refusals > refusals, "refused as sticky");
-    let ns = measure(|| {
+    let ns = measure(&steady.disks, || {
         handle_and_drain(node, now, &pre_vote, &mut buffer);
     });
     let name = "follower: PreVote refused (sticky) + poll_transmit";
@@ -357,7 +324,7 @@ fn bench_pre_votes<const M: usize, const L: usize>(steady: &mut Steady<M, L>) ->
     let (_, answer) = wire::decode(&buffer[..size]).expect("valid");
     let granted = matches!(answer.body, Body::PreVoteResponse { granted: true });
     assert!(granted, "granted once the leader is silent: {answer:?}");
-    let ns = measure(|| {
+    let ns = measure(&steady.disks, || {
         handle_and_drain(node, later, &pre_vote, &mut buffer);
     });
     let name = "follower: PreVote granted + poll_transmit";
@@ -367,15 +334,14 @@ fn bench_pre_votes<const M: usize, const L: usize>(steady: &mut Steady<M, L>) ->
 
 /// Ticks with nothing due: the driver woke early (or spuriously).
 fn bench_ticks<const M: usize, const L: usize>(steady: &mut Steady<M, L>) -> Vec<Figure> {
-    let now = steady.now;
     let mut figures = Vec::new();
     for (n, name) in [
         (steady.goose, "leader: handle_timeout, nothing due"),
         (steady.bystander, "follower: handle_timeout, nothing due"),
     ] {
-        let node = steady.flock.node(n);
+        let (node, now) = node_at(&mut steady.flock, n);
         assert!(node.poll_timeout().is_some_and(|deadline| deadline > now));
-        let ns = measure(|| node.handle_timeout(black_box(now)));
+        let ns = measure(&steady.disks, || node.handle_timeout(black_box(now)));
         figures.push(Figure { name, ns, sent: 0 });
     }
     figures
@@ -402,7 +368,7 @@ fn bench_limiter<const N: usize>() -> Vec<Figure> {
     // The flood case: the last source in the table, its bucket empty, at one instant.
     while limiter.allow(start, last) {}
     assert_eq!(limiter.check(start, last), Verdict::RefuseSource);
-    let ns = measure(|| {
+    let ns = measure(&[], || {
         black_box(limiter.allow(black_box(start), black_box(last)));
     });
     let name = "allow: known source (last in the table), refused";
@@ -410,7 +376,7 @@ fn bench_limiter<const N: usize>() -> Vec<Figure> {
 
     // A known source allowed: time moves 1 ms per call (one token at 1,000/s).
     let mut now = start;
-    let ns = measure(|| {
+    let ns = measure(&[], || {
         now = now + Duration::from_millis(1);
         black_box(limiter.allow(black_box(now), black_box(last)));
     });
@@ -431,7 +397,7 @@ fn bench_limiter<const N: usize>() -> Vec<Figure> {
     }
     while busy.allow(start, stranger) {}
     assert_eq!(busy.check(start, stranger), Verdict::RefuseOverflow);
-    let ns = measure(|| {
+    let ns = measure(&[], || {
         black_box(busy.allow(black_box(start), black_box(stranger)));
     });
     let name = "allow: new source, table full of active sources (overflow), refused";
@@ -440,10 +406,9 @@ fn bench_limiter<const N: usize>() -> Vec<Figure> {
 }
 
 fn main() {
-    let saves_before = SAVES.load(Ordering::Relaxed);
-    let desktop = bench::<MEMBERS_MAX, LOG_ENTRIES_MAX>();
-    let embedded = bench::<EMBEDDED_MEMBERS_MAX, EMBEDDED_LOG_ENTRIES_MAX>();
-    let saves = SAVES.load(Ordering::Relaxed) - saves_before;
+    let (desktop, desktop_saves) = bench::<MEMBERS_MAX, LOG_ENTRIES_MAX>();
+    let (embedded, embedded_saves) = bench::<EMBEDDED_MEMBERS_MAX, EMBEDDED_LOG_ENTRIES_MAX>();
+    let saves = desktop_saves + embedded_saves;
 
     println!(
         "goose-core hot paths, 5-node flock, median of {RUNS} runs × {ITERATIONS} ops (ns/op)\n"
@@ -465,11 +430,11 @@ fn main() {
     println!("| --- | ---: |");
     println!(
         "| Node<S, {MEMBERS_MAX}, {LOG_ENTRIES_MAX}> | {} |",
-        size_of::<Node<Counted, MEMBERS_MAX, LOG_ENTRIES_MAX>>()
+        size_of::<Node<Nowhere, MEMBERS_MAX, LOG_ENTRIES_MAX>>()
     );
     println!(
         "| Node<S, {EMBEDDED_MEMBERS_MAX}, {EMBEDDED_LOG_ENTRIES_MAX}> | {} |",
-        size_of::<Node<Counted, EMBEDDED_MEMBERS_MAX, EMBEDDED_LOG_ENTRIES_MAX>>()
+        size_of::<Node<Nowhere, EMBEDDED_MEMBERS_MAX, EMBEDDED_LOG_ENTRIES_MAX>>()
     );
     println!(
         "| wire::MessageOwned (what wire::decode returns) | {} |",
