@@ -26,7 +26,7 @@ use std::fmt::Write as _;
 use arbitrary::{Arbitrary, Unstructured};
 use flock_sim::{addr, id, Clock, Flock, FlockConfig};
 use goose_core::wire;
-use goose_core::{Duration, Payload};
+use goose_core::{Config, Duration, Payload};
 
 pub use flock_sim::Packet;
 
@@ -45,8 +45,6 @@ pub const IN_FLIGHT_MAX: usize = 48;
 /// million), so that any two stay within the configured 1% (`Config::max_drift_ppm`):
 /// (1 − 0.005) / (1 + 0.005) ≥ 0.99.
 pub const DRIFT_PPM_MAX: i64 = 5_000;
-/// The largest `lease_margin` a setup picks, in µs: the default's.
-pub const MARGIN_MAX_MICROS: u64 = 15_000;
 /// `Action::Advance` moves the clock by its `ticks` times this many microseconds.
 pub const TICK_MICROS: u64 = 100;
 /// `Action::Tick` never moves the clock further than this at once.
@@ -61,10 +59,14 @@ pub struct Setup {
     pub epoch: [u32; NODES],
     /// Mixed into each node's election-timeout seed.
     pub seed: u16,
-    /// Every node's `lease_margin`, in µs, reduced to at most the default (15 ms). The
-    /// margin covers real processing delays, which the simulation has none of: the lease
-    /// must be safe down to a margin of zero.
+    /// Every node's `lease_margin`, in µs, reduced to at most its timing's default (10% of
+    /// `election_timeout_min`: 15 ms for the contract's timing). The margin covers real
+    /// processing delays, which the simulation has none of: the lease must be safe down to
+    /// a margin of zero.
     pub margin: u16,
+    /// Each node's timing at its first start: an index into the swarm's palette
+    /// (`flock_sim::TIMINGS`, taken modulo its length).
+    pub timing: [u8; NODES],
 }
 
 /// One step of the fuzzer's script. Node and frame numbers are taken modulo what exists.
@@ -88,8 +90,10 @@ pub enum Action {
     Tamper { frame: u8, at: u8, xor: u8 },
     /// Stop node `node` (its saved bytes survive); a stopped node loses what it is sent.
     Crash { node: u8 },
-    /// Start node `node` from its saved bytes (crashing it first if it runs).
-    Restart { node: u8 },
+    /// Start node `node` from its saved bytes (crashing it first if it runs), with timing
+    /// `timing` of the palette (as [`Setup::timing`]): operators change timing one restart
+    /// at a time, and the lease must hold in any mix.
+    Restart { node: u8, timing: u8 },
     /// Make node `node`'s next save fail: it fail-stops until restarted.
     FailStorage { node: u8 },
     /// Ask node `node` to propose a membership change.
@@ -149,6 +153,7 @@ impl Encode for Setup {
         }
         out.extend_from_slice(&self.seed.to_le_bytes());
         out.extend_from_slice(&self.margin.to_le_bytes());
+        out.extend_from_slice(&self.timing);
     }
 }
 
@@ -192,9 +197,9 @@ impl Encode for Action {
                 variant(out, 8, COUNT);
                 out.push(*node);
             }
-            Self::Restart { node } => {
+            Self::Restart { node, timing } => {
                 variant(out, 9, COUNT);
-                out.push(*node);
+                out.extend_from_slice(&[*node, *timing]);
             }
             Self::FailStorage { node } => {
                 variant(out, 10, COUNT);
@@ -257,6 +262,7 @@ pub fn decode_script(data: &[u8]) -> (Setup, Vec<Action>) {
         epoch: [0; NODES],
         seed: 0,
         margin: 0,
+        timing: [0; NODES],
     });
     let mut actions = Vec::new();
     while !u.is_empty() && actions.len() < ACTIONS_MAX {
@@ -275,6 +281,17 @@ fn node_id(node: u8) -> u16 {
     (usize::from(node) % NODES) as u16 + 1
 }
 
+/// Timing `index` of the palette with `margin` (µs) as its lease margin, reduced to at most
+/// the palette's own (see [`Setup::margin`]).
+fn timing(index: u8, margin: u16) -> Config {
+    let timing = flock_sim::timing(usize::from(index));
+    let margin_max = timing.lease_margin.micros();
+    Config {
+        lease_margin: Duration::from_micros(u64::from(margin) % (margin_max + 1)),
+        ..timing
+    }
+}
+
 /// Runs a whole fuzz input.
 pub fn run(data: &[u8]) {
     let (setup, actions) = decode_script(data);
@@ -288,15 +305,15 @@ pub fn run(data: &[u8]) {
 /// violation report.
 pub struct Driver {
     flock: Flock,
+    /// The setup's lease margin, which every timing a restart picks gets too.
+    margin: u16,
     trace: Vec<(u64, Action)>,
 }
 
 impl Driver {
-    /// Three nodes started from nothing with the clocks `setup` describes.
+    /// Three nodes started from nothing with the clocks and timings `setup` describes.
     pub fn new(setup: &Setup) -> Self {
-        let mut config = FlockConfig::new(NODES as u16, u64::from(setup.seed));
-        config.timing.lease_margin =
-            Duration::from_micros(u64::from(setup.margin) % (MARGIN_MAX_MICROS + 1));
+        let config = FlockConfig::new(NODES as u16, u64::from(setup.seed));
         let mut flock = Flock::held(config, IN_FLIGHT_MAX);
         for (i, n) in (1..=NODES as u16).enumerate() {
             let clock = Clock {
@@ -304,12 +321,14 @@ impl Driver {
                 rate_ppm: i64::from(setup.drift[i]) % (DRIFT_PPM_MAX + 1),
             };
             flock.set_clock(n, clock);
+            flock.set_timing(n, timing(setup.timing[i], setup.margin));
         }
         for n in 1..=NODES as u16 {
             flock.start(n);
         }
         let driver = Self {
             flock,
+            margin: setup.margin,
             trace: Vec::new(),
         };
         driver.check();
@@ -375,9 +394,13 @@ impl Driver {
                 }
             }
             Action::Crash { node } => self.flock.crash(node_id(node)),
-            Action::Restart { node } => {
+            Action::Restart {
+                node,
+                timing: index,
+            } => {
                 let n = node_id(node);
                 self.flock.crash(n);
+                self.flock.set_timing(n, timing(index, self.margin));
                 self.flock.start(n);
             }
             Action::FailStorage { node } => self.flock.fail_next_save(node_id(node)),

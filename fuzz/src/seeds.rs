@@ -42,6 +42,7 @@ fn setup() -> Setup {
         epoch: [0, 5_000_000, 77],
         seed: 1,
         margin: 15_000,
+        timing: [0; 3],
     }
 }
 
@@ -94,7 +95,7 @@ pub fn scenarios() -> Vec<Scenario> {
         ticks: 3_100,
     });
     rounds(&mut actions, DELIVER_ROUNDS);
-    actions.push(Action::Restart { node: 0 });
+    actions.push(Action::Restart { node: 0, timing: 0 });
     heartbeats(&mut actions, 1, 2);
     list.push(Scenario {
         name: "crash-and-failover",
@@ -162,7 +163,7 @@ pub fn scenarios() -> Vec<Scenario> {
             heartbeats(&mut actions, 0, 1);
         }
     }
-    actions.push(Action::Restart { node: 2 });
+    actions.push(Action::Restart { node: 2, timing: 0 });
     heartbeats(&mut actions, 0, 3);
     list.push(Scenario {
         name: "snapshot",
@@ -192,6 +193,34 @@ pub fn scenarios() -> Vec<Scenario> {
         goose: Some(1),
     });
 
+    // Mixed timing, changed one restart at a time: node 1 runs the fast timing (12–24 ms),
+    // node 2 the contract's, node 3 the long one (300–600 ms). Node 1 leads and crashes;
+    // node 2 takes over once every voter has waited out its own window, and node 1 comes
+    // back with the short timing (30–60 ms) as a duck.
+    let mut actions = vec![Action::Advance {
+        node: 1,
+        ticks: 1_600,
+    }];
+    elect(&mut actions, 0);
+    heartbeats(&mut actions, 0, 3);
+    actions.push(Action::Crash { node: 0 });
+    actions.push(Action::Advance {
+        node: 1,
+        ticks: 3_100,
+    });
+    rounds(&mut actions, DELIVER_ROUNDS);
+    actions.push(Action::Restart { node: 0, timing: 2 });
+    heartbeats(&mut actions, 1, 2);
+    list.push(Scenario {
+        name: "mixed-timing",
+        setup: Setup {
+            timing: [1, 0, 3],
+            ..setup()
+        },
+        actions,
+        goose: Some(2),
+    });
+
     // Faults the nodes must shrug off: garbage, tampered frames, a failed save.
     let mut actions = vec![Action::Advance {
         node: 1,
@@ -217,7 +246,7 @@ pub fn scenarios() -> Vec<Scenario> {
     rounds(&mut actions, DELIVER_ROUNDS);
     actions.push(Action::FailStorage { node: 1 });
     heartbeats(&mut actions, 0, 2);
-    actions.push(Action::Restart { node: 1 });
+    actions.push(Action::Restart { node: 1, timing: 0 });
     heartbeats(&mut actions, 0, 2);
     list.push(Scenario {
         name: "faults",
