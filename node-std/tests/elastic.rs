@@ -3,54 +3,72 @@
 //! rolling restarts, graceful handoff (`ctl transfer`, SIGTERM) and role-change hooks.
 //!
 //! Every node is a child process killed by pid when its flock drops; every wait is
-//! bounded; every probe round is checked for two geese. The tests run one at a time (a
-//! lock), so one flock's load does not slow another's elections on a small machine.
-
-mod support;
+//! bounded; every probe round is checked for two geese, for a term going back and for two
+//! geese in one term ([`procs`], the harness of every process test). The tests run one at
+//! a time (a lock), so one flock's load does not slow another's elections on a small
+//! machine.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Mutex, MutexGuard};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{eventually, ids, probe_round, Flock, FAST};
+use flock_tests::procs::{self, Cluster, Flock, OnViolation, Timing};
 
 const GOOSE: &str = env!("CARGO_BIN_EXE_goose");
+/// Fast enough for short tests, slow enough for a loaded 2-core machine.
+const QUICK: Timing = Timing {
+    heartbeat_ms: 20,
+    election_timeout_ms_min: 100,
+    election_timeout_ms_max: 200,
+};
 /// Elections slower than any handoff: a new goose sooner than `HANDOFF_BOUND` after the old
 /// one stepped aside can only come from TimeoutNow (an election waits ≥ 1 s).
-const SLOW: &[&str] = &["--heartbeat-ms", "50", "--election-timeout-ms", "1000-2000"];
+const SLOW: Timing = Timing {
+    heartbeat_ms: 50,
+    election_timeout_ms_min: 1_000,
+    election_timeout_ms_max: 2_000,
+};
 /// What a handoff may take on a loaded machine; elections under [`SLOW`] take ≥ 1 s.
 const HANDOFF_BOUND: Duration = Duration::from_millis(600);
 /// Generous bound for an election or a membership change to show.
 const SETTLE: Duration = Duration::from_secs(15);
+/// The pause between two polls of a waiting test.
+const POLL: Duration = Duration::from_millis(10);
 
+/// Takes the lock that runs the tests one at a time, and points the harness at the binary
+/// cargo built for these tests.
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
+    procs::use_goose_binary(Path::new(GOOSE));
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn binary() -> &'static Path {
-    Path::new(GOOSE)
+/// A flock of `count` nodes (ids 1..=count) with `timing` and `extra` flags, every one
+/// answering; a broken safety promise in any probe round panics.
+fn start(count: usize, timing: Timing, extra: &[&str]) -> (Flock, Vec<usize>) {
+    let flock = Flock::start_with(count, timing, extra, OnViolation::Panic);
+    let all = flock.all();
+    (flock, all)
 }
 
-fn addr_of(flock: &Flock, index: usize) -> String {
-    format!("127.0.0.1:{}", flock.nodes[index].port)
+/// The ids of status list `key`, sorted (empty if the status lacks it).
+fn sorted_ids(status: &procs::Status, key: &str) -> Vec<u16> {
+    let mut ids = procs::ids(status, key).unwrap_or_default();
+    ids.sort_unstable();
+    ids
 }
 
 /// Waits until node `index` reports `voters` and `learners` (as sets).
 fn wait_membership(flock: &Flock, index: usize, voters: &[u16], learners: &[u16]) {
     let mut last = BTreeMap::new();
-    let ok = eventually(SETTLE, || {
-        last = support::status(flock.nodes[index].port).unwrap_or_default();
-        let (mut v, mut l) = (ids(&last, "voters"), ids(&last, "learners"));
-        v.sort_unstable();
-        l.sort_unstable();
-        let mut members = ids(&last, "members");
-        members.sort_unstable();
+    let ok = procs::eventually(SETTLE, POLL, || {
+        last = flock.try_status(index).unwrap_or_default();
+        let (v, l) = (sorted_ids(&last, "voters"), sorted_ids(&last, "learners"));
+        let members = sorted_ids(&last, "members");
         let mut all: Vec<u16> = voters.iter().chain(learners).copied().collect();
         all.sort_unstable();
         v == voters && l == learners && members == all
@@ -76,13 +94,12 @@ fn exits_zero(flock: &mut Flock, index: usize, within: Duration) {
 #[test]
 fn grow_three_to_five_and_shrink_back_while_the_goose_is_killed() {
     let _serial = serial();
-    let mut flock = Flock::new(binary(), "grow", FAST);
-    let mut live = flock.bootstrap(3, &[]);
-    let (goose, _) = flock.wait_goose(&live, SETTLE);
+    let (mut flock, mut live) = start(3, QUICK, &[]);
+    let (goose, _) = flock.wait_agreed(&live, SETTLE);
     let duck = live.iter().copied().find(|&i| i != goose).expect("a duck");
 
     // Node 4 by `ctl add` (a duck redirects), then started with --join.
-    let port4 = support::free_ports(1)[0];
+    let port4 = procs::free_ports(1)[0];
     let add4 = format!("add 4 127.0.0.1:{port4}");
     let redirect = flock.ctl(duck, &add4).expect("a reply");
     assert_eq!(
@@ -90,11 +107,11 @@ fn grow_three_to_five_and_shrink_back_while_the_goose_is_killed() {
         format!(
             "err not-goose goose={} addr={}",
             flock.nodes[goose].id,
-            addr_of(&flock, goose)
+            flock.addr(goose)
         )
     );
     assert_eq!(flock.ctl_until_not_busy(goose, &add4, SETTLE), "ok");
-    let node4 = flock.spawn_join_at(4, port4, flock.nodes[duck].port, &[]);
+    let node4 = flock.spawn_joiner(4, port4, duck, &[]);
     flock.wait_listening(&[node4]);
     live.push(node4);
     wait_membership(&flock, goose, &[1, 2, 3, 4], &[]);
@@ -102,8 +119,8 @@ fn grow_three_to_five_and_shrink_back_while_the_goose_is_killed() {
     // Kill the goose; a new one is elected among the rest; the old restarts from its dir.
     flock.kill9(goose);
     let others: Vec<usize> = live.iter().copied().filter(|&i| i != goose).collect();
-    let (goose2, _) = flock.wait_goose(&others, SETTLE);
-    flock.restart(goose, &[]);
+    let (goose2, _) = flock.wait_agreed(&others, SETTLE);
+    flock.restart_from_data_dir(goose, &[]);
     flock.wait_listening(&[goose]);
 
     // Node 5 by --join alone, through a goose that itself joined after the bootstrap
@@ -117,15 +134,15 @@ fn grow_three_to_five_and_shrink_back_while_the_goose_is_killed() {
             .find(|&i| flock.nodes[i].id == 4)
             .expect("node 4 is live");
         assert_eq!(flock.ctl(goose2, "transfer 4"), Some("ok to=4".to_string()));
-        let (goose, _) = flock.wait_goose(&live, SETTLE);
+        let (goose, _) = flock.wait_agreed(&live, SETTLE);
         assert_eq!(goose, target, "node 4 took over");
         goose
     };
-    let node5 = flock.spawn_join(5, flock.nodes[goose2].port, &[]);
+    let node5 = flock.spawn_joiner(5, procs::free_ports(1)[0], goose2, &[]);
     flock.wait_listening(&[node5]);
     live.push(node5);
     wait_membership(&flock, goose2, &[1, 2, 3, 4, 5], &[]);
-    let (goose, _) = flock.wait_goose(&live, SETTLE);
+    let (goose, _) = flock.wait_agreed(&live, SETTLE);
     for &index in &live {
         wait_membership(&flock, index, &[1, 2, 3, 4, 5], &[]);
     }
@@ -144,17 +161,17 @@ fn grow_three_to_five_and_shrink_back_while_the_goose_is_killed() {
     // Kill the goose again, and bring it back.
     flock.kill9(goose);
     let others: Vec<usize> = live.iter().copied().filter(|&i| i != goose).collect();
-    flock.wait_goose(&others, SETTLE);
-    flock.restart(goose, &[]);
+    flock.wait_agreed(&others, SETTLE);
+    flock.restart_from_data_dir(goose, &[]);
     flock.wait_listening(&[goose]);
-    let (goose, _) = flock.wait_goose(&live, SETTLE);
+    let (goose, _) = flock.wait_agreed(&live, SETTLE);
 
     // Remove the goose itself: it steps down and exits 0; the other three elect a goose.
     let command = format!("remove {}", flock.nodes[goose].id);
     assert_eq!(flock.ctl_until_not_busy(goose, &command, SETTLE), "ok");
     exits_zero(&mut flock, goose, SETTLE);
     live.retain(|&i| i != goose);
-    let (goose, _) = flock.wait_goose(&live, SETTLE);
+    let (goose, _) = flock.wait_agreed(&live, SETTLE);
     let mut voters: Vec<u16> = live.iter().map(|&i| flock.nodes[i].id).collect();
     voters.sort_unstable();
     assert_eq!(voters.len(), 3);
@@ -171,28 +188,27 @@ fn grow_three_to_five_and_shrink_back_while_the_goose_is_killed() {
 fn five_voters_and_forty_learners_keep_electing_and_answering() {
     let _serial = serial();
     let started = Instant::now();
-    let mut flock = Flock::new(binary(), "forty", FAST);
-    let voters = flock.bootstrap(5, &[]);
-    flock.wait_goose(&voters, SETTLE);
+    let (mut flock, voters) = start(5, QUICK, &[]);
+    flock.wait_agreed(&voters, SETTLE);
     // All 40 at once: the goose takes one change at a time, the rest hear `err busy`
     // and retry with their backoff.
     for id in 6..=45 {
-        let target = flock.nodes[voters[usize::from(id) % voters.len()]].port;
-        flock.spawn_join(id, target, &[]);
+        let via = voters[usize::from(id) % voters.len()];
+        flock.spawn_joiner(id, procs::free_ports(1)[0], via, &[]);
     }
-    let all: Vec<usize> = (0..flock.nodes.len()).collect();
+    let all = flock.all();
     flock.wait_listening(&all);
-    let (goose, _) = flock.wait_goose(&voters, SETTLE);
+    let (goose, _) = flock.wait_agreed(&voters, SETTLE);
     let learner_ids: Vec<u16> = (6..=45).collect();
     wait_membership(&flock, goose, &[1, 2, 3, 4, 5], &learner_ids);
     let joined = started.elapsed();
-    let (goose, term) = flock.wait_goose(&all, SETTLE);
+    let (goose, term) = flock.wait_agreed(&all, SETTLE);
     // A learner hears the last additions a heartbeat after the goose commits them.
     let last = all[all.len() - 1];
     wait_membership(&flock, last, &[1, 2, 3, 4, 5], &learner_ids);
     let learner = flock.status(last);
     assert_eq!(learner.get("raft").map(String::as_str), Some("learner"));
-    assert_eq!(ids(&learner, "learners").len(), 40);
+    assert_eq!(sorted_ids(&learner, "learners").len(), 40);
 
     // Kill the goose twice: a voter takes over each time, and all 44 then 43 follow it.
     let (mut goose, mut term) = (goose, term);
@@ -201,7 +217,7 @@ fn five_voters_and_forty_learners_keep_electing_and_answering() {
         let killed = Instant::now();
         flock.kill9(goose);
         live.retain(|&i| i != goose);
-        let (next, next_term) = flock.wait_goose(&live, SETTLE);
+        let (next, next_term) = flock.wait_agreed(&live, SETTLE);
         assert!(flock.nodes[next].id <= 5, "a learner became goose");
         eprintln!(
             "45 nodes: goose {} → {} (term {term} → {next_term}) in {} ms",
@@ -217,23 +233,22 @@ fn five_voters_and_forty_learners_keep_electing_and_answering() {
 #[test]
 fn join_from_an_empty_data_dir_then_restart_from_the_data_dir_alone() {
     let _serial = serial();
-    let mut flock = Flock::new(binary(), "join", FAST);
-    let live = flock.bootstrap(3, &["--voters", "4"]);
-    let (goose, _) = flock.wait_goose(&live, SETTLE);
+    let (mut flock, live) = start(3, QUICK, &["--voters", "4"]);
+    let (goose, _) = flock.wait_agreed(&live, SETTLE);
     let duck = live.iter().copied().find(|&i| i != goose).expect("a duck");
 
     // Node 4 asks a duck, which redirects to the goose; it is promoted (target 4).
-    let node4 = flock.spawn_join(4, flock.nodes[duck].port, &["--voters", "4"]);
+    let node4 = flock.spawn_joiner(4, procs::free_ports(1)[0], duck, &["--voters", "4"]);
     flock.wait_listening(&[node4]);
     wait_membership(&flock, goose, &[1, 2, 3, 4], &[]);
     assert!(flock.log(node4).contains("joined the flock"));
     // Node 5 joins beyond the voter target: it stays a learner and follows the goose.
-    let node5 = flock.spawn_join(5, flock.nodes[goose].port, &["--voters", "4"]);
+    let node5 = flock.spawn_joiner(5, procs::free_ports(1)[0], goose, &["--voters", "4"]);
     flock.wait_listening(&[node5]);
     wait_membership(&flock, goose, &[1, 2, 3, 4], &[5]);
     wait_membership(&flock, node5, &[1, 2, 3, 4], &[5]);
     let all = [live[0], live[1], live[2], node4, node5];
-    let (goose, _) = flock.wait_goose(&all, SETTLE);
+    let (goose, _) = flock.wait_agreed(&all, SETTLE);
     assert_eq!(
         flock.status(node5).get("raft").map(String::as_str),
         Some("learner")
@@ -248,74 +263,37 @@ fn join_from_an_empty_data_dir_then_restart_from_the_data_dir_alone() {
     for index in [node4, node5] {
         flock.kill9(index);
     }
-    flock.restart(node4, &["--voters", "4"]);
-    flock.restart(node5, &["--voters", "4", "--peer", "9=127.0.0.1:9"]);
+    flock.restart_from_data_dir(node4, &["--voters", "4"]);
+    flock.restart_from_data_dir(node5, &["--voters", "4", "--peer", "9=127.0.0.1:9"]);
     flock.wait_listening(&[node4, node5]);
-    let (goose, _) = flock.wait_goose(&all, SETTLE);
+    let (goose, _) = flock.wait_agreed(&all, SETTLE);
     wait_membership(&flock, node5, &[1, 2, 3, 4], &[5]);
     assert!(flock.log(node5).contains("ignoring --peer"));
     // The restarted voter can lead: hand over to it.
     if goose != node4 {
         assert_eq!(flock.ctl(goose, "transfer 4").as_deref(), Some("ok to=4"));
-        let (next, _) = flock.wait_goose(&all, SETTLE);
+        let (next, _) = flock.wait_agreed(&all, SETTLE);
         assert_eq!(next, node4);
     }
-}
-
-/// Starts `goose cluster --nodes <nodes>` on ports from `base` with its data under
-/// `data_dir`, fast timing and `extra` flags; returns the launcher and its stdout lines.
-fn spawn_cluster(
-    nodes: u16,
-    base: u16,
-    data_dir: &Path,
-    extra: &[&OsStr],
-) -> (Child, mpsc::Receiver<String>) {
-    let mut launcher = Command::new(GOOSE)
-        .args([
-            "cluster",
-            "--nodes",
-            &nodes.to_string(),
-            "--base-port",
-            &base.to_string(),
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(extra)
-        .args(FAST)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn goose cluster");
-    let (lines_in, lines) = mpsc::channel::<String>();
-    let stdout = launcher.stdout.take().expect("piped");
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines_in.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (launcher, lines)
 }
 
 #[test]
 fn rolling_restart_keeps_at_most_one_goose_and_reports_the_gap() {
     let _serial = serial();
-    let root = support::TempDir::new("rolling");
-    let base = support::free_port_range(5);
-    let (mut launcher, lines) = spawn_cluster(5, base, root.path(), &[]);
-    let guard = KillOnDrop(launcher.id());
-    let ports: Vec<u16> = (0..5).map(|i| base + i).collect();
+    let root = procs::TempDir::new("rolling");
+    let mut cluster = Cluster::start(5, QUICK, root.path(), &[]);
+    let ports = cluster.ports.clone();
     let mut seen = Vec::new();
     assert!(
-        eventually(SETTLE, || {
-            let round = probe_round(&ports, Duration::from_millis(100));
-            round.iter().flatten().filter(|p| p.goose).count() == 1
+        procs::eventually(SETTLE, POLL, || {
+            procs::probe(&ports, Duration::from_millis(100))
+                .geese()
+                .len()
+                == 1
         }),
         "no goose"
     );
-    support::signal(launcher.id(), libc::SIGHUP);
+    signal(&cluster, libc::SIGHUP);
     let started = Instant::now();
     let (mut rounds, mut two_geese) = (0u64, Vec::new());
     // A gap runs from the last round that saw a goose to the next one that does, counted
@@ -325,16 +303,11 @@ fn rolling_restart_keeps_at_most_one_goose_and_reports_the_gap() {
     let mut done = None;
     while done.is_none() && started.elapsed() < Duration::from_secs(60) {
         let now = Instant::now();
-        let round = probe_round(&ports, Duration::from_millis(10));
+        let round = procs::probe(&ports, Duration::from_millis(10));
         rounds += 1;
-        let geese: Vec<u16> = round
-            .iter()
-            .flatten()
-            .filter(|p| p.goose)
-            .map(|p| p.id)
-            .collect();
+        let geese = round.geese();
         if geese.len() > 1 {
-            two_geese.push(round.clone());
+            two_geese.push(round.to_string());
         }
         if geese.is_empty() {
             in_gap = true;
@@ -347,7 +320,7 @@ fn rolling_restart_keeps_at_most_one_goose_and_reports_the_gap() {
             }
             last_goose = Instant::now();
         }
-        while let Ok(line) = lines.try_recv() {
+        while let Ok(line) = cluster.lines().try_recv() {
             if line.contains("rolling restart done") || line.contains("rolling restart stopped") {
                 done = Some(line.clone());
             }
@@ -371,19 +344,16 @@ fn rolling_restart_keeps_at_most_one_goose_and_reports_the_gap() {
     );
     assert!(gap_max < Duration::from_secs(2), "goose gap {gap_max:?}");
     // Every node came back and one of them is goose.
-    assert!(eventually(SETTLE, || {
-        let round = probe_round(&ports, Duration::from_millis(100));
-        round.iter().all(Option::is_some) && round.iter().flatten().filter(|p| p.goose).count() == 1
-    }));
-    stop_cluster(&mut launcher, guard);
-    let round = probe_round(&ports, Duration::from_millis(200));
-    assert!(round.iter().all(Option::is_none), "nodes left: {round:?}");
+    assert!(procs::eventually(SETTLE, POLL, || one_goose(&ports)));
+    stop(&mut cluster);
+    let round = procs::probe(&ports, Duration::from_millis(200));
+    assert_eq!(round.answers().count(), 0, "nodes left: {round}");
 }
 
 #[test]
 fn keyed_cluster_passes_its_key_to_every_node_also_at_a_rolling_restart() {
     let _serial = serial();
-    let root = support::TempDir::new("keyed-rolling");
+    let root = procs::TempDir::new("keyed-rolling");
     let key = root.path().join("flock.key");
     let made = Command::new(GOOSE)
         .arg("keygen")
@@ -392,23 +362,20 @@ fn keyed_cluster_passes_its_key_to_every_node_also_at_a_rolling_restart() {
         .status()
         .expect("goose keygen");
     assert!(made.success(), "goose keygen: {made}");
-    let base = support::free_port_range(3);
     let key_flag = [OsStr::new("--cluster-key-file"), key.as_os_str()];
-    let (mut launcher, lines) = spawn_cluster(3, base, &root.path().join("data"), &key_flag);
-    let guard = KillOnDrop(launcher.id());
-    let ports: Vec<u16> = (0..3).map(|i| base + i).collect();
-    let one_goose = || {
-        let round = probe_round(&ports, Duration::from_millis(100));
-        round.iter().all(Option::is_some) && round.iter().flatten().filter(|p| p.goose).count() == 1
-    };
-    assert!(eventually(SETTLE, one_goose), "no goose");
-    support::signal(launcher.id(), libc::SIGHUP);
+    let mut cluster = Cluster::start(3, QUICK, &root.path().join("data"), &key_flag);
+    let ports = cluster.ports.clone();
+    assert!(
+        procs::eventually(SETTLE, POLL, || one_goose(&ports)),
+        "no goose"
+    );
+    signal(&cluster, libc::SIGHUP);
     let mut seen = Vec::new();
     let end = |line: &String| {
         line.contains("rolling restart done") || line.contains("rolling restart stopped")
     };
-    let ended = eventually(Duration::from_secs(60), || {
-        seen.extend(lines.try_iter());
+    let ended = procs::eventually(Duration::from_secs(60), POLL, || {
+        seen.extend(cluster.lines().try_iter());
         seen.iter().any(end)
     });
     assert!(ended, "no end of the rolling restart: {seen:#?}");
@@ -417,7 +384,10 @@ fn keyed_cluster_passes_its_key_to_every_node_also_at_a_rolling_restart() {
         done.is_some_and(|line| line.contains("done")),
         "{done:?}: {seen:#?}"
     );
-    assert!(eventually(SETTLE, one_goose), "no goose after the restart");
+    assert!(
+        procs::eventually(SETTLE, POLL, || one_goose(&ports)),
+        "no goose after the restart"
+    );
     for (index, &port) in ports.iter().enumerate() {
         // Restarted with the key: a signed status works, an unsigned one is refused, and
         // its second boot sealed with epoch 2.
@@ -434,10 +404,7 @@ fn keyed_cluster_passes_its_key_to_every_node_also_at_a_rolling_restart() {
         assert!(reply.starts_with("ok role="), "node {}: {reply}", index + 1);
         assert!(reply.contains(" drop_bad_mac=0 "), "{reply}");
         assert!(reply.contains(" drop_unsealed=0 "), "{reply}");
-        assert_eq!(
-            support::ctl(port, "status").as_deref(),
-            Some("err forbidden")
-        );
+        assert_eq!(procs::ctl(port, "status").as_deref(), Some("err forbidden"));
         let epoch = std::fs::read(root.path().join(format!("data/{}/epoch", index + 1)));
         let epoch = epoch.expect("epoch file");
         assert_eq!(
@@ -447,34 +414,28 @@ fn keyed_cluster_passes_its_key_to_every_node_also_at_a_rolling_restart() {
             index + 1
         );
     }
-    stop_cluster(&mut launcher, guard);
+    stop(&mut cluster);
+}
+
+/// Whether every one of `ports` answers a probe and exactly one answers goose.
+fn one_goose(ports: &[u16]) -> bool {
+    let round = procs::probe(ports, Duration::from_millis(100));
+    round.answers().count() == ports.len() && round.geese().len() == 1
+}
+
+/// Sends `signal` to the `goose cluster` launcher.
+fn signal(cluster: &Cluster, signal: libc::c_int) {
+    let sent = cluster.signal(signal);
+    sent.unwrap_or_else(|e| panic!("signal {signal} to goose cluster: {e}"));
 }
 
 /// SIGTERM stops the flock: the launcher must exit 0 within [`SETTLE`].
-fn stop_cluster(launcher: &mut Child, guard: KillOnDrop) {
-    support::signal(launcher.id(), libc::SIGTERM);
-    let stopped = Instant::now();
-    let status = loop {
-        if let Ok(Some(status)) = launcher.try_wait() {
-            break status;
-        }
-        assert!(stopped.elapsed() < SETTLE, "launcher did not exit");
-        thread::sleep(Duration::from_millis(10));
-    };
-    drop(guard);
-    assert!(status.success(), "{status}");
-}
-
-/// Kills a process by pid on drop (its children follow through PR_SET_PDEATHSIG).
-struct KillOnDrop(u32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if !Path::new(&format!("/proc/{}", self.0)).exists() {
-            return;
-        }
-        support::signal(self.0, libc::SIGKILL);
-    }
+fn stop(cluster: &mut Cluster) {
+    let status = cluster.stop(SETTLE);
+    assert!(
+        status.is_some_and(|status| status.success()),
+        "goose cluster did not exit 0 within {SETTLE:?}: {status:?}"
+    );
 }
 
 /// One hook line: `<role> <id> <term> start|end`.
@@ -513,18 +474,18 @@ fn has_line(path: &Path, role: &str, id: u16, term: Option<u64>) -> bool {
 #[test]
 fn hooks_tell_who_became_goose_in_which_term_and_duck_follows_goose() {
     let _serial = serial();
-    let mut flock = Flock::new(binary(), "hooks", SLOW);
-    let file = flock.root().join("hooks.log");
+    let folder = procs::TempDir::new("hooks");
+    let file = folder.path().join("hooks.log");
     let hook = format!(
         "echo \"$GOOSE_ROLE $GOOSE_ID $GOOSE_TERM start\" >> {0}; sleep 0.05; \
          echo \"$GOOSE_ROLE $GOOSE_ID $GOOSE_TERM end\" >> {0}",
         file.display()
     );
     let flags = ["--on-goose", hook.as_str(), "--on-duck", hook.as_str()];
-    let live = flock.bootstrap(3, &flags);
-    let (first, term1) = flock.wait_goose(&live, SETTLE);
+    let (flock, live) = start(3, SLOW, &flags);
+    let (first, term1) = flock.wait_agreed(&live, SETTLE);
     let id1 = flock.nodes[first].id;
-    assert!(eventually(SETTLE, || has_line(
+    assert!(procs::eventually(SETTLE, POLL, || has_line(
         &file,
         "goose",
         id1,
@@ -533,17 +494,17 @@ fn hooks_tell_who_became_goose_in_which_term_and_duck_follows_goose() {
 
     // A handoff: the old goose's duck hook, the new goose's goose hook in a later term.
     let reply = flock.ctl(first, "transfer").expect("a reply");
-    let (second, term2) = flock.wait_goose(&live, SETTLE);
+    let (second, term2) = flock.wait_agreed(&live, SETTLE);
     let id2 = flock.nodes[second].id;
     assert_eq!(reply, format!("ok to={id2}"));
     assert!(term2 > term1);
-    assert!(eventually(SETTLE, || has_line(
+    assert!(procs::eventually(SETTLE, POLL, || has_line(
         &file,
         "duck",
         id1,
         Some(term1)
     )));
-    assert!(eventually(SETTLE, || has_line(
+    assert!(procs::eventually(SETTLE, POLL, || has_line(
         &file,
         "goose",
         id2,
@@ -568,15 +529,15 @@ fn hooks_tell_who_became_goose_in_which_term_and_duck_follows_goose() {
             Some("ok")
         );
     }
-    assert!(eventually(SETTLE, || has_line(
+    assert!(procs::eventually(SETTLE, POLL, || has_line(
         &file,
         "duck",
         id2,
         Some(term2)
     )));
-    let (third, term3) = flock.wait_goose(&others, SETTLE);
+    let (third, term3) = flock.wait_agreed(&others, SETTLE);
     let id3 = flock.nodes[third].id;
-    assert!(eventually(SETTLE, || has_line(
+    assert!(procs::eventually(SETTLE, POLL, || has_line(
         &file,
         "goose",
         id3,
@@ -585,7 +546,7 @@ fn hooks_tell_who_became_goose_in_which_term_and_duck_follows_goose() {
     for &index in &live {
         assert_eq!(flock.ctl(index, "heal").as_deref(), Some("ok"));
     }
-    flock.wait_goose(&live, SETTLE);
+    flock.wait_agreed(&live, SETTLE);
     // Let any last hook finish before reading the whole file.
     thread::sleep(Duration::from_millis(300));
 
@@ -628,26 +589,27 @@ fn hooks_tell_who_became_goose_in_which_term_and_duck_follows_goose() {
 #[test]
 fn a_hung_hook_is_killed_after_its_timeout() {
     let _serial = serial();
-    let mut flock = Flock::new(binary(), "hung", FAST);
     let flags = ["--on-goose", "sleep 30", "--hook-timeout-ms", "300"];
-    let live = flock.bootstrap(1, &flags);
-    flock.wait_goose(&live, SETTLE);
+    let (flock, live) = start(1, QUICK, &flags);
+    flock.wait_agreed(&live, SETTLE);
     assert!(
-        eventually(SETTLE, || flock.log(live[0]).contains("hook killed after")),
+        procs::eventually(SETTLE, POLL, || flock
+            .log(live[0])
+            .contains("hook killed after")),
         "{}",
         flock.log_tail(live[0])
     );
     assert!(flock.log(live[0]).contains("still running after 300 ms"));
     // The node answered all along.
-    assert!(flock.round(&live)[0].as_ref().is_some_and(|p| p.goose));
+    let round = flock.probe_round(&live, Duration::from_millis(200));
+    assert!(round.reply(live[0]).is_some_and(|p| p.goose), "{round}");
 }
 
 #[test]
 fn transfer_answers_ok_to_the_new_goose_and_refuses_what_it_must() {
     let _serial = serial();
-    let mut flock = Flock::new(binary(), "transfer", SLOW);
-    let live = flock.bootstrap(3, &[]);
-    let (goose, _) = flock.wait_goose(&live, SETTLE);
+    let (flock, live) = start(3, SLOW, &[]);
+    let (goose, _) = flock.wait_agreed(&live, SETTLE);
     let duck = live.iter().copied().find(|&i| i != goose).expect("a duck");
     let goose_id = flock.nodes[goose].id;
     assert_eq!(
@@ -658,10 +620,7 @@ fn transfer_answers_ok_to_the_new_goose_and_refuses_what_it_must() {
     assert_eq!(flock.ctl(goose, &own).as_deref(), Some("err unknown-node"));
     assert_eq!(
         flock.ctl(duck, "transfer").unwrap_or_default(),
-        format!(
-            "err not-goose goose={goose_id} addr={}",
-            addr_of(&flock, goose)
-        )
+        format!("err not-goose goose={goose_id} addr={}", flock.addr(goose))
     );
     assert_eq!(
         flock.ctl(goose, "remove 99").as_deref(),
@@ -671,7 +630,7 @@ fn transfer_answers_ok_to_the_new_goose_and_refuses_what_it_must() {
     // To the most up-to-date voter, then to a named one; each well under an election.
     let asked = Instant::now();
     let reply = flock.ctl(goose, "transfer").expect("a reply");
-    let (next, _) = flock.wait_goose(&live, SETTLE);
+    let (next, _) = flock.wait_agreed(&live, SETTLE);
     let took = asked.elapsed();
     assert_ne!(next, goose);
     assert_eq!(reply, format!("ok to={}", flock.nodes[next].id));
@@ -684,7 +643,7 @@ fn transfer_answers_ok_to_the_new_goose_and_refuses_what_it_must() {
     let named_id = flock.nodes[named].id;
     let reply = flock.ctl(next, &format!("transfer {named_id}"));
     assert_eq!(reply, Some(format!("ok to={named_id}")));
-    let (now_goose, _) = flock.wait_goose(&live, SETTLE);
+    let (now_goose, _) = flock.wait_agreed(&live, SETTLE);
     assert_eq!(now_goose, named);
 
     // One change at a time: with the goose cut off (its lease still holds for a while),
@@ -710,7 +669,7 @@ fn transfer_answers_ok_to_the_new_goose_and_refuses_what_it_must() {
     assert_eq!(flock.ctl(goose, "heal").as_deref(), Some("ok"));
     // Healed in time, the same goose commits the change; or a new one does. Either way
     // node 9 ends up a learner, and can be removed.
-    let (goose, _) = flock.wait_goose(&live, SETTLE);
+    let (goose, _) = flock.wait_agreed(&live, SETTLE);
     wait_membership(&flock, goose, &[1, 2, 3], &[9]);
     assert_eq!(flock.ctl_until_not_busy(goose, "remove 9", SETTLE), "ok");
     wait_membership(&flock, goose, &[1, 2, 3], &[]);
@@ -719,13 +678,12 @@ fn transfer_answers_ok_to_the_new_goose_and_refuses_what_it_must() {
 #[test]
 fn sigterm_on_the_goose_hands_off_at_once_and_a_duck_just_exits() {
     let _serial = serial();
-    let mut flock = Flock::new(binary(), "sigterm", SLOW);
-    let live = flock.bootstrap(3, &[]);
-    let (goose, _) = flock.wait_goose(&live, SETTLE);
+    let (mut flock, live) = start(3, SLOW, &[]);
+    let (goose, _) = flock.wait_agreed(&live, SETTLE);
     let others: Vec<usize> = live.iter().copied().filter(|&i| i != goose).collect();
     let signalled = Instant::now();
     flock.signal(goose, libc::SIGTERM);
-    let (next, _) = flock.wait_goose(&others, SETTLE);
+    let (next, _) = flock.wait_agreed(&others, SETTLE);
     let took = signalled.elapsed();
     exits_zero(&mut flock, goose, SETTLE);
     assert!(took < HANDOFF_BOUND, "SIGTERM handoff took {took:?}");
@@ -736,10 +694,10 @@ fn sigterm_on_the_goose_hands_off_at_once_and_a_duck_just_exits() {
     flock.signal(duck, libc::SIGTERM);
     exits_zero(&mut flock, duck, Duration::from_secs(2));
     // Both come back from their data dirs alone, as ducks following the goose.
-    flock.restart(goose, &[]);
-    flock.restart(duck, &[]);
+    flock.restart_from_data_dir(goose, &[]);
+    flock.restart_from_data_dir(duck, &[]);
     flock.wait_listening(&[goose, duck]);
-    let (still, _) = flock.wait_goose(&live, SETTLE);
+    let (still, _) = flock.wait_agreed(&live, SETTLE);
     assert_eq!(still, next);
     eprintln!("SIGTERM handoff: {} ms", took.as_millis());
 }

@@ -11,7 +11,6 @@
 //!
 //! Every thread stops at its deadline, and every loop has a bound.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::mem::size_of;
@@ -22,7 +21,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::procs::{self, Flock};
+use crate::procs::{gather, parse_status, Flock, Status};
 
 /// The probe every flooder sends.
 pub const PROBE: &[u8] = b"whois-goose";
@@ -401,45 +400,16 @@ fn pace(started: Instant, sent: u64, rate: u64, deadline: Instant) {
 // Watching the flock
 // ---------------------------------------------------------------------------------------
 
-/// One node's `ctl status` pairs.
-pub type Status = BTreeMap<String, String>;
-
-/// Asks every node for `ctl status` at once from one fresh 127.0.0.1 socket, and collects
-/// the replies that arrive within `window`; `None` where a node did not answer.
+/// Asks every node for `ctl status` at once from one fresh 127.0.0.1 socket ([`gather`],
+/// as a probe round asks `whois-goose`), and collects the replies that arrive within
+/// `window`; `None` where a node did not answer `ok …`.
 pub fn sample(flock: &Flock, window: Duration) -> Vec<Option<Status>> {
-    let mut statuses = vec![None; flock.len()];
-    let Ok(socket) = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)) else {
-        return statuses;
-    };
-    for index in flock.all() {
-        let _ = socket.send_to(b"ctl status", flock.addr(index));
-    }
-    let deadline = Instant::now() + window;
-    let mut buffer = vec![0; 4096];
-    let mut waiting = flock.len();
-    while waiting > 0 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || socket.set_read_timeout(Some(left)).is_err() {
-            break;
-        }
-        let (size, source) = match socket.recv_from(&mut buffer) {
-            Ok(received) => received,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        };
-        let Some(index) = flock.all().into_iter().find(|&i| flock.addr(i) == source) else {
-            continue;
-        };
-        let text = String::from_utf8_lossy(&buffer[..size]);
-        let Some(pairs) = procs::status_pairs(&text) else {
-            continue;
-        };
-        if statuses[index].is_none() {
-            waiting -= 1;
-        }
-        statuses[index] = Some(pairs);
-    }
-    statuses
+    let targets: Vec<SocketAddr> = flock.all().into_iter().map(|i| flock.addr(i)).collect();
+    let (_, replies) = gather(&targets, b"ctl status", window);
+    replies
+        .into_iter()
+        .map(|reply| parse_status(&String::from_utf8_lossy(&reply?.0)))
+        .collect()
 }
 
 /// A numeric `key` of a status.

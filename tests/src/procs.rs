@@ -1,5 +1,5 @@
-//! Real `goose` processes on 127.0.0.1, for `tests/processes.rs`, `tests/qemu.rs`,
-//! `bin/bench_flock.rs` and `bin/bench_mixed.rs`.
+//! Real `goose` processes on 127.0.0.1: the one harness of every process test and
+//! benchmark (this crate's `tests/` and `bin/`, and node-std's `tests/elastic.rs`).
 //!
 //! A [`Flock`] spawns `goose node` children on free UDP ports, each with its own data dir in
 //! a fresh temporary folder; a mixed flock ([`Flock::start_mixed`]) makes its last members
@@ -21,18 +21,23 @@
 //! A flock with a cluster key ([`Flock::start_keyed`], [`new_key_file`]) gets the key on
 //! every node's command line, and [`Flock::ctl`] sends its commands through
 //! `goose ctl --cluster-key-file`, which signs them; probes need no key.
+//!
+//! Nodes a test did not spawn itself (a `goose cluster`'s) are probed with [`probe`], and
+//! asked with [`ctl`]; the numbers of a process with [`cpu_ticks`]; a benchmark's
+//! distribution with [`percentile`].
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::fmt;
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, BufRead as _, BufReader};
 use std::marker::PhantomData;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{mpsc, Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -50,8 +55,9 @@ const LISTEN_WITHIN: Duration = Duration::from_secs(10);
 const START_ATTEMPTS: u32 = 5;
 /// How long a `goose board` gets to exit once its QEMU was killed.
 const STOP_WAIT: Duration = Duration::from_secs(5);
-/// How long [`Flock::ctl`] waits for a reply.
-const CTL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long [`ctl`] waits for a reply: a transfer answers only once the handoff is sent,
+/// several state saves later, which a loaded machine can stretch past a second.
+const CTL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Largest reply read (a `status` line of a 5-node flock is well below).
 const REPLY_SIZE_MAX: usize = 4096;
 /// Log lines of each node printed when a test fails.
@@ -64,6 +70,13 @@ const QEMU_PID_WITHIN: Duration = Duration::from_secs(10);
 /// How long a `goose ctl` or `goose keygen` child may run: a signed command is two round
 /// trips, one more try on a stale nonce and one redirect, each bounded by the client.
 const CLIENT_RUN_WITHIN: Duration = Duration::from_secs(15);
+/// Attempts at finding consecutive free ports ([`free_port_range`]).
+const PORT_RANGE_ATTEMPTS: u32 = 100;
+/// The pause between two tries of [`Flock::ctl_until_not_busy`].
+const POLL_PAUSE: Duration = Duration::from_millis(10);
+/// Clock ticks per second of `/proc/<pid>/stat` when `sysconf` cannot say (Linux's
+/// `USER_HZ` everywhere).
+const CLOCK_TICKS_PER_SECOND_DEFAULT: u64 = 100;
 
 /// A flock's timing, passed to every node as `--heartbeat-ms` and `--election-timeout-ms`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,8 +157,16 @@ impl fmt::Display for Timing {
 ///
 /// If there is no binary and cargo could not build one.
 pub fn goose_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| locate_or_build().unwrap_or_else(|error| panic!("{error}")))
+}
+
+/// The binary [`goose_binary`] returns, once found.
+static BINARY: OnceLock<PathBuf> = OnceLock::new();
+
+/// Makes [`goose_binary`] return `path` (a test of the `goose` package passes cargo's
+/// `CARGO_BIN_EXE_goose`, a benchmark its `--goose`), unless it already returns a binary.
+pub fn use_goose_binary(path: &Path) {
+    let _ = BINARY.set(path.to_path_buf());
 }
 
 fn locate_or_build() -> Result<PathBuf, String> {
@@ -289,6 +310,27 @@ pub fn free_ports(count: usize) -> Vec<u16> {
         .collect()
 }
 
+/// The first of `count` consecutive UDP ports on 127.0.0.1 that were free a moment ago (for
+/// `goose cluster --base-port`).
+///
+/// # Panics
+///
+/// If none turn up in [`PORT_RANGE_ATTEMPTS`] tries.
+pub fn free_port_range(count: u16) -> u16 {
+    let span = PORT_HIGH - PORT_LOW - u32::from(count);
+    for _ in 0..PORT_RANGE_ATTEMPTS {
+        let base = PORT_LOW + next_sequence().wrapping_mul(2_654_435_761) % span;
+        let base = u16::try_from(base).expect("below 32000");
+        let held: Vec<UdpSocket> = (0..count)
+            .map_while(|i| UdpSocket::bind((Ipv4Addr::LOCALHOST, base + i)).ok())
+            .collect();
+        if held.len() == usize::from(count) {
+            return base;
+        }
+    }
+    panic!("no {count} consecutive free UDP ports found");
+}
+
 /// A temporary folder, removed when dropped.
 #[derive(Debug)]
 pub struct TempDir {
@@ -322,20 +364,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.path);
     }
-}
-
-/// The `key=value` pairs of an `ok …` reply (a `ctl status`), read with the core's parser;
-/// `None` for any other reply.
-pub fn status_pairs(reply: &str) -> Option<BTreeMap<String, String>> {
-    let Ok(Reply::Ok(pairs)) = Reply::parse(reply) else {
-        return None;
-    };
-    let pairs = pairs.iter();
-    Some(
-        pairs
-            .map(|(key, value)| (key.to_owned(), value.to_owned()))
-            .collect(),
-    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -484,6 +512,112 @@ pub fn receive(socket: &UdpSocket, deadline: Instant) -> Option<Vec<u8>> {
     }
 }
 
+/// One reply per target of a [`gather`]: the datagram and when it arrived.
+pub type Replies = Vec<Option<(Vec<u8>, Instant)>>;
+
+/// Sends `datagram` to every one of `targets` at once from one fresh 127.0.0.1 socket and
+/// collects each one's first reply until all answered or `window` has passed; returns
+/// when it sent them, and the replies in the order of `targets`. Sent from one socket at
+/// once, a round is a near-instant snapshot of the flock: a node reads its socket in order,
+/// so two `goose` answers in one probe round are a real overlap.
+pub fn gather(targets: &[SocketAddr], datagram: &[u8], window: Duration) -> (Instant, Replies) {
+    let mut replies = vec![None; targets.len()];
+    let Ok(socket) = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)) else {
+        return (Instant::now(), replies);
+    };
+    let sent = Instant::now();
+    for target in targets {
+        // A full buffer or a dead port only means no answer.
+        let _ = socket.send_to(datagram, target);
+    }
+    let deadline = sent + window;
+    let mut buffer = [0; REPLY_SIZE_MAX];
+    let mut waiting = targets.len();
+    while waiting > 0 {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            break;
+        };
+        if left.is_zero() || socket.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        let (size, source) = match socket.recv_from(&mut buffer) {
+            Ok(received) => received,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        let at = Instant::now();
+        let Some(slot) = targets.iter().position(|target| *target == source) else {
+            continue;
+        };
+        if replies[slot].is_none() {
+            replies[slot] = Some((buffer[..size].to_vec(), at));
+            waiting -= 1;
+        }
+    }
+    (sent, replies)
+}
+
+/// One probe round of nodes this harness did not spawn (a `goose cluster`'s): `whois-goose`
+/// to every one of `ports` at once ([`gather`]); the replies in the order of `ports`.
+/// Nothing is checked: [`Flock::probe_round`] checks the promises on its own nodes.
+///
+/// # Panics
+///
+/// On a reply that breaks the reply format.
+pub fn probe(ports: &[u16], window: Duration) -> Round {
+    let targets: Vec<SocketAddr> = ports
+        .iter()
+        .map(|&port| SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+        .collect();
+    let (sent, replies) = gather(&targets, b"whois-goose", window);
+    let replies = replies
+        .into_iter()
+        .map(|reply| {
+            let (datagram, at) = reply?;
+            let probe = Probe::parse(&datagram).unwrap_or_else(|error| panic!("{error}"));
+            Some((probe, at))
+        })
+        .collect();
+    Round { sent, replies }
+}
+
+/// Sends `ctl <command>` to 127.0.0.1:`port`, unsigned, and returns the reply line without
+/// its `\n`, if one came within the control timeout.
+pub fn ctl(port: u16, command: &str) -> Option<String> {
+    let text = format!("ctl {command}");
+    let reply = request(port, text.as_bytes(), CTL_TIMEOUT)?;
+    let reply = String::from_utf8_lossy(&reply).into_owned();
+    Some(reply.strip_suffix('\n').unwrap_or(&reply).to_owned())
+}
+
+/// A node's `ctl status` pairs.
+pub type Status = BTreeMap<String, String>;
+
+/// The `key=value` pairs of an `ok …` reply (a `ctl status`), read with the core's parser;
+/// `None` for any other reply.
+pub fn parse_status(reply: &str) -> Option<Status> {
+    let Ok(Reply::Ok(pairs)) = Reply::parse(reply) else {
+        return None;
+    };
+    Some(
+        pairs
+            .iter()
+            .map(|(key, value)| (key.to_owned(), value.to_owned()))
+            .collect(),
+    )
+}
+
+/// The ids of a `ctl status` list (`voters=1,2,3`; empty when none); `None` if the status
+/// has no such key or an item is not an id.
+pub fn ids(status: &Status, key: &str) -> Option<Vec<u16>> {
+    status
+        .get(key)?
+        .split(',')
+        .filter(|item| !item.is_empty())
+        .map(|item| item.parse().ok())
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------
 // The flock
 // ---------------------------------------------------------------------------------------
@@ -604,15 +738,7 @@ impl Flock {
     /// `--join …`); it is probed, killed and logged like the others. Returns its index.
     pub fn spawn_node(&mut self, id: u16, port: u16, args: &[String]) -> usize {
         let data_dir = self.root.path().join(id.to_string());
-        let mut line: Vec<String> = vec![
-            "node".into(),
-            "--id".into(),
-            id.to_string(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--data-dir".into(),
-            data_dir.display().to_string(),
-        ];
+        let mut line = node_args(id, port, &data_dir);
         line.extend(args.iter().cloned());
         self.nodes.push(Node {
             id,
@@ -627,6 +753,15 @@ impl Flock {
         let index = self.nodes.len() - 1;
         self.launch(index);
         index
+    }
+
+    /// Spawns `goose node --id <id> --join <node via's address>` on `port`, with the
+    /// flock's timing and `extra` flags, as [`Flock::spawn_node`]; does not wait.
+    pub fn spawn_joiner(&mut self, id: u16, port: u16, via: usize, extra: &[&str]) -> usize {
+        let mut args = vec!["--join".to_owned(), self.addr(via).to_string()];
+        args.extend(self.timing.flags());
+        args.extend(extra.iter().map(|&flag| flag.to_owned()));
+        self.spawn_node(id, port, &args)
     }
 
     /// A mixed flock: `desktops` `goose node`s (ids 1..) then `boards` `goose board`s, the
@@ -688,7 +823,7 @@ impl Flock {
         for _ in 0..START_ATTEMPTS {
             let flags = (extra, board_extra);
             let mut flock = Self::spawn(count, boards, timing, flags, on_violation);
-            match flock.wait_listening(within) {
+            match flock.listening(&flock.all(), within) {
                 Ok(()) => return flock,
                 // Another process took a port between the check and the bind: new ports.
                 Err(error) => failures.push(error),
@@ -721,17 +856,12 @@ impl Flock {
                     port.to_string(),
                     "--firmware".into(),
                     firmware().display().to_string(),
+                    "--data-dir".into(),
+                    data_dir.display().to_string(),
                 ]
             } else {
-                vec![
-                    "node".into(),
-                    "--id".into(),
-                    id.to_string(),
-                    "--listen".into(),
-                    format!("127.0.0.1:{port}"),
-                ]
+                node_args(id, port, &data_dir)
             };
-            args.extend(["--data-dir".into(), data_dir.display().to_string()]);
             for (peer_index, &peer_port) in ports.iter().enumerate() {
                 if peer_index != index {
                     args.push("--peer".into());
@@ -793,12 +923,22 @@ impl Flock {
         node.child = Some(child);
     }
 
-    /// Waits until every running node answers a probe, or fails with why not.
-    fn wait_listening(&mut self, within: Duration) -> Result<(), String> {
+    /// Waits until every node of `indices` answers a probe.
+    ///
+    /// # Panics
+    ///
+    /// If one exits or stays silent for [`LISTEN_WITHIN`].
+    pub fn wait_listening(&mut self, indices: &[usize]) {
+        if let Err(error) = self.listening(indices, LISTEN_WITHIN) {
+            panic!("{error}");
+        }
+    }
+
+    /// Waits until every node of `indices` answers a probe, or fails with why not.
+    fn listening(&mut self, indices: &[usize], within: Duration) -> Result<(), String> {
         let deadline = Instant::now() + within;
-        let all: Vec<usize> = (0..self.nodes.len()).collect();
         loop {
-            for index in 0..self.nodes.len() {
+            for &index in indices {
                 if let Some(status) = self.exit_status(index) {
                     return Err(format!(
                         "node {} exited ({status}) at start:\n{}",
@@ -807,8 +947,8 @@ impl Flock {
                     ));
                 }
             }
-            let round = self.probe_round(&all, Duration::from_millis(50));
-            if round.answers().count() == all.len() {
+            let round = self.probe_round(indices, Duration::from_millis(50));
+            if round.answers().count() == indices.len() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -840,6 +980,11 @@ impl Flock {
         self.nodes[index].port
     }
 
+    /// The ports of `indices`.
+    pub fn ports(&self, indices: &[usize]) -> Vec<u16> {
+        indices.iter().map(|&index| self.port(index)).collect()
+    }
+
     /// Node `index`'s address.
     pub fn addr(&self, index: usize) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.port(index)))
@@ -863,43 +1008,20 @@ impl Flock {
     ///
     /// On a broken promise, if the flock was started with [`OnViolation::Panic`].
     pub fn probe_round(&self, indices: &[usize], window: Duration) -> Round {
-        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("probe socket");
-        let sent = Instant::now();
+        let targets: Vec<SocketAddr> = indices.iter().map(|&index| self.addr(index)).collect();
+        let (sent, replies) = gather(&targets, b"whois-goose", window);
         let mut round = Round {
             sent,
             replies: vec![None; self.nodes.len()],
         };
-        for &index in indices {
-            // A full buffer or a dead port only means no answer.
-            let _ = socket.send_to(b"whois-goose", self.addr(index));
-        }
-        let deadline = sent + window;
-        let mut buffer = [0; REPLY_SIZE_MAX];
-        let mut waiting = indices.len();
-        while waiting > 0 {
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                break;
-            };
-            if left.is_zero() || socket.set_read_timeout(Some(left)).is_err() {
-                break;
-            }
-            let (size, source) = match socket.recv_from(&mut buffer) {
-                Ok(received) => received,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            };
-            let at = Instant::now();
-            let Some(index) = self.nodes.iter().position(|n| n.port == source.port()) else {
+        for (&index, reply) in indices.iter().zip(replies) {
+            let Some((datagram, at)) = reply else {
                 continue;
             };
-            if round.replies[index].is_some() || !indices.contains(&index) {
-                continue;
-            }
-            match Probe::parse(&buffer[..size]) {
+            match Probe::parse(&datagram) {
                 Ok(probe) => round.replies[index] = Some((probe, at)),
                 Err(error) => self.violation(|w| &mut w.malformed, &error),
             }
-            waiting -= 1;
         }
         self.check(&round);
         round
@@ -998,17 +1120,91 @@ impl Flock {
         }
     }
 
+    /// Probes `indices` every `every` until one answers `goose`, for at most `within` from
+    /// `since`; that node, its term, and the time from `since` to its answer's arrival.
+    pub fn first_goose(
+        &self,
+        indices: &[usize],
+        since: Instant,
+        every: Duration,
+        within: Duration,
+    ) -> Option<(usize, u64, Duration)> {
+        while since.elapsed() < within {
+            let next = Instant::now() + every;
+            // Replies take well under a millisecond; leave the rest of the period to sleep.
+            let window = every.saturating_sub(Duration::from_micros(200));
+            let round = self.probe_round(indices, window);
+            if let Some(&goose) = round.geese().first() {
+                let (probe, at) = round.replies[goose].as_ref()?;
+                return Some((goose, probe.term, at.saturating_duration_since(since)));
+            }
+            thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+        None
+    }
+
+    /// Waits at most `within` until every node agrees on one goose and its term
+    /// ([`Round::agreed`]) without a change for an election timeout (at least 100 ms);
+    /// returns the goose and the term.
+    pub fn wait_stable(&self, within: Duration) -> Option<(usize, u64)> {
+        let hold = self
+            .timing
+            .election_timeout_max()
+            .max(Duration::from_millis(100));
+        let all = self.all();
+        let deadline = Instant::now() + within;
+        let mut since: Option<(Instant, (usize, u64))> = None;
+        while Instant::now() < deadline {
+            let round = self.probe_round(&all, Duration::from_millis(50));
+            match (round.agreed(&all), since) {
+                (Some(agreed), Some((start, seen))) if agreed == seen => {
+                    if start.elapsed() >= hold {
+                        return Some(agreed);
+                    }
+                }
+                (Some(agreed), _) => since = Some((Instant::now(), agreed)),
+                (None, _) => since = None,
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
     /// Sends `ctl <command>` to node `index` and returns the reply line without its `\n`.
     /// With a control key ([`Flock::start_keyed`]), through `goose ctl
     /// --cluster-key-file`, which signs it (and follows a duck's redirect to the goose).
     pub fn ctl(&self, index: usize, command: &str) -> Option<String> {
-        if let Some(key) = &self.control_key {
-            return signed_ctl(key, self.addr(index), command);
+        match &self.control_key {
+            Some(key) => signed_ctl(key, self.addr(index), command),
+            None => ctl(self.port(index), command),
         }
-        let text = format!("ctl {command}");
-        let reply = request(self.port(index), text.as_bytes(), CTL_TIMEOUT)?;
-        let reply = String::from_utf8_lossy(&reply).into_owned();
-        Some(reply.strip_suffix('\n').unwrap_or(&reply).to_owned())
+    }
+
+    /// [`Flock::ctl`], retried every few milliseconds while node `index` answers nothing or
+    /// `err busy` (one membership change at a time); the first other reply.
+    ///
+    /// # Panics
+    ///
+    /// If it is still busy or silent after `within`.
+    pub fn ctl_until_not_busy(&self, index: usize, command: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            match self.ctl(index, command) {
+                Some(reply) if reply != "err busy" => return reply,
+                _ => {}
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ctl {command} to node {}: busy or silent for {within:?}",
+                self.nodes[index].id
+            );
+            thread::sleep(POLL_PAUSE);
+        }
+    }
+
+    /// Node `index`'s `ctl status` pairs, if it answers `ok …`.
+    pub fn try_status(&self, index: usize) -> Option<Status> {
+        parse_status(&self.ctl(index, "status")?)
     }
 
     /// Node `index`'s `ctl status` pairs.
@@ -1016,10 +1212,10 @@ impl Flock {
     /// # Panics
     ///
     /// If it does not answer `ok …`.
-    pub fn status(&self, index: usize) -> BTreeMap<String, String> {
+    pub fn status(&self, index: usize) -> Status {
         let reply = self.ctl(index, "status");
         let reply = reply.unwrap_or_else(|| panic!("no status from node {}", index + 1));
-        status_pairs(&reply)
+        parse_status(&reply)
             .unwrap_or_else(|| panic!("status of node {} is not ok: {reply}", index + 1))
     }
 
@@ -1173,6 +1369,26 @@ impl Flock {
         self.launch(index);
     }
 
+    /// Starts desktop node `index` again with `--data-dir` alone (plus the flock's timing
+    /// and `extra`), as the contract allows once the data dir holds a membership; later
+    /// [`Flock::restart`]s keep these flags. Does not wait.
+    ///
+    /// # Panics
+    ///
+    /// If it is running.
+    pub fn restart_from_data_dir(&mut self, index: usize, extra: &[&str]) {
+        let node = &mut self.nodes[index];
+        let mut args = vec![
+            "node".to_owned(),
+            "--data-dir".to_owned(),
+            node.data_dir.display().to_string(),
+        ];
+        args.extend(self.timing.flags());
+        args.extend(extra.iter().map(|&flag| flag.to_owned()));
+        node.args = args;
+        self.launch(index);
+    }
+
     /// Node `index`'s exit status, if it has exited (it is then reaped and forgotten).
     pub fn exit_status(&mut self, index: usize) -> Option<ExitStatus> {
         let child = self.nodes[index].child.as_mut()?;
@@ -1221,12 +1437,18 @@ impl Drop for Flock {
     }
 }
 
-/// `kill(pid, signal)`.
-fn send_signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
+/// `kill(pid, signal)`, for a process the caller started and has not reaped (a `goose
+/// cluster` launcher, a board's QEMU), so that `pid` names no other process.
+///
+/// # Errors
+///
+/// `kill`'s, e.g. when the process is gone.
+pub fn send_signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
     let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
-    // SAFETY: kill(2) has no memory effects. The callers pass the pid of a board's QEMU,
-    // the child of a `goose board` child of ours that runs and is not reaped (the flock is
-    // borrowed meanwhile), so the pid cannot name another process unless QEMU itself died.
+    // SAFETY: kill(2) has no memory effects. The callers pass the pid of a process of
+    // theirs that they have not reaped (a board's QEMU: the child of a `goose board` child
+    // that runs and is not reaped, the flock borrowed meanwhile), so the pid cannot name
+    // another process unless that process itself died.
     if unsafe { libc::kill(pid, signal) } == 0 {
         Ok(())
     } else {
@@ -1267,6 +1489,101 @@ impl Starving<'_> {
 impl Drop for Starving<'_> {
     fn drop(&mut self) {
         let _ = self.finish();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A `goose cluster`
+// ---------------------------------------------------------------------------------------
+
+/// A `goose cluster` launcher, whose nodes are its own children on consecutive ports; killed
+/// by pid (SIGKILL: its nodes follow through their parent-death signal) and reaped when
+/// dropped, unless [`Cluster::stop`] stopped it.
+#[derive(Debug)]
+pub struct Cluster {
+    launcher: Child,
+    lines: mpsc::Receiver<String>,
+    /// Its nodes' ports: node `i + 1` listens on `ports[i]`.
+    pub ports: Vec<u16>,
+}
+
+impl Cluster {
+    /// Starts `goose cluster --nodes <nodes>` on free consecutive ports with its data under
+    /// `data_dir`, `timing` and `extra` flags; a thread reads its stdout into
+    /// [`Cluster::lines`]. Does not wait for the nodes.
+    ///
+    /// # Panics
+    ///
+    /// If it cannot be spawned.
+    pub fn start(nodes: u16, timing: Timing, data_dir: &Path, extra: &[&OsStr]) -> Self {
+        let base = free_port_range(nodes);
+        let mut launcher = Command::new(goose_binary())
+            .args(["cluster", "--nodes", &nodes.to_string()])
+            .args(["--base-port", &base.to_string()])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .args(timing.flags())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn goose cluster: {e}"));
+        let (lines_in, lines) = mpsc::channel::<String>();
+        if let Some(stdout) = launcher.stdout.take() {
+            // Ends when the launcher closes its stdout (it exits) or the cluster drops.
+            thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if lines_in.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Self {
+            launcher,
+            lines,
+            ports: (0..nodes).map(|i| base + i).collect(),
+        }
+    }
+
+    /// The lines the launcher printed so far and not yet received.
+    pub fn lines(&self) -> &mpsc::Receiver<String> {
+        &self.lines
+    }
+
+    /// Sends `signal` to the launcher (SIGHUP: a rolling restart).
+    ///
+    /// # Errors
+    ///
+    /// `kill`'s, e.g. when the launcher is gone.
+    pub fn signal(&self, signal: libc::c_int) -> io::Result<()> {
+        send_signal(self.launcher.id(), signal)
+    }
+
+    /// SIGTERM to the launcher, which stops every node; its exit status if it exited
+    /// within `within`.
+    pub fn stop(&mut self, within: Duration) -> Option<ExitStatus> {
+        let _ = self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.launcher.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if matches!(self.launcher.try_wait(), Ok(None)) {
+            let _ = self.launcher.kill();
+        }
+        let _ = self.launcher.wait();
     }
 }
 
@@ -1395,4 +1712,74 @@ impl Flock {
     pub fn log(&self, index: usize) -> String {
         fs::read_to_string(&self.nodes[index].log).unwrap_or_default()
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Command lines, waits and figures
+// ---------------------------------------------------------------------------------------
+
+/// `node --id <id> --listen 127.0.0.1:<port> --data-dir <data_dir>`: the start of a desktop
+/// node's command line.
+pub fn node_args(id: u16, port: u16, data_dir: &Path) -> Vec<String> {
+    vec![
+        "node".into(),
+        "--id".into(),
+        id.to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+    ]
+}
+
+/// Polls `condition` every `every` until it holds (then `true`), for at most `within`.
+pub fn eventually(within: Duration, every: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(every);
+    }
+}
+
+/// The CPU time (user + system, every thread) process `pid` has used, in clock ticks
+/// ([`clock_ticks_per_second`]), from `/proc/<pid>/stat`.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the parenthesised command name (which may hold spaces): state is field 3,
+    // utime 14, stime 15 of the whole line.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks per second of [`cpu_ticks`].
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf reads a system constant; no memory effects.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks)
+        .ok()
+        .filter(|&ticks| ticks > 0)
+        .unwrap_or(CLOCK_TICKS_PER_SECOND_DEFAULT)
+}
+
+/// The machine's load averages (1, 5 and 15 minutes), as `/proc/loadavg` gives them.
+pub fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|text| text.split(' ').take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// The nearest-rank percentile `p` (0–100) of `sorted`, `None` if it is empty.
+pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    Some(sorted[rank.min(sorted.len()) - 1])
 }

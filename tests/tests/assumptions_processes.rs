@@ -95,16 +95,8 @@ fn number(status: &BTreeMap<String, String>, name: &str) -> u64 {
 
 /// The ids of a `ctl status` list (`voters=1,2,3`; empty when none).
 fn ids(status: &BTreeMap<String, String>, name: &str) -> Vec<u16> {
-    let list = status
-        .get(name)
-        .unwrap_or_else(|| panic!("ctl status has no {name}=: {status:?}"));
-    list.split(',')
-        .filter(|item| !item.is_empty())
-        .map(|item| {
-            item.parse()
-                .unwrap_or_else(|_| panic!("bad id {item:?} in {name}="))
-        })
-        .collect()
+    procs::ids(status, name)
+        .unwrap_or_else(|| panic!("ctl status has no list of ids {name}=: {status:?}"))
 }
 
 /// Node `index`'s `ctl status` pairs from one datagram, waiting at most `timeout`; `None`
@@ -116,7 +108,7 @@ fn quick_status(
     timeout: Duration,
 ) -> Option<BTreeMap<String, String>> {
     let reply = procs::request(flock.port(index), b"ctl status", timeout)?;
-    procs::status_pairs(&String::from_utf8_lossy(&reply))
+    procs::parse_status(&String::from_utf8_lossy(&reply))
 }
 
 /// Polls node `index`'s status every 10 ms until `done` accepts it; panics after `within`.

@@ -75,18 +75,10 @@ fn path_text(path: &Path) -> String {
     path.display().to_string()
 }
 
-/// Waits until `condition` holds, checking every 50 ms for at most `within`.
-fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
+/// Waits until `condition` holds, checking every 50 ms (a signed `ctl` is a `goose ctl`
+/// child) for at most `within`.
+fn eventually(within: Duration, condition: impl FnMut() -> bool) -> bool {
+    procs::eventually(within, Duration::from_millis(50), condition)
 }
 
 /// A keyed flock of three, settled: its key folder (keep it alive), the flock, and the

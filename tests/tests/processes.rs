@@ -17,7 +17,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use flock_tests::procs::{self, free_ports, run_goose, Flock, Probe, TempDir, Timing};
+use flock_tests::procs::{self, free_ports, node_args, run_goose, Flock, Probe, TempDir, Timing};
 use goose_core::rand::Rand;
 use goose_core::wire::VERSION;
 
@@ -652,18 +652,6 @@ fn bad_input_is_dropped_and_counted_and_the_goose_keeps_its_role_and_term() {
 // ---------------------------------------------------------------------------------------
 // Start-up errors
 // ---------------------------------------------------------------------------------------
-
-fn node_args(id: u16, port: u16, data_dir: &Path) -> Vec<String> {
-    vec![
-        "node".into(),
-        "--id".into(),
-        id.to_string(),
-        "--listen".into(),
-        format!("127.0.0.1:{port}"),
-        "--data-dir".into(),
-        data_dir.display().to_string(),
-    ]
-}
 
 fn run(args: &[String], within: Duration) -> procs::Outcome {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();

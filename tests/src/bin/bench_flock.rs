@@ -31,7 +31,7 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use flock_tests::procs::{Flock, OnViolation, Timing, Watch};
+use flock_tests::procs::{self, load_average, percentile, Flock, OnViolation, Timing, Watch};
 use goose_core::rand::Rand;
 use plotters::prelude::*;
 
@@ -169,14 +169,8 @@ fn bench_timing(name: &'static str, timing: Timing, args: &Args) -> TimingResult
     for run in 0..args.cold_runs {
         let flock = Flock::start_with(NODES, timing, &UNLIMITED, OnViolation::Count);
         let all = flock.all();
-        match first_goose(
-            &flock,
-            &all,
-            flock.started,
-            args.probe_every,
-            FAILOVER_WITHIN,
-        ) {
-            Some(after) => cold_starts.push(after),
+        match flock.first_goose(&all, flock.started, args.probe_every, FAILOVER_WITHIN) {
+            Some((_, _, after)) => cold_starts.push(after),
             None => eprintln!("cold start {run}: no goose within {FAILOVER_WITHIN:?}"),
         }
         add_watch(&mut watch, &flock.watch());
@@ -187,7 +181,7 @@ fn bench_timing(name: &'static str, timing: Timing, args: &Args) -> TimingResult
     let mut rand = Rand::new(seed());
     let (mut failovers, mut missed, mut unstable) = (Vec::new(), 0, 0);
     for run in 0..args.runs {
-        let Some(goose) = wait_stable(&flock) else {
+        let Some((goose, _)) = flock.wait_stable(STABLE_WITHIN) else {
             unstable += 1;
             eprintln!("run {run}: flock not stable within {STABLE_WITHIN:?}");
             continue;
@@ -197,14 +191,8 @@ fn bench_timing(name: &'static str, timing: Timing, args: &Args) -> TimingResult
         thread::sleep(Duration::from_micros(jitter));
         let killed = flock.kill9(goose);
         let survivors: Vec<usize> = flock.all().into_iter().filter(|&i| i != goose).collect();
-        match first_goose(
-            &flock,
-            &survivors,
-            killed,
-            args.probe_every,
-            FAILOVER_WITHIN,
-        ) {
-            Some(after) => failovers.push(after),
+        match flock.first_goose(&survivors, killed, args.probe_every, FAILOVER_WITHIN) {
+            Some((_, _, after)) => failovers.push(after),
             None => missed += 1,
         }
         flock.restart(goose);
@@ -212,8 +200,8 @@ fn bench_timing(name: &'static str, timing: Timing, args: &Args) -> TimingResult
             eprintln!("{} kills: {}", run + 1, summary(&failovers));
         }
     }
-    let idle = match wait_stable(&flock) {
-        Some(goose) => measure_idle(&flock, goose),
+    let idle = match flock.wait_stable(STABLE_WITHIN) {
+        Some((goose, _)) => measure_idle(&flock, goose),
         None => Vec::new(),
     };
     let flood = if timing == Timing::DEFAULT {
@@ -252,63 +240,8 @@ fn seed() -> u64 {
         .map_or(1, |d| d.as_nanos() as u64)
 }
 
-/// Probes `indices` every `every` until one answers `goose`; the time from `since`
-/// to that answer's arrival.
-fn first_goose(
-    flock: &Flock,
-    indices: &[usize],
-    since: Instant,
-    every: Duration,
-    within: Duration,
-) -> Option<Duration> {
-    while since.elapsed() < within {
-        let next = Instant::now() + every;
-        // Replies take well under a millisecond; leave the rest of the period to sleep.
-        let window = every.saturating_sub(Duration::from_micros(200));
-        let round = flock.probe_round(indices, window);
-        if let Some(&goose) = round.geese().first() {
-            let (_, at) = round.replies[goose].as_ref()?;
-            return Some(at.saturating_duration_since(since));
-        }
-        thread::sleep(next.saturating_duration_since(Instant::now()));
-    }
-    None
-}
-
-/// Waits until every node agrees on one goose and its term without a change for an
-/// election timeout (at least 100 ms); returns the goose.
-fn wait_stable(flock: &Flock) -> Option<usize> {
-    let hold = flock
-        .timing
-        .election_timeout_max()
-        .max(Duration::from_millis(100));
-    let all = flock.all();
-    let deadline = Instant::now() + STABLE_WITHIN;
-    let mut since: Option<(Instant, (usize, u64))> = None;
-    while Instant::now() < deadline {
-        let round = flock.probe_round(&all, Duration::from_millis(50));
-        match (round.agreed(&all), since) {
-            (Some(agreed), Some((start, seen))) if agreed == seen => {
-                if start.elapsed() >= hold {
-                    return Some(agreed.0);
-                }
-            }
-            (Some(agreed), _) => since = Some((Instant::now(), agreed)),
-            (None, _) => since = None,
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    None
-}
-
-// ---------------------------------------------------------------------------------------
-// Throughput
-// ---------------------------------------------------------------------------------------
-
-/// `clients` closed-loop threads probe the goose for [`FLOOD_FOR`] while the flock is
-/// watched; returns `(clients, answers/s, lost replies, term or goose changed)`.
 fn flood(flock: &Flock, clients: usize) -> Option<(usize, f64, u64, bool)> {
-    let goose = wait_stable(flock)?;
+    let (goose, _) = flock.wait_stable(STABLE_WITHIN)?;
     let all = flock.all();
     let before = flock
         .probe_round(&all, Duration::from_millis(50))
@@ -385,16 +318,6 @@ struct Idle {
     rss_kib: u64,
 }
 
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
 fn run_nanos(pid: u32) -> Option<u64> {
     let schedstat = fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
     schedstat.split(' ').next()?.parse().ok()
@@ -407,10 +330,12 @@ fn rss_kib(pid: u32) -> Option<u64> {
 }
 
 fn measure_idle(flock: &Flock, goose: usize) -> Vec<Idle> {
-    // SAFETY: sysconf has no memory effects.
-    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let ticks_per_second = procs::clock_ticks_per_second() as f64;
     let pids: Vec<u32> = flock.all().iter().filter_map(|&i| flock.pid(i)).collect();
-    let start: Vec<_> = pids.iter().map(|&p| (cpu_ticks(p), run_nanos(p))).collect();
+    let start: Vec<_> = pids
+        .iter()
+        .map(|&p| (procs::cpu_ticks(p), run_nanos(p)))
+        .collect();
     let started = Instant::now();
     thread::sleep(IDLE_FOR);
     let seconds = started.elapsed().as_secs_f64();
@@ -418,7 +343,7 @@ fn measure_idle(flock: &Flock, goose: usize) -> Vec<Idle> {
         .zip(start)
         .enumerate()
         .filter_map(|(index, (&pid, (ticks, nanos)))| {
-            let ticks = cpu_ticks(pid)? - ticks?;
+            let ticks = procs::cpu_ticks(pid)? - ticks?;
             let nanos = run_nanos(pid)? - nanos?;
             Some(Idle {
                 goose: index == goose,
@@ -434,25 +359,10 @@ fn measure_idle(flock: &Flock, goose: usize) -> Vec<Idle> {
 // Report
 // ---------------------------------------------------------------------------------------
 
-fn load_average() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .map(|text| text.split(' ').take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
 fn sorted_ms(samples: &[Duration]) -> Vec<f64> {
     let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
     ms.sort_by(f64::total_cmp);
     ms
-}
-
-/// The nearest-rank percentile `p` of sorted `ms`.
-fn percentile(ms: &[f64], p: f64) -> Option<f64> {
-    if ms.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * ms.len() as f64).ceil().max(1.0) as usize;
-    Some(ms[rank.min(ms.len()) - 1])
 }
 
 fn fmt_ms(value: Option<f64>) -> String {

@@ -23,14 +23,13 @@
 //! during the flood, its CPU, and `drop_rate_limited` if `ctl status` has it. It exits 1
 //! on a term change.
 
-use std::fs;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use flock_tests::flood::{
     self, per_second, socket_drops, Aim, FloodConfig, FloodReport, Flooder, Watched, Watcher,
 };
-use flock_tests::procs::{Flock, OnViolation, Timing};
+use flock_tests::procs::{self, Flock, OnViolation, Timing};
 
 /// Nodes in the flock.
 const NODES: usize = 5;
@@ -150,7 +149,7 @@ fn main() -> ExitCode {
     let targets = flood::targets(&flock, &aimed);
     let drops_before: Vec<Option<u64>> = all.iter().map(|&i| socket_drops(flock.port(i))).collect();
     let cpu_before: Vec<Option<u64>> = all.iter().map(|&i| cpu_ticks(&flock, i)).collect();
-    let own_cpu_before = own_cpu_ticks();
+    let own_cpu_before = procs::cpu_ticks(std::process::id());
     watcher.restart_counters();
     eprintln!("flooding {:?} for {:?}", args.aim, args.config.duration);
     let flooding = Instant::now();
@@ -183,7 +182,7 @@ fn main() -> ExitCode {
                 .map(|(after, before)| percent(after.saturating_sub(before), flood_elapsed)),
         })
         .collect();
-    let own_cpu = own_cpu_ticks()
+    let own_cpu = procs::cpu_ticks(std::process::id())
         .zip(own_cpu_before)
         .map(|(after, before)| percent(after.saturating_sub(before), flood_elapsed));
     watcher.watch(AFTER_FOR);
@@ -342,35 +341,11 @@ fn min_max(values: &[u64]) -> (u64, u64) {
 
 /// `ticks` of CPU over `elapsed`, in percent of one core.
 fn percent(ticks: u64, elapsed: Duration) -> f64 {
-    100.0 * ticks as f64 / clock_ticks_per_s() / elapsed.as_secs_f64().max(1e-9)
+    let ticks_per_second = procs::clock_ticks_per_second() as f64;
+    100.0 * ticks as f64 / ticks_per_second / elapsed.as_secs_f64().max(1e-9)
 }
 
-/// Clock ticks per second of `/proc/<pid>/stat`.
-fn clock_ticks_per_s() -> f64 {
-    // SAFETY: sysconf reads a system constant; no memory effects.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 {
-        ticks as f64
-    } else {
-        100.0
-    }
-}
-
-/// utime + stime of node `index`, in clock ticks.
+/// The CPU ticks node `index` has used so far.
 fn cpu_ticks(flock: &Flock, index: usize) -> Option<u64> {
-    stat_ticks(&format!("/proc/{}/stat", flock.pid(index)?))
-}
-
-/// utime + stime of this process (every thread), in clock ticks.
-fn own_cpu_ticks() -> Option<u64> {
-    stat_ticks("/proc/self/stat")
-}
-
-fn stat_ticks(path: &str) -> Option<u64> {
-    let stat = fs::read_to_string(path).ok()?;
-    // After the parenthesised command name: state is field 3, utime 14, stime 15.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    procs::cpu_ticks(flock.pid(index)?)
 }

@@ -16,12 +16,11 @@
 //! in one round), term regressions and terms with two geese: all must be zero, else the
 //! exit code is 1.
 
-use std::fs;
 use std::process::ExitCode;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use flock_tests::procs::{Flock, OnViolation, Timing};
+use flock_tests::procs::{load_average, percentile, Flock, OnViolation, Timing};
 use goose_core::rand::Rand;
 
 /// Desktop nodes (ids 1-3).
@@ -99,7 +98,7 @@ fn main() -> ExitCode {
     let mut kills = Vec::with_capacity(args.kills);
     let mut unstable = 0;
     for run in 0..args.kills {
-        let Some((goose, term)) = wait_stable(&flock) else {
+        let Some((goose, term)) = flock.wait_stable(STABLE_WITHIN) else {
             unstable += 1;
             eprintln!(
                 "kill {}: flock not stable within {STABLE_WITHIN:?}",
@@ -113,7 +112,7 @@ fn main() -> ExitCode {
         ));
         let killed = flock.kill_member(goose);
         let survivors: Vec<usize> = flock.all().into_iter().filter(|&i| i != goose).collect();
-        let next = first_goose(&flock, &survivors, killed, args.probe_every);
+        let next = flock.first_goose(&survivors, killed, args.probe_every, FAILOVER_WITHIN);
         let kill = Kill {
             victim: goose,
             term,
@@ -164,66 +163,6 @@ fn seed() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64)
-}
-
-/// Probes `indices` every `every` until one answers `goose` (at most [`FAILOVER_WITHIN`]);
-/// that member, its term, and the time from `since` to the answer's arrival.
-fn first_goose(
-    flock: &Flock,
-    indices: &[usize],
-    since: Instant,
-    every: Duration,
-) -> Option<(usize, u64, Duration)> {
-    while since.elapsed() < FAILOVER_WITHIN {
-        let next = Instant::now() + every;
-        // Replies take well under a millisecond; leave the rest of the period to sleep.
-        let window = every.saturating_sub(Duration::from_micros(200));
-        let round = flock.probe_round(indices, window);
-        if let Some(&goose) = round.geese().first() {
-            let (probe, at) = round.replies[goose].as_ref()?;
-            return Some((goose, probe.term, at.saturating_duration_since(since)));
-        }
-        thread::sleep(next.saturating_duration_since(Instant::now()));
-    }
-    None
-}
-
-/// Waits until every member agrees on one goose and its term without a change for an
-/// election timeout; returns the goose and the term.
-fn wait_stable(flock: &Flock) -> Option<(usize, u64)> {
-    let hold = flock.timing.election_timeout_max();
-    let all = flock.all();
-    let deadline = Instant::now() + STABLE_WITHIN;
-    let mut since: Option<(Instant, (usize, u64))> = None;
-    while Instant::now() < deadline {
-        let round = flock.probe_round(&all, Duration::from_millis(50));
-        match (round.agreed(&all), since) {
-            (Some(agreed), Some((start, seen))) if agreed == seen => {
-                if start.elapsed() >= hold {
-                    return Some(agreed);
-                }
-            }
-            (Some(agreed), _) => since = Some((Instant::now(), agreed)),
-            (None, _) => since = None,
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    None
-}
-
-fn load_average() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .map(|text| text.split(' ').take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-/// The nearest-rank percentile `p` of sorted `ms`.
-fn percentile(ms: &[f64], p: f64) -> Option<f64> {
-    if ms.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * ms.len() as f64).ceil().max(1.0) as usize;
-    Some(ms[rank.min(ms.len()) - 1])
 }
 
 fn fmt_ms(value: Option<f64>) -> String {

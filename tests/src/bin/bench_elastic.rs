@@ -2,8 +2,8 @@
 //! a markdown table.
 //!
 //! ```text
-//! cargo build --release -p goose && target/release/bench_elastic [--handoffs N]
-//!     [--rolling N] [--learners N] [--measure-secs S] [--goose <path>]
+//! cargo run --release -p flock-tests --bin bench_elastic -- [--handoffs N] [--rolling N]
+//!     [--learners N] [--measure-secs S] [--goose <path>]
 //! ```
 //!
 //! - planned handoff: from sending `ctl transfer` to the goose (or SIGTERM to it) to the
@@ -17,20 +17,17 @@
 //!   learners (default 40), over `--measure-secs` seconds (default 10) each: datagrams/s
 //!   and bytes/s out of the goose (its `ctl status` counters) and its CPU % (/proc).
 //!
-//! It runs the `goose` binary next to itself unless `--goose` names another.
+//! It runs the `goose` binary next to itself (building it if missing, as every process test
+//! does: [`procs::goose_binary`]) unless `--goose` names another. Every probe round of the
+//! flocks it starts is checked as in the tests, and a broken promise ends the bench.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
-use std::io::{BufRead as _, BufReader};
 use std::net::UdpSocket;
 use std::path::PathBuf;
-use std::process::{Command, ExitCode, Stdio};
-use std::sync::mpsc;
+use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{cpu_time, percentile, Flock};
+use flock_tests::procs::{self, Cluster, Flock, OnViolation, Probe, Timing};
 
 /// The period of probe batches (one `whois-goose` to every node) while timing: the
 /// resolution of every figure below.
@@ -41,15 +38,16 @@ const HANDOFF_MAX: Duration = Duration::from_secs(5);
 const ROLLING_MAX: Duration = Duration::from_secs(60);
 /// Generous bound for a flock to settle (a goose every node follows).
 const SETTLE: Duration = Duration::from_secs(30);
-/// The contract's default timing.
-const DEFAULT_TIMING: &[&str] = &["--heartbeat-ms", "50", "--election-timeout-ms", "150-300"];
+/// The pause between two polls of a wait.
+const POLL: Duration = Duration::from_millis(10);
+/// Largest reply read.
+const REPLY_SIZE_MAX: usize = 4096;
 
 struct Args {
     handoffs: usize,
     rolling: usize,
     learners: u16,
     measure: Duration,
-    goose: PathBuf,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -58,9 +56,6 @@ fn parse_args() -> Result<Args, String> {
         rolling: 3,
         learners: 40,
         measure: Duration::from_secs(10),
-        goose: std::env::current_exe()
-            .map_err(|e| format!("current_exe: {e}"))?
-            .with_file_name("goose"),
     };
     let mut words = std::env::args().skip(1);
     while let Some(flag) = words.next() {
@@ -79,15 +74,15 @@ fn parse_args() -> Result<Args, String> {
             "--rolling" => args.rolling = usize::try_from(number()?).map_err(|e| e.to_string())?,
             "--learners" => args.learners = u16::try_from(number()?).map_err(|e| e.to_string())?,
             "--measure-secs" => args.measure = Duration::from_secs(number()?),
-            "--goose" => args.goose = PathBuf::from(value),
+            "--goose" => {
+                let goose = PathBuf::from(value);
+                if !goose.is_file() {
+                    return Err(format!("--goose {}: no such file", goose.display()));
+                }
+                procs::use_goose_binary(&goose);
+            }
             _ => return Err(format!("unknown flag {flag}")),
         }
-    }
-    if !args.goose.is_file() {
-        return Err(format!(
-            "no goose binary at {}: run `cargo build --release -p goose` first, or pass --goose",
-            args.goose.display()
-        ));
     }
     if args.learners > 59 {
         return Err("--learners: at most 59 (64 members)".to_owned());
@@ -127,24 +122,35 @@ fn millis(duration: Duration) -> String {
     format!("{:.2} ms", duration.as_secs_f64() * 1000.0)
 }
 
+/// The nearest-rank percentile `p` of sorted `durations`.
+fn percentile(durations: &[Duration], p: f64) -> Duration {
+    let ms: Vec<f64> = durations.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    procs::percentile(&ms, p).map_or(Duration::ZERO, |ms| Duration::from_secs_f64(ms / 1000.0))
+}
+
+/// A flock of 5 at the default timing; a broken safety promise in a probe round panics.
+fn five() -> Flock {
+    Flock::start_with(5, Timing::DEFAULT, &[], OnViolation::Panic)
+}
+
 /// Times `args.handoffs` handoffs on a flock of 5 at the default timing.
 fn handoffs(args: &Args, trigger: Trigger) -> Vec<(String, String)> {
-    let mut flock = Flock::new(&args.goose, "bench-handoff", DEFAULT_TIMING);
-    let all = flock.bootstrap(5, &[]);
+    let mut flock = five();
+    let all = flock.all();
     let mut times = Vec::with_capacity(args.handoffs);
     let label = match trigger {
         Trigger::Ctl => "`ctl transfer`",
         Trigger::Sigterm => "SIGTERM",
     };
     for round in 0..args.handoffs {
-        let (goose, _) = flock.wait_goose(&all, SETTLE);
+        let (goose, _) = flock.wait_agreed(&all, SETTLE);
         let others: Vec<usize> = all.iter().copied().filter(|&i| i != goose).collect();
         let ports = flock.ports(&others);
         let control = UdpSocket::bind("127.0.0.1:0").expect("control socket");
         let started = Instant::now();
         match trigger {
             Trigger::Ctl => {
-                let _ = control.send_to(b"ctl transfer", ("127.0.0.1", flock.nodes[goose].port));
+                let _ = control.send_to(b"ctl transfer", flock.addr(goose));
             }
             Trigger::Sigterm => flock.signal(goose, libc::SIGTERM),
         }
@@ -155,7 +161,7 @@ fn handoffs(args: &Args, trigger: Trigger) -> Vec<(String, String)> {
         times.push(took);
         if trigger == Trigger::Sigterm {
             let _ = flock.wait_exit(goose, SETTLE);
-            flock.restart(goose, &[]);
+            flock.restart_from_data_dir(goose, &[]);
             flock.wait_listening(&[goose]);
         }
     }
@@ -167,11 +173,11 @@ fn handoffs(args: &Args, trigger: Trigger) -> Vec<(String, String)> {
                 "handoff from {label} to the new goose's first goose answer, p50 (n={})",
                 times.len()
             ),
-            millis(percentile(&times, 50)),
+            millis(percentile(&times, 50.0)),
         ),
         (
             format!("handoff from {label}, p99"),
-            millis(percentile(&times, 99)),
+            millis(percentile(&times, 99.0)),
         ),
         (
             format!("handoff from {label}, max"),
@@ -183,7 +189,7 @@ fn handoffs(args: &Args, trigger: Trigger) -> Vec<(String, String)> {
 /// Probes `ports` until one answers goose; the time since `started` of that answer.
 fn first_goose_answer(ports: &[u16], started: Instant) -> Option<Duration> {
     let mut answered = None;
-    support::probe_stream(ports, PROBE_PERIOD, HANDOFF_MAX, |at, probe| {
+    probe_stream(ports, PROBE_PERIOD, HANDOFF_MAX, |at, probe| {
         if probe.goose {
             answered = Some(at.saturating_duration_since(started));
         }
@@ -192,31 +198,53 @@ fn first_goose_answer(ports: &[u16], started: Instant) -> Option<Duration> {
     answered
 }
 
+/// Sends `whois-goose` to every port each `period` from one socket, and hands every reply
+/// to `on_reply` with its arrival time, until `on_reply` returns `true` (then `true`) or
+/// `max` passes (then `false`). Replies are read as they come (blocking until the next
+/// send is due), so a node that does not answer delays nothing and the prober sleeps
+/// between datagrams.
+fn probe_stream(
+    ports: &[u16],
+    period: Duration,
+    max: Duration,
+    mut on_reply: impl FnMut(Instant, &Probe) -> bool,
+) -> bool {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("probe socket");
+    let started = Instant::now();
+    let mut next_send = started;
+    let mut buffer = [0u8; REPLY_SIZE_MAX];
+    while started.elapsed() < max {
+        let now = Instant::now();
+        if now >= next_send {
+            for &port in ports {
+                let _ = socket.send_to(b"whois-goose", ("127.0.0.1", port));
+            }
+            // Never more than one batch behind: a stalled prober does not burst.
+            next_send = (next_send + period).max(now);
+            continue;
+        }
+        // std refuses a zero timeout: wait at least a few microseconds.
+        let wait = next_send
+            .saturating_duration_since(now)
+            .max(Duration::from_micros(5));
+        let _ = socket.set_read_timeout(Some(wait));
+        let Ok((size, _)) = socket.recv_from(&mut buffer) else {
+            continue;
+        };
+        let arrived = Instant::now();
+        let probe = Probe::parse(&buffer[..size]).unwrap_or_else(|error| panic!("{error}"));
+        if on_reply(arrived, &probe) {
+            return true;
+        }
+    }
+    false
+}
+
 /// Rolling restarts of a 5-node `goose cluster`, each triggered by SIGHUP.
 fn rolling(args: &Args) -> Vec<(String, String)> {
-    let root = support::TempDir::new("bench-rolling");
-    let base = support::free_port_range(5);
-    let mut launcher = Command::new(&args.goose)
-        .args(["cluster", "--nodes", "5", "--base-port", &base.to_string()])
-        .arg("--data-dir")
-        .arg(root.path())
-        .args(DEFAULT_TIMING)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn goose cluster");
-    let (lines_in, lines) = mpsc::channel::<String>();
-    if let Some(stdout) = launcher.stdout.take() {
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if lines_in.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    let ports: Vec<u16> = (0..5).map(|i| base + i).collect();
+    let root = procs::TempDir::new("bench-rolling");
+    let mut cluster = Cluster::start(5, Timing::DEFAULT, root.path(), &[]);
+    let ports = cluster.ports.clone();
     let mut rows = Vec::new();
     let (mut gaps_max, mut gaps_total, mut durations) = (Vec::new(), Vec::new(), Vec::new());
     let mut two_geese = 0u64;
@@ -225,8 +253,11 @@ fn rolling(args: &Args) -> Vec<(String, String)> {
             eprintln!("rolling restart {run}: no goose to start from");
             break;
         }
-        while lines.try_recv().is_ok() {}
-        support::signal(launcher.id(), libc::SIGHUP);
+        while cluster.lines().try_recv().is_ok() {}
+        if let Err(error) = cluster.signal(libc::SIGHUP) {
+            eprintln!("rolling restart {run}: SIGHUP to the launcher: {error}");
+            break;
+        }
         let started = Instant::now();
         // (when, who) of the latest goose answer, and whether that node has answered duck
         // since: a gap is the stretch between two goose answers that either come from
@@ -238,7 +269,7 @@ fn rolling(args: &Args) -> Vec<(String, String)> {
         // The launcher may report the end (the last node back, following the new leader)
         // before the new leader's lease holds: probe on until a goose answers.
         let mut ended = false;
-        let done = support::probe_stream(&ports, PROBE_PERIOD, ROLLING_MAX, |at, probe| {
+        let done = probe_stream(&ports, PROBE_PERIOD, ROLLING_MAX, |at, probe| {
             match (probe.goose, last_goose) {
                 (true, Some((since, id))) if id != probe.id || lapsed => {
                     let gap = at.saturating_duration_since(since);
@@ -259,7 +290,7 @@ fn rolling(args: &Args) -> Vec<(String, String)> {
                 last_goose = Some((at, probe.id));
                 lapsed = false;
             }
-            while let Ok(line) = lines.try_recv() {
+            while let Ok(line) = cluster.lines().try_recv() {
                 if line.contains("rolling restart done") || line.contains("rolling restart stopped")
                 {
                     eprintln!("rolling restart {run}: {line}");
@@ -275,8 +306,9 @@ fn rolling(args: &Args) -> Vec<(String, String)> {
         gaps_max.push(gap_max);
         gaps_total.push(gap_total);
     }
-    support::signal(launcher.id(), libc::SIGTERM);
-    let _ = launcher.wait();
+    if cluster.stop(SETTLE).is_none() {
+        eprintln!("rolling restart: goose cluster did not stop within {SETTLE:?}");
+    }
     let list = |values: &[Duration]| {
         values
             .iter()
@@ -307,30 +339,30 @@ fn rolling(args: &Args) -> Vec<(String, String)> {
 }
 
 fn wait_one_goose(ports: &[u16]) -> bool {
-    support::eventually(SETTLE, || {
-        let round = support::probe_round(ports, Duration::from_millis(50));
-        round.iter().all(Option::is_some) && round.iter().flatten().filter(|p| p.goose).count() == 1
+    procs::eventually(SETTLE, POLL, || {
+        let round = procs::probe(ports, Duration::from_millis(50));
+        round.answers().count() == ports.len() && round.geese().len() == 1
     })
 }
 
 /// Heartbeat traffic and CPU of the goose, 5 voters alone and with learners.
 fn traffic(args: &Args) -> Vec<(String, String)> {
-    let mut flock = Flock::new(&args.goose, "bench-traffic", DEFAULT_TIMING);
-    let voters = flock.bootstrap(5, &[]);
-    let (goose, _) = flock.wait_goose(&voters, SETTLE);
+    let mut flock = five();
+    let voters = flock.all();
+    let (goose, _) = flock.wait_agreed(&voters, SETTLE);
     let mut rows = measure(&flock, goose, args.measure, "5 voters");
     let started = Instant::now();
     for id in 6..6 + args.learners {
-        let target = flock.nodes[voters[usize::from(id) % voters.len()]].port;
-        flock.spawn_join(id, target, &[]);
+        let via = voters[usize::from(id) % voters.len()];
+        flock.spawn_joiner(id, procs::free_ports(1)[0], via, &[]);
     }
-    let all: Vec<usize> = (0..flock.nodes.len()).collect();
+    let all = flock.all();
     flock.wait_listening(&all);
     let learners = usize::from(args.learners);
-    let joined = support::eventually(Duration::from_secs(120), || {
-        let (goose, _) = flock.wait_goose(&voters, SETTLE);
-        support::status(flock.nodes[goose].port)
-            .is_some_and(|s| support::ids(&s, "learners").len() == learners)
+    let joined = procs::eventually(Duration::from_secs(120), POLL, || {
+        let (goose, _) = flock.wait_agreed(&voters, SETTLE);
+        let status = flock.try_status(goose).unwrap_or_default();
+        procs::ids(&status, "learners").is_some_and(|ids| ids.len() == learners)
     });
     if !joined {
         eprintln!("traffic: the learners did not all join");
@@ -340,7 +372,7 @@ fn traffic(args: &Args) -> Vec<(String, String)> {
         format!("{learners} nodes joining at once (`--join`), until all are learners"),
         format!("{:.1} s", started.elapsed().as_secs_f64()),
     ));
-    let (goose, _) = flock.wait_goose(&all, SETTLE);
+    let (goose, _) = flock.wait_agreed(&all, SETTLE);
     rows.extend(measure(
         &flock,
         goose,
@@ -352,7 +384,7 @@ fn traffic(args: &Args) -> Vec<(String, String)> {
 
 fn measure(flock: &Flock, goose: usize, window: Duration, label: &str) -> Vec<(String, String)> {
     let counters = |index: usize| {
-        let status = support::status(flock.nodes[index].port).unwrap_or_default();
+        let status = flock.try_status(index).unwrap_or_default();
         let value = |key: &str| {
             status
                 .get(key)
@@ -363,14 +395,15 @@ fn measure(flock: &Flock, goose: usize, window: Duration, label: &str) -> Vec<(S
     };
     let pid = flock.pid(goose).unwrap_or(0);
     let (frames_0, bytes_0) = counters(goose);
-    let cpu_0 = cpu_time(pid).unwrap_or_default();
+    let cpu_0 = procs::cpu_ticks(pid).unwrap_or_default();
     let started = Instant::now();
     thread::sleep(window);
     let (frames_1, bytes_1) = counters(goose);
-    let cpu_1 = cpu_time(pid).unwrap_or_default();
+    let cpu_1 = procs::cpu_ticks(pid).unwrap_or_default();
     let elapsed = started.elapsed().as_secs_f64();
     let per_second = |n: u64| n as f64 / elapsed;
-    let cpu = cpu_1.saturating_sub(cpu_0).as_secs_f64() / elapsed * 100.0;
+    let cpu_seconds = cpu_1.saturating_sub(cpu_0) as f64 / procs::clock_ticks_per_second() as f64;
+    let cpu = cpu_seconds / elapsed * 100.0;
     vec![
         (
             format!("{label}: datagrams/s out of the goose"),
