@@ -58,6 +58,33 @@ fn elect(actions: &mut Vec<Action>, node: u8) {
     rounds(actions, DELIVER_ROUNDS);
 }
 
+/// The start of most scenarios: 160 ms pass and node 2's timers fire, then node 1 times
+/// out and is elected.
+fn elected() -> Vec<Action> {
+    let mut actions = vec![Action::Advance {
+        node: 1,
+        ticks: 1_600,
+    }];
+    elect(&mut actions, 0);
+    actions
+}
+
+/// Node 1 is elected and leads three heartbeats, then crashes; node 2 waits out its
+/// timeout and wins, and node 1 returns (with timing `timing` of the palette) as a duck.
+fn failover(timing: u8) -> Vec<Action> {
+    let mut actions = elected();
+    heartbeats(&mut actions, 0, 3);
+    actions.push(Action::Crash { node: 0 });
+    actions.push(Action::Advance {
+        node: 1,
+        ticks: 3_100,
+    });
+    rounds(&mut actions, DELIVER_ROUNDS);
+    actions.push(Action::Restart { node: 0, timing });
+    heartbeats(&mut actions, 1, 2);
+    actions
+}
+
 /// `count` heartbeat rounds of leader `node`, each delivered both ways.
 fn heartbeats(actions: &mut Vec<Action>, node: u8, count: usize) {
     for _ in 0..count {
@@ -70,45 +97,21 @@ fn heartbeats(actions: &mut Vec<Action>, node: u8, count: usize) {
 pub fn scenarios() -> Vec<Scenario> {
     let mut list = Vec::new();
 
-    let mut actions = vec![Action::Advance {
-        node: 1,
-        ticks: 1_600,
-    }];
-    elect(&mut actions, 0);
     list.push(Scenario {
         name: "elect",
         setup: setup(),
-        actions,
+        actions: elected(),
         goose: Some(1),
     });
 
-    let mut actions = vec![Action::Advance {
-        node: 1,
-        ticks: 1_600,
-    }];
-    elect(&mut actions, 0);
-    heartbeats(&mut actions, 0, 3);
-    // The leader crashes; node 2 waits out its timeout, wins, and the old leader returns.
-    actions.push(Action::Crash { node: 0 });
-    actions.push(Action::Advance {
-        node: 1,
-        ticks: 3_100,
-    });
-    rounds(&mut actions, DELIVER_ROUNDS);
-    actions.push(Action::Restart { node: 0, timing: 0 });
-    heartbeats(&mut actions, 1, 2);
     list.push(Scenario {
         name: "crash-and-failover",
         setup: setup(),
-        actions,
+        actions: failover(0),
         goose: Some(2),
     });
 
-    let mut actions = vec![Action::Advance {
-        node: 1,
-        ticks: 1_600,
-    }];
-    elect(&mut actions, 0);
+    let mut actions = elected();
     heartbeats(&mut actions, 0, 1);
     for change in [
         Change::AddLearner { id: 3, port: 0 },
@@ -127,11 +130,7 @@ pub fn scenarios() -> Vec<Scenario> {
         goose: Some(1),
     });
 
-    let mut actions = vec![Action::Advance {
-        node: 1,
-        ticks: 1_600,
-    }];
-    elect(&mut actions, 0);
+    let mut actions = elected();
     heartbeats(&mut actions, 0, 1);
     actions.push(Action::Transfer {
         node: 0,
@@ -148,11 +147,7 @@ pub fn scenarios() -> Vec<Scenario> {
 
     // Node 3 is down while the leader fills and compacts its 16-entry log; on its return it
     // is sent the snapshot.
-    let mut actions = vec![Action::Advance {
-        node: 1,
-        ticks: 1_600,
-    }];
-    elect(&mut actions, 0);
+    let mut actions = elected();
     actions.push(Action::Crash { node: 2 });
     for _ in 0..10 {
         for change in [
@@ -174,11 +169,7 @@ pub fn scenarios() -> Vec<Scenario> {
 
     // Nodes 1 and 3 cannot hear each other: node 3 times out and campaigns, but node 2,
     // hearing from the leader, refuses it (leader stickiness), so node 1 stays goose.
-    let mut actions = vec![Action::Advance {
-        node: 1,
-        ticks: 1_600,
-    }];
-    elect(&mut actions, 0);
+    let mut actions = elected();
     actions.push(Action::Cut { a: 0, b: 2 });
     heartbeats(&mut actions, 0, 4);
     actions.push(Action::Tick { node: 2 });
@@ -197,27 +188,13 @@ pub fn scenarios() -> Vec<Scenario> {
     // node 2 the contract's, node 3 the long one (300–600 ms). Node 1 leads and crashes;
     // node 2 takes over once every voter has waited out its own window, and node 1 comes
     // back with the short timing (30–60 ms) as a duck.
-    let mut actions = vec![Action::Advance {
-        node: 1,
-        ticks: 1_600,
-    }];
-    elect(&mut actions, 0);
-    heartbeats(&mut actions, 0, 3);
-    actions.push(Action::Crash { node: 0 });
-    actions.push(Action::Advance {
-        node: 1,
-        ticks: 3_100,
-    });
-    rounds(&mut actions, DELIVER_ROUNDS);
-    actions.push(Action::Restart { node: 0, timing: 2 });
-    heartbeats(&mut actions, 1, 2);
     list.push(Scenario {
         name: "mixed-timing",
         setup: Setup {
             timing: [1, 0, 3],
             ..setup()
         },
-        actions,
+        actions: failover(2),
         goose: Some(2),
     });
 
