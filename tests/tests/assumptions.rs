@@ -211,6 +211,28 @@ fn add_learner(flock: &mut Flock, n: u16) -> Result<(), String> {
     Ok(())
 }
 
+/// Removes a duck voter once a goose accepts it, and runs until the duck reports its
+/// removal; returns the duck.
+fn remove_a_duck(flock: &mut Flock) -> Result<u16, String> {
+    let goose = elect(flock).ok_or("no goose")?;
+    let victim = (1..=5).find(|n| *n != goose).unwrap_or(0);
+    propose_until_accepted(
+        flock,
+        Payload::Remove {
+            id: flock_sim::id(victim),
+        },
+    )?;
+    if !flock.run_until_condition(ms(2_000), |f| f.removed.contains(&victim)) {
+        let status = flock
+            .node(victim)
+            .map(|node| format!("{:?}", node.status(flock.local_now(victim))));
+        return Err(format!(
+            "node {victim} never reported its removal: {status:?}"
+        ));
+    }
+    Ok(victim)
+}
+
 /// Five voters and a learner waiting for promotion; a duck voter is removed. The promotion
 /// that follows must not strand the removed node: it learns its removal and reports it
 /// (the desktop node then exits), and never campaigns (the checker asserts that no node
@@ -222,23 +244,7 @@ fn a_removed_duck_always_learns_it_even_when_a_promotion_follows() {
         config.bootstrap = 5;
         let mut flock = Flock::new(config);
         add_learner(&mut flock, 6)?;
-        let goose = elect(&mut flock).ok_or("no goose")?;
-        let victim = (1..=5).find(|n| *n != goose).unwrap_or(0);
-        propose_until_accepted(
-            &mut flock,
-            Payload::Remove {
-                id: flock_sim::id(victim),
-            },
-        )?;
-        let reported = flock.run_until_condition(ms(2_000), |f| f.removed.contains(&victim));
-        if !reported {
-            let status = flock
-                .node(victim)
-                .map(|node| format!("{:?}", node.status(flock.local_now(victim))));
-            return Err(format!(
-                "node {victim} never reported its removal: {status:?}"
-            ));
-        }
+        let victim = remove_a_duck(&mut flock)?;
         flock.crash(victim);
         flock.run_for(ms(500));
         Ok(())
@@ -253,17 +259,7 @@ fn a_node_removed_restarted_and_added_again_keeps_running() {
         let mut config = FlockConfig::new(5, seed);
         config.timing.voters_target = 5;
         let mut flock = Flock::new(config);
-        let goose = elect(&mut flock).ok_or("no goose")?;
-        let victim = (1..=5).find(|n| *n != goose).unwrap_or(0);
-        propose_until_accepted(
-            &mut flock,
-            Payload::Remove {
-                id: flock_sim::id(victim),
-            },
-        )?;
-        if !flock.run_until_condition(ms(2_000), |f| f.removed.contains(&victim)) {
-            return Err(format!("node {victim} never reported its removal"));
-        }
+        let victim = remove_a_duck(&mut flock)?;
         flock.crash(victim);
         flock.run_for(ms(300));
         flock.start(victim);
