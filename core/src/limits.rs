@@ -5,8 +5,8 @@
 //! differently; the defaults are here. Capacities that shape the wire are plain constants:
 //! every node of a mixed flock must agree on them.
 
-/// Default member capacity (voters + learners) of a desktop node. The elastic-flock issue
-/// asks for 5 voters and 40 learners; 64 leaves room for growth and stays a power of two.
+/// Default member capacity (voters + learners) of a desktop node. An elastic flock runs
+/// 5 voters and up to 40 learners (`bench_elastic` measures one); 64 leaves room for growth and stays a power of two.
 pub const MEMBERS_MAX: usize = 64;
 
 /// Default log capacity of a desktop node. Elections append nothing; each membership change

@@ -1,5 +1,4 @@
-//! [`Board`]: one core node on one smoltcp UDP socket, and its loop (STYLE.md, "the
-//! node-embedded loop"). What the node answers (probes, `ctl`, stop/start, partitions,
+//! [`Board`]: one core node on one smoltcp UDP socket, and its loop. What the node answers (probes, `ctl`, stop/start, partitions,
 //! transfer requesters) is the core's `goose_core::service`, the very code the desktop node
 //! runs; this file is the socket, the flash and the board's address translation.
 //!
@@ -10,7 +9,8 @@
 //!    the datagram lies in the socket's ring, releases it, then `flush` (the answer, the
 //!    node's frames, late answers) into the socket; this repeats up to
 //!    [`FRAMES_PER_POLL_MAX`] frames. One frame at a time keeps a burst of probes from
-//!    overflowing the socket's small receive ring (EMBEDDED-NOTES.md);
+//!    overflowing the socket's small receive ring (smoltcp moves every pending frame into
+//!    the socket at once);
 //! 2. `handle_timeout`, `flush`;
 //! 3. flushes the socket to the device and returns when to poll next.
 //!

@@ -1,6 +1,6 @@
 //! Memory footprint: the embedded configuration must fit a small board's RAM.
 //!
-//! The target is a `Node` of at most 8 KiB for a 5-node flock with a 32-entry log,
+//! The target is a `Node` of at most 8 KiB for a 5-node flock with a 32-entry log,
 //! so it fits beside smoltcp's buffers in a 64 KiB part. Storage is zero-sized here: a
 //! real storage adds its own size on top.
 
@@ -11,7 +11,7 @@ use goose_core::limits::{
 };
 use goose_core::{Node, PersistentState, Storage, StorageError};
 
-/// The target for the embedded configuration.
+/// The target for the embedded configuration.
 const EMBEDDED_NODE_SIZE_MAX: usize = 8 * 1024;
 
 struct Nothing;

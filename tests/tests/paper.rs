@@ -125,7 +125,7 @@ fn election_stale_leader_steps_down_on_higher_term() {
 
 #[test]
 fn lease_restarted_follower_does_not_help_elect_a_second_goose() {
-    // Issue 2, item 3: a follower that acknowledged the goose and restarted at once has
+    // Lease, restart case: a follower that acknowledged the goose and restarted at once has
     // forgotten the contact; it must still refuse votes for a minimum election timeout
     // after starting, or its vote would elect a second goose inside the first one's lease.
     for seed in 0..40 {

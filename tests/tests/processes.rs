@@ -1,4 +1,5 @@
-//! Real `goose` processes on 127.0.0.1: the "Prove it" list of issue 3.
+//! Real `goose` processes on 127.0.0.1: what the desktop node promises, each proved on the
+//! built binary.
 //!
 //! Each test starts its own flock on free ports ([`flock_tests::procs`]); every probe round
 //! checks that no two nodes answer `goose` at once, that no node's term goes backwards and
@@ -21,9 +22,9 @@ use flock_tests::procs::{self, free_ports, node_args, run_goose, Flock, Probe, T
 use goose_core::rand::Rand;
 use goose_core::wire::VERSION;
 
-/// The bound the issue sets on cold start.
+/// The bound on cold start.
 const COLD_START_WITHIN: Duration = Duration::from_secs(2);
-/// The issue asks for a new goose within 1 s of a failure; the tests allow twice that so a
+/// A new goose is due within 1 s of a failure; the tests allow twice that so a
 /// loaded machine does not fail them (`bench_flock` measures the real figure).
 const FAILOVER_WITHIN: Duration = Duration::from_secs(2);
 /// How long a flock gets to settle again after a restart, a heal or a restart of nodes.

@@ -1,7 +1,8 @@
 //! A smoltcp [`Device`] for the LM3S6965's Ethernet MAC (QEMU model `stellaris`), polled.
 //!
-//! Register facts are in `shared/EMBEDDED-NOTES.md` and the LM3S6965 datasheet's Ethernet
-//! chapter. The driver is written for both the QEMU model and the silicon:
+//! Register facts come from the LM3S6965 datasheet's Ethernet chapter and from QEMU's
+//! model of it (`hw/net/stellaris_enet.c`), checked against that model. The driver is
+//! written for both the QEMU model and the silicon:
 //!
 //! - interrupts are masked (`IM = 0`) and the FIFO is polled: an enabled line with no
 //!   handler would storm;

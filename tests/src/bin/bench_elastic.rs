@@ -1,4 +1,5 @@
-//! `bench_elastic`: the elastic-flock figures on real `goose` processes over loopback, as
+//! `bench_elastic`: the elastic flock's figures (handoffs, rolling restarts, heartbeat
+//! traffic) on real `goose` processes over loopback, as
 //! a markdown table.
 //!
 //! ```text

@@ -1,6 +1,6 @@
 //! `bench_flood`: a `whois-goose` flood from several source addresses against a real
-//! 5-node flock on 127.0.0.1, and what it does to the flock (issue 6: a flood of at least
-//! 200,000 probes/s from several sources must not change the term).
+//! 5-node flock on 127.0.0.1, and what it does to the flock: a flood of at least 200,000
+//! probes/s from several sources must not change the term.
 //!
 //! ```text
 //! cargo run --release -p flock-tests --bin bench_flood -- \
