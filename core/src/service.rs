@@ -517,7 +517,7 @@ impl<
                 match command {
                     Ok(command) => self.control(now, origin.addr, command, host.counters),
                     Err(error) => {
-                        let _ = text::write_err(&mut self.reply, error.reason());
+                        let _ = text::write_err(&mut self.reply, error);
                         Handled::Answer(Notice::None)
                     }
                 }

@@ -29,7 +29,7 @@ use crate::types::{NodeId, Term};
 
 /// Peers one `ctl partition` may name by default ([`parse`]): the default member capacity
 /// ([`MEMBERS_MAX`]), since a node never has more peers than its flock holds. A longer list
-/// is refused with [`CommandError::TooManyPeers`], never truncated (a half-applied partition
+/// is refused with [`Reason::TooManyPeers`], never truncated (a half-applied partition
 /// would mislead). A small node picks a smaller capacity with [`parse_sized`]: each peer
 /// takes 32 bytes, so 64 of them cost 2 KiB of RAM, and as much stack while a command is
 /// parsed.
@@ -66,10 +66,10 @@ pub enum Request<'a, const N: usize = PARTITION_PEERS_MAX> {
         /// only for sources other than loopback.
         token: Option<&'a str>,
         /// The signature, if the command is signed (checked by the caller). A `sig=` word
-        /// that is not [`Signature`]-shaped makes the command [`CommandError::BadSignature`].
+        /// that is not [`Signature`]-shaped makes the command [`Reason::BadSignature`].
         signature: Option<Signature<'a>>,
         /// The command, or why it would not parse (answered `err <reason>`).
-        command: Result<Command<N>, CommandError>,
+        command: Result<Command<N>, Reason>,
     },
     /// Text that is itself a reply (first word `ok`, `err`, `goose` or `duck`): answer nothing.
     Reply,
@@ -166,61 +166,17 @@ impl<const N: usize> PeerList<N> {
         })
     }
 
-    fn insert(&mut self, peer: PeerRef) -> Result<(), CommandError> {
+    fn insert(&mut self, peer: PeerRef) -> Result<(), Reason> {
         if self.peers.contains(&peer) {
             return Ok(());
         }
-        self.peers
-            .push(peer)
-            .map_err(|_| CommandError::TooManyPeers)
+        self.peers.push(peer).map_err(|_| Reason::TooManyPeers)
     }
 }
-
-/// Why a `ctl` command would not parse; answered `err <reason>` ([`CommandError::reason`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CommandError {
-    /// No such command.
-    UnknownCommand,
-    /// The command, or one of its required arguments, is missing.
-    MissingArgument,
-    /// A node id that is not a number in `1..=65535`.
-    BadNodeId,
-    /// An address that is not `ip:port`.
-    BadAddress,
-    /// A partition naming more peers than the list holds ([`PARTITION_PEERS_MAX`] for
-    /// [`parse`]).
-    TooManyPeers,
-    /// More arguments than the command takes.
-    ExtraArgument,
-    /// A `sig=` that is not 32 hex digits followed by `nonce=` and 16 hex digits.
-    BadSignature,
-}
-
-impl CommandError {
-    /// The reason it is answered with: `err <reason>`.
-    pub const fn reason(&self) -> Reason {
-        match self {
-            Self::UnknownCommand => Reason::UnknownCommand,
-            Self::MissingArgument => Reason::MissingArgument,
-            Self::BadNodeId => Reason::BadNodeId,
-            Self::BadAddress => Reason::BadAddress,
-            Self::TooManyPeers => Reason::TooManyPeers,
-            Self::ExtraArgument => Reason::ExtraArgument,
-            Self::BadSignature => Reason::BadSignature,
-        }
-    }
-}
-
-impl fmt::Display for CommandError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.reason().as_str())
-    }
-}
-
-impl core::error::Error for CommandError {}
 
 /// The word after `err` in a refusal: every one a node writes, so that the service writes
-/// and a client reads the same enum rather than matching strings. Only
+/// and a client reads the same enum rather than matching strings; also why a `ctl` command
+/// would not parse (its first seven variants). Only
 /// [`Reason::NotGoose`] carries more (`goose=<id|none> addr=<ip:port|none>`, see
 /// [`write_not_goose`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -350,7 +306,7 @@ pub fn parse(datagram: &[u8]) -> Request<'_> {
 }
 
 /// [`parse`] with room for `N` peers in a `ctl partition` (a longer list is
-/// [`CommandError::TooManyPeers`]).
+/// [`Reason::TooManyPeers`]).
 pub fn parse_sized<const N: usize>(datagram: &[u8]) -> Request<'_, N> {
     let Some(&first) = datagram.first() else {
         return Request::Unknown;
@@ -399,7 +355,7 @@ fn parse_signed<const N: usize>(text: &str) -> Request<'_, N> {
         });
     let command = match signature {
         Some(_) => parse_command(&mut command.split(' ').filter(|word| !word.is_empty())),
-        None => Err(CommandError::BadSignature),
+        None => Err(Reason::BadSignature),
     };
     Request::Control {
         token: None,
@@ -422,8 +378,8 @@ fn parse_hex(text: &str, out: &mut [u8]) -> Option<()> {
 
 fn parse_command<'a, const N: usize>(
     words: &mut impl Iterator<Item = &'a str>,
-) -> Result<Command<N>, CommandError> {
-    let mut required = || words.next().ok_or(CommandError::MissingArgument);
+) -> Result<Command<N>, Reason> {
+    let mut required = || words.next().ok_or(Reason::MissingArgument);
     let command = match required()? {
         "stop" => Command::Stop,
         "start" => Command::Start,
@@ -437,16 +393,16 @@ fn parse_command<'a, const N: usize>(
         },
         "remove" => Command::Remove(parse_node_id(required()?)?),
         "nonce" => Command::Nonce,
-        _ => return Err(CommandError::UnknownCommand),
+        _ => return Err(Reason::UnknownCommand),
     };
     match words.next() {
-        Some(_) => Err(CommandError::ExtraArgument),
+        Some(_) => Err(Reason::ExtraArgument),
         None => Ok(command),
     }
 }
 
 /// A comma-separated list of ids and addresses; empty items are skipped, so `1,2,` is fine.
-fn parse_peers<const N: usize>(list: &str) -> Result<PeerList<N>, CommandError> {
+fn parse_peers<const N: usize>(list: &str) -> Result<PeerList<N>, Reason> {
     let mut peers = PeerList::new();
     for item in list.split(',').filter(|item| !item.is_empty()) {
         let peer = match item.contains(':') {
@@ -458,16 +414,15 @@ fn parse_peers<const N: usize>(list: &str) -> Result<PeerList<N>, CommandError> 
     Ok(peers)
 }
 
-fn parse_node_id(word: &str) -> Result<NodeId, CommandError> {
+fn parse_node_id(word: &str) -> Result<NodeId, Reason> {
     word.parse::<u16>()
         .ok()
         .and_then(NodeId::new)
-        .ok_or(CommandError::BadNodeId)
+        .ok_or(Reason::BadNodeId)
 }
 
-fn parse_addr(word: &str) -> Result<SocketAddr, CommandError> {
-    word.parse::<SocketAddr>()
-        .map_err(|_| CommandError::BadAddress)
+fn parse_addr(word: &str) -> Result<SocketAddr, Reason> {
+    word.parse::<SocketAddr>().map_err(|_| Reason::BadAddress)
 }
 
 /// A node's answer to `whois-goose`.
@@ -608,7 +563,7 @@ pub fn parse_nonce_reply(reply: &str) -> Option<u64> {
     Some(u64::from_be_bytes(bytes))
 }
 
-/// Writes `err <reason>\n`, e.g. `err forbidden` or [`CommandError::reason`]. A duck's
+/// Writes `err <reason>\n`, e.g. `err forbidden` or [`Reason`]. A duck's
 /// `err not-goose` names the goose: write it with [`write_not_goose`].
 ///
 /// # Errors
@@ -894,7 +849,7 @@ mod tests {
         text.parse().unwrap()
     }
 
-    fn control(text: &str) -> (Option<&str>, Result<Command, CommandError>) {
+    fn control(text: &str) -> (Option<&str>, Result<Command, Reason>) {
         match parse(text.as_bytes()) {
             Request::Control {
                 token,
@@ -941,7 +896,7 @@ mod tests {
             else {
                 panic!("{bad:?}");
             };
-            assert_eq!(command, Err(CommandError::BadSignature), "{bad:?}");
+            assert_eq!(command, Err(Reason::BadSignature), "{bad:?}");
         }
         assert_eq!(control("ctl nonce"), (None, Ok(Command::Nonce)));
         let mut reply = Text::new();
@@ -952,7 +907,7 @@ mod tests {
         assert_eq!(parse_nonce_reply("err forbidden"), None);
     }
 
-    fn command(text: &str) -> Result<Command, CommandError> {
+    fn command(text: &str) -> Result<Command, Reason> {
         let (token, command) = control(text);
         assert_eq!(token, None, "{text:?}");
         command
@@ -1075,15 +1030,15 @@ mod tests {
         let status = (Some("s3cret"), Ok(Command::Status));
         assert_eq!(control("ctl token=s3cret status\n"), status);
         assert_eq!(control("ctl token= stop"), (Some(""), Ok(Command::Stop)));
-        let missing = Err(CommandError::MissingArgument);
+        let missing = Err(Reason::MissingArgument);
         assert_eq!(control("ctl token=abc"), (Some("abc"), missing));
-        let extra = Err(CommandError::ExtraArgument);
+        let extra = Err(Reason::ExtraArgument);
         assert_eq!(control("ctl status token=abc"), (None, extra));
     }
 
     #[test]
     fn command_errors() {
-        use CommandError::*;
+        use Reason::*;
         let cases = [
             ("ctl", MissingArgument),
             ("ctl frobnicate", UnknownCommand),
@@ -1108,7 +1063,7 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(command(text), Err(expected), "{text:?}");
         }
-        assert_eq!(BadNodeId.reason().as_str(), "bad-node-id");
+        assert_eq!(BadNodeId.as_str(), "bad-node-id");
         assert_eq!(text!("{TooManyPeers}"), "too-many-peers");
     }
 
@@ -1127,7 +1082,7 @@ mod tests {
         assert!(peers.contains(id(64), addr("1.1.1.1:1")));
         assert!(!peers.contains(id(65), addr("1.1.1.1:1")));
         let too_many = text!("ctl partition {}", list(65));
-        assert_eq!(command(&too_many), Err(CommandError::TooManyPeers));
+        assert_eq!(command(&too_many), Err(Reason::TooManyPeers));
     }
 
     #[test]
@@ -1141,7 +1096,7 @@ mod tests {
         };
         assert_eq!(peers.as_slice().len(), 3);
         let too_many = parsed("ctl partition 1,2,3,4");
-        assert_eq!(too_many, Err(CommandError::TooManyPeers));
+        assert_eq!(too_many, Err(Reason::TooManyPeers));
         assert_eq!(parsed("ctl stop"), Ok(Command::Stop));
     }
 
@@ -1218,7 +1173,7 @@ mod tests {
             "ok to=4\n"
         );
         assert_eq!(written(write_ok_plain), "ok\n");
-        let reason = CommandError::UnknownCommand.reason();
+        let reason = Reason::UnknownCommand;
         assert_eq!(
             written(|out| write_err(out, reason)),
             "err unknown-command\n"
@@ -1405,20 +1360,6 @@ mod tests {
         let words: Vec<&str, 32> = Reason::ALL.iter().map(|r| r.as_str()).collect();
         for (index, word) in words.iter().enumerate() {
             assert!(!words[..index].contains(word), "{word} twice");
-        }
-        // Each command error is answered with its own word.
-        use CommandError::*;
-        let errors = [
-            UnknownCommand,
-            MissingArgument,
-            BadNodeId,
-            BadAddress,
-            TooManyPeers,
-            ExtraArgument,
-            BadSignature,
-        ];
-        for error in errors {
-            assert_eq!(text!("{error}"), error.reason().as_str());
         }
         let unknown = Reply::parse("err not-a-reason-yet x=1").unwrap();
         assert_eq!(unknown.reason(), None);

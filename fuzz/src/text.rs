@@ -129,7 +129,7 @@ pub fn run(data: &[u8]) {
         ..
     } = &request
     {
-        check_reply(|out| text::write_err(out, error.reason()));
+        check_reply(|out| text::write_err(out, *error));
     }
 }
 
@@ -146,7 +146,7 @@ fn check_reply(write: impl FnOnce(&mut Reply) -> std::fmt::Result) {
 /// command, even one that does not parse), and, when it parses, in the canonical form a
 /// client writes. A client's datagram ([`auth::write_signed_control`]) carries the tag of
 /// exactly what the node reads as signed.
-fn check_signed(signature: &Signature<'_>, command: &Result<Command, text::CommandError>) {
+fn check_signed(signature: &Signature<'_>, command: &Result<Command, text::Reason>) {
     assert!(signature.signed.starts_with("nonce="), "{signature:?}");
     let tag: String = signature.tag.iter().map(|b| format!("{b:02x}")).collect();
     let rendered = format!("ctl sig={tag} {}", signature.signed);
