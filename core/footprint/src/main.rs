@@ -138,7 +138,7 @@ fn answer(node: &mut EmbeddedNode, now: Instant, datagram: &[u8]) {
             }
             Ok(Command::Remove(id)) => propose(node, now, Payload::Remove { id }, &mut reply),
             Ok(_) => text::write_ok_plain(&mut reply),
-            Err(error) => text::write_err(&mut reply, error.reason()),
+            Err(error) => text::write_err(&mut reply, error),
         },
         Request::Unknown => text::write_err(&mut reply, text::Reason::UnknownCommand),
     };
