@@ -80,8 +80,8 @@
 //! let me = Member { id, addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 9900)), voter: true };
 //! let node: Node<Memory, 5, 32> =
 //!     Node::new(&Config::new(id), Memory(None), None, &[me], 42, Instant::ZERO).unwrap();
-//! // 3 peers in a `ctl partition`, replies of up to 128 bytes.
-//! let mut service: Service<_, u16, 5, 32, 3, 128> = Service::new(node);
+//! // 3 peers in a `ctl partition`, replies of up to 256 bytes.
+//! let mut service: Service<_, u16, 5, 32, 3, 256> = Service::new(node);
 //! let mut out = Toy::default();
 //!
 //! // It elects itself once its first election timeout passes.
@@ -101,7 +101,10 @@
 //! assert_eq!(handled, Handled::Answer(Notice::None));
 //! assert!(out.replies.is_empty(), "handled, not sent yet");
 //! assert!(service.flush(now, &mut out));
-//! assert_eq!(out.replies, [(7, String::from("goose id=1 term=1 goose=1\n"))]);
+//! // A goose tells how long its lease still holds.
+//! let lease_ms = service.status(now).lease_remaining.millis();
+//! let expected = format!("goose id=1 term=1 goose=1 lease_ms={lease_ms}\n");
+//! assert_eq!(out.replies, [(7, expected)]);
 //! ```
 //!
 //! A simulator or a fuzzer drives the [`Node`] itself: the same families without the text
@@ -129,7 +132,8 @@ pub mod wire;
 
 pub use config::{Config, ConfigError};
 pub use raft::{
-    Event, Node, Observed, ProposeError, RaftRole, StartError, Status, TransferError, Transmit,
+    Cause, Event, Node, Observed, ProposeError, RaftRole, StartError, Status, TransferError,
+    Transmit,
 };
 pub use stats::Stats;
 pub use storage::{PersistentState, SavedState, StateError, Storage, StorageError};

@@ -84,10 +84,14 @@ pub const STATUS_COUNTERS_MAX: usize = 40;
 
 const _: () = assert!(crate::stats::Stats::COUNT + ServiceStats::COUNT + 4 <= STATUS_COUNTERS_MAX);
 
-/// The smallest reply buffer a [`Service`] accepts: room for a probe reply, a late transfer
-/// answer and any `err` word. `ctl status` needs more (see [`text::TEXT_REPLY_SIZE_MAX`]);
+/// The smallest reply buffer a [`Service`] accepts: room for a probe reply (signed), a late
+/// transfer answer and any `err` word. `ctl status` needs more (see [`text::TEXT_REPLY_SIZE_MAX`]);
 /// a status that does not fit is answered `err reply-too-long`, never cut.
-pub const REPLY_SIZE_MIN: usize = LATE_REPLY_SIZE_MAX;
+pub const REPLY_SIZE_MIN: usize = if LATE_REPLY_SIZE_MAX > text::PROBE_REPLY_SIZE_MAX {
+    LATE_REPLY_SIZE_MAX
+} else {
+    text::PROBE_REPLY_SIZE_MAX
+};
 
 /// Bytes of the buffer for the late answers to transfer requesters: the longest is
 /// `err not-goose goose=65535 addr=<IPv6 with scope>:65535\n`, 85 bytes.
@@ -480,17 +484,26 @@ impl<
         }
         match request {
             Request::Binary => self.handle_frame(now, datagram),
-            Request::Probe => {
+            Request::Probe { nonce } => {
                 let status = self.node.status(now);
+                let goose = status.goose && !self.stopped;
                 let reply = ProbeReply {
-                    goose: status.goose && !self.stopped,
+                    goose,
                     id: status.id,
                     term: status.term,
                     leader: status.leader,
                     stopped: self.stopped,
+                    lease_ms: goose.then(|| status.lease_remaining.millis()),
                 };
-                // R >= REPLY_SIZE_MIN holds any probe reply.
-                let _ = text::write_probe_reply(&mut self.reply, &reply);
+                // R >= REPLY_SIZE_MIN holds any probe reply, signed or not.
+                let _ = match (nonce, &self.auth) {
+                    (Some(nonce), Some(auth)) => {
+                        text::write_signed_probe_reply(&mut self.reply, &reply, nonce, &auth.key)
+                    }
+                    // Without a key there is nothing to sign with: the plain answer, which
+                    // a client holding a key refuses as unsigned.
+                    _ => text::write_probe_reply(&mut self.reply, &reply),
+                };
                 Handled::Answer(Notice::None)
             }
             Request::Control {
@@ -947,6 +960,7 @@ impl<
     #[inline(never)]
     fn write_status(&mut self, now: Instant, extra: &[(&str, u64)]) {
         let status = self.node.status(now);
+        let (changed_at, cause) = self.node.last_change();
         let mut all: Vec<NodeId, M> = Vec::new();
         let mut voters: Vec<NodeId, M> = Vec::new();
         let mut learners: Vec<NodeId, M> = Vec::new();
@@ -989,6 +1003,7 @@ impl<
             } else {
                 status.lease_remaining.millis()
             },
+            change: Some((cause, now.saturating_since(changed_at).millis())),
             counters: &counters,
         };
         if text::write_status(&mut self.reply, &reply).is_err() {
@@ -1304,7 +1319,15 @@ mod tests {
         let mut out = Recorder::default();
         let now = elect(&mut service, &mut out);
         let (_, reply) = ask(&mut service, now, "whois-goose");
-        assert_eq!(reply, "goose id=1 term=1 goose=1\n");
+        let lease = service.status(now).lease_remaining.millis();
+        assert!(lease > 0);
+        assert_eq!(
+            reply,
+            std::format!("goose id=1 term=1 goose=1 lease_ms={lease}\n")
+        );
+        // Why it is what it is, and since when.
+        let (_, status) = ask(&mut service, now, "ctl status");
+        assert!(status.contains(" cause=elected changed_ms="), "{status}");
         assert_eq!(ask(&mut service, now, "ctl transfer").1, "err no-target\n");
         assert_eq!(
             ask(&mut service, now, "ctl transfer 2").1,
@@ -1976,6 +1999,33 @@ mod tests {
         assert_eq!(reply, "err no-key\n");
         let (_, reply) = ask(&mut plain, now, &signed(7, 1, "status"));
         assert_eq!(reply, "err no-key\n");
+    }
+
+    #[test]
+    fn a_keyed_node_signs_probe_answers_over_the_client_nonce() {
+        let mut one = keyed(1, 7, 3);
+        let now = Instant::from_millis(1);
+        let plain = ask_keyed(&mut one, now, "whois-goose");
+        assert_eq!(
+            plain, "duck id=1 term=0 goose=none\n",
+            "no nonce, no signature"
+        );
+        let nonce = 0x0000_0000_0000_beef;
+        let answer = ask_keyed(&mut one, now, "whois-goose nonce=000000000000beef");
+        let reply = text::verify_signed_probe_reply(&answer, nonce, &ToyMac(7)).unwrap();
+        assert_eq!((reply.id, reply.goose), (id(1), false));
+        assert_eq!(
+            text::verify_signed_probe_reply(&answer, nonce, &ToyMac(8)),
+            Err(text::SignedProbeError::BadTag)
+        );
+        // A node without a key answers plainly; the client refuses it as unsigned.
+        let mut plain = service(3);
+        let (_, answer) = ask(&mut plain, now, "whois-goose nonce=000000000000beef");
+        assert_eq!(answer, "duck id=1 term=0 goose=none\n");
+        assert_eq!(
+            text::verify_signed_probe_reply(&answer, nonce, &ToyMac(7)),
+            Err(text::SignedProbeError::Unsigned)
+        );
     }
 
     #[test]

@@ -23,8 +23,9 @@
 use core::fmt::{self, Write};
 use core::net::SocketAddr;
 
-use crate::auth::TAG_SIZE;
+use crate::auth::{Mac, TAG_SIZE};
 use crate::limits::MEMBERS_MAX;
+use crate::raft::Cause;
 use crate::types::{NodeId, Term};
 
 /// Peers one `ctl partition` may name by default ([`parse`]): the default member capacity
@@ -57,8 +58,13 @@ const _: () = assert!(
 pub enum Request<'a, const N: usize = PARTITION_PEERS_MAX> {
     /// A peer frame (first byte ≥ 0x80): the caller decodes it with [`crate::wire`].
     Binary,
-    /// `whois-goose`: answer with [`write_probe_reply`].
-    Probe,
+    /// `whois-goose`, or `whois-goose nonce=<16 hex digits>`: answer with
+    /// [`write_probe_reply`], or, by a node with a cluster key asked with a nonce, with
+    /// [`write_signed_probe_reply`].
+    Probe {
+        /// The client's nonce, which a signed answer covers.
+        nonce: Option<u64>,
+    },
     /// `ctl [token=T] <command> [args]`, or signed:
     /// `ctl sig=<tag> nonce=<nonce> <command> [args]` (see [`crate::auth`]).
     Control {
@@ -319,7 +325,11 @@ pub fn parse_sized<const N: usize>(datagram: &[u8]) -> Request<'_, N> {
     };
     let (first_word, rest) = text.split_once(' ').unwrap_or((text, ""));
     match first_word {
-        "whois-goose" if rest.is_empty() => Request::Probe,
+        "whois-goose" if rest.is_empty() => Request::Probe { nonce: None },
+        "whois-goose" => match parse_probe_nonce(rest) {
+            Some(nonce) => Request::Probe { nonce: Some(nonce) },
+            None => Request::Unknown,
+        },
         "ok" | "err" | "goose" | "duck" => Request::Reply,
         "ctl" => {
             let rest = rest.trim_start_matches(' ');
@@ -362,6 +372,14 @@ fn parse_signed<const N: usize>(text: &str) -> Request<'_, N> {
         signature,
         command,
     }
+}
+
+/// The nonce of `whois-goose nonce=<16 hex digits>` (one space before it, as in every
+/// request).
+fn parse_probe_nonce(rest: &str) -> Option<u64> {
+    let mut bytes = [0; 8];
+    parse_hex(rest.strip_prefix("nonce=")?, &mut bytes)?;
+    Some(u64::from_be_bytes(bytes))
 }
 
 /// Fills `out` from exactly `2 × out.len()` hex digits (either case, no sign).
@@ -438,14 +456,23 @@ pub struct ProbeReply {
     pub leader: Option<NodeId>,
     /// Whether the node was stopped with `ctl stop`.
     pub stopped: bool,
+    /// A goose's lease left, in milliseconds (`lease_ms=`, written by a goose only): no
+    /// other node can be goose before it has passed, counted from when the reply left.
+    pub lease_ms: Option<u64>,
 }
 
-/// Writes `goose id=3 term=7 goose=3`, `duck id=1 term=7 goose=3|none` or, when stopped,
-/// `duck id=1 term=7 goose=none state=stopped`, then `\n`.
+/// Writes `goose id=3 term=7 goose=3 lease_ms=120`, `duck id=1 term=7 goose=3|none` or,
+/// when stopped, `duck id=1 term=7 goose=none state=stopped`, then `\n`.
 ///
 /// # Errors
 /// Only those of `out` (a full buffer).
 pub fn write_probe_reply(out: &mut impl Write, reply: &ProbeReply) -> fmt::Result {
+    write_probe_words(out, reply)?;
+    out.write_char('\n')
+}
+
+/// The probe reply without its `\n`.
+fn write_probe_words(out: &mut impl Write, reply: &ProbeReply) -> fmt::Result {
     let (role, goose) = role_and_goose(reply.goose, reply.id, reply.leader, reply.stopped);
     write!(
         out,
@@ -454,10 +481,115 @@ pub fn write_probe_reply(out: &mut impl Write, reply: &ProbeReply) -> fmt::Resul
         reply.term,
         OrNone(goose)
     )?;
+    if let (Some(lease_ms), "goose") = (reply.lease_ms, role) {
+        write!(out, " lease_ms={lease_ms}")?;
+    }
     if reply.stopped {
         out.write_str(" state=stopped")?;
     }
+    Ok(())
+}
+
+/// Bytes of the longest signed probe reply before its `sig=`: the role, `id`, `term`,
+/// `goose`, `lease_ms` and `nonce` at their longest, and `state=stopped`.
+const SIGNED_PROBE_SIZE_MAX: usize = 160;
+
+/// Bytes of the longest probe reply, signed: what a reply buffer must hold.
+pub const PROBE_REPLY_SIZE_MAX: usize = SIGNED_PROBE_SIZE_MAX + " sig=".len() + 2 * TAG_SIZE + 1;
+
+const _: () = assert!(
+    "goose id=65535 term=18446744073709551615 goose=65535 lease_ms=18446744073709551615 \
+     state=stopped nonce=0123456789abcdef"
+        .len()
+        <= SIGNED_PROBE_SIZE_MAX
+);
+
+/// Writes the answer to `whois-goose nonce=<nonce>` of a node with a cluster key: the
+/// probe reply, ` nonce=<16 hex digits>`, then ` sig=<32 hex digits>`, a tag over
+/// everything before ` sig=` (so over the reply and the nonce), then `\n`. The tag cannot
+/// be taken for a peer frame's or a signed command's: those cover bytes that start with a
+/// byte ≥ 0x80 or with `nonce=`, this one bytes that start with `goose` or `duck`.
+///
+/// # Errors
+/// Only those of `out`.
+pub fn write_signed_probe_reply(
+    out: &mut impl Write,
+    reply: &ProbeReply,
+    nonce: u64,
+    mac: &impl Mac,
+) -> fmt::Result {
+    let mut signed: heapless::String<SIGNED_PROBE_SIZE_MAX> = heapless::String::new();
+    write_probe_words(&mut signed, reply)?;
+    write!(signed, " nonce={nonce:016x}")?;
+    out.write_str(&signed)?;
+    out.write_str(" sig=")?;
+    for byte in mac.tag(signed.as_bytes()) {
+        write!(out, "{byte:02x}")?;
+    }
     out.write_char('\n')
+}
+
+/// Why a signed probe reply was not accepted ([`verify_signed_probe_reply`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignedProbeError {
+    /// No `sig=` word: a node without the key answered, or a forger that lacks it.
+    Unsigned,
+    /// The `nonce=` is not the one sent: a replay of an older answer.
+    WrongNonce,
+    /// The tag does not match: forged, corrupted, or another flock's key.
+    BadTag,
+    /// The reply itself does not parse.
+    Reply(ReplyError),
+}
+
+impl fmt::Display for SignedProbeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unsigned => f.write_str("unsigned (does the node have the cluster key?)"),
+            Self::WrongNonce => f.write_str("signed for another nonce (a replayed answer)"),
+            Self::BadTag => f.write_str("bad signature (forged, or another key)"),
+            Self::Reply(error) => write!(f, "not a probe reply: {error}"),
+        }
+    }
+}
+
+impl core::error::Error for SignedProbeError {}
+
+/// The client's side of [`write_signed_probe_reply`]: the reply, if `line` is an answer to
+/// `whois-goose nonce=<nonce>` signed with `mac`'s key.
+///
+/// # Errors
+/// See [`SignedProbeError`].
+pub fn verify_signed_probe_reply(
+    line: &str,
+    nonce: u64,
+    mac: &impl Mac,
+) -> Result<ProbeReply, SignedProbeError> {
+    let line = one_line(line).map_err(SignedProbeError::Reply)?;
+    let (signed, tag) = line
+        .rsplit_once(" sig=")
+        .ok_or(SignedProbeError::Unsigned)?;
+    let mut tag_bytes = [0; TAG_SIZE];
+    parse_hex(tag, &mut tag_bytes).ok_or(SignedProbeError::BadTag)?;
+    if !mac.verify(signed.as_bytes(), &tag_bytes) {
+        return Err(SignedProbeError::BadTag);
+    }
+    let mut said = [0; 8];
+    let told = Pairs(signed)
+        .get("nonce")
+        .and_then(|hex| parse_hex(hex, &mut said));
+    if told.is_none() || u64::from_be_bytes(said) != nonce {
+        return Err(SignedProbeError::WrongNonce);
+    }
+    ProbeReply::parse(signed).map_err(SignedProbeError::Reply)
+}
+
+/// Writes `whois-goose nonce=<16 hex digits>`, the request a signed answer covers.
+///
+/// # Errors
+/// Only those of `out`.
+pub fn write_signed_probe(out: &mut impl Write, nonce: u64) -> fmt::Result {
+    write!(out, "whois-goose nonce={nonce:016x}")
 }
 
 /// The answer to `ctl status`; each field is printed as one `key=value` pair.
@@ -485,12 +617,15 @@ pub struct StatusReply<'a> {
     pub learners: &'a [NodeId],
     /// Lease left in milliseconds, 0 if none.
     pub lease_ms: u64,
+    /// Why the role last changed and how many milliseconds ago, if known.
+    pub change: Option<(Cause, u64)>,
     /// Named counters (one per drop reason), printed in this order.
     pub counters: &'a [(&'a str, u64)],
 }
 
 /// Writes `ok role=… raft=… id=… term=… goose=… state=running|stopped commit=… members=…
-/// voters=… learners=… lease_ms=…` then each counter as ` name=n`, then `\n`. `role` and
+/// voters=… learners=… lease_ms=…`, with a change `cause=<word>[ cause_node=<id>]
+/// changed_ms=…` ([`Cause::as_str`]), then each counter as ` name=n`, then `\n`. `role` and
 /// `goose` follow the probe's rules (a stopped node is `role=duck goose=none`).
 ///
 /// # Errors
@@ -517,6 +652,13 @@ pub fn write_status(out: &mut impl Write, status: &StatusReply<'_>) -> fmt::Resu
         IdList(status.learners)
     )?;
     write!(out, " lease_ms={}", status.lease_ms)?;
+    if let Some((cause, changed_ms)) = status.change {
+        write!(out, " cause={cause_word}", cause_word = cause.as_str())?;
+        if let Some(node) = cause.node() {
+            write!(out, " cause_node={node}")?;
+        }
+        write!(out, " changed_ms={changed_ms}")?;
+    }
     for (name, value) in status.counters {
         write!(out, " {name}={value}")?;
     }
@@ -724,8 +866,8 @@ impl<'a> Reply<'a> {
 
 impl ProbeReply {
     /// Parses an answer to `whois-goose`, with or without its final `\n`: the role, then
-    /// `id`, `term` and `goose` pairs (`state=stopped` if stopped; other pairs are
-    /// skipped). A reply [`write_probe_reply`] wrote parses back to what it says: `goose`
+    /// `id`, `term` and `goose` pairs (`lease_ms=` if given, `state=stopped` if stopped;
+    /// other pairs, such as a signed reply's `nonce=` and `sig=`, are skipped). A reply [`write_probe_reply`] wrote parses back to what it says: `goose`
     /// is the role, `leader` the `goose=` value.
     ///
     /// # Errors
@@ -749,6 +891,10 @@ impl ProbeReply {
             None => return Err(ReplyError::BadPair("goose")),
         };
         let stopped = pairs.get("state") == Some("stopped");
+        let lease_ms = match pairs.get("lease_ms") {
+            Some(value) => Some(value.parse().map_err(|_| ReplyError::BadPair("lease_ms"))?),
+            None => None,
+        };
         let consistent = match goose {
             true => leader == Some(id) && !stopped,
             false => leader != Some(id),
@@ -762,6 +908,7 @@ impl ProbeReply {
             term,
             leader,
             stopped,
+            lease_ms,
         })
     }
 }
@@ -955,9 +1102,25 @@ mod tests {
             "whois-goose\r\n",
             "whois-goose \r\n",
         ] {
-            assert_eq!(parse(probe.as_bytes()), Request::Probe, "{probe:?}");
+            assert_eq!(
+                parse(probe.as_bytes()),
+                Request::Probe { nonce: None },
+                "{probe:?}"
+            );
         }
+        let signed = parse(b"whois-goose nonce=00000000DEADbeef\r\n");
+        assert_eq!(
+            signed,
+            Request::Probe {
+                nonce: Some(0xdead_beef)
+            }
+        );
         for other in [
+            "whois-goose nonce=",
+            "whois-goose nonce=deadbeef",
+            "whois-goose nonce=00000000deadbeef x",
+            "whois-goose  nonce=00000000deadbeef",
+            "whois-goose nonce=+0000000deadbeef",
             " whois-goose",
             "whois-goose x",
             "whois-goosex",
@@ -1157,11 +1320,98 @@ mod tests {
                 term,
                 leader: leader.map(id),
                 stopped,
+                lease_ms: None,
             };
             let line = written(|out| write_probe_reply(out, &reply));
             assert_eq!(line, expected);
             assert_eq!(parse(line.as_bytes()), Request::Reply);
         }
+        // Only a goose tells its lease.
+        let goose = ProbeReply {
+            goose: true,
+            id: id(3),
+            term: Term(7),
+            leader: Some(id(3)),
+            stopped: false,
+            lease_ms: Some(120),
+        };
+        let line = written(|out| write_probe_reply(out, &goose));
+        assert_eq!(line, "goose id=3 term=7 goose=3 lease_ms=120\n");
+        let duck = ProbeReply {
+            goose: false,
+            ..goose
+        };
+        let line = written(|out| write_probe_reply(out, &duck));
+        assert_eq!(line, "duck id=3 term=7 goose=none\n");
+    }
+
+    #[test]
+    fn signed_probe_replies_verify_only_with_the_key_and_nonce() {
+        use crate::auth::tests::ToyMac;
+        let reply = ProbeReply {
+            goose: true,
+            id: id(3),
+            term: Term(7),
+            leader: Some(id(3)),
+            stopped: false,
+            lease_ms: Some(120),
+        };
+        let nonce = 0x0123_4567_89ab_cdef;
+        let line = written(|out| write_signed_probe_reply(out, &reply, nonce, &ToyMac(5)));
+        let tag = "goose id=3 term=7 goose=3 lease_ms=120 nonce=0123456789abcdef sig=";
+        assert!(line.starts_with(tag), "{line:?}");
+        assert_eq!(line.len(), tag.len() + 2 * TAG_SIZE + 1);
+        assert_eq!(parse(line.as_bytes()), Request::Reply);
+        assert_eq!(
+            verify_signed_probe_reply(&line, nonce, &ToyMac(5)),
+            Ok(reply)
+        );
+        // Scripts read it as any probe reply.
+        assert_eq!(ProbeReply::parse(&line), Ok(reply));
+        use SignedProbeError::*;
+        assert_eq!(
+            verify_signed_probe_reply(&line, nonce, &ToyMac(6)),
+            Err(BadTag)
+        );
+        assert_eq!(
+            verify_signed_probe_reply(&line, nonce + 1, &ToyMac(5)),
+            Err(WrongNonce)
+        );
+        let forged = line.replacen("term=7", "term=8", 1);
+        assert_eq!(
+            verify_signed_probe_reply(&forged, nonce, &ToyMac(5)),
+            Err(BadTag)
+        );
+        let plain = written(|out| write_probe_reply(out, &reply));
+        assert_eq!(
+            verify_signed_probe_reply(&plain, nonce, &ToyMac(5)),
+            Err(Unsigned)
+        );
+        let cut = &line[..line.len() - 3];
+        assert_eq!(
+            verify_signed_probe_reply(cut, nonce, &ToyMac(5)),
+            Err(BadTag)
+        );
+        assert_eq!(
+            verify_signed_probe_reply("", nonce, &ToyMac(5)),
+            Err(Reply(ReplyError::NotOneLine))
+        );
+        // The longest reply fits what a reply buffer holds.
+        let longest = ProbeReply {
+            id: id(65535),
+            term: Term(u64::MAX),
+            leader: Some(id(65535)),
+            lease_ms: Some(u64::MAX),
+            ..reply
+        };
+        let line = written(|out| write_signed_probe_reply(out, &longest, u64::MAX, &ToyMac(1)));
+        assert!(line.len() <= PROBE_REPLY_SIZE_MAX, "{}", line.len());
+        let mut request = Text::new();
+        write_signed_probe(&mut request, nonce).unwrap();
+        assert_eq!(
+            parse(request.as_bytes()),
+            Request::Probe { nonce: Some(nonce) }
+        );
     }
 
     #[test]
@@ -1199,16 +1449,18 @@ mod tests {
             voters: &ids,
             learners: &[],
             lease_ms: 120,
+            change: Some((Cause::HigherTerm { from: id(2) }, 40)),
             counters: &[("drop_magic", 2), ("drop_short", 0)],
         };
         let expected = "ok role=goose raft=leader id=1 term=3 goose=1 state=running commit=5 \
-                        members=1,2,3 voters=1,2,3 learners= lease_ms=120 \
-                        drop_magic=2 drop_short=0\n";
+                        members=1,2,3 voters=1,2,3 learners= lease_ms=120 cause=higher-term \
+                        cause_node=2 changed_ms=40 drop_magic=2 drop_short=0\n";
         assert_eq!(written(|out| write_status(out, &status)), expected);
         let stopped = StatusReply {
             stopped: true,
             raft: "follower",
             lease_ms: 0,
+            change: None,
             counters: &[],
             ..status
         };
@@ -1236,6 +1488,12 @@ mod tests {
             voters,
             learners,
             lease_ms: u64::MAX,
+            change: Some((
+                Cause::Handoff {
+                    to: Some(id(65535)),
+                },
+                u64::MAX,
+            )),
             counters: &counters,
         };
         let line = written(|out| write_status(out, &status)); // fails if it overflows
@@ -1256,6 +1514,7 @@ mod tests {
                         term: Term(u64::MAX - u64::from(me)),
                         leader: leader.map(id),
                         stopped,
+                        lease_ms: Some(u64::from(me)),
                     };
                     let line = written(|out| write_probe_reply(out, &reply));
                     let parsed = ProbeReply::parse(&line).unwrap();
@@ -1264,6 +1523,7 @@ mod tests {
                     let said = ProbeReply {
                         goose: role == "goose",
                         leader: named,
+                        lease_ms: reply.lease_ms.filter(|_| role == "goose"),
                         ..reply
                     };
                     assert_eq!(parsed, said, "{line:?}");
@@ -1430,6 +1690,7 @@ mod tests {
             voters: &ids[..2],
             learners: &ids[2..],
             lease_ms: 0,
+            change: None,
             counters: &counters,
         };
         let line = written(|out| write_status(out, &status));

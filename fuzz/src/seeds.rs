@@ -402,6 +402,7 @@ fn text_seeds() -> Vec<(&'static str, Vec<u8>)> {
     };
     let plain: Vec<(&'static str, &'static [u8])> = vec![
         ("probe", b"whois-goose\n"),
+        ("probe-nonce", b"whois-goose nonce=0000000700000001\n"),
         ("status", b"ctl status"),
         ("status-token", b"ctl token=s3cret status\n"),
         ("stop", b"ctl stop"),
@@ -416,6 +417,7 @@ fn text_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("bad-id", b"ctl remove 0"),
         ("extra", b"ctl stop now"),
         ("reply", b"goose id=1 term=3 goose=1\n"),
+        ("reply-lease", b"goose id=1 term=3 goose=1 lease_ms=120\n"),
         ("unknown", b"hello"),
         ("nonce", b"ctl nonce\n"),
         ("nonce-reply", b"ok nonce=00000007000000ff\n"),

@@ -52,6 +52,18 @@ pub fn run(data: &[u8]) {
             assert_eq!(*token, None, "a signed command carries no token");
             check_signed(signature, command);
         }
+        Request::Probe { nonce: Some(nonce) } => {
+            let mut again = String::new();
+            text::write_signed_probe(&mut again, *nonce).expect("a String takes any request");
+            let parsed = text::parse(again.as_bytes());
+            assert_eq!(
+                parsed,
+                Request::Probe {
+                    nonce: Some(*nonce)
+                },
+                "{again:?}"
+            );
+        }
         _ => {}
     }
     if let Some(nonce) = std::str::from_utf8(data)
@@ -63,18 +75,16 @@ pub fn run(data: &[u8]) {
         assert_eq!(text::parse_nonce_reply(&reply), Some(nonce), "{reply:?}");
     }
     let mut values = Values::new(data);
-    check_reply(|out| {
-        text::write_probe_reply(
-            out,
-            &ProbeReply {
-                goose: values.bool(),
-                id: values.id(),
-                term: Term(values.u64()),
-                leader: values.option_id(),
-                stopped: values.bool(),
-            },
-        )
-    });
+    let probe = ProbeReply {
+        goose: values.bool(),
+        id: values.id(),
+        term: Term(values.u64()),
+        leader: values.option_id(),
+        stopped: values.bool(),
+        lease_ms: values.bool().then(|| values.u64()),
+    };
+    check_reply(|out| text::write_probe_reply(out, &probe));
+    check_signed_probe(&probe, values.u64_any());
     let members: Vec<NodeId> = (0..values.count(MEMBERS_MAX))
         .map(|_| values.id())
         .collect();
@@ -105,6 +115,9 @@ pub fn run(data: &[u8]) {
                 voters: &voters,
                 learners: &learners,
                 lease_ms: values.u64(),
+                change: values
+                    .bool()
+                    .then(|| (goose_core::Cause::LeaseLapsed, values.u64())),
                 counters: &counters,
             },
         )
@@ -131,6 +144,22 @@ pub fn run(data: &[u8]) {
     {
         check_reply(|out| text::write_err(out, *error));
     }
+}
+
+/// A signed probe reply fits a reply buffer as one line, reads as the reply it signs, and
+/// verifies with its key and nonce only; the input, read as a signed reply, never
+/// verifies with a nonce it does not name.
+fn check_signed_probe(probe: &ProbeReply, nonce: u64) {
+    let mac = TestMac(TestMac::SEED_KEY);
+    let mut reply = Reply::new();
+    check_reply(|out| text::write_signed_probe_reply(out, probe, nonce, &mac));
+    text::write_signed_probe_reply(&mut reply, probe, nonce, &mac).expect("checked above");
+    assert!(reply.len() <= text::PROBE_REPLY_SIZE_MAX, "{reply:?}");
+    let plain = text::ProbeReply::parse(&reply).map_err(text::SignedProbeError::Reply);
+    assert_eq!(text::verify_signed_probe_reply(&reply, nonce, &mac), plain);
+    let other = TestMac(TestMac::SEED_KEY ^ 1);
+    assert!(text::verify_signed_probe_reply(&reply, nonce, &other).is_err());
+    assert!(text::verify_signed_probe_reply(&reply, !nonce, &mac).is_err());
 }
 
 /// Writes a reply into a fresh buffer and checks it.

@@ -703,6 +703,7 @@ mod tests {
             voters: &ids,
             learners: &ids,
             lease_ms: u64::MAX,
+            change: Some((goose_core::Cause::Handoff { to: Some(ids[0]) }, u64::MAX)),
             counters: &counters,
         };
         let mut out: String<{ 2 * REPLY_SIZE_MAX }> = String::new();

@@ -120,7 +120,7 @@ fn answer(node: &mut EmbeddedNode, now: Instant, datagram: &[u8]) {
             return;
         }
         Request::Reply => return,
-        Request::Probe => {
+        Request::Probe { .. } => {
             let status = node.status(now);
             let probe = ProbeReply {
                 goose: status.goose,
@@ -128,6 +128,7 @@ fn answer(node: &mut EmbeddedNode, now: Instant, datagram: &[u8]) {
                 term: status.term,
                 leader: status.leader,
                 stopped: false,
+                lease_ms: status.goose.then(|| status.lease_remaining.millis()),
             };
             text::write_probe_reply(&mut reply, &probe)
         }
@@ -188,6 +189,7 @@ fn write_status(node: &EmbeddedNode, now: Instant, reply: &mut impl Write) -> co
             voters: &voters,
             learners: &learners,
             lease_ms: status.lease_remaining.millis(),
+            change: Some((node.last_change().1, 0)),
             counters: &counters,
         },
     )

@@ -13,6 +13,7 @@
 use heapless::Vec;
 
 use super::leader::{LeaderState, Progress};
+use super::Cause;
 use super::{push_bounded, Node, Role};
 use crate::quorum::majority;
 use crate::stats::bump;
@@ -47,6 +48,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         // The timer never fires inside the loyalty window (reset_election_timer), but
         // the window is what the lease relies on: check it, not the timer.
         if self.can_campaign() && !self.in_lease(now) {
+            self.because(Cause::ElectionTimeout);
             self.become_pre_candidate(now);
         }
     }
@@ -126,11 +128,14 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             .count();
         if granted >= needed {
             if pre {
+                self.because(Cause::PreVotesGranted);
                 self.become_candidate(now, false);
             } else {
+                self.because(Cause::Elected);
                 self.become_leader(now);
             }
         } else if refused >= needed {
+            self.because(Cause::VotesRefused);
             self.become_follower(now, self.term, None);
         }
     }

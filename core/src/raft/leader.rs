@@ -13,7 +13,7 @@ use heapless::Vec;
 
 use super::membership::Leaving;
 use super::transfer::Transfer;
-use super::{encode_to, push_bounded, Node, ProposeError, Transmit};
+use super::{encode_to, push_bounded, Cause, Node, ProposeError, Transmit};
 use crate::limits::{ENTRIES_PER_MESSAGE_MAX, MEMBERS_PER_SNAPSHOT_CHUNK};
 use crate::quorum::{majority, quorum_value};
 use crate::stats::bump;
@@ -142,6 +142,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             if !state.quorum_active(&self.log, self.config.id) {
                 // CheckQuorum: a leader cut off from its majority steps down, so a
                 // minority side has no leader at all (its lease ended long before).
+                self.because(Cause::LostMajority);
                 self.become_follower(now, self.term, None);
                 return;
             }

@@ -67,7 +67,7 @@
 
 use heapless::Vec;
 
-use super::{push_bounded, Node, Role};
+use super::{push_bounded, Cause, Node, Role};
 use crate::quorum::quorum_value;
 use crate::storage::Storage;
 use crate::time::{Duration, Instant};
@@ -121,6 +121,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             // Two leaders in one term are impossible (one vote per term per voter), and
             // `step` drops a leader-only message that reaches a leader.
             assert!(!self.role.is_leader(), "two leaders in a term");
+            self.because(Cause::LeaderHeard { from: leader });
             self.become_follower(now, self.term, Some(leader));
         }
         if stick != self.stick {

@@ -26,7 +26,7 @@
 //! whole log, however many changes follow the removal.
 
 use super::leader::Progress;
-use super::{push_bounded, Event, Node, ProposeError};
+use super::{push_bounded, Cause, Event, Node, ProposeError};
 use crate::limits::UNCOMMITTED_ENTRIES_MAX;
 use crate::storage::Storage;
 use crate::time::Instant;
@@ -196,6 +196,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     pub(super) fn step_down_if_removed(&mut self) {
         if self.log.member(self.config.id).is_none() || !self.log.is_voter(self.config.id) {
             let now = self.last_now;
+            self.because(Cause::Removed);
             self.become_follower(now, self.term, None);
             // Its own log is the whole log: the removal it committed is the last word.
             self.whole_log = true;

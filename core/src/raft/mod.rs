@@ -68,6 +68,7 @@
 //! back. The service answers nothing once its node failed; the desktop node exits and a
 //! board halts.
 
+pub mod cause;
 pub mod election;
 pub mod follower;
 pub mod leader;
@@ -91,6 +92,7 @@ use crate::time::{Duration, Instant};
 use crate::types::{Entry, EntryId, LogIndex, Member, NodeId, Payload, Term};
 use crate::wire::{self, Body, MessageRef, MessageShort, WireError};
 
+pub use self::cause::Cause;
 use self::election::Votes;
 use self::follower::SnapshotReceive;
 use self::leader::LeaderState;
@@ -154,6 +156,16 @@ pub struct Observed {
     pub term: Term,
     /// The leader this node knows of (itself, as leader).
     pub leader: Option<NodeId>,
+    /// Why it changed.
+    pub cause: Cause,
+}
+
+impl Observed {
+    /// Whether `other` describes the same state, whatever the cause.
+    fn same_state(&self, other: &Self) -> bool {
+        (self.raft, self.goose, self.term, self.leader)
+            == (other.raft, other.goose, other.term, other.leader)
+    }
 }
 
 /// A frame written by [`Node::poll_transmit`].
@@ -349,6 +361,10 @@ pub struct Node<S: Storage, const M: usize = MEMBERS_MAX, const L: usize = LOG_E
     outbox: Outbox<M>,
     events: Deque<Event, EVENTS_MAX>,
     observed: Option<Observed>,
+    /// Why the role is changing during the input being handled ([`cause`]).
+    cause: Option<Cause>,
+    /// When the last [`Event::Changed`] was reported, and why.
+    changed: (Instant, Cause),
     stats: Stats,
     last_now: Instant,
     dirty: bool,
@@ -434,6 +450,8 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             outbox: Outbox::new(),
             events: Deque::new(),
             observed: None,
+            cause: Some(Cause::Started),
+            changed: (now, Cause::Started),
             stats: Stats::default(),
             last_now: now,
             dirty: false,
@@ -531,6 +549,11 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     /// The log after the snapshot; `entries()[i]` has index `snapshot().index + 1 + i`.
     pub fn entries(&self) -> &[Entry] {
         self.log.entries()
+    }
+
+    /// When the role, goose status, term or leader last changed, and why.
+    pub fn last_change(&self) -> (Instant, Cause) {
+        self.changed
     }
 
     /// The drop counters.
@@ -767,16 +790,25 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     }
 
     fn observe(&mut self, now: Instant) {
-        let observed = Observed {
+        let mut observed = Observed {
             raft: self.raft_role(),
             goose: self.is_goose(now),
             term: self.term,
             leader: self.leader,
+            cause: Cause::Started,
         };
-        if self.observed != Some(observed) {
-            self.observed = Some(observed);
-            self.push_event(Event::Changed(observed));
+        if self
+            .observed
+            .is_some_and(|shown| shown.same_state(&observed))
+        {
+            self.cause = None;
+            return;
         }
+        let before = self.observed;
+        observed.cause = self.take_cause(before.as_ref(), &observed);
+        self.observed = Some(observed);
+        self.changed = (now, observed.cause);
+        self.push_event(Event::Changed(observed));
     }
 
     fn push_event(&mut self, event: Event) {

@@ -17,7 +17,7 @@
 //! [follower](super::follower), acknowledgements to the [leader](super::leader). Each
 //! handler checks that this node still has the role its message is for.
 
-use super::Node;
+use super::{Cause, Node};
 use crate::stats::bump;
 use crate::storage::Storage;
 use crate::time::Instant;
@@ -40,6 +40,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
                 Body::PreVote { .. } | Body::PreVoteResponse { granted: true } => {}
                 _ => {
                     let leader = body.is_from_leader().then_some(from);
+                    self.because(Cause::HigherTerm { from });
                     self.become_follower(now, term, leader);
                 }
             }
@@ -112,6 +113,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             Body::TimeoutNow => {
                 self.follow(now, from, self.stick);
                 if self.can_campaign() {
+                    self.because(Cause::TimeoutNow { from });
                     self.become_candidate(now, true);
                 }
             }

@@ -6,7 +6,7 @@
 //! the leader gave it up first, and never takes it back in this term: a leader that sent
 //! TimeoutNow and is still leader at the deadline steps down.
 
-use super::{Event, Node, TransferError};
+use super::{Cause, Event, Node, TransferError};
 use crate::stats::bump;
 use crate::storage::Storage;
 use crate::time::Instant;
@@ -55,6 +55,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             deadline: now + self.config.election_timeout_min,
             sent: false,
         });
+        self.because(Cause::Handoff { to: target });
         self.maybe_send_timeout_now(now);
         Ok(())
     }
@@ -69,6 +70,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             if transfer.sent {
                 // The target did not take over: step down so an ordinary election
                 // follows, rather than lead on without ever being goose.
+                self.because(Cause::HandoffTimedOut);
                 self.become_follower(now, self.term, None);
                 return;
             }
