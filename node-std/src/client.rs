@@ -1,9 +1,13 @@
-//! `goose whois` and `goose ctl`: one-datagram clients of the text protocol, and the probe
-//! the cluster launcher's live view uses.
+//! `goose whois` and `goose ctl`: one-datagram clients of the text protocol.
 //!
-//! Each request goes out on its own *connected* UDP socket, so only the asked node's reply
-//! is accepted, and a closed port (ICMP port unreachable) answers at once instead of after
-//! the timeout.
+//! `goose whois` is the `goose-client` crate's probe ([`goose_client::Flock`]), the one
+//! applications use: with a cluster key it sends `whois-goose nonce=<16 hex>` and counts
+//! only answers signed over that nonce. `goose ctl` sends each request on its own
+//! *connected* UDP socket, so only the asked node's reply is accepted, and a closed port
+//! (ICMP port unreachable) answers at once instead of after the timeout.
+//!
+//! Exit codes: `goose whois` 0 iff exactly one node answered goose, else 1; `goose ctl` 0 for
+//! a reply that is not `err`, 1 for `err`, [`CTL_NO_REPLY`] when no reply came.
 //!
 //! With a cluster key, `goose ctl` signs (`goose_core::auth`): `ctl nonce` to the node, then
 //! `ctl sig=<tag> nonce=<nonce> <command…>` from the same socket; `err stale-nonce` (the
@@ -17,12 +21,13 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use goose_client::{AskError, Flock};
 use goose_core::auth::key::ClusterKey;
 use goose_core::auth::write_signed_control;
-use goose_core::text::{parse_nonce_reply, ProbeReply, Reason, Reply, TEXT_REPLY_SIZE_MAX};
+use goose_core::text::{parse_nonce_reply, Reason, Reply, TEXT_REPLY_SIZE_MAX};
 
-/// How long `whois` waits for all its replies.
-pub(crate) const WHOIS_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long `whois` waits for all its replies (the launcher's views wait less).
+const WHOIS_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long `ctl` waits for a reply.
 const CTL_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long `ctl … transfer` waits: the goose answers only once the handoff is sent, or
@@ -51,36 +56,33 @@ pub(crate) enum ControlAuth<'a> {
     Key(&'a ClusterKey),
 }
 
-/// Sends `whois-goose` to every address at once and waits up to `timeout` in total;
-/// returns the reply lines in argument order (`None`: no reply).
-pub(crate) fn probe_all(addrs: &[SocketAddr], timeout: Duration) -> Vec<Option<String>> {
-    let deadline = Instant::now() + timeout;
-    let sockets: Vec<Option<UdpSocket>> = addrs
-        .iter()
-        .map(|addr| send_request(*addr, b"whois-goose").ok())
-        .collect();
-    sockets
-        .iter()
-        .map(|socket| receive_reply(socket.as_ref()?, deadline).ok())
-        .collect()
-}
+/// `goose ctl`'s exit code when no reply came in time (1 is an `err` reply).
+pub(crate) const CTL_NO_REPLY: u8 = 3;
 
-/// `goose whois`: prints `<port>: goose|duck|-` for each address, in order; always exit 0.
-pub(crate) fn whois(addrs: &[SocketAddr]) -> ExitCode {
-    let replies = probe_all(addrs, WHOIS_TIMEOUT);
-    for (addr, reply) in addrs.iter().zip(replies) {
-        let role = match reply.as_deref().map(ProbeReply::parse) {
-            Some(Ok(ProbeReply { goose: true, .. })) => "goose",
-            Some(Ok(ProbeReply { goose: false, .. })) => "duck",
-            Some(Err(_)) | None => "-",
-        };
-        println!("{}: {role}", addr.port());
+/// `goose whois`: prints `<ip:port>: goose|duck|-` for each address, in order (`-`: no
+/// usable answer; with a key, an answer that is not signed over this probe's nonce, said
+/// on stderr); exit 0 iff exactly one answered goose.
+pub(crate) fn whois(addrs: &[SocketAddr], key: Option<&ClusterKey>) -> ExitCode {
+    let mut flock = Flock::new(addrs.iter().copied()).timeout(WHOIS_TIMEOUT);
+    if let Some(key) = key {
+        flock = flock.with_key(key.clone());
     }
-    ExitCode::SUCCESS
+    let answers = flock.ask();
+    for answer in &answers {
+        if let Err(error @ (AskError::Unverified(_) | AskError::Malformed(_))) = &answer.reply {
+            eprintln!("goose whois: {}: {error}", answer.addr);
+        }
+        println!("{}: {}", answer.addr, answer.role());
+    }
+    let geese = answers.iter().filter(|answer| answer.role() == "goose");
+    match geese.count() {
+        1 => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
 }
 
 /// `goose ctl`: sends `ctl [token=T] <command…>`, or with a key the signed form (module
-/// docs), prints the reply; exit 1 on `err` or no reply. A duck's
+/// docs), prints the reply; exit 1 on `err`, [`CTL_NO_REPLY`] without a reply. A duck's
 /// `err not-goose … addr=<ip:port>` is followed once to the goose.
 pub(crate) fn ctl(addr: SocketAddr, auth: ControlAuth<'_>, command: &[String]) -> ExitCode {
     let command = command.join(" ");
@@ -127,7 +129,7 @@ pub(crate) fn ctl(addr: SocketAddr, auth: ControlAuth<'_>, command: &[String]) -
         }
         Err(error) => {
             eprintln!("goose ctl: no reply from {target}: {error}");
-            ExitCode::FAILURE
+            ExitCode::from(CTL_NO_REPLY)
         }
     }
 }

@@ -29,11 +29,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use goose_client::Flock;
 use goose_core::text::ProbeReply;
 use goose_core::{Config, Member, NodeId};
 
 use crate::board::{self, BoardError, BoardSpec};
-use crate::client::probe_all;
 use crate::storage_file::DataDir;
 
 /// How often the live view probes every node.
@@ -377,11 +377,7 @@ impl View {
     /// in node order.
     fn refresh(&mut self, nodes: &mut [Launched]) -> Vec<Option<ProbeReply>> {
         self.reap_exited(nodes);
-        let replies = probe_all(&self.addrs, VIEW_PROBE_TIMEOUT);
-        let probes: Vec<Option<ProbeReply>> = replies
-            .iter()
-            .map(|reply| ProbeReply::parse(reply.as_deref()?).ok())
-            .collect();
+        let probes = probe_all(&self.addrs);
         let geese = geese(nodes, &probes);
         let term = probes.iter().flatten().map(|p| p.term.0).max();
         let view = (geese, term);
@@ -420,6 +416,16 @@ impl View {
             node.child = None;
         }
     }
+}
+
+/// Every node's answer to one probe round, in order (`None`: no usable answer).
+fn probe_all(addrs: &[SocketAddr]) -> Vec<Option<ProbeReply>> {
+    let flock = Flock::new(addrs.iter().copied()).timeout(VIEW_PROBE_TIMEOUT);
+    flock
+        .ask()
+        .into_iter()
+        .map(|answer| answer.reply.ok())
+        .collect()
 }
 
 /// The ids of the nodes that answered `goose`.
@@ -596,14 +602,9 @@ fn wait_exited(nodes: &mut [&mut Launched], view: &View) {
 fn stop_all(nodes: &mut [Launched]) {
     let view = View::new(nodes);
     let addrs: Vec<SocketAddr> = nodes.iter().map(|node| node.addr).collect();
-    let is_goose: Vec<bool> = probe_all(&addrs, VIEW_PROBE_TIMEOUT)
+    let is_goose: Vec<bool> = probe_all(&addrs)
         .iter()
-        .map(|reply| {
-            reply
-                .as_deref()
-                .and_then(|reply| ProbeReply::parse(reply).ok())
-                .is_some_and(|p| p.goose)
-        })
+        .map(|reply| reply.is_some_and(|p| p.goose))
         .collect();
     for goose_last in [false, true] {
         let mut group: Vec<&mut Launched> = nodes

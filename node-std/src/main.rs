@@ -61,9 +61,10 @@ enum Command {
     /// Launch a local flock of `goose node` processes and show who is goose.
     #[command(after_help = CLUSTER_AFTER_HELP)]
     Cluster(ClusterArgs),
-    /// Ask nodes who they are: prints "<port>: goose|duck|-" per address, in order.
+    /// Ask nodes who they are: prints "<ip:port>: goose|duck|-" per address, in order; exit
+    /// 0 iff exactly one answered goose.
     Whois(WhoisArgs),
-    /// Send a control command to a node and print its reply (exit 1 on err or no reply).
+    /// Send a control command to a node and print its reply (exit 1 on err, 3 on no reply).
     #[command(after_help = CTL_AFTER_HELP)]
     Ctl(CtlArgs),
     /// Run one board: the firmware in qemu-system-arm (lm3s6965evb), its UDP port forwarded
@@ -400,6 +401,10 @@ struct WhoisArgs {
     /// The nodes to ask.
     #[arg(required = true, value_name = "IP:PORT", value_parser = parse_peer_addr)]
     addrs: Vec<SocketAddr>,
+    /// The flock's cluster key: ask with a fresh nonce and count only answers signed over
+    /// it with this key (a forged or replayed answer prints `-`).
+    #[arg(long, value_name = "FILE", value_parser = key_file::parse_key_file)]
+    cluster_key_file: Option<KeyFile>,
 }
 
 #[derive(Debug, Args)]
@@ -427,7 +432,10 @@ struct CtlArgs {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // Milliseconds: a failover takes a few hundred of them.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
     let cli = parse_cli();
     let command = cli
         .command
@@ -435,7 +443,9 @@ fn main() -> ExitCode {
     match command {
         Command::Node(args) => run_node(args),
         Command::Cluster(args) => run_cluster(args),
-        Command::Whois(args) => client::whois(&args.addrs),
+        Command::Whois(args) => {
+            client::whois(&args.addrs, args.cluster_key_file.as_ref().map(|f| &f.key))
+        }
         Command::Ctl(args) => {
             let auth = match (&args.cluster_key_file, &args.token) {
                 (Some(file), _) => client::ControlAuth::Key(&file.key),

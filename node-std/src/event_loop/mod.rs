@@ -10,6 +10,7 @@
 //! - `runner`: the loop below, the events, the hooks and leaving;
 //! - `port`: the UDP socket, its receive buffer and traffic counters;
 //! - `join`: the `--join` client;
+//! - `heard`: when each member was last heard from, and the warning when one goes quiet;
 //! - `signals`: the SIGINT/SIGTERM and SIGCHLD self-pipes.
 //!
 //! Each wake-up drives the service in the order its docs give:
@@ -71,6 +72,7 @@ use crate::storage_file::{DataDir, DataDirError, FileStorage};
 use self::port::Port;
 use self::signals::Pipes;
 
+mod heard;
 mod join;
 mod port;
 mod runner;

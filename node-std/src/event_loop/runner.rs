@@ -11,13 +11,14 @@ use goose_core::auth::key::ClusterKey;
 use goose_core::limits::{LOG_ENTRIES_MAX, MEMBERS_MAX};
 use goose_core::service::{Handled, Host, Notice, Origin, Service, TRANSMITS_PER_CALL_MAX};
 use goose_core::text::{PeerRef, PARTITION_PEERS_MAX, TEXT_REPLY_SIZE_MAX};
-use goose_core::{Config, Event, Instant, Member, NodeId, Observed, RaftRole};
+use goose_core::{Config, Event, Instant, Member, Observed, RaftRole};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::clock::Clock;
 use crate::hooks::{HookRole, Hooks, Transition};
 use crate::storage_file::{DataDir, FileStorage};
 
+use super::heard::Heard;
 use super::join::{Join, Request};
 use super::port::{bump, Port};
 use super::signals::{drain_pipe, Pipes};
@@ -83,6 +84,8 @@ pub(super) struct Runner {
     was_goose: bool,
     join: Option<Join>,
     exit: Option<Exit>,
+    /// When each member was last heard from.
+    heard: Heard,
 }
 
 impl Runner {
@@ -100,6 +103,8 @@ impl Runner {
             }
             self.flush(now);
             self.handle_events()?;
+            let stopped = self.service.is_stopped();
+            self.heard.maybe_warn(now, self.service.node(), stopped);
             self.check_exit_deadline();
             self.hooks.poll();
             if self.exit == Some(Exit::Draining) && self.hooks.is_idle() {
@@ -211,7 +216,11 @@ impl Runner {
         };
         let datagram = self.port.datagram(size);
         match self.service.handle_datagram(now, origin, &host, datagram) {
-            Handled::Frame => self.port.count_frame_in(size),
+            Handled::Frame => {
+                self.port.count_frame_in(size);
+                let datagram = self.port.datagram(size);
+                self.heard.frame(now, datagram, self.service.node());
+            }
             Handled::Dropped => {}
             Handled::Ignored => self.maybe_join_reply(source, size),
             Handled::Transferring(target) => {
@@ -312,7 +321,8 @@ impl Runner {
     /// flipped, and settle a handoff that waited on this node leading. (The service has
     /// answered `ctl transfer` requesters already.)
     fn on_changed(&mut self, observed: &Observed) {
-        log_change(self.service.node().id(), observed);
+        let last = self.service.node().status(self.clock.now()).last;
+        log_change(self.service.node(), observed, self.was_goose, last.index);
         if self.service.is_stopped() {
             // Silent: its goose status as others see it is already settled.
             return;
@@ -450,10 +460,11 @@ impl Prepared {
             bootstrap,
             data_dir,
             node,
-            clock,
+            mut clock,
             listen,
             epoch,
         } = self;
+        let heard = Heard::new(clock.now());
         let poll = Poll::new().map_err(RunError::Poll)?;
         let registry = poll.registry();
         port.register(registry, SOCKET).map_err(RunError::Poll)?;
@@ -516,6 +527,7 @@ impl Prepared {
             was_goose: false,
             join,
             exit: None,
+            heard,
         })
     }
 }
@@ -536,16 +548,42 @@ fn describe_peers(peers: &[PeerRef]) -> String {
     text
 }
 
-/// One line per role, goose, term or leader change.
-fn log_change(id: NodeId, observed: &Observed) {
+/// One line per role, goose, term or leader change, with why; a promotion to goose and a
+/// demotion from it say so. `RUST_LOG=debug` adds what the election went by.
+fn log_change(
+    node: &goose_core::Node<FileStorage>,
+    observed: &Observed,
+    was_goose: bool,
+    last: goose_core::LogIndex,
+) {
+    let id = node.id();
     let term = observed.term;
     let raft = observed.raft.as_str();
-    match (observed.goose, observed.leader) {
-        (true, _) => log::info!("node {id} term {term}: goose ({raft})"),
-        (false, Some(leader)) if leader == id => {
-            log::info!("node {id} term {term}: duck ({raft}, not yet goose)");
+    let cause = observed.cause;
+    match (observed.goose, was_goose, observed.leader) {
+        (true, false, _) => log::info!("node {id} term {term}: promoted to goose: {cause}"),
+        (true, true, _) => log::info!("node {id} term {term}: goose ({raft}): {cause}"),
+        (false, true, _) => {
+            log::info!("node {id} term {term}: demoted to duck ({raft}): {cause}");
         }
-        (false, Some(leader)) => log::info!("node {id} term {term}: duck ({raft} of {leader})"),
-        (false, None) => log::info!("node {id} term {term}: duck ({raft}, no leader)"),
+        (false, false, Some(leader)) if leader == id => {
+            log::info!("node {id} term {term}: duck ({raft}, not yet goose): {cause}");
+        }
+        (false, false, Some(leader)) => {
+            log::info!("node {id} term {term}: duck ({raft} of {leader}): {cause}");
+        }
+        (false, false, None) => {
+            log::info!("node {id} term {term}: duck ({raft}, no leader): {cause}");
+        }
     }
+    log::debug!(
+        "node {id} term {term}: election detail: voted for {}, log term {}, last index {}, \
+         commit {}, voters {}",
+        node.voted_for()
+            .map_or_else(|| "nobody".to_owned(), |v| v.to_string()),
+        node.log_term(),
+        last.0,
+        node.commit().0,
+        node.members().iter().filter(|m| m.voter).count()
+    );
 }
