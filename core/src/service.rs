@@ -959,6 +959,27 @@ impl<
     /// caller's.
     #[inline(never)]
     fn write_status(&mut self, now: Instant, extra: &[(&str, u64)]) {
+        let mut reply = core::mem::take(&mut self.reply);
+        if self.write_status_line(now, extra, &mut reply).is_err() {
+            // Never send half a line.
+            reply.clear();
+            let _ = text::write_err(&mut reply, Reason::ReplyTooLong);
+        }
+        self.reply = reply;
+    }
+
+    /// Writes what `ctl status` answers at `now`, with the caller's `extra` counters: the
+    /// one status line a program around the service shows in other forms too (the desktop
+    /// node's status page and metrics read it).
+    ///
+    /// # Errors
+    /// Only those of `out` ([`text::TEXT_REPLY_SIZE_MAX`] always suffices).
+    pub fn write_status_line(
+        &self,
+        now: Instant,
+        extra: &[(&str, u64)],
+        out: &mut impl Write,
+    ) -> fmt::Result {
         let status = self.node.status(now);
         let (changed_at, cause) = self.node.last_change();
         let mut all: Vec<NodeId, M> = Vec::new();
@@ -1006,11 +1027,7 @@ impl<
             change: Some((cause, now.saturating_since(changed_at).millis())),
             counters: &counters,
         };
-        if text::write_status(&mut self.reply, &reply).is_err() {
-            // Never send half a line.
-            self.reply.clear();
-            let _ = text::write_err(&mut self.reply, Reason::ReplyTooLong);
-        }
+        text::write_status(out, &reply)
     }
 
     // --- Transfer requesters ---------------------------------------------------------

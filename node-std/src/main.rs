@@ -22,7 +22,9 @@ mod clock;
 mod cluster;
 mod event_loop;
 mod hooks;
+mod http;
 mod key_file;
+mod status;
 mod storage_file;
 
 use std::net::SocketAddr;
@@ -329,6 +331,10 @@ struct NodeArgs {
     /// Shell command run (sh -c) the moment this node stops being goose.
     #[arg(long, value_name = "CMD")]
     on_duck: Option<String>,
+    /// Serve read-only HTTP here: GET /status (JSON), /metrics (Prometheus), /healthz (200
+    /// while running and goose or following a goose, else 503) and / (a live page).
+    #[arg(long, value_name = "IP:PORT")]
+    http: Option<SocketAddr>,
     /// A hook still running after this long is killed, with everything it started.
     #[arg(long, value_name = "MS", default_value_t = hooks::HOOK_TIMEOUT_DEFAULT.as_millis() as u64,
           value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
@@ -569,6 +575,7 @@ fn run_node(args: NodeArgs) -> ExitCode {
             burst: args.reply_burst,
             global_per_s: args.reply_rate_total,
         },
+        http: args.http,
     };
     match event_loop::run(options) {
         Ok(()) => ExitCode::SUCCESS,

@@ -556,6 +556,14 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         self.changed
     }
 
+    /// As leader, the highest log index peer `id` is known to hold (its match index);
+    /// `None` on any other node, or for an id that is no peer.
+    pub fn peer_match(&self, id: NodeId) -> Option<LogIndex> {
+        let state = self.role.leader()?;
+        let progress = state.progress.iter().find(|p| p.id == id)?;
+        Some(progress.matched)
+    }
+
     /// The drop counters.
     pub fn stats(&self) -> &Stats {
         &self.stats

@@ -61,6 +61,11 @@ impl Heard {
         self.last.insert(source, now);
     }
 
+    /// How long ago `id` was heard from; `None` if never since this node started.
+    pub(super) fn age(&self, id: NodeId, now: Instant) -> Option<Duration> {
+        self.last.get(&id).map(|at| now.saturating_since(*at))
+    }
+
     /// Logs a warning about members gone quiet, at most once per [`WARN_EVERY`].
     pub(super) fn maybe_warn(&mut self, now: Instant, node: &Node<FileStorage>, stopped: bool) {
         if stopped || now < self.next_warning {

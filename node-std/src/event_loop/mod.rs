@@ -107,6 +107,8 @@ pub(crate) struct Options {
     pub(crate) hooks: HookCommands,
     /// `--reply-rate`, `--reply-burst`, `--reply-rate-total`: limits on text answers.
     pub(crate) reply_limit: RateLimit,
+    /// `--http`: serve status, metrics, health and a page there ([`crate::http`]).
+    pub(crate) http: Option<SocketAddr>,
 }
 
 /// Why a node stopped running.
@@ -124,6 +126,8 @@ pub(crate) enum RunError {
     Poll(io::Error),
     /// Storage failed and the node fail-stopped.
     StorageFailed,
+    /// `--http`'s address could not be bound.
+    Http(SocketAddr, io::Error),
 }
 
 impl fmt::Display for RunError {
@@ -149,6 +153,7 @@ impl fmt::Display for RunError {
             Self::Start(_, error) => write!(f, "cannot start: {error}"),
             Self::Poll(error) => write!(f, "event loop failed: {error}"),
             Self::StorageFailed => f.write_str("storage failed; stopped for good (fail-stop)"),
+            Self::Http(addr, error) => write!(f, "cannot serve --http on {addr}: {error}"),
         }
     }
 }
@@ -197,6 +202,10 @@ pub(crate) fn run(options: Options) -> Result<(), RunError> {
     let epoch = data_dir.next_epoch()?;
     let port = Port::bind(listen).map_err(|error| RunError::Listen(listen, error))?;
     let pipes = Pipes::new().map_err(RunError::Poll)?;
+    let http = match options.http {
+        Some(addr) => Some(crate::http::serve(addr, listen).map_err(|e| RunError::Http(addr, e))?),
+        None => None,
+    };
     let prepared = Prepared {
         options,
         config,
@@ -207,7 +216,7 @@ pub(crate) fn run(options: Options) -> Result<(), RunError> {
         listen,
         epoch,
     };
-    let mut runner = prepared.start(port, pipes)?;
+    let mut runner = prepared.start(port, pipes, http)?;
     runner.run()
 }
 

@@ -18,6 +18,8 @@ use crate::clock::Clock;
 use crate::hooks::{HookRole, Hooks, Transition};
 use crate::storage_file::{DataDir, FileStorage};
 
+use crate::http::Publisher;
+
 use super::heard::Heard;
 use super::join::{Join, Request};
 use super::port::{bump, Port};
@@ -86,7 +88,11 @@ pub(super) struct Runner {
     exit: Option<Exit>,
     /// When each member was last heard from.
     heard: Heard,
+    /// `--http`: where the loop publishes its snapshot.
+    http: Option<Publisher>,
 }
+
+mod publish;
 
 impl Runner {
     /// Runs until the node leaves (then `Ok`) or fails.
@@ -105,6 +111,7 @@ impl Runner {
             self.handle_events()?;
             let stopped = self.service.is_stopped();
             self.heard.maybe_warn(now, self.service.node(), stopped);
+            self.maybe_publish(now);
             self.check_exit_deadline();
             self.hooks.poll();
             if self.exit == Some(Exit::Draining) && self.hooks.is_idle() {
@@ -323,6 +330,9 @@ impl Runner {
     fn on_changed(&mut self, observed: &Observed) {
         let last = self.service.node().status(self.clock.now()).last;
         log_change(self.service.node(), observed, self.was_goose, last.index);
+        if let Some(http) = self.http.as_mut() {
+            http.changed(observed);
+        }
         if self.service.is_stopped() {
             // Silent: its goose status as others see it is already settled.
             return;
@@ -453,7 +463,12 @@ impl Runner {
 
 impl Prepared {
     /// Registers the socket and the pipes, and sets up what a run keeps.
-    pub(super) fn start(self, mut port: Port, mut pipes: Pipes) -> Result<Runner, RunError> {
+    pub(super) fn start(
+        self,
+        mut port: Port,
+        mut pipes: Pipes,
+        http: Option<Publisher>,
+    ) -> Result<Runner, RunError> {
         let Self {
             options,
             config,
@@ -528,6 +543,7 @@ impl Prepared {
             join,
             exit: None,
             heard,
+            http,
         })
     }
 }
