@@ -136,7 +136,7 @@ pub(crate) fn ctl(addr: SocketAddr, auth: ControlAuth<'_>, command: &[String]) -
 
 /// One control request to `target` and its reply line; with a key, signed over a fresh
 /// nonce, retried with another on `err stale-nonce` ([`STALE_NONCE_RETRIES`]).
-fn ask(
+pub(crate) fn ask(
     target: SocketAddr,
     auth: ControlAuth<'_>,
     command: &str,

@@ -20,7 +20,7 @@
 //!   The next node waits until the restarted one answers again and follows a goose.
 
 use std::fmt;
-use std::io;
+use std::io::{self, IsTerminal};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -73,6 +73,8 @@ pub(crate) struct Options {
     pub(crate) boards: u16,
     /// The boards' firmware.
     pub(crate) firmware: PathBuf,
+    /// The cluster key itself, for the dashboard's signed `ctl` commands.
+    pub(crate) cluster_key: Option<goose_core::auth::key::ClusterKey>,
 }
 
 impl Options {
@@ -111,13 +113,13 @@ impl fmt::Display for ClusterError {
 impl std::error::Error for ClusterError {}
 
 /// One child of the launcher: a `goose node`, or a board's QEMU.
-struct Launched {
-    id: u16,
-    addr: SocketAddr,
+pub(crate) struct Launched {
+    pub(crate) id: u16,
+    pub(crate) addr: SocketAddr,
     data_dir: PathBuf,
     kind: Kind,
     /// `None` once it has exited and been reaped.
-    child: Option<Child>,
+    pub(crate) child: Option<Child>,
 }
 
 /// What a child runs.
@@ -135,8 +137,13 @@ enum Kind {
 }
 
 impl Launched {
+    /// Where a dashboard sends the child's output: `node.log` in its data dir.
+    pub(crate) fn log_path(&self) -> PathBuf {
+        self.data_dir.join("node.log")
+    }
+
     /// `node` or `board`, as the launcher's lines say.
-    fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self.kind {
             Kind::Node => "node",
             Kind::Board { .. } => "board",
@@ -168,6 +175,8 @@ pub(crate) fn run(options: &Options) -> Result<(), ClusterError> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&flags.rolling))
         .map_err(ClusterError::Setup)?;
     let executable = std::env::current_exe().map_err(ClusterError::Setup)?;
+    // A person at a terminal gets the dashboard; a pipe, CI or a test the lines below.
+    let dashboard = io::stdout().is_terminal() && io::stdin().is_terminal();
     let mut nodes = plan(options)?;
     let peers: Vec<String> = nodes
         .iter()
@@ -206,11 +215,22 @@ pub(crate) fn run(options: &Options) -> Result<(), ClusterError> {
                 }
             }
         };
-        if let Err(error) = spawn(&mut nodes[index], &mut command) {
+        if let Err(error) = spawn(&mut nodes[index], &mut command, dashboard) {
             let id = nodes[index].id;
             stop_all(&mut nodes);
             return Err(ClusterError::Spawn(id, error));
         }
+    }
+    if dashboard {
+        let restart = Restart {
+            executable: &executable,
+            timing_flags: &options.timing_flags,
+            key_flags: &options.key_flags(),
+            stop: &flags.stop,
+        };
+        let shown = crate::dashboard::run(&mut nodes, &restart, options.cluster_key.as_ref());
+        stop_all(&mut nodes);
+        return shown.map_err(ClusterError::Setup);
     }
     println!(
         "launcher pid {}: SIGHUP restarts every node one by one; SIGINT or SIGTERM stops \
@@ -309,18 +329,34 @@ fn plan(options: &Options) -> Result<Vec<Launched>, ClusterError> {
     Ok(nodes)
 }
 
-/// Spawns `command` for `node` and prints `node <id> <ip:port> pid <pid>` (`board …` for a
-/// board, with QEMU's pid).
-fn spawn(node: &mut Launched, command: &mut Command) -> io::Result<()> {
+/// Spawns `command` for `node` in its own process group and prints `node <id> <ip:port> pid
+/// <pid>` (`board …` for a board, with QEMU's pid). Its own group: Ctrl-C in a terminal
+/// then reaches the launcher alone, which stops the flock in its order (a goose that got
+/// the SIGINT too would hand off to a duck that is leaving, costing a term). With a
+/// dashboard, the child's output goes to `node.log` in its data dir instead of the
+/// terminal, and the line to the dashboard.
+fn spawn(node: &mut Launched, command: &mut Command, quiet: bool) -> io::Result<()> {
     set_parent_death_signal(command);
+    command.process_group(0);
+    if quiet {
+        std::fs::create_dir_all(&node.data_dir)?;
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(node.log_path())?;
+        command.stdout(log.try_clone()?).stderr(log);
+        command.stdin(std::process::Stdio::null());
+    }
     let child = command.spawn()?;
-    println!(
-        "{} {} {} pid {}",
-        node.label(),
-        node.id,
-        node.addr,
-        child.id()
-    );
+    if !quiet {
+        println!(
+            "{} {} {} pid {}",
+            node.label(),
+            node.id,
+            node.addr,
+            child.id()
+        );
+    }
     node.child = Some(child);
     Ok(())
 }
@@ -438,7 +474,7 @@ fn geese(nodes: &[Launched], probes: &[Option<ProbeReply>]) -> Vec<u16> {
         .collect()
 }
 
-fn describe(status: ExitStatus) -> String {
+pub(crate) fn describe(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit code {code}"),
@@ -447,14 +483,14 @@ fn describe(status: ExitStatus) -> String {
     }
 }
 
-/// What a rolling restart needs besides the nodes.
-struct Restart<'a> {
+/// What a restart of a node needs besides the node.
+pub(crate) struct Restart<'a> {
     executable: &'a Path,
     timing_flags: &'a [String],
     /// `--cluster-key-file <f>`, or nothing.
     key_flags: &'a [std::ffi::OsString],
     /// SIGINT/SIGTERM during the restart: stop it and let the launcher shut down.
-    stop: &'a AtomicBool,
+    pub(crate) stop: &'a AtomicBool,
 }
 
 /// Restarts every node in turn, ducks first and the goose last; returns how long it took.
@@ -491,23 +527,7 @@ fn rolling_restart(
         let down = Instant::now();
         stop_node(&mut nodes[index], view);
         let node = &mut nodes[index];
-        let mut command = match &node.kind {
-            Kind::Node => {
-                let mut command = Command::new(restart.executable);
-                command
-                    .arg("node")
-                    .arg("--data-dir")
-                    .arg(&node.data_dir)
-                    .args(restart.timing_flags)
-                    .args(restart.key_flags);
-                command
-            }
-            Kind::Board { spec, qemu, .. } => spec
-                .command(qemu, board::fresh_seed(spec.config.id))
-                .map_err(|error| format!("cannot respawn board {}: {error}", node.id))?,
-        };
-        spawn(node, &mut command)
-            .map_err(|error| format!("cannot respawn {}: {error}", node.id))?;
+        respawn(node, restart, false)?;
         let (id, label) = (node.id, node.label());
         let what = format!("{label} {id} to answer and follow a goose");
         wait_until(nodes, view, restart.stop, &what, |_, probes| {
@@ -520,6 +540,32 @@ fn rolling_restart(
         );
     }
     Ok(started.elapsed())
+}
+
+/// Starts `node` again on its data dir: `goose node --data-dir <dir>` with the timing and
+/// key flags (its id, address and membership come from its state), or a board's QEMU on
+/// its state file.
+pub(crate) fn respawn(
+    node: &mut Launched,
+    restart: &Restart<'_>,
+    quiet: bool,
+) -> Result<(), String> {
+    let mut command = match &node.kind {
+        Kind::Node => {
+            let mut command = Command::new(restart.executable);
+            command
+                .arg("node")
+                .arg("--data-dir")
+                .arg(&node.data_dir)
+                .args(restart.timing_flags)
+                .args(restart.key_flags);
+            command
+        }
+        Kind::Board { spec, qemu, .. } => spec
+            .command(qemu, board::fresh_seed(spec.config.id))
+            .map_err(|error| format!("cannot respawn board {}: {error}", node.id))?,
+    };
+    spawn(node, &mut command, quiet).map_err(|error| format!("cannot respawn {}: {error}", node.id))
 }
 
 /// Refreshes the view every [`ROLLING_INTERVAL`] until `done` returns something, for at
@@ -599,7 +645,7 @@ fn wait_exited(nodes: &mut [&mut Launched], view: &View) {
 
 /// Stops the flock: every node that does not answer goose first, then the goose (see the
 /// module docs for why in this order).
-fn stop_all(nodes: &mut [Launched]) {
+pub(crate) fn stop_all(nodes: &mut [Launched]) {
     let view = View::new(nodes);
     let addrs: Vec<SocketAddr> = nodes.iter().map(|node| node.addr).collect();
     let is_goose: Vec<bool> = probe_all(&addrs)

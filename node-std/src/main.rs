@@ -20,6 +20,7 @@ mod board;
 mod client;
 mod clock;
 mod cluster;
+mod dashboard;
 mod event_loop;
 mod hooks;
 mod http;
@@ -678,6 +679,7 @@ fn run_cluster(args: ClusterArgs) -> ExitCode {
         nodes: args.nodes,
         base_port: args.base_port,
         data_dir: args.data_dir,
+        cluster_key: args.cluster_key_file.as_ref().map(|file| file.key.clone()),
         cluster_key_file: args.cluster_key_file.map(|file| file.path),
         timing_flags: args.timing.to_flags().to_vec(),
         timing,
