@@ -35,9 +35,6 @@ set -euo pipefail
 # a test in the tree uses: every line is installed on every machine that runs the tests.
 # Lines expected with tests already planned, to copy when such a test lands:
 #
-#   command   tmux                  tmux             <the test that uses it>
-#   command   promtool              prometheus       <the test that uses it>
-#   command   chromium              chromium         <the test that uses it>
 #   command   keepalived            keepalived       <the test that uses it>
 #   target    thumbv7em-none-eabihf rustup           <the test that uses it>
 table() {
@@ -47,6 +44,11 @@ command   qemu-system-arm     qemu-system-arm  the boards of the mixed flock: te
 command   ip                  iproute2         the soak's network namespaces: tests/tests/soak.rs
 target    thumbv7m-none-eabi  rustup           the board firmware (tests/tests/qemu.rs), scripts/ci/footprint.sh
 component llvm-tools          rustup           llvm-size in scripts/ci/footprint.sh
+command   tmux                tmux             the dashboard driven in tmux: node-std/tests/observability.rs
+command   promtool            prometheus       /metrics checked: node-std/tests/observability.rs
+command   prometheus          prometheus       /metrics scraped by a real Prometheus: node-std/tests/observability.rs
+command   chromium            chromium         the --http page in headless Chromium: node-std/tests/observability.rs
+command   python3             python3          the README's Python example: client/tests/readme.rs
 EOF
 }
 
