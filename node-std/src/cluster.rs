@@ -1,10 +1,12 @@
 //! `goose cluster`: launches a local flock of `goose node` processes and keeps a live view
-//! of who is goose.
+//! of who is goose: on a terminal the dashboard ([`crate::dashboard`]), elsewhere one line
+//! per change (the output scripts and tests read).
 //!
 //! The children are this same executable, and with `--boards <m>`, for the `m` highest ids,
 //! QEMU running the board firmware ([`crate::board`]; the launcher holds each board's data
 //! dir lock). Each child gets `PR_SET_PDEATHSIG = SIGKILL`, so a launcher killed with
-//! SIGKILL does not leave them behind.
+//! SIGKILL does not leave them behind, and its own process group, so Ctrl-C in a terminal
+//! reaches the launcher alone.
 //!
 //! - **SIGINT or SIGTERM** to the launcher stops the flock and exits 0: first every duck
 //!   (SIGTERM; a duck exits at once), then the goose. Why the goose last: nobody is left to
