@@ -1,3 +1,5 @@
+//! Am I goose, with which fencing token, until when? Asks the node at $GOOSE_NODE.
+
 use std::time::Instant;
 
 use goose_client::Flock;
