@@ -699,9 +699,10 @@ mod tests {
             leader: Some(ids[0]),
             stopped: false,
             commit: u64::MAX,
+            // Voters and learners split the members: all voters is the longest split.
             members: &ids,
             voters: &ids,
-            learners: &ids,
+            learners: &[],
             lease_ms: u64::MAX,
             change: Some((goose_core::Cause::Handoff { to: Some(ids[0]) }, u64::MAX)),
             counters: &counters,
