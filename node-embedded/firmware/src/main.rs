@@ -21,6 +21,7 @@
 mod clock;
 mod host_file;
 mod mac;
+mod panic;
 #[cfg(feature = "stack-report")]
 mod stack;
 
