@@ -6,6 +6,7 @@
 //!   rebooted node would forget its vote).
 //! - [`FileFlash`]: a flash image in a host file, reached through any [`FileIo`]; the QEMU
 //!   firmware implements [`FileIo`] with semihosting, tests with `std::fs::File`.
+//! - [`Region`]: some erase pages of a larger flash (a chip's) as a flash of their own.
 //!
 //! Both behave like NOR: erasing sets bytes to `0xFF`, writing can only clear bits (the
 //! written data is ANDed in), reads and writes outside the flash or misaligned are errors,
@@ -275,6 +276,92 @@ impl<B: FileIo> NorFlash for FileFlash<B> {
     }
 }
 
+// --- A region of a larger flash ---------------------------------------------------------
+
+/// The erase pages `start..start + size` of a larger flash, as a flash of their own: offset 0
+/// is `start`. A board keeps its state in a few pages of the chip's flash (reserved in its
+/// `memory.x`) and must never erase or write outside them, where its program lives; every
+/// range is checked here before it reaches the chip, and one outside is an error.
+pub struct Region<F> {
+    flash: F,
+    start: u32,
+    size: u32,
+}
+
+impl<F: NorFlash> Region<F> {
+    /// The region `start..start + size` of `flash`, in bytes from its beginning. `None`
+    /// unless both ends lie on erase-page boundaries inside `flash`.
+    pub fn new(flash: F, start: u32, size: u32) -> Option<Self> {
+        let end = start.checked_add(size)?;
+        let page = u32::try_from(F::ERASE_SIZE).ok()?;
+        let fits = usize::try_from(end).is_ok_and(|end| end <= flash.capacity());
+        (fits && size > 0 && start.is_multiple_of(page) && size.is_multiple_of(page))
+            .then_some(Self { flash, start, size })
+    }
+
+    /// The offset in the whole flash of `size` bytes at `offset` in the region, if they lie
+    /// inside it.
+    fn absolute(&self, offset: u32, size: usize) -> Result<u32, RegionError<F::Error>> {
+        let size = u32::try_from(size).map_err(|_| RegionError::OutOfBounds)?;
+        let end = offset.checked_add(size).ok_or(RegionError::OutOfBounds)?;
+        if end > self.size {
+            return Err(RegionError::OutOfBounds);
+        }
+        Ok(self.start + offset)
+    }
+}
+
+/// A [`Region`]'s error: a range outside it, or the flash's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegionError<E> {
+    /// The range is not inside the region (nothing reached the flash).
+    OutOfBounds,
+    /// The flash refused or failed.
+    Flash(E),
+}
+
+impl<E: NorFlashError> NorFlashError for RegionError<E> {
+    fn kind(&self) -> NorFlashErrorKind {
+        match self {
+            Self::OutOfBounds => NorFlashErrorKind::OutOfBounds,
+            Self::Flash(error) => error.kind(),
+        }
+    }
+}
+
+impl<F: NorFlash> ErrorType for Region<F> {
+    type Error = RegionError<F::Error>;
+}
+
+impl<F: NorFlash> ReadNorFlash for Region<F> {
+    const READ_SIZE: usize = F::READ_SIZE;
+
+    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
+        let at = self.absolute(offset, bytes.len())?;
+        self.flash.read(at, bytes).map_err(RegionError::Flash)
+    }
+
+    fn capacity(&self) -> usize {
+        self.size as usize
+    }
+}
+
+impl<F: NorFlash> NorFlash for Region<F> {
+    const WRITE_SIZE: usize = F::WRITE_SIZE;
+    const ERASE_SIZE: usize = F::ERASE_SIZE;
+
+    fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
+        let size = to.checked_sub(from).ok_or(RegionError::OutOfBounds)?;
+        let at = self.absolute(from, size as usize)?;
+        self.flash.erase(at, at + size).map_err(RegionError::Flash)
+    }
+
+    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
+        let at = self.absolute(offset, bytes.len())?;
+        self.flash.write(at, bytes).map_err(RegionError::Flash)
+    }
+}
+
 // --- Blocking to async ------------------------------------------------------------------
 
 /// Presents a blocking `embedded_storage` flash through the async
@@ -390,6 +477,77 @@ mod tests {
         assert_eq!(flash.erase(1, 4096), Err(FlashError::NotAligned));
         assert_eq!(flash.erase(4096, 0), Err(FlashError::OutOfBounds));
         assert_eq!(flash.erase(0, size + 4096), Err(FlashError::OutOfBounds));
+    }
+
+    #[test]
+    fn a_region_is_a_flash_of_its_own_and_never_reaches_outside() {
+        let page = FLASH_PAGE_SIZE as u32;
+        assert!(
+            Region::new(MemFlash::new(), 1, page).is_none(),
+            "not on a page"
+        );
+        assert!(
+            Region::new(MemFlash::new(), 0, page + 4).is_none(),
+            "not whole pages"
+        );
+        assert!(Region::new(MemFlash::new(), 0, 0).is_none(), "empty");
+        assert!(
+            Region::new(MemFlash::new(), 3 * page, 2 * page).is_none(),
+            "past the end"
+        );
+        let mut region = Region::new(MemFlash::new(), page, 2 * page).unwrap();
+        assert_eq!(region.capacity(), 2 * FLASH_PAGE_SIZE);
+        region.write(0, &[1, 2, 3, 4]).unwrap();
+        region.write(2 * page - 4, &[5, 6, 7, 8]).unwrap();
+        let out = |region: &mut Region<MemFlash>, offset, size| {
+            let error = region.write(offset, &std::vec![0; size]).unwrap_err();
+            assert_eq!(error, RegionError::OutOfBounds);
+            let error = region.read(offset, &mut std::vec![0; size]).unwrap_err();
+            assert_eq!(error, RegionError::OutOfBounds);
+        };
+        out(&mut region, 2 * page, 4);
+        out(&mut region, 2 * page - 4, 8);
+        out(&mut region, u32::MAX - 3, 4);
+        assert_eq!(region.erase(0, 3 * page), Err(RegionError::OutOfBounds));
+        assert_eq!(region.erase(page, 0), Err(RegionError::OutOfBounds));
+        assert_eq!(
+            region.write(2, &[0; 4]),
+            Err(RegionError::Flash(FlashError::NotAligned)),
+            "the flash's own rules still apply"
+        );
+        let mut flash = region.flash;
+        let bytes = flash.bytes_mut();
+        assert_eq!(&bytes[FLASH_PAGE_SIZE..FLASH_PAGE_SIZE + 4], &[1, 2, 3, 4]);
+        assert_eq!(
+            &bytes[3 * FLASH_PAGE_SIZE - 4..3 * FLASH_PAGE_SIZE],
+            &[5, 6, 7, 8]
+        );
+        assert!(bytes[..FLASH_PAGE_SIZE].iter().all(|byte| *byte == 0xFF));
+        assert!(bytes[3 * FLASH_PAGE_SIZE..]
+            .iter()
+            .all(|byte| *byte == 0xFF));
+        let mut region = Region::new(flash, page, 2 * page).unwrap();
+        region.erase(page, 2 * page).unwrap();
+        let mut word = [0; 4];
+        region.read(2 * page - 4, &mut word).unwrap();
+        assert_eq!(word, [0xFF; 4]);
+        region.read(0, &mut word).unwrap();
+        assert_eq!(word, [1, 2, 3, 4], "the erase stayed in its page");
+    }
+
+    #[test]
+    fn a_state_map_lives_in_a_region() {
+        use crate::store::FlashStore;
+        let page = FLASH_PAGE_SIZE as u32;
+        let region = Region::new(MemFlash::new(), 2 * page, 2 * page).unwrap();
+        let mut store = FlashStore::new(region).unwrap();
+        assert_eq!(store.next_epoch(), Ok(1));
+        let flash = store.into_flash().flash;
+        assert!(flash.bytes[..2 * FLASH_PAGE_SIZE]
+            .iter()
+            .all(|byte| *byte == 0xFF));
+        let mut store = FlashStore::new(Region::new(flash, 2 * page, 2 * page).unwrap()).unwrap();
+        assert_eq!(store.epoch(), Ok(Some(1)));
     }
 
     #[test]

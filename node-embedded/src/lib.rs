@@ -50,6 +50,7 @@
 pub mod args;
 mod board;
 pub mod flash;
+mod step;
 pub mod store;
 
 pub use goose_board_args::{qemu, MEMBERS_MAX, TOKEN_SIZE_MAX};
@@ -57,6 +58,7 @@ pub use goose_board_args::{qemu, MEMBERS_MAX, TOKEN_SIZE_MAX};
 pub use board::{
     start_node, Board, BoardConfig, BoardError, BoardNode, BoardStats, Buffers, Clock, Payloads,
 };
+pub use step::{Halt, EVENTS_PER_STEP_MAX};
 
 use goose_board_args::KEY_FILE_SIZE_MAX;
 use goose_core::auth::key::KEY_HEX_SIZE;

@@ -249,6 +249,7 @@ impl BoardSpec {
             control_token,
             state: state.to_str(),
             key_file: key_file.as_deref(),
+            lan: None,
         };
         let mut append = String::new();
         let mut nic = String::new();

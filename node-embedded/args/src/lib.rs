@@ -5,12 +5,13 @@
 //! ```text
 //! --id <1..65535> --port <p> [--peer <id>=<ip:port>]… [--seed <u64>] [--state <path>]
 //! [--heartbeat-ms <n>] [--election-timeout-ms <min>-<max>] [--control-token <t>]
-//! [--key-file <path>]
+//! [--key-file <path>] [--address <ip>/<prefix> [--gateway <ip>]]
 //! ```
 //!
 //! Peers are given as the host sees them (`127.0.0.1:<q>`); the board listens on `<p>`,
 //! which a launcher forwards from the host's `127.0.0.1:<p>`, so its own member address is
-//! `127.0.0.1:<p>` too. In QEMU the words arrive through semihosting's command line
+//! `127.0.0.1:<p>` too. On a LAN (`--address`, a real board) the board is at that address
+//! instead, and members are given as it reaches them. In QEMU the words arrive through semihosting's command line
 //! (`-append "…"`; [`qemu`] is the rest of QEMU's command line). [`write()`] is [`parse`]'s
 //! inverse: `goose board` writes the line, the firmware parses it.
 //!
@@ -26,10 +27,11 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod page;
 pub mod qemu;
 
 use core::fmt::{self, Write};
-use core::net::{Ipv4Addr, SocketAddr};
+use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use goose_core::limits::EMBEDDED_MEMBERS_MAX;
 use goose_core::{Config, ConfigError, Duration, Member, NodeId};
@@ -53,7 +55,7 @@ pub const KEY_FILE_SIZE_MAX: usize = 128;
 /// One line of usage, for error messages.
 pub const USAGE: &str = "usage: --id <1..65535> --port <p> [--peer <id>=<ip:port>]... \
 [--seed <u64>] [--state <path>] [--heartbeat-ms <n>] [--election-timeout-ms <min>-<max>] \
-[--control-token <t>] [--key-file <path>]";
+[--control-token <t>] [--key-file <path>] [--address <ip>/<prefix> [--gateway <ip>]]";
 
 /// A parsed command line: everything a board runs with but the key, which the caller reads
 /// from `key_file`.
@@ -75,6 +77,21 @@ pub struct BoardArgs<'a> {
     pub state: Option<&'a str>,
     /// `--key-file`: the file that holds the cluster key, if the flock has one.
     pub key_file: Option<&'a str>,
+    /// `--address` and `--gateway`: the board's own place on a LAN (a real board). `None`:
+    /// the board is behind QEMU's user networking.
+    pub lan: Option<Lan>,
+}
+
+/// A board's address on a LAN, where no host forwards its port: its member address is
+/// `<address>:<port>`, and it reaches members at their own addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lan {
+    /// The board's IPv4 address.
+    pub address: Ipv4Addr,
+    /// The prefix length of its subnet (`/24`).
+    pub prefix_len: u8,
+    /// The router for members outside the subnet, if any.
+    pub gateway: Option<Ipv4Addr>,
 }
 
 /// Why a command line was refused.
@@ -94,6 +111,8 @@ pub enum ArgsError {
     DuplicatePeer,
     /// More members than [`MEMBERS_MAX`].
     TooManyPeers,
+    /// `--gateway` without `--address`.
+    GatewayWithoutAddress,
     /// The timing is invalid.
     Config(ConfigError),
 }
@@ -108,6 +127,7 @@ impl fmt::Display for ArgsError {
             Self::MissingPort => f.write_str("--port is required"),
             Self::DuplicatePeer => f.write_str("two members share an id"),
             Self::TooManyPeers => write!(f, "at most {MEMBERS_MAX} members"),
+            Self::GatewayWithoutAddress => f.write_str("--gateway needs --address"),
             Self::Config(error) => write!(f, "{error}"),
         }
     }
@@ -139,10 +159,12 @@ enum Flag {
     ElectionTimeoutMs,
     ControlToken,
     KeyFile,
+    Address,
+    Gateway,
 }
 
 /// Each flag as written on the line.
-const FLAGS: [(&str, Flag); 9] = [
+const FLAGS: [(&str, Flag); 11] = [
     ("--id", Flag::Id),
     ("--port", Flag::Port),
     ("--peer", Flag::Peer),
@@ -152,6 +174,8 @@ const FLAGS: [(&str, Flag); 9] = [
     ("--election-timeout-ms", Flag::ElectionTimeoutMs),
     ("--control-token", Flag::ControlToken),
     ("--key-file", Flag::KeyFile),
+    ("--address", Flag::Address),
+    ("--gateway", Flag::Gateway),
 ];
 
 /// Parses the board's words (without the program name).
@@ -169,6 +193,8 @@ pub fn parse<'a>(words: impl IntoIterator<Item = &'a str>) -> Result<BoardArgs<'
     let mut election_ms = (150, 300);
     let mut control_token = None;
     let mut key_file = None;
+    let mut address = None;
+    let mut gateway = None;
     while let Some(word) = words.next() {
         let Some(&(name, flag)) = FLAGS.iter().find(|(name, _)| *name == word) else {
             return Err(ArgsError::UnknownFlag);
@@ -197,6 +223,8 @@ pub fn parse<'a>(words: impl IntoIterator<Item = &'a str>) -> Result<BoardArgs<'
             Flag::ControlToken => {
                 control_token = Some(String::try_from(value).map_err(|()| bad)?);
             }
+            Flag::Address => address = Some(parse_address(value).ok_or(bad)?),
+            Flag::Gateway => gateway = Some(value.parse::<Ipv4Addr>().map_err(|_| bad)?),
         }
     }
     let id = id.ok_or(ArgsError::MissingId)?;
@@ -211,9 +239,21 @@ pub fn parse<'a>(words: impl IntoIterator<Item = &'a str>) -> Result<BoardArgs<'
     if members.iter().any(|m| m.id == id) {
         return Err(ArgsError::DuplicatePeer);
     }
+    let lan = match (address, gateway) {
+        (Some((address, prefix_len)), gateway) => Some(Lan {
+            address,
+            prefix_len,
+            gateway,
+        }),
+        (None, Some(_)) => return Err(ArgsError::GatewayWithoutAddress),
+        (None, None) => None,
+    };
     let me = Member {
         id,
-        addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        addr: SocketAddr::V4(SocketAddrV4::new(
+            lan.map_or(Ipv4Addr::LOCALHOST, |lan| lan.address),
+            port,
+        )),
         voter: true,
     };
     members.push(me).map_err(|_| ArgsError::TooManyPeers)?;
@@ -225,7 +265,17 @@ pub fn parse<'a>(words: impl IntoIterator<Item = &'a str>) -> Result<BoardArgs<'
         control_token,
         state,
         key_file,
+        lan,
     })
+}
+
+/// `<ip>/<prefix>`: a unicast IPv4 address and a prefix length of 1 to 32.
+fn parse_address(value: &str) -> Option<(Ipv4Addr, u8)> {
+    let (address, prefix_len) = value.split_once('/')?;
+    let address: Ipv4Addr = address.parse().ok()?;
+    let prefix_len: u8 = prefix_len.parse().ok().filter(|p| (1..=32).contains(p))?;
+    let unicast = !(address.is_unspecified() || address.is_broadcast() || address.is_multicast());
+    unicast.then_some((address, prefix_len))
 }
 
 /// `value` if the command line can carry it as a path ([`is_plain_path`]).
@@ -270,6 +320,12 @@ pub fn write(out: &mut impl Write, args: &BoardArgs<'_>) -> fmt::Result {
     if let Some(key_file) = args.key_file {
         write!(out, " --key-file {key_file}")?;
     }
+    if let Some(lan) = args.lan {
+        write!(out, " --address {}/{}", lan.address, lan.prefix_len)?;
+        if let Some(gateway) = lan.gateway {
+            write!(out, " --gateway {gateway}")?;
+        }
+    }
     Ok(())
 }
 
@@ -302,6 +358,7 @@ mod tests {
         assert_eq!(args.state, Some("goose-data/4/board.flash"));
         assert_eq!(args.control_token.as_deref(), Some("s3cret"));
         assert_eq!(args.key_file, Some("/etc/goose/cluster.key"));
+        assert_eq!(args.lan, None, "behind QEMU");
         let mut line: String<512> = String::new();
         write(&mut line, &args).unwrap();
         let again = parse(words(&line)).unwrap();
@@ -312,6 +369,27 @@ mod tests {
             (again.state, again.key_file, again.members),
             (args.state, args.key_file, args.members)
         );
+    }
+
+    #[test]
+    fn a_board_on_a_lan_is_a_member_at_its_own_address() {
+        let line = "--id 4 --port 9900 --peer 1=192.168.1.51:9900 --address 192.168.1.54/24 \
+                    --gateway 192.168.1.1";
+        let args = parse(words(line)).unwrap();
+        let lan = args.lan.unwrap();
+        assert_eq!(lan.address, Ipv4Addr::new(192, 168, 1, 54));
+        assert_eq!(
+            (lan.prefix_len, lan.gateway),
+            (24, Some(Ipv4Addr::new(192, 168, 1, 1)))
+        );
+        let me = args.members.iter().find(|m| m.id.get() == 4).unwrap();
+        assert_eq!(me.addr, "192.168.1.54:9900".parse().unwrap());
+        let mut written: String<512> = String::new();
+        write(&mut written, &args).unwrap();
+        let again = parse(words(&written)).unwrap();
+        assert_eq!((again.lan, again.members), (args.lan, args.members));
+        let no_gateway = parse(words("--id 4 --port 1 --address 10.1.2.3/8")).unwrap();
+        assert_eq!(no_gateway.lan.unwrap().gateway, None);
     }
 
     #[test]
@@ -330,7 +408,7 @@ mod tests {
             "--id 1 --port 1 --control-token {}",
             "t".repeat(TOKEN_SIZE_MAX + 1)
         );
-        let cases: [(&str, ArgsError); 16] = [
+        let cases: [(&str, ArgsError); 22] = [
             ("--port 1", ArgsError::MissingId),
             ("--id 1", ArgsError::MissingPort),
             ("--id 0 --port 1", ArgsError::BadValue("--id")),
@@ -372,6 +450,30 @@ mod tests {
                 ArgsError::BadValue("--state"),
             ),
             (&long_token, ArgsError::BadValue("--control-token")),
+            (
+                "--id 1 --port 1 --gateway 10.0.0.1",
+                ArgsError::GatewayWithoutAddress,
+            ),
+            (
+                "--id 1 --port 1 --address 10.0.0.5",
+                ArgsError::BadValue("--address"),
+            ),
+            (
+                "--id 1 --port 1 --address 10.0.0.5/33",
+                ArgsError::BadValue("--address"),
+            ),
+            (
+                "--id 1 --port 1 --address 0.0.0.0/8",
+                ArgsError::BadValue("--address"),
+            ),
+            (
+                "--id 1 --port 1 --address 10.0.0.5/24 --gateway x",
+                ArgsError::BadValue("--gateway"),
+            ),
+            (
+                "--id 1 --port 1 --address 224.0.0.1/4",
+                ArgsError::BadValue("--address"),
+            ),
         ];
         for (line, error) in cases {
             assert_eq!(parse(words(line)).err(), Some(error), "{line}");

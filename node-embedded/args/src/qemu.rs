@@ -32,6 +32,7 @@
 //!     control_token: None,
 //!     state: Some("data/4/board.flash"),
 //!     key_file: None,
+//!     lan: None,
 //! };
 //! let (mut nic, mut append) = (heapless::String::<128>::new(), heapless::String::<512>::new());
 //! qemu::write_nic(&mut nic, id, 9903).unwrap();

@@ -22,8 +22,8 @@ mod clock;
 mod host_file;
 mod mac;
 mod panic;
-#[cfg(feature = "stack-report")]
-mod stack;
+#[cfg(feature = "report")]
+mod report;
 
 use core::cell::RefCell;
 use core::ffi::CStr;
@@ -31,12 +31,12 @@ use core::fmt::{self, Write as _};
 
 use cortex_m_rt::entry;
 use goose_core::auth::key::ClusterKey;
-use goose_core::{Event, Instant, NodeId};
+use goose_core::{Instant, NodeId};
 use goose_embedded::args;
 use goose_embedded::flash::FileFlash;
 use goose_embedded::store::FlashStore;
 use goose_embedded::{
-    start_node, Board, BoardConfig, BoardError, BoardNode, Buffers, Clock, Payloads,
+    start_node, Board, BoardConfig, BoardError, BoardNode, Buffers, Clock, Halt, Payloads,
 };
 use heapless::String;
 use semihosting::io::Write as _;
@@ -53,8 +53,6 @@ const COMMAND_LINE_SIZE_MAX: usize = 1024;
 const PATH_BUFFER_SIZE: usize = args::PATH_SIZE_MAX + 1;
 /// Bytes of one log line (the usage line is the longest, about 230); longer ones are cut.
 const LOG_LINE_SIZE_MAX: usize = 256;
-/// Events logged per loop turn; the core buffers at most `EVENTS_MAX` anyway.
-const EVENTS_PER_TURN_MAX: usize = 16;
 
 type Flash = FileFlash<HostFile>;
 
@@ -85,8 +83,8 @@ fn fail(code: i32, args: fmt::Arguments<'_>) -> ! {
 
 #[entry]
 fn main() -> ! {
-    #[cfg(feature = "stack-report")]
-    stack::paint();
+    #[cfg(feature = "report")]
+    report::paint_stack();
     // Start-up's frames are gone before the loop runs: the deepest call of each (the
     // core's `Node::new`, at start-up and on `ctl start`) then sits on a shallow stack.
     let (board, mac, clock) = start();
@@ -272,74 +270,19 @@ fn open_store(id: NodeId, path: &str) -> &'static RefCell<FlashStore<Flash>> {
 }
 
 fn run(board: &mut Board<'static, Flash>, mac: &mut Mac, clock: &HostClock) -> ! {
-    #[cfg(feature = "stack-report")]
-    let mut next_report = clock.now();
+    #[cfg(feature = "report")]
+    let mut report = report::Report::new(clock.now());
     loop {
-        #[cfg(feature = "stack-report")]
-        if clock.now() >= next_report {
-            next_report = clock.now() + goose_core::Duration::from_millis(10_000);
-            log(format_args!(
-                "node {}: stack used at most {} bytes",
-                board.node().id(),
-                stack::used()
-            ));
-        }
-        let wake = board.poll(mac, clock);
-        for _ in 0..EVENTS_PER_TURN_MAX {
-            match board.poll_event() {
-                None => break,
-                Some(Event::Changed(observed)) => {
-                    let id = board.node().id();
-                    let term = observed.term;
-                    let raft = observed.raft.as_str();
-                    match (observed.goose, observed.leader) {
-                        (true, _) => log(format_args!("node {id} term {term}: goose ({raft})")),
-                        (false, Some(leader)) if leader == id => {
-                            log(format_args!(
-                                "node {id} term {term}: duck ({raft}, not yet goose)"
-                            ));
-                        }
-                        (false, Some(leader)) => {
-                            log(format_args!(
-                                "node {id} term {term}: duck ({raft} of {leader})"
-                            ));
-                        }
-                        (false, None) => {
-                            log(format_args!(
-                                "node {id} term {term}: duck ({raft}, no leader)"
-                            ));
-                        }
-                    }
-                }
-                Some(Event::TransferSent { to }) => log(format_args!(
-                    "node {} term {}: leadership handed to {to}",
-                    board.node().id(),
-                    board.node().term()
-                )),
-                Some(Event::TransferFailed) => log(format_args!(
-                    "node {} term {}: leadership transfer found no target",
-                    board.node().id(),
-                    board.node().term()
-                )),
-                // The contract: a removed node logs it and exits 0.
-                Some(Event::Removed) => fail(
-                    0,
-                    format_args!(
-                        "node {} term {}: removed from the flock, exiting",
-                        board.node().id(),
-                        board.node().term()
-                    ),
-                ),
-                Some(Event::Failed) => fail(
-                    1,
-                    format_args!(
-                        "node {} term {}: storage failed; fail-stop",
-                        board.node().id(),
-                        board.node().term()
-                    ),
-                ),
-            }
-        }
+        #[cfg(feature = "report")]
+        let turn_start = clock.now();
+        let wake = match board.step(mac, clock, &mut log) {
+            Ok(wake) => wake,
+            // The contract: a removed node exits 0; a failed one fail-stops, exit 1.
+            Err(Halt::Removed) => semihosting::process::exit(0),
+            Err(Halt::Failed) => semihosting::process::exit(1),
+        };
+        #[cfg(feature = "report")]
+        report.turn(turn_start, clock.now(), board.node().id());
         let idle = wake.is_none_or(|wake: Instant| wake > clock.now());
         if idle && !mac.has_frame() {
             // SysTick wakes the core every millisecond; frames wait in the MAC's FIFO.
