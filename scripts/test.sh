@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Passes every test: the workspace's tests (simulator, scenarios, swarm, real processes,
-# QEMU boards), and the no-alloc, thumbv7m build of the core with its footprint.
+# QEMU boards), the no-alloc, thumbv7m build of the core with its footprint, and both
+# board firmwares within their budgets.
 #
 #   ./scripts/test.sh                  installs what the tests need if missing, then tests
 #   ./scripts/test.sh --no-install     installs nothing: stops at once if something is missing
@@ -37,8 +38,8 @@ fi
 # global allocator: any crate that links `alloc` fails this build.
 ./scripts/ci/footprint.sh
 
-# The board firmware, for the QEMU tests (tests/tests/qemu.rs finds its release ELF there).
-# Its own target dir, where the tests look, whatever CARGO_TARGET_DIR says.
-(cd node-embedded/firmware && env -u CARGO_TARGET_DIR cargo build --release --locked)
+# Both board firmwares, sized against their budgets: QEMU's (tests/tests/qemu.rs finds its
+# release ELF in its own target dir, whatever CARGO_TARGET_DIR says) and the NUCLEO-F429ZI's.
+./scripts/ci/firmware_size.sh
 
 cargo test --workspace --release --locked

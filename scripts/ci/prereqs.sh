@@ -36,13 +36,13 @@ set -euo pipefail
 # Lines expected with tests already planned, to copy when such a test lands:
 #
 #   command   keepalived            keepalived       <the test that uses it>
-#   target    thumbv7em-none-eabihf rustup           <the test that uses it>
 table() {
   cat <<'EOF'
 command   nc                  netcat-openbsd   the demo scripts (scripts/*.sh) in tests/tests/processes.rs
 command   qemu-system-arm     qemu-system-arm  the boards of the mixed flock: tests/tests/qemu.rs
 command   ip                  iproute2         the soak's network namespaces: tests/tests/soak.rs
 target    thumbv7m-none-eabi  rustup           the board firmware (tests/tests/qemu.rs), scripts/ci/footprint.sh
+target    thumbv7em-none-eabihf rustup         the NUCLEO-F429ZI firmware: scripts/ci/firmware_size.sh
 component llvm-tools          rustup           llvm-size in scripts/ci/footprint.sh
 command   tmux                tmux             the dashboard driven in tmux: node-std/tests/observability.rs
 command   promtool            prometheus       /metrics checked: node-std/tests/observability.rs
