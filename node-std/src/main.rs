@@ -17,6 +17,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod board;
+mod board_config;
 mod client;
 mod clock;
 mod cluster;
@@ -78,6 +79,9 @@ enum Command {
     /// --cluster-key-file.
     #[command(after_help = KEYGEN_AFTER_HELP)]
     Keygen(KeygenArgs),
+    /// Write the configuration page of a real board (NUCLEO-F429ZI): its id, port,
+    /// address, peers, timing and key, for `probe-rs download`.
+    BoardConfig(board_config::BoardConfigArgs),
 }
 
 const KEYGEN_AFTER_HELP: &str = "\
@@ -462,6 +466,7 @@ fn main() -> ExitCode {
             client::ctl(args.addr, auth, &args.command)
         }
         Command::Board(args) => run_board(args),
+        Command::BoardConfig(args) => board_config::run(args),
         Command::Keygen(args) => match key_file::keygen(args.out.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

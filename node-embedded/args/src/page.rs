@@ -9,8 +9,8 @@
 //! | --- | --- |
 //! | 8 | [`MAGIC`], `GOOSECF1` (the `1` is the layout's version) |
 //! | 2 | the line's length `n`, little-endian |
-//! | 1 | 1 if a key follows, else 0 |
-//! | 32 | the cluster key's 32 bytes (zeros without one) |
+//! | 1 | the key file's length `k`, 0 without a key |
+//! | 128 | the cluster key file's `k` bytes, as `goose keygen` wrote it (zeros after) |
 //! | n | the board's command line ([`write`](crate::write)), UTF-8 |
 //! | 4 | CRC-32 (IEEE) of everything before it, little-endian |
 //!
@@ -28,15 +28,16 @@ use crate::{parse, ArgsError, BoardArgs};
 /// The first bytes of a configuration page.
 pub const MAGIC: [u8; 8] = *b"GOOSECF1";
 
-/// Bytes of a cluster key.
-pub const KEY_SIZE: usize = 32;
+/// The room for the key file's bytes: the firmware reads them by the desktop's key-file
+/// rule (`goose_core::auth::key::ClusterKey::from_file_bytes`).
+pub const KEY_FIELD_SIZE: usize = crate::KEY_FILE_SIZE_MAX;
 
 /// The longest command line a page holds: five members, a token and a LAN address take
 /// under 400 bytes.
 pub const LINE_SIZE_MAX: usize = 512;
 
 /// Bytes before the line: magic, length, key flag, key.
-const HEADER_SIZE: usize = MAGIC.len() + 2 + 1 + KEY_SIZE;
+const HEADER_SIZE: usize = MAGIC.len() + 2 + 1 + KEY_FIELD_SIZE;
 
 /// Bytes of the checksum after the line.
 const CRC_SIZE: usize = 4;
@@ -49,8 +50,8 @@ pub const PAGE_SIZE: usize = HEADER_SIZE + LINE_SIZE_MAX + CRC_SIZE;
 pub struct Page<'a> {
     /// The board's command line, parsed.
     pub args: BoardArgs<'a>,
-    /// The flock's cluster key, if it has one.
-    pub key: Option<[u8; KEY_SIZE]>,
+    /// The flock's cluster key file's bytes, if it has one (not yet checked as a key).
+    pub key_file: Option<&'a [u8]>,
 }
 
 /// Why a page was refused (or could not be written).
@@ -60,7 +61,8 @@ pub enum PageError {
     Erased,
     /// Not a configuration page of this layout.
     Magic,
-    /// The line is longer than [`LINE_SIZE_MAX`], or the page is cut short.
+    /// The line is longer than [`LINE_SIZE_MAX`], the key file than [`KEY_FIELD_SIZE`],
+    /// or the page is cut short.
     Length,
     /// The checksum does not match: a write that did not finish, or damage.
     Checksum,
@@ -100,15 +102,16 @@ fn crc(bytes: &[u8]) -> u32 {
     hasher.finalize()
 }
 
-/// Writes the page for `args` (which must name no host file) and `key` into `out`, and
+/// Writes the page for `args` (which must name no host file) and the cluster key file's
+/// bytes `key_file` into `out`, and
 /// returns how many bytes of it to flash.
 ///
 /// # Errors
 /// [`PageError::HostFile`] for `--state` or `--key-file`, [`PageError::Length`] for a line
-/// over [`LINE_SIZE_MAX`].
+/// over [`LINE_SIZE_MAX`] or a key file over [`KEY_FIELD_SIZE`].
 pub fn write_page(
     args: &BoardArgs<'_>,
-    key: Option<&[u8; KEY_SIZE]>,
+    key_file: Option<&[u8]>,
     out: &mut [u8; PAGE_SIZE],
 ) -> Result<usize, PageError> {
     if args.state.is_some() || args.key_file.is_some() {
@@ -118,11 +121,17 @@ pub fn write_page(
     crate::write(&mut line, args).map_err(|fmt::Error| PageError::Length)?;
     let size = HEADER_SIZE + line.len() + CRC_SIZE;
     let length = u16::try_from(line.len()).map_err(|_| PageError::Length)?;
+    let key_file = key_file.unwrap_or(&[]);
+    let key_length = u8::try_from(key_file.len())
+        .ok()
+        .filter(|length| usize::from(*length) <= KEY_FIELD_SIZE)
+        .ok_or(PageError::Length)?;
     out.fill(0xFF);
     out[..MAGIC.len()].copy_from_slice(&MAGIC);
     out[8..10].copy_from_slice(&length.to_le_bytes());
-    out[10] = u8::from(key.is_some());
-    out[11..HEADER_SIZE].copy_from_slice(key.unwrap_or(&[0; KEY_SIZE]));
+    out[10] = key_length;
+    out[11..HEADER_SIZE].fill(0);
+    out[11..11 + key_file.len()].copy_from_slice(key_file);
     out[HEADER_SIZE..HEADER_SIZE + line.len()].copy_from_slice(line.as_bytes());
     let checksum = crc(&out[..size - CRC_SIZE]);
     out[size - CRC_SIZE..size].copy_from_slice(&checksum.to_le_bytes());
@@ -144,7 +153,7 @@ pub fn read_page(bytes: &[u8]) -> Result<Page<'_>, PageError> {
     }
     let header = bytes.get(..HEADER_SIZE).ok_or(PageError::Length)?;
     let length = usize::from(u16::from_le_bytes([header[8], header[9]]));
-    if length > LINE_SIZE_MAX {
+    if length > LINE_SIZE_MAX || usize::from(header[10]) > KEY_FIELD_SIZE {
         return Err(PageError::Length);
     }
     let size = HEADER_SIZE + length + CRC_SIZE;
@@ -154,21 +163,17 @@ pub fn read_page(bytes: &[u8]) -> Result<Page<'_>, PageError> {
     if crc(covered) != checksum {
         return Err(PageError::Checksum);
     }
-    let key = match header[10] {
+    // Checked above: at most KEY_FIELD_SIZE.
+    let key_file = match usize::from(header[10]) {
         0 => None,
-        1 => {
-            let mut key = [0; KEY_SIZE];
-            key.copy_from_slice(&header[11..HEADER_SIZE]);
-            Some(key)
-        }
-        _ => return Err(PageError::Magic),
+        length => header.get(11..11 + length),
     };
     let line = core::str::from_utf8(&covered[HEADER_SIZE..]).map_err(|_| PageError::Utf8)?;
     let args = parse(line.split(' ')).map_err(PageError::Args)?;
     if args.state.is_some() || args.key_file.is_some() {
         return Err(PageError::HostFile);
     }
-    Ok(Page { args, key })
+    Ok(Page { args, key_file })
 }
 
 /// Writes `page` as text for a person (no key): what `goose board-config` prints.
@@ -177,7 +182,7 @@ pub fn read_page(bytes: &[u8]) -> Result<Page<'_>, PageError> {
 /// Only those of `out`.
 pub fn describe(out: &mut impl Write, page: &Page<'_>) -> fmt::Result {
     crate::write(out, &page.args)?;
-    match page.key {
+    match page.key_file {
         Some(_) => out.write_str(" (with a cluster key)"),
         None => out.write_str(" (no cluster key)"),
     }
@@ -192,7 +197,7 @@ mod tests {
     const LINE: &str = "--id 4 --port 9900 --seed 7 --peer 1=192.168.1.51:9900 \
                         --peer 2=192.168.1.52:9900 --address 192.168.1.54/24 --gateway 192.168.1.1";
 
-    fn page(key: Option<&[u8; KEY_SIZE]>) -> ([u8; PAGE_SIZE], usize) {
+    fn page(key: Option<&[u8]>) -> ([u8; PAGE_SIZE], usize) {
         let args = parse(LINE.split(' ')).unwrap();
         let mut out = [0; PAGE_SIZE];
         let size = write_page(&args, key, &mut out).unwrap();
@@ -201,7 +206,7 @@ mod tests {
 
     #[test]
     fn a_page_reads_back_what_was_written() {
-        let key = [0x5A; KEY_SIZE];
+        let key = [b'a'; 64];
         let (bytes, size) = page(Some(&key));
         assert_eq!(&bytes[..8], b"GOOSECF1");
         assert!(
@@ -209,12 +214,12 @@ mod tests {
             "the rest stays erased"
         );
         let read = read_page(&bytes).unwrap();
-        assert_eq!(read.key, Some(key));
+        assert_eq!(read.key_file, Some(&key[..]));
         let expected = parse(LINE.split(' ')).unwrap();
         assert_eq!(read.args.members, expected.members);
         assert_eq!((read.args.lan, read.args.seed), (expected.lan, 7));
         let (bytes, _) = page(None);
-        assert_eq!(read_page(&bytes).unwrap().key, None);
+        assert_eq!(read_page(&bytes).unwrap().key_file, None);
         let mut text: String<600> = String::new();
         describe(&mut text, &read_page(&bytes).unwrap()).unwrap();
         assert!(
@@ -226,7 +231,7 @@ mod tests {
     #[test]
     fn every_bad_page_is_refused() {
         assert_eq!(read_page(&[0xFF; PAGE_SIZE]).err(), Some(PageError::Erased));
-        let (good, size) = page(Some(&[1; KEY_SIZE]));
+        let (good, size) = page(Some(&[1; 32]));
         let mut other = good;
         other[7] = b'2';
         assert_eq!(read_page(&other).err(), Some(PageError::Magic));
@@ -243,8 +248,17 @@ mod tests {
             cut[at..].fill(0xFF);
             assert!(read_page(&cut).is_err(), "cut at {at}");
         }
-        let args = parse("--id 1 --port 1 --state s".split(' ')).unwrap();
         let mut out = [0; PAGE_SIZE];
+        let args = parse(LINE.split(' ')).unwrap();
+        let long_key = [b'a'; KEY_FIELD_SIZE + 1];
+        assert_eq!(
+            write_page(&args, Some(&long_key), &mut out),
+            Err(PageError::Length)
+        );
+        let mut long_key = good;
+        long_key[10] = KEY_FIELD_SIZE as u8 + 1;
+        assert_eq!(read_page(&long_key).err(), Some(PageError::Length));
+        let args = parse("--id 1 --port 1 --state s".split(' ')).unwrap();
         assert_eq!(write_page(&args, None, &mut out), Err(PageError::HostFile));
         let args = parse("--id 1 --port 1 --key-file k".split(' ')).unwrap();
         assert_eq!(write_page(&args, None, &mut out), Err(PageError::HostFile));

@@ -161,7 +161,7 @@ fn main() -> ! {
         Ok(page) => page,
         Err(error) => park.halt(format_args!("goose: {error}")),
     };
-    let Page { args, key } = page;
+    let Page { args, key_file } = page;
     let mut config = match BoardConfig::from_args(args) {
         Ok(config) => config,
         Err(error) => park.halt(format_args!("goose: {error}")),
@@ -171,8 +171,8 @@ fn main() -> ! {
             "goose: the page has no --address: a real board needs its own (goose board-config)"
         ));
     }
-    if let Some(key) = key {
-        match ClusterKey::from_file_bytes(&key) {
+    if let Some(key_file) = key_file {
+        match ClusterKey::from_file_bytes(key_file) {
             Ok(key) => config.key = Some(key),
             Err(error) => park.halt(format_args!("goose: configuration page key: {error}")),
         }
