@@ -17,7 +17,7 @@ set -euo pipefail
 
 # The QEMU firmware's budget: today's figures rounded up to the KiB (README, "Footprint",
 # which also says why the 64 KiB / 32 KiB target is not met yet). Lower them as it shrinks.
-FLASH_MAX=$((89 * 1024))
+FLASH_MAX=$((91 * 1024))
 STATIC_RAM_MAX=$((20 * 1024))
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"

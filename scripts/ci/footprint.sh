@@ -21,7 +21,7 @@ set -euo pipefail
 
 # The core image's budget, today's figures rounded up to the KiB: the core is most of a
 # board's firmware (node-embedded/README.md, "Footprint"). Lower them as it shrinks.
-CORE_FLASH_MAX=$((47 * 1024))
+CORE_FLASH_MAX=$((48 * 1024))
 CORE_STATIC_RAM_MAX=$((6 * 1024))
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
