@@ -33,14 +33,14 @@ set -euo pipefail
 # adds the test, and nowhere else: `scripts/test.sh` and CI (`.ci/run`) then install it on a
 # fresh machine, and a machine without it stops here with the command to run. List only what
 # a test in the tree uses: every line is installed on every machine that runs the tests.
-# Lines expected with tests already planned, to copy when such a test lands:
-#
-#   command   keepalived            keepalived       <the test that uses it>
 table() {
   cat <<'EOF'
 command   nc                  netcat-openbsd   the demo scripts (scripts/*.sh) in tests/tests/processes.rs
 command   qemu-system-arm     qemu-system-arm  the boards of the mixed flock: tests/tests/qemu.rs
-command   ip                  iproute2         the soak's network namespaces: tests/tests/soak.rs
+command   ip                  iproute2         the soak's network namespaces: tests/tests/soak.rs, tests/tests/vip.rs
+command   keepalived          keepalived       the virtual IP side by side with keepalived: tests/tests/vip.rs
+command   nft                 nftables         cutting only election traffic (VRRP, peer frames): tests/tests/vip.rs
+command   arping              iputils-arping   the goose hooks' ARP announcement of the virtual IP: tests/tests/vip.rs
 target    thumbv7m-none-eabi  rustup           the board firmware (tests/tests/qemu.rs), scripts/ci/footprint.sh
 target    thumbv7em-none-eabihf rustup         the NUCLEO-F429ZI firmware: scripts/ci/firmware_size.sh
 component llvm-tools          rustup           llvm-size in scripts/ci/footprint.sh

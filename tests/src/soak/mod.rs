@@ -1,6 +1,6 @@
 //! A randomized fault soak with real `goose` processes, and the checker that judges it.
 //!
-//! [`run`] builds a [`net::Fabric`] (a network namespace per node, one for the client, a
+//! [`run`] builds a [`Fabric`] (a network namespace per node, one for the client, a
 //! bridge between them), starts `goose node` processes in their namespaces, and lets
 //! probers ([`prober`]) record every `whois-goose` while the [`nemesis`] kills, pauses,
 //! stops, partitions and cuts links for the set duration. Then it heals everything, waits
@@ -15,8 +15,6 @@
 pub mod check;
 pub mod history;
 pub mod nemesis;
-pub mod net;
-pub mod nodes;
 pub mod prober;
 
 use std::collections::BTreeMap;
@@ -28,12 +26,12 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::netns::process::{NodeProcess, NodeSpec};
+use crate::netns::{self as net, Fabric};
 use crate::procs::{TempDir, Timing};
 use check::{Rule, Verdict};
 use history::{History, Micros};
 use nemesis::{FaultKind, Nemesis, NemesisConfig};
-use net::Fabric;
-use nodes::{NodeProcess, NodeSpec};
 use prober::{ProberConfig, Sightings};
 
 /// Every node listens on this port, each at its own address in its own namespace.
@@ -213,7 +211,7 @@ pub fn run(config: &SoakConfig) -> Result<Report, String> {
         return Err(format!("nodes must be in 1..={}", net::NODE_ID_MAX));
     }
     let ids: Vec<u16> = (1..=config.nodes).collect();
-    let fabric = Fabric::new(&ids)?;
+    let fabric = Fabric::new("soak", &ids)?;
     let folder = TempDir::new("soak");
     let token = format!("soak{:x}", config.seed ^ u64::from(std::process::id()));
     let addrs: Vec<SocketAddr> = ids

@@ -33,9 +33,9 @@ use std::time::{Duration, Instant};
 use goose_core::rand::Rand;
 
 use super::history::{Event, EventKind, Micros};
-use super::net::Fabric;
-use super::nodes::NodeProcess;
 use super::prober::{micros_since, Sightings};
+use crate::netns::process::NodeProcess;
+use crate::netns::Fabric;
 
 /// How long a `ctl` command waits for its reply.
 const CTL_TIMEOUT: Duration = Duration::from_millis(200);

@@ -168,7 +168,7 @@ pub fn spawn_all(
         let handle = thread::Builder::new()
             .name(format!("prober-{}", config.prober))
             .spawn(move || {
-                super::net::enter(&namespace)
+                crate::netns::enter(&namespace)
                     .map_err(|e| format!("prober {}: setns: {e}", config.prober))?;
                 Ok(run(&config, start, &stop, &sightings))
             })

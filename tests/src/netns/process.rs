@@ -1,4 +1,4 @@
-//! `goose node` children, each started inside its own network namespace.
+//! Children (`goose node`, `keepalived`), each started inside a node's network namespace.
 //!
 //! A child enters its namespace between fork and exec (`setns` in `pre_exec`), so its pid
 //! is the `goose` process itself and every signal goes to it by that pid. It also asks the
@@ -16,15 +16,15 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 /// How to start one node.
 #[derive(Clone, Debug)]
 pub struct NodeSpec {
-    /// Its id.
+    /// The id of the node it runs on.
     pub id: u16,
     /// Its namespace file (`/run/netns/<name>`).
     pub namespace: PathBuf,
-    /// The `goose` binary.
+    /// The binary (`goose`, `keepalived`).
     pub binary: PathBuf,
     /// Arguments after the binary (`node --id …`).
     pub args: Vec<String>,
-    /// Where its stderr goes (appended across restarts).
+    /// Where its stdout and stderr go (appended across restarts).
     pub log: PathBuf,
 }
 
@@ -59,13 +59,16 @@ impl NodeProcess {
             .append(true)
             .open(&self.spec.log)
             .map_err(|e| format!("node {id}: open {}: {e}", self.spec.log.display()))?;
+        let stdout = log
+            .try_clone()
+            .map_err(|e| format!("node {id}: {}: {e}", self.spec.log.display()))?;
         let namespace_fd = namespace.as_raw_fd();
         let mut command = Command::new(&self.spec.binary);
         command
             .args(&self.spec.args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(log);
         // SAFETY: between fork and exec only async-signal-safe system calls run (setns,
         // prctl, getppid); `namespace_fd` stays open in the parent until spawn returns.

@@ -1,0 +1,318 @@
+//! What moves the virtual IP: a goose flock, or keepalived. Each runs one process per node
+//! namespace, started, killed and restarted by pid, with its files (data dirs, configs, pid
+//! files, logs) in the run's temporary folder.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::netns::process::{NodeProcess, NodeSpec};
+use crate::netns::{sbin, Fabric};
+use crate::procs::Timing;
+
+use super::{NODES, VIP, VIP_DEV, VIP_PREFIX};
+
+/// The port goose nodes listen on (peer frames, probes, control), at their own addresses.
+pub const GOOSE_PORT: u16 = 7000;
+/// The nftables table (family `inet`) that holds an election cut.
+pub const FILTER_TABLE: &str = "ddgvip";
+/// keepalived's virtual router id (any; one router on this bridge).
+const VRID: u8 = 51;
+/// keepalived's priority on every node: equal priorities and `nopreempt`, so that a node
+/// coming back does not take the address back (one move per fault, as with goose).
+const PRIORITY: u8 = 100;
+
+/// Which mechanism moves the address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `goose node` at the contract's default timing, with `--on-goose`/`--on-duck` hooks
+    /// that add and remove the address with `ip` and announce it with `arping`: what a user
+    /// can do by hand today.
+    GooseHooks,
+    /// keepalived (VRRP) advertising every `advert_cs` centiseconds: 100 is its default
+    /// (VRRPv2, whole seconds only); below 100 it runs VRRPv3, whose interval keepalived
+    /// accepts down to 1 centisecond.
+    Keepalived {
+        /// The advertisement interval, in centiseconds.
+        advert_cs: u16,
+    },
+}
+
+impl Kind {
+    /// keepalived at its default advertisement interval, 1 s.
+    pub const KEEPALIVED_DEFAULT: Self = Self::Keepalived { advert_cs: 100 };
+    /// keepalived at the shortest interval it accepts, 0.01 s (VRRPv3).
+    pub const KEEPALIVED_FASTEST: Self = Self::Keepalived { advert_cs: 1 };
+
+    /// Its name in tables.
+    pub fn label(&self) -> String {
+        match self {
+            Self::GooseHooks => "goose with hooks (by hand)".to_owned(),
+            Self::Keepalived { advert_cs } => {
+                format!("keepalived, advert {}", seconds(*advert_cs))
+            }
+        }
+    }
+
+    /// The nftables ruleset that cuts its election traffic, and nothing else (not the
+    /// client's probes, not ARP), when loaded in a node's namespace.
+    pub fn election_cut(&self) -> String {
+        let matches: &[&str] = match self {
+            Self::GooseHooks => &["udp dport 7000", "udp sport 7000"],
+            // VRRP is IP protocol 112, unicast or multicast alike.
+            Self::Keepalived { .. } => &["meta l4proto 112"],
+        };
+        let mut rules = String::new();
+        for chain in ["input", "output"] {
+            let _ = write!(
+                rules,
+                "  chain {chain} {{ type filter hook {chain} priority 0; policy accept;"
+            );
+            for m in matches {
+                let _ = write!(rules, " {m} drop;");
+            }
+            rules.push_str(" }\n");
+        }
+        format!("table inet {FILTER_TABLE} {{\n{rules}}}\n")
+    }
+
+    /// How long a failover may take at most when the holder vanishes, by the mechanism's
+    /// own rules (not a measured figure).
+    pub fn failover_expected_max(&self) -> Duration {
+        match self {
+            // Voters wait out the loyalty window, then their own election timeout; a split
+            // vote costs one more.
+            Self::GooseHooks => Timing::DEFAULT.election_timeout_max() * 2,
+            // Master_Down_Interval = 3 × advert + skew (skew < advert).
+            Self::Keepalived { advert_cs } => Duration::from_millis(u64::from(*advert_cs) * 10 * 4),
+        }
+    }
+}
+
+fn seconds(centis: u16) -> String {
+    if centis.is_multiple_of(100) {
+        format!("{} s", centis / 100)
+    } else {
+        format!("{} s", f64::from(centis) / 100.0)
+    }
+}
+
+/// The processes of one contender, one per node.
+#[derive(Debug)]
+pub struct Contender {
+    kind: Kind,
+    /// Node `i + 1` at index `i`.
+    procs: Vec<NodeProcess>,
+    folder: PathBuf,
+}
+
+impl Contender {
+    /// Writes its files into `folder` and starts it on every node of `fabric`.
+    ///
+    /// # Errors
+    ///
+    /// A file that could not be written or a process that could not be started (those
+    /// started are killed when the half-built contender drops).
+    pub fn start(kind: Kind, fabric: &Fabric, folder: &Path, goose: &Path) -> Result<Self, String> {
+        let mut contender = Self {
+            kind,
+            procs: Vec::new(),
+            folder: folder.to_path_buf(),
+        };
+        for id in 1..=NODES {
+            let spec = match kind {
+                Kind::GooseHooks => goose_spec(fabric, folder, goose, id),
+                Kind::Keepalived { advert_cs } => keepalived_spec(fabric, folder, id, advert_cs)?,
+            };
+            let mut process = NodeProcess::new(spec);
+            process.spawn()?;
+            contender.procs.push(process);
+        }
+        Ok(contender)
+    }
+
+    /// Which mechanism it is.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Kills everything it runs on node `id` with SIGKILL, as a crash or the OOM killer
+    /// would: nothing of it gets to remove the address.
+    ///
+    /// # Errors
+    ///
+    /// A signal that could not be sent.
+    pub fn kill9(&mut self, id: u16) -> Result<(), String> {
+        let process = self.process(id)?;
+        if let Kind::Keepalived { .. } = self.kind {
+            // Freeze the parent first, or it would respawn the VRRP child it sees die.
+            process.signal(libc::SIGSTOP)?;
+            self.kill_vrrp_child(id);
+        }
+        self.process_mut(id)?.kill9()
+    }
+
+    /// Starts node `id`'s process again (as systemd's `Restart=` would), on its old files.
+    ///
+    /// # Errors
+    ///
+    /// It could not be started (or is running).
+    pub fn restart(&mut self, id: u16) -> Result<(), String> {
+        if let Kind::Keepalived { .. } = self.kind {
+            for file in pid_files(&self.folder, id) {
+                let _ = fs::remove_file(file);
+            }
+        }
+        self.process_mut(id)?.spawn().map(drop)
+    }
+
+    /// The last `lines` lines of node `id`'s log.
+    pub fn log_tail(&self, id: u16, lines: usize) -> String {
+        self.process(id)
+            .map(|process| process.log_tail(lines))
+            .unwrap_or_default()
+    }
+
+    fn process(&self, id: u16) -> Result<&NodeProcess, String> {
+        self.procs
+            .get(usize::from(id).wrapping_sub(1))
+            .ok_or_else(|| format!("no node {id}"))
+    }
+
+    fn process_mut(&mut self, id: u16) -> Result<&mut NodeProcess, String> {
+        self.procs
+            .get_mut(usize::from(id).wrapping_sub(1))
+            .ok_or_else(|| format!("no node {id}"))
+    }
+
+    /// SIGKILL to keepalived's VRRP child on node `id`, by the pid its pid file names, if
+    /// that pid is still a child of our keepalived there (a stale file names nothing).
+    fn kill_vrrp_child(&self, id: u16) {
+        let Some(parent) = self.process(id).ok().and_then(NodeProcess::pid) else {
+            return;
+        };
+        let [_, vrrp, _] = pid_files(&self.folder, id);
+        let Some(pid) = fs::read_to_string(&vrrp)
+            .ok()
+            .and_then(|text| text.trim().parse::<libc::pid_t>().ok())
+        else {
+            return;
+        };
+        if parent_of(pid) == Some(parent) {
+            // SAFETY: kill(2) on a pid whose parent is our own unreaped child: it is that
+            // child's VRRP process, not a reused pid.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+impl Drop for Contender {
+    fn drop(&mut self) {
+        if let Kind::Keepalived { .. } = self.kind {
+            for id in 1..=NODES {
+                if let Ok(process) = self.process(id) {
+                    let _ = process.signal(libc::SIGSTOP);
+                }
+                self.kill_vrrp_child(id);
+            }
+        }
+        // Dropping the processes kills each by pid and reaps it.
+        self.procs.clear();
+    }
+}
+
+/// The parent pid of `pid`, from /proc.
+fn parent_of(pid: libc::pid_t) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // pid (comm) state ppid …; comm may hold spaces and parentheses, so split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn goose_spec(fabric: &Fabric, folder: &Path, binary: &Path, id: u16) -> NodeSpec {
+    let ip = sbin("ip").display().to_string();
+    let arping = sbin("arping").display().to_string();
+    let address = format!("{VIP}/{VIP_PREFIX}");
+    let mut args: Vec<String> = vec![
+        "node".into(),
+        "--id".into(),
+        id.to_string(),
+        "--listen".into(),
+        format!("{}:{GOOSE_PORT}", fabric.node_ip(id)),
+        "--data-dir".into(),
+        folder.join(format!("goose-{id}")).display().to_string(),
+        // The hooks by hand: add the address and announce it once (in the background, so
+        // that arping's one-second wait for replies never delays a duck hook waiting
+        // behind); remove it.
+        "--on-goose".into(),
+        format!("{ip} addr replace {address} dev {VIP_DEV} && {{ {arping} -q -U -c 1 -I {VIP_DEV} {VIP} & }}"),
+        "--on-duck".into(),
+        format!("{ip} addr del {address} dev {VIP_DEV}"),
+    ];
+    for peer in (1..=NODES).filter(|&peer| peer != id) {
+        args.push("--peer".into());
+        args.push(format!("{peer}={}:{GOOSE_PORT}", fabric.node_ip(peer)));
+    }
+    args.extend(Timing::DEFAULT.flags());
+    NodeSpec {
+        id,
+        namespace: Fabric::ns_path(&fabric.node_ns(id)),
+        binary: binary.to_path_buf(),
+        args,
+        log: folder.join(format!("goose-{id}.log")),
+    }
+}
+
+/// keepalived's three pid files on node `id`: parent, VRRP child, checker child.
+fn pid_files(folder: &Path, id: u16) -> [PathBuf; 3] {
+    ["pid", "vrrp.pid", "checkers.pid"]
+        .map(|suffix| folder.join(format!("keepalived-{id}.{suffix}")))
+}
+
+fn keepalived_spec(
+    fabric: &Fabric,
+    folder: &Path,
+    id: u16,
+    advert_cs: u16,
+) -> Result<NodeSpec, String> {
+    let peers: String = (1..=NODES)
+        .filter(|&peer| peer != id)
+        .map(|peer| format!("    {}\n", fabric.node_ip(peer)))
+        .collect();
+    let version = if advert_cs.is_multiple_of(100) { 2 } else { 3 };
+    let config = format!(
+        "global_defs {{\n  router_id node{id}\n  vrrp_version {version}\n}}\n\
+         vrrp_instance VIP {{\n  state BACKUP\n  nopreempt\n  interface {VIP_DEV}\n  \
+         virtual_router_id {VRID}\n  priority {PRIORITY}\n  advert_int {}\n  \
+         unicast_src_ip {}\n  unicast_peer {{\n{peers}  }}\n  \
+         virtual_ipaddress {{\n    {VIP}/{VIP_PREFIX} dev {VIP_DEV}\n  }}\n}}\n",
+        seconds(advert_cs).trim_end_matches(" s"),
+        fabric.node_ip(id),
+    );
+    let file = folder.join(format!("keepalived-{id}.conf"));
+    fs::write(&file, config).map_err(|e| format!("write {}: {e}", file.display()))?;
+    let [parent, vrrp, checkers] = pid_files(folder, id);
+    let path = |p: &PathBuf| p.display().to_string();
+    Ok(NodeSpec {
+        id,
+        namespace: Fabric::ns_path(&fabric.node_ns(id)),
+        binary: sbin("keepalived"),
+        args: vec![
+            "--use-file".into(),
+            path(&file),
+            "--vrrp".into(),
+            "--dont-fork".into(),
+            "--log-console".into(),
+            "--log-detail".into(),
+            "--no-syslog".into(),
+            "--pid".into(),
+            path(&parent),
+            "--vrrp_pid".into(),
+            path(&vrrp),
+            "--checkers_pid".into(),
+            path(&checkers),
+        ],
+        log: folder.join(format!("keepalived-{id}.log")),
+    })
+}
