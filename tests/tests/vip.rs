@@ -2,9 +2,10 @@
 //! `arping`, by hand) and by keepalived, on three node namespaces and a client probing the
 //! address every millisecond (`flock_tests::vip`): the short version of `bench_vip`.
 //!
-//! For goose it asserts what must hold: after a link cut or an election cut of the holder,
-//! the client's answers come from exactly one node at a time, from the new goose within the
-//! failover bound plus the announcement, and no two nodes ever hold the address at once;
+//! For goose it asserts what must hold: after a link cut, an election cut or a SIGTERM of
+//! the holder, the client's answers come from exactly one node at a time, from the new goose
+//! within the failover bound plus the announcement, and no two nodes ever hold the address
+//! at once;
 //! after a SIGKILL it asserts the window the hooks cannot close (the dead goose's address
 //! stays while the new goose claims it) and prints how long it lasted. For keepalived it
 //! asserts that the harness sees VRRP's split brain when only VRRP is cut, which is what
@@ -32,6 +33,7 @@ fn plan() -> Plan {
         link_cuts: 3,
         election_cuts: 2,
         election_cut_for: Duration::from_secs(2),
+        stops: 2,
         kills: 1,
     }
 }
@@ -99,6 +101,26 @@ fn the_vip_follows_the_goose_and_keepalived_splits() {
         assert!(
             cut.settled_after.is_some(),
             "election cut {index}: never settled after the heal: {cut:?}"
+        );
+    }
+    for (index, stop) in goose.stops.iter().enumerate() {
+        // A handoff: the duck hook starts when it begins, before TimeoutNow leaves.
+        let failover = stop
+            .failover
+            .unwrap_or_else(|| panic!("stop {index}: no other node answered: {stop:?}"));
+        assert!(
+            failover <= bound,
+            "stop {index}: the new goose answered after {} ms, bound {} ms: {stop:?}",
+            ms(failover),
+            ms(bound)
+        );
+        assert_eq!(
+            stop.two_holders.total, 0,
+            "stop {index}: two nodes held the address: {stop:?}"
+        );
+        assert_eq!(
+            stop.strays, 0,
+            "stop {index}: answers from two nodes, interleaved: {stop:?}"
         );
     }
     for (index, kill) in goose.kills.iter().enumerate() {

@@ -3,19 +3,21 @@
 //!
 //! ```text
 //! cargo run --release -p flock-tests --bin bench_vip -- [--cuts N] [--election-cuts N]
-//!     [--election-secs S] [--kills N] [--adverts 1,0.1,0.01] [--no-goose] [--goose <path>]
+//!     [--election-secs S] [--stops N] [--kills N] [--adverts 1,0.1,0.01] [--no-goose]
+//!     [--goose <path>] [--timelines]
 //! ```
 //!
 //! Each contender gets a fresh fabric (three nodes, a client probing the address every
 //! millisecond) and the same faults: `--cuts` link cuts of the holder (default 20),
 //! `--election-cuts` cuts of its election traffic alone for `--election-secs` (default 1 of
-//! 5 s), `--kills` SIGKILLs of its processes (default 3). The contenders: goose at its
-//! default timing with `--on-goose`/`--on-duck` hooks that move the address by hand
+//! 5 s), `--stops` graceful stops of its service (SIGTERM, then a restart; default 10),
+//! `--kills` SIGKILLs of its processes, then a restart (default 3). The contenders: goose at
+//! its default timing with `--on-goose`/`--on-duck` hooks that move the address by hand
 //! (`--no-goose` leaves it out), and keepalived at each advertisement interval of
-//! `--adverts` (seconds; default its default, 1, the common 0.1, and the shortest it
-//! accepts, 0.01).
-//! Prints one markdown table per fault. Exit 0 when every contender ran, 1 if one could not
-//! be run (its error is printed), 2 on bad flags.
+//! `--adverts` (seconds; default its default 1, the common 0.1, and the shortest it
+//! accepts, 0.01). Prints one markdown table per fault (and with `--timelines`, on stderr,
+//! what happened in each fault: claims, releases and runs of answers, in ms). Exit 0 when every contender ran, 1
+//! if one could not be run (its error is printed), 2 on bad flags.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,11 +25,12 @@ use std::time::Duration;
 
 use flock_tests::procs;
 use flock_tests::vip::contender::Kind;
-use flock_tests::vip::scenario::{self, Plan};
+use flock_tests::vip::scenario::{self, Outcome, Plan};
 use flock_tests::vip::tables;
 
 const USAGE: &str = "usage: bench_vip [--cuts N] [--election-cuts N] [--election-secs S] \
-                     [--kills N] [--adverts 1,0.1,0.01] [--no-goose] [--goose <path>]";
+                     [--stops N] [--kills N] [--adverts 1,0.1,0.01] [--no-goose] [--goose <path>] \
+                     [--timelines]";
 /// More faults of one kind than this is a typo, not a benchmark.
 const FAULTS_MAX: usize = 1000;
 /// Advertisement intervals keepalived accepts, in centiseconds.
@@ -36,6 +39,7 @@ const ADVERT_CS_MAX: u16 = 25_500;
 
 struct Args {
     plan: Plan,
+    timelines: bool,
     contenders: Vec<Kind>,
     goose: Option<PathBuf>,
 }
@@ -45,6 +49,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         link_cuts: 20,
         election_cuts: 1,
         election_cut_for: Duration::from_secs(5),
+        stops: 10,
         kills: 3,
     };
     let mut goose = true;
@@ -54,10 +59,15 @@ fn parse(args: &[String]) -> Result<Args, String> {
         Kind::KEEPALIVED_FASTEST,
     ];
     let mut goose_binary = None;
+    let mut timelines = false;
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
         if flag == "--no-goose" {
             goose = false;
+            continue;
+        }
+        if flag == "--timelines" {
+            timelines = true;
             continue;
         }
         let value = rest.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -71,6 +81,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         match flag.as_str() {
             "--cuts" => plan.link_cuts = count()?,
             "--election-cuts" => plan.election_cuts = count()?,
+            "--stops" => plan.stops = count()?,
             "--kills" => plan.kills = count()?,
             "--election-secs" => {
                 plan.election_cut_for = value
@@ -112,9 +123,41 @@ fn parse(args: &[String]) -> Result<Args, String> {
     contenders.extend(adverts);
     Ok(Args {
         plan,
+        timelines,
         contenders,
         goose: goose_binary,
     })
+}
+
+/// Every fault's timeline, for `--timelines`.
+fn timelines(outcome: &Outcome) -> String {
+    let label = outcome.kind.label();
+    let mut text = String::new();
+    for (index, cut) in outcome.link_cuts.iter().enumerate() {
+        text += &format!(
+            "{label}: link cut {index} of n{}\n{}",
+            cut.owner, cut.timeline
+        );
+    }
+    for (index, cut) in outcome.election_cuts.iter().enumerate() {
+        text += &format!(
+            "{label}: election cut {index} of n{}\n{}",
+            cut.owner, cut.timeline
+        );
+    }
+    for (index, stop) in outcome.stops.iter().enumerate() {
+        text += &format!(
+            "{label}: stop {index} of n{}\n{}",
+            stop.owner, stop.timeline
+        );
+    }
+    for (index, kill) in outcome.kills.iter().enumerate() {
+        text += &format!(
+            "{label}: kill {index} of n{}\n{}",
+            kill.owner, kill.timeline
+        );
+    }
+    text
 }
 
 fn main() -> ExitCode {
@@ -141,6 +184,9 @@ fn main() -> ExitCode {
                     kind.label(),
                     outcome.startup / 1000
                 );
+                if args.timelines {
+                    eprint!("{}", timelines(&outcome));
+                }
                 outcomes.push(outcome);
             }
             Err(error) => {

@@ -123,6 +123,41 @@ pub fn longest_silence(record: &Record, from: Micros, to: Micros) -> Micros {
     longest.max(to.saturating_sub(last))
 }
 
+/// What happened during `[from, to)`, one line per change, times in ms since `from`: each
+/// node's claims and releases of the address, and runs of answers from one node
+/// (`answers n2 ×1234 12.0–1246.0`), for reading one fault closely.
+pub fn timeline(record: &Record, from: Micros, to: Micros) -> String {
+    let mut lines: Vec<(Micros, String)> = Vec::new();
+    for (index, node) in record.holds.iter().enumerate() {
+        for &(at, held) in node.iter().filter(|&&(at, _)| at >= from && at < to) {
+            let verb = if held { "claims" } else { "releases" };
+            lines.push((at, format!("n{} {verb} the address", index + 1)));
+        }
+    }
+    let answers = answers_in(record, from, to);
+    let mut start = 0;
+    for end in 1..=answers.len() {
+        if end == answers.len() || answers[end].node != answers[start].node {
+            let (first, last) = (answers[start].at, answers[end - 1].at);
+            lines.push((
+                first,
+                format!(
+                    "answers n{} ×{} until {}",
+                    answers[start].node,
+                    end - start,
+                    ms(last - from)
+                ),
+            ));
+            start = end;
+        }
+    }
+    lines.sort_by_key(|(at, _)| *at);
+    lines
+        .into_iter()
+        .map(|(at, line)| format!("  {:>9} {line}\n", ms(at - from)))
+        .collect()
+}
+
 /// The value at fraction `p` (0 to 1) of `values` (nearest rank), `None` if empty.
 pub fn percentile(values: &[Micros], p: f64) -> Option<Micros> {
     let mut sorted = values.to_vec();

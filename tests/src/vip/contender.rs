@@ -5,7 +5,8 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::netns::process::{NodeProcess, NodeSpec};
 use crate::netns::{sbin, Fabric};
@@ -17,11 +18,23 @@ use super::{NODES, VIP, VIP_DEV, VIP_PREFIX};
 pub const GOOSE_PORT: u16 = 7000;
 /// The nftables table (family `inet`) that holds an election cut.
 pub const FILTER_TABLE: &str = "ddgvip";
+/// How long a process may take to exit after SIGTERM before it is killed: a goose hands off
+/// within `election_timeout_max` and waits for its duck hook; keepalived sends its last
+/// advertisement and removes the address at once.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+/// The pause between two checks of whether a stopped process has exited.
+const STOP_POLL: Duration = Duration::from_millis(2);
 /// keepalived's virtual router id (any; one router on this bridge).
 const VRID: u8 = 51;
-/// keepalived's priority on every node: equal priorities and `nopreempt`, so that a node
-/// coming back does not take the address back (one move per fault, as with goose).
-const PRIORITY: u8 = 100;
+/// keepalived's priority on node `id` is `PRIORITY_BASE + PRIORITY_STEP × id`: distinct, as
+/// its documentation recommends, with `nopreempt` so that a node coming back does not take
+/// the address back (one move per fault, as with goose). With equal priorities both
+/// backups took over at the same instant when the master stopped, and the announcements of
+/// the one that then yielded, arriving last, sent the client to a node without the address
+/// until the winner's second announcement five seconds later: a configuration keepalived
+/// advises against, so not the one compared.
+const PRIORITY_BASE: u8 = 50;
+const PRIORITY_STEP: u8 = 50;
 
 /// Which mechanism moves the address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,6 +164,27 @@ impl Contender {
             self.kill_vrrp_child(id);
         }
         self.process_mut(id)?.kill9()
+    }
+
+    /// Stops node `id`'s process as a service manager does: SIGTERM, then SIGKILL if it
+    /// has not exited within [`STOP_GRACE`]. A goose hands off; keepalived advertises
+    /// priority 0 and removes the address. Returns whether it exited on its own.
+    ///
+    /// # Errors
+    ///
+    /// A signal that could not be sent.
+    pub fn stop(&mut self, id: u16) -> Result<bool, String> {
+        let process = self.process_mut(id)?;
+        process.signal(libc::SIGTERM)?;
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if process.exited().is_some() {
+                return Ok(true);
+            }
+            thread::sleep(STOP_POLL);
+        }
+        self.kill9(id)?;
+        Ok(false)
     }
 
     /// Starts node `id`'s process again (as systemd's `Restart=` would), on its old files.
@@ -284,9 +318,11 @@ fn keepalived_spec(
     let config = format!(
         "global_defs {{\n  router_id node{id}\n  vrrp_version {version}\n}}\n\
          vrrp_instance VIP {{\n  state BACKUP\n  nopreempt\n  interface {VIP_DEV}\n  \
-         virtual_router_id {VRID}\n  priority {PRIORITY}\n  advert_int {}\n  \
+         virtual_router_id {VRID}\n  priority {}\n  advert_int {}\n  \
          unicast_src_ip {}\n  unicast_peer {{\n{peers}  }}\n  \
          virtual_ipaddress {{\n    {VIP}/{VIP_PREFIX} dev {VIP_DEV}\n  }}\n}}\n",
+        PRIORITY_BASE
+            .saturating_add(PRIORITY_STEP.saturating_mul(u8::try_from(id).unwrap_or(u8::MAX))),
         seconds(advert_cs).trim_end_matches(" s"),
         fabric.node_ip(id),
     );

@@ -161,6 +161,51 @@ pub fn tables(plan: &Plan, outcomes: &[Outcome]) -> String {
         out.push('\n');
     }
 
+    if plan.stops > 0 {
+        header(
+            &mut out,
+            &format!(
+                "holder's service stopped (SIGTERM), restarted after the failover ({} stop{})",
+                plan.stops,
+                if plan.stops == 1 { "" } else { "s" }
+            ),
+        );
+        row(
+            &mut out,
+            "failover p50 / max (ms): SIGTERM → first answer from the new holder",
+            &|o| {
+                let times: Vec<Micros> = o.stops.iter().filter_map(|s| s.failover).collect();
+                p50_max(&times)
+            },
+        );
+        row(
+            &mut out,
+            "two holders at once: stops with any / longest (ms)",
+            &|o| {
+                let with = o.stops.iter().filter(|s| s.two_holders.total > 0).count();
+                let longest = o
+                    .stops
+                    .iter()
+                    .map(|s| s.two_holders.longest)
+                    .max()
+                    .unwrap_or(0);
+                format!("{with} / {}", ms(longest))
+            },
+        );
+        row(
+            &mut out,
+            "answers from another node after the new holder's first",
+            &|o| o.stops.iter().map(|s| s.strays).sum::<usize>().to_string(),
+        );
+        row(&mut out, "longest silence (ms)", &|o| {
+            ms(o.stops.iter().map(|s| s.silence).max().unwrap_or(0))
+        });
+        row(&mut out, "killed after the grace period", &|o| {
+            o.stops.iter().filter(|s| !s.exited).count().to_string()
+        });
+        out.push('\n');
+    }
+
     if plan.kills > 0 {
         header(
             &mut out,

@@ -4,6 +4,9 @@
 //!   node answers for the address, then comes back.
 //! - **Election cut**: only the holder's election traffic (goose's peer frames, VRRP) is
 //!   dropped, both ways, for a while; its link, ARP and the client's probes go on.
+//! - **Stop**: the holder's service is stopped as a service manager does (SIGTERM: a goose
+//!   hands off, keepalived advertises priority 0), and started again once another node
+//!   answers.
 //! - **Kill -9**: everything the contender runs on the holder dies at once; a second later
 //!   it is started again, as a service manager would.
 //!
@@ -16,10 +19,10 @@ use std::time::{Duration, Instant};
 
 use super::analysis::{
     answers_in, first_answer_from_other, held_at, longest_silence, per_node, released_after,
-    switches, two_holders, Overlap,
+    switches, timeline, two_holders, Overlap,
 };
 use super::contender::{Contender, Kind, FILTER_TABLE};
-use super::watch::{Clock, Micros, Observers, Record};
+use super::watch::{Answer, Clock, Micros, Observers, Record};
 use super::{NODES, VIP, VIP_DEV, VIP_PREFIX};
 use crate::netns::{self, Fabric};
 use crate::procs::TempDir;
@@ -52,6 +55,8 @@ pub struct Plan {
     pub election_cuts: usize,
     /// How long each election cut lasts.
     pub election_cut_for: Duration,
+    /// Graceful stops (SIGTERM) and restarts.
+    pub stops: usize,
     /// Kills.
     pub kills: usize,
 }
@@ -72,6 +77,8 @@ pub struct LinkCut {
     pub strays: usize,
     /// The longest stretch without answers after the link came back.
     pub silence_after_restore: Micros,
+    /// What happened, from the cut until settled ([`timeline`]).
+    pub timeline: String,
 }
 
 /// One election cut's figures.
@@ -97,6 +104,27 @@ pub struct ElectionCut {
     pub silence_after: Micros,
     /// From the heal until settled, if it settled.
     pub settled_after: Option<Micros>,
+    /// What happened, from the cut until settled ([`timeline`]).
+    pub timeline: String,
+}
+
+/// One graceful stop's figures.
+#[derive(Clone, Debug)]
+pub struct Stop {
+    /// The node whose service was stopped.
+    pub owner: u16,
+    /// Whether it exited within the grace period (else it was killed).
+    pub exited: bool,
+    /// From the SIGTERM to another node's first answer.
+    pub failover: Option<Micros>,
+    /// Two nodes holding the address, from the SIGTERM until settled after the restart.
+    pub two_holders: Overlap,
+    /// Answers from any node but the new one after the new one's first.
+    pub strays: usize,
+    /// The longest stretch without answers, from the SIGTERM until settled.
+    pub silence: Micros,
+    /// What happened, from the SIGTERM until settled ([`timeline`]).
+    pub timeline: String,
 }
 
 /// One kill's figures.
@@ -114,6 +142,8 @@ pub struct Kill {
     /// Whether the killed node still held the address when it was killed plus failover
     /// (if not, there was nothing stale to remove).
     pub held_when_replaced: bool,
+    /// What happened, from the kill until the stale address was gone ([`timeline`]).
+    pub timeline: String,
 }
 
 /// Everything one contender did.
@@ -127,6 +157,8 @@ pub struct Outcome {
     pub link_cuts: Vec<LinkCut>,
     /// Per election cut.
     pub election_cuts: Vec<ElectionCut>,
+    /// Per graceful stop.
+    pub stops: Vec<Stop>,
     /// Per kill.
     pub kills: Vec<Kill>,
     /// The observers hit a bound: figures after it are incomplete.
@@ -182,7 +214,16 @@ struct Steps {
     settled: Micros,
     link_cuts: Vec<LinkCutSteps>,
     election_cuts: Vec<ElectionCutSteps>,
+    stops: Vec<StopSteps>,
     kills: Vec<KillSteps>,
+}
+
+#[derive(Debug)]
+struct StopSteps {
+    owner: u16,
+    exited: bool,
+    stop: Micros,
+    settled: Micros,
 }
 
 #[derive(Debug)]
@@ -255,6 +296,21 @@ impl Driver<'_> {
                 heal,
                 settled,
                 end: self.clock.now(),
+            });
+        }
+        for _ in 0..plan.stops {
+            let (owner, _) = self.settle()?;
+            let stop = self.clock.now();
+            let exited = self.contender.stop(owner)?;
+            let _ = self.wait_answer_from_other(owner, stop, FAILOVER_WITHIN);
+            thread::sleep(CUT_AFTER_FAILOVER);
+            self.contender.restart(owner)?;
+            let (_, settled) = self.settle()?;
+            steps.stops.push(StopSteps {
+                owner,
+                exited,
+                stop,
+                settled,
             });
         }
         for _ in 0..plan.kills {
@@ -363,6 +419,14 @@ impl Driver<'_> {
     }
 }
 
+/// Answers from any node but `first`'s, from `first` until `until`.
+fn strays(record: &Record, first: Answer, until: Micros) -> usize {
+    answers_in(record, first.at, until)
+        .iter()
+        .filter(|answer| answer.node != first.node)
+        .count()
+}
+
 impl Steps {
     fn figures(&self, kind: Kind, record: &Record) -> Outcome {
         let link_cuts = self
@@ -370,12 +434,7 @@ impl Steps {
             .iter()
             .map(|step| {
                 let first = first_answer_from_other(record, step.cut, step.owner);
-                let strays = first.map_or(0, |first| {
-                    answers_in(record, first.at, step.settled)
-                        .iter()
-                        .filter(|answer| answer.node != first.node)
-                        .count()
-                });
+                let strays = first.map_or(0, |first| strays(record, first, step.settled));
                 LinkCut {
                     owner: step.owner,
                     new: first.map(|answer| answer.node),
@@ -383,6 +442,7 @@ impl Steps {
                     two_holders: two_holders(record, step.cut, step.settled),
                     strays,
                     silence_after_restore: longest_silence(record, step.restore, step.settled),
+                    timeline: timeline(record, step.cut, step.settled),
                 }
             })
             .collect();
@@ -404,6 +464,24 @@ impl Steps {
                     silence_during: longest_silence(record, step.cut, step.heal),
                     silence_after: longest_silence(record, step.heal, end),
                     settled_after: step.settled.map(|at| at - step.heal),
+                    timeline: timeline(record, step.cut, end),
+                }
+            })
+            .collect();
+        let stops = self
+            .stops
+            .iter()
+            .map(|step| {
+                let first = first_answer_from_other(record, step.stop, step.owner)
+                    .filter(|answer| answer.at < step.settled);
+                Stop {
+                    owner: step.owner,
+                    exited: step.exited,
+                    failover: first.map(|answer| answer.at - step.stop),
+                    two_holders: two_holders(record, step.stop, step.settled),
+                    strays: first.map_or(0, |first| strays(record, first, step.settled)),
+                    silence: longest_silence(record, step.stop, step.settled),
+                    timeline: timeline(record, step.stop, step.settled),
                 }
             })
             .collect();
@@ -421,6 +499,7 @@ impl Steps {
                     held_when_replaced: step
                         .replaced
                         .is_some_and(|at| held_at(record, step.owner, at)),
+                    timeline: timeline(record, step.kill, step.gone),
                 }
             })
             .collect();
@@ -429,6 +508,7 @@ impl Steps {
             startup: self.settled,
             link_cuts,
             election_cuts,
+            stops,
             kills,
             truncated: record.truncated,
         }
