@@ -1,6 +1,9 @@
 //! What moves the virtual IP: a goose flock, or keepalived. Each runs one process per node
 //! namespace, started, killed and restarted by pid, with its files (data dirs, configs, pid
-//! files, logs) in the run's temporary folder.
+//! files, logs) in the run's temporary folder. Nothing outlives a run killed too hard to
+//! drop: every process gets SIGKILL when the thread that started it ends
+//! ([`crate::netns::process`]), and keepalived's VRRP child asks for the same when its
+//! parent dies.
 
 use std::fmt::Write as _;
 use std::fs;
