@@ -143,10 +143,12 @@ fn the_vip_follows_the_goose_and_keepalived_splits() {
             ms(bound)
         );
         // The window hooks cannot close: nothing ran on the dead node, so its address
-        // stayed while the new goose claimed it, and the restarted node (a duck) runs no
-        // hook either. The harness must see that, or it would not see it anywhere.
+        // stayed while the new goose claimed it. The harness must see that, or it would
+        // not see it anywhere. (What happens after the restart depends on the election
+        // that follows: a restarted node that is goose a moment, then duck again, runs its
+        // duck hook and removes the address; one that stays a duck runs none.)
         assert!(
-            kill.held_when_replaced && kill.released_after_restart.is_none(),
+            kill.held_when_replaced,
             "kill {index}: the killed hook-based goose's address was not seen staying: {kill:?}"
         );
         println!(
