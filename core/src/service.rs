@@ -135,6 +135,10 @@ counters! {
         /// Events dropped, oldest first, because the program did not take them with
         /// [`Service::poll_event`] ([`EVENTS_MAX`] wait).
         drop_events_unpolled,
+        /// Peer frames dropped because their source id is in use elsewhere: this node's own
+        /// id, or a member id another address sent from within the last
+        /// `election_timeout_min` (two processes with one id). See [`Notice::DuplicateId`].
+        drop_duplicate_id,
     }
 }
 
@@ -227,6 +231,25 @@ pub enum Notice {
         /// The configuration entry's index.
         index: u64,
     },
+    /// A peer frame carried id `id`, which this node itself has or another address
+    /// ([`Service::heard_from`]) sent from moments ago: two processes share an id, which
+    /// breaks the one-vote-per-voter rule Raft's safety rests on. The frame was dropped
+    /// (counted in `drop_duplicate_id`), and its source is answered `err duplicate-id id=<id>
+    /// addr=<where this node's membership has that id>` so that it can say so too (the
+    /// answer passes the reply rate limits).
+    DuplicateId {
+        /// The id in use twice.
+        id: NodeId,
+    },
+}
+
+/// The address a member id last sent from, for telling two processes with one id apart
+/// from a member that moved: a member that moved went quiet at its old address first.
+#[derive(Clone, Copy, Debug)]
+struct Sender<A> {
+    id: NodeId,
+    addr: A,
+    heard: Instant,
 }
 
 /// A `ctl transfer` requester waiting for the handoff to be sent.
@@ -294,6 +317,11 @@ pub struct Service<
     /// The node's events, once acted on, for [`Service::poll_event`]; when full, the oldest
     /// is dropped and counted.
     events: Deque<Event, EVENTS_MAX>,
+    /// Set by the program ([`Service::hold_transfers`]): every transfer waits for
+    /// [`Service::release_transfer`], for at most this long.
+    hold: Option<Duration>,
+    /// Where each member id last sent from (one per member; the oldest makes room).
+    senders: Vec<Sender<A>, M>,
     frame: [u8; FRAME_SIZE_MAX],
     reply: String<R>,
     late: String<LATE_REPLY_SIZE_MAX>,
@@ -301,7 +329,7 @@ pub struct Service<
 
 impl<
         S: Storage,
-        A: Copy,
+        A: Copy + PartialEq,
         const M: usize,
         const L: usize,
         const P: usize,
@@ -346,6 +374,8 @@ impl<
             busy: None,
             reply_to: None,
             events: Deque::new(),
+            hold: None,
+            senders: Vec::new(),
             frame: [0; FRAME_SIZE_MAX],
             reply: String::new(),
             late: String::new(),
@@ -356,6 +386,14 @@ impl<
     /// starts full.
     pub fn set_rate_limit(&mut self, limit: RateLimit) {
         self.limiter = RateLimiter::new(limit);
+    }
+
+    /// Makes every transfer (`ctl transfer`, [`Service::hand_off`]) wait for
+    /// [`Service::release_transfer`] before TimeoutNow leaves, for at most `hold` (then the
+    /// node steps down without sending it): for a program that must stop what only the
+    /// goose may run first ([`Node::transfer_held`]). `None` (the default): no wait.
+    pub fn hold_transfers(&mut self, hold: Option<Duration>) {
+        self.hold = hold;
     }
 
     // --- Getters -------------------------------------------------------------------------
@@ -401,6 +439,12 @@ impl<
     /// The service's counters, for the caller to count receive errors.
     pub fn stats_mut(&mut self) -> &mut ServiceStats {
         &mut self.stats
+    }
+
+    /// The address member `id` last sent an accepted frame from, as far as this node
+    /// remembers: the other side of a [`Notice::DuplicateId`].
+    pub fn heard_from(&self, id: NodeId) -> Option<A> {
+        self.senders.iter().find(|s| s.id == id).map(|s| s.addr)
     }
 
     /// The answer [`Service::handle_datagram`] wrote (one line ending in `\n`, or empty).
@@ -483,7 +527,7 @@ impl<
             return Handled::Dropped;
         }
         match request {
-            Request::Binary => self.handle_frame(now, datagram),
+            Request::Binary => self.handle_frame(now, origin, datagram),
             Request::Probe { nonce } => {
                 let status = self.node.status(now);
                 let goose = status.goose && !self.stopped;
@@ -588,6 +632,30 @@ impl<
     pub fn leave(&mut self) -> bool {
         self.leaving = true;
         self.stop()
+    }
+
+    /// Hands leadership off for the program itself (it is leaving, or unhealthy), as
+    /// `ctl transfer` does but with no requester to answer; held if
+    /// [`Service::hold_transfers`] says so. What it sends leaves with the next
+    /// [`Service::flush`].
+    ///
+    /// # Errors
+    /// The node's refusal ([`TransferError`]); a stopped node is [`TransferError::NotLeader`].
+    pub fn hand_off(&mut self, now: Instant, target: Option<NodeId>) -> Result<(), TransferError> {
+        if self.stopped {
+            return Err(TransferError::NotLeader);
+        }
+        match self.hold {
+            Some(hold) => self.node.transfer_held(now, target, now + hold),
+            None => self.node.transfer(now, target),
+        }
+    }
+
+    /// Lets a held transfer send TimeoutNow ([`Node::release_transfer`]): the program has
+    /// stopped what only the goose may run. Sends nothing: [`Service::flush`] follows.
+    /// Returns whether a held transfer was released.
+    pub fn release_transfer(&mut self, now: Instant) -> bool {
+        !self.stopped && self.node.release_transfer(now)
     }
 
     // --- Outputs -------------------------------------------------------------------------
@@ -698,7 +766,7 @@ impl<
 
     // --- Peer frames ---------------------------------------------------------------------
 
-    fn handle_frame(&mut self, now: Instant, frame: &[u8]) -> Handled {
+    fn handle_frame(&mut self, now: Instant, origin: Origin<A>, frame: &[u8]) -> Handled {
         if self.stopped {
             bump(&mut self.stats.drop_stopped);
             return Handled::Dropped;
@@ -714,8 +782,61 @@ impl<
                 return Handled::Dropped;
             }
         };
+        if let Some(id) = self.duplicate_source(now, origin.addr, frame) {
+            bump(&mut self.stats.drop_duplicate_id);
+            if !self.limiter.allow(now, origin.ip) {
+                bump(&mut self.stats.drop_rate_limited);
+                return Handled::Dropped;
+            }
+            let addr = self.node.members().iter().find(|m| m.id == id);
+            // R >= REPLY_SIZE_MIN holds it (an `err` word, an id and an address).
+            let _ = text::write_duplicate_id(&mut self.reply, id, addr.map(|m| m.addr));
+            return Handled::Answer(Notice::DuplicateId { id });
+        }
         self.node.handle_frame(now, frame);
         Handled::Frame
+    }
+
+    /// The id a frame for this node claims, if that id is in use elsewhere: this node's
+    /// own, or a member's that another address sent from less than `election_timeout_min`
+    /// ago. Otherwise remembers `source` as where the member sends from. A member that moved
+    /// (restarted at another address) is taken at its new address once its old one has
+    /// been quiet that long; two live processes with one id never both are.
+    fn duplicate_source(&mut self, now: Instant, source: A, frame: &[u8]) -> Option<NodeId> {
+        let (header, _) = crate::wire::parse_header(frame).ok()?;
+        let own = self.node.id();
+        if header.target != own.get() {
+            return None; // dropped by the node as addressed to another
+        }
+        let id = NodeId::new(header.source)?;
+        if id == own {
+            return Some(id);
+        }
+        let window = self.node.config().election_timeout_min;
+        if let Some(sender) = self.senders.iter_mut().find(|s| s.id == id) {
+            if sender.addr != source && now < sender.heard + window {
+                return Some(id);
+            }
+            sender.addr = source;
+            sender.heard = now;
+            return None;
+        }
+        if !self.node.members().iter().any(|m| m.id == id) {
+            return None; // dropped by the node as unknown
+        }
+        let sender = Sender {
+            id,
+            addr: source,
+            heard: now,
+        };
+        if self.senders.is_full() {
+            if let Some(oldest) = (0..self.senders.len()).min_by_key(|&i| self.senders[i].heard) {
+                self.senders.swap_remove(oldest);
+            }
+        }
+        // Room was made above (M > 0: a node is a member of its own flock).
+        let _ = self.senders.push(sender);
+        None
     }
 
     /// The frame to hand the node: without a key, `frame` itself; with one, `frame` without
@@ -859,16 +980,18 @@ impl<
         false
     }
 
-    /// `ctl transfer [<id>]` on the goose: starts the handoff; the requester is answered
-    /// `ok to=<id>` once TimeoutNow is sent ([`Event::TransferSent`]).
+    /// `ctl transfer [<id>]` on the goose: starts the handoff (held, if the program asked
+    /// for it); the requester is answered `ok to=<id>` once TimeoutNow is sent
+    /// ([`Event::TransferSent`]).
     fn control_transfer(&mut self, now: Instant, source: A, target: Option<NodeId>) -> Handled {
-        let reason = match self.node.transfer(now, target) {
+        let reason = match self.hand_off(now, target) {
             Ok(()) => {
                 if self.waiters.is_full() {
                     // Answered `err busy` by the next flush.
                     self.busy = Some(self.waiters.remove(0).addr);
                 }
-                let wait = self.node.config().election_timeout_max + TRANSFER_REPLY_SLACK;
+                let hold = self.hold.unwrap_or(Duration::ZERO);
+                let wait = self.node.config().election_timeout_max + TRANSFER_REPLY_SLACK + hold;
                 let pushed = self.waiters.push(TransferWaiter {
                     addr: source,
                     deadline: now + wait,
@@ -884,17 +1007,25 @@ impl<
             Err(TransferError::UnknownNode) => Reason::UnknownNode,
             Err(TransferError::NoTarget) => Reason::NoTarget,
             Err(TransferError::Busy) => Reason::Busy,
+            Err(TransferError::Unhealthy) => Reason::Unhealthy,
         };
         let _ = text::write_err(&mut self.reply, reason);
         Handled::Answer(Notice::None)
     }
 
     /// `ctl add <id> <ip:port>` on the goose. Adding a member again at the same address is
-    /// a no-op answered `ok`, so a joining node may repeat its request.
+    /// a no-op answered `ok`, so a joining node may repeat its request. A member id at
+    /// another address is refused (`err id-in-use`): that is a second node given the same
+    /// id far more often than a member that moved, and moving a member silently (the goose
+    /// itself, even) would send the flock's frames where nobody with that id listens.
     fn control_add(&mut self, now: Instant, id: NodeId, addr: SocketAddr) -> Notice {
         let members = self.node.members();
         if members.iter().any(|m| m.id == id && m.addr == addr) {
             let _ = text::write_ok_plain(&mut self.reply);
+            return Notice::None;
+        }
+        if members.iter().any(|m| m.id == id) {
+            let _ = text::write_err(&mut self.reply, Reason::IdInUse);
             return Notice::None;
         }
         if members.iter().any(|m| m.id != id && m.addr == addr) {
@@ -1025,6 +1156,7 @@ impl<
                 status.lease_remaining.millis()
             },
             change: Some((cause, now.saturating_since(changed_at).millis())),
+            healthy: status.healthy,
             counters: &counters,
         };
         text::write_status(out, &reply)
@@ -1375,6 +1507,80 @@ mod tests {
             status.contains(" members=1,2 voters=1 learners=2 "),
             "{status}"
         );
+        assert!(status.contains(" healthy=yes "), "{status}");
+        // A member at another address: refused, whoever it is (the goose itself too).
+        for command in ["ctl add 2 127.0.0.1:9950", "ctl add 1 127.0.0.1:9951"] {
+            assert_eq!(ask(&mut service, now, command).1, "err id-in-use\n");
+        }
+        assert_eq!(service.node().members()[1].addr, member(2).addr);
+    }
+
+    /// A heartbeat from node `from` to node `to`, in term 1.
+    fn heartbeat_between(from: u16, to: u16, sent_at: Instant) -> StdVec<u8> {
+        let message = crate::wire::Message {
+            term: crate::types::Term(1),
+            body: crate::wire::Body::Append {
+                prev: crate::types::EntryId::default(),
+                commit: crate::types::LogIndex(0),
+                last: crate::types::LogIndex(0),
+                stick: Duration::from_millis(150),
+                sent_at,
+                entries: &[][..],
+            },
+        };
+        frame(from, to, &message)
+    }
+
+    #[test]
+    fn duplicate_ids_are_dropped_counted_and_told() {
+        let mut service = service_of(2, 3);
+        let from = |addr: u16| Origin {
+            addr,
+            ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            trusted: false,
+        };
+        let host = Host::default();
+        let mut now = Instant::from_millis(10);
+        let frame = heartbeat_between(1, 2, now);
+        assert_eq!(
+            handle(&mut service, now, from(1), &host, &frame),
+            Handled::Frame
+        );
+        assert_eq!(service.heard_from(id(1)), Some(1));
+        // Node 1's id from a second address while the first is alive: two processes.
+        now = now + Duration::from_millis(1);
+        let handled = service.handle_datagram(now, from(7), &host, &frame);
+        assert_eq!(handled, Handled::Answer(Notice::DuplicateId { id: id(1) }));
+        assert_eq!(
+            service.reply(),
+            "err duplicate-id id=1 addr=127.0.0.1:9900\n"
+        );
+        let mut out = Recorder::default();
+        assert!(service.flush(now, &mut out));
+        assert_eq!(out.replies.len(), 1);
+        assert_eq!(out.replies[0].0, 7);
+        assert_eq!(service.stats().drop_duplicate_id, 1);
+        // This node's own id from anywhere.
+        let own = heartbeat_between(2, 2, now);
+        let handled = handle(&mut service, now, from(1), &host, &own);
+        assert_eq!(handled, Handled::Answer(Notice::DuplicateId { id: id(2) }));
+        assert_eq!(service.stats().drop_duplicate_id, 2);
+        // Frames to another node are the node's to drop (`drop_wrong_target`).
+        let elsewhere = heartbeat_between(1, 3, now);
+        assert_eq!(
+            handle(&mut service, now, from(7), &host, &elsewhere),
+            Handled::Frame
+        );
+        // A member that moved: taken at its new address once the old one has been quiet
+        // for an election timeout.
+        now = now + Duration::from_millis(200);
+        let moved = heartbeat_between(1, 2, now);
+        assert_eq!(
+            handle(&mut service, now, from(7), &host, &moved),
+            Handled::Frame
+        );
+        assert_eq!(service.heard_from(id(1)), Some(7));
+        assert_eq!(service.stats().drop_duplicate_id, 2);
     }
 
     #[test]

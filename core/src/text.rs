@@ -234,11 +234,19 @@ pub enum Reason {
     StartFailed,
     /// `reply-too-long`: the answer does not fit the node's reply buffer.
     ReplyTooLong,
+    /// `unhealthy`: a transfer to a voter whose health check fails.
+    Unhealthy,
+    /// `id-in-use`: `add` of an id that is a member at another address (another node has
+    /// that id, or the member moved: remove it first).
+    IdInUse,
+    /// `duplicate-id`: sent, unasked, to the source of peer frames carrying an id that
+    /// another address (or the receiving node itself) already uses.
+    DuplicateId,
 }
 
 impl Reason {
     /// Every reason, in declaration order.
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 25] = [
         Self::UnknownCommand,
         Self::MissingArgument,
         Self::BadNodeId,
@@ -261,6 +269,9 @@ impl Reason {
         Self::Exiting,
         Self::StartFailed,
         Self::ReplyTooLong,
+        Self::Unhealthy,
+        Self::IdInUse,
+        Self::DuplicateId,
     ];
 
     /// The word as it appears in `err <word>`.
@@ -288,6 +299,9 @@ impl Reason {
             Self::Exiting => "exiting",
             Self::StartFailed => "start-failed",
             Self::ReplyTooLong => "reply-too-long",
+            Self::Unhealthy => "unhealthy",
+            Self::IdInUse => "id-in-use",
+            Self::DuplicateId => "duplicate-id",
         }
     }
 
@@ -617,6 +631,8 @@ pub struct StatusReply<'a> {
     pub learners: &'a [NodeId],
     /// Lease left in milliseconds, 0 if none.
     pub lease_ms: u64,
+    /// Whether its health check passes (always, without one).
+    pub healthy: bool,
     /// Why the role last changed and how many milliseconds ago, if known.
     pub change: Option<(Cause, u64)>,
     /// Named counters (one per drop reason), printed in this order.
@@ -624,9 +640,9 @@ pub struct StatusReply<'a> {
 }
 
 /// Writes `ok role=… raft=… id=… term=… goose=… state=running|stopped commit=… members=…
-/// voters=… learners=… lease_ms=…`, with a change `cause=<word>[ cause_node=<id>]
-/// changed_ms=…` ([`Cause::as_str`]), then each counter as ` name=n`, then `\n`. `role` and
-/// `goose` follow the probe's rules (a stopped node is `role=duck goose=none`).
+/// voters=… learners=… lease_ms=… healthy=yes|no`, with a change `cause=<word>[
+/// cause_node=<id>] changed_ms=…` ([`Cause::as_str`]), then each counter as ` name=n`,
+/// then `\n`. `role` and `goose` follow the probe's rules (a stopped node is `role=duck goose=none`).
 ///
 /// # Errors
 /// Only those of `out` (a full buffer; [`TEXT_REPLY_SIZE_MAX`] always suffices).
@@ -651,7 +667,8 @@ pub fn write_status(out: &mut impl Write, status: &StatusReply<'_>) -> fmt::Resu
         IdList(status.voters),
         IdList(status.learners)
     )?;
-    write!(out, " lease_ms={}", status.lease_ms)?;
+    let healthy = if status.healthy { "yes" } else { "no" };
+    write!(out, " lease_ms={} healthy={healthy}", status.lease_ms)?;
     if let Some((cause, changed_ms)) = status.change {
         write!(out, " cause={cause_word}", cause_word = cause.as_str())?;
         if let Some(node) = cause.node() {
@@ -729,6 +746,25 @@ pub fn write_not_goose(
         "err {} goose={} addr={}",
         Reason::NotGoose,
         OrNone(goose),
+        OrNone(addr)
+    )
+}
+
+/// Writes what a node tells the source of peer frames carrying an id already in use
+/// elsewhere: `err duplicate-id id=<id> addr=<ip:port|none>\n`, `addr` being where the
+/// receiver's membership has that id.
+///
+/// # Errors
+/// Only those of `out`.
+pub fn write_duplicate_id(
+    out: &mut impl Write,
+    id: NodeId,
+    addr: Option<SocketAddr>,
+) -> fmt::Result {
+    writeln!(
+        out,
+        "err {} id={id} addr={}",
+        Reason::DuplicateId,
         OrNone(addr)
     )
 }
@@ -1450,22 +1486,24 @@ mod tests {
             learners: &[],
             lease_ms: 120,
             change: Some((Cause::HigherTerm { from: id(2) }, 40)),
+            healthy: true,
             counters: &[("drop_magic", 2), ("drop_short", 0)],
         };
         let expected = "ok role=goose raft=leader id=1 term=3 goose=1 state=running commit=5 \
-                        members=1,2,3 voters=1,2,3 learners= lease_ms=120 cause=higher-term \
-                        cause_node=2 changed_ms=40 drop_magic=2 drop_short=0\n";
+                        members=1,2,3 voters=1,2,3 learners= lease_ms=120 healthy=yes \
+                        cause=higher-term cause_node=2 changed_ms=40 drop_magic=2 drop_short=0\n";
         assert_eq!(written(|out| write_status(out, &status)), expected);
         let stopped = StatusReply {
             stopped: true,
             raft: "follower",
             lease_ms: 0,
             change: None,
+            healthy: false,
             counters: &[],
             ..status
         };
         let expected = "ok role=duck raft=follower id=1 term=3 goose=none state=stopped commit=5 \
-                        members=1,2,3 voters=1,2,3 learners= lease_ms=0\n";
+                        members=1,2,3 voters=1,2,3 learners= lease_ms=0 healthy=no\n";
         assert_eq!(written(|out| write_status(out, &stopped)), expected);
         assert_eq!(parse(expected.as_bytes()), Request::Reply);
     }
@@ -1494,6 +1532,7 @@ mod tests {
                 },
                 u64::MAX,
             )),
+            healthy: false,
             counters: &counters,
         };
         let line = written(|out| write_status(out, &status)); // fails if it overflows
@@ -1613,6 +1652,9 @@ mod tests {
             Reason::Exiting => 19,
             Reason::StartFailed => 20,
             Reason::ReplyTooLong => 21,
+            Reason::Unhealthy => 22,
+            Reason::IdInUse => 23,
+            Reason::DuplicateId => 24,
         };
         for (index, reason) in Reason::ALL.into_iter().enumerate() {
             assert_eq!(place(reason), index, "{reason:?}");
@@ -1691,6 +1733,7 @@ mod tests {
             learners: &ids[2..],
             lease_ms: 0,
             change: None,
+            healthy: true,
             counters: &counters,
         };
         let line = written(|out| write_status(out, &status));
@@ -1709,6 +1752,7 @@ mod tests {
             ("voters", "1,2"),
             ("learners", "3"),
             ("lease_ms", "0"),
+            ("healthy", "yes"),
             ("drop_magic", "2"),
             ("drop_short", "18446744073709551615"),
         ];

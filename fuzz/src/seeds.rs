@@ -343,6 +343,7 @@ pub fn boundary_frames() -> Vec<(&'static str, Vec<u8>)> {
             match_index: LogIndex(8),
             confirmed,
         },
+        healthy: true,
     };
     let log = |term: u64, last: u64| LogView {
         term: Term(term),
@@ -624,6 +625,7 @@ pub fn frame_scripts(
         sent_at: 0,
         accepted: true,
         confirmed,
+        healthy: true,
         index,
         hint: now,
     };
@@ -650,6 +652,7 @@ pub fn frame_scripts(
                 sent_at: 0,
                 accepted: false,
                 confirmed: false,
+                healthy: true,
                 index: -1,
                 hint: now,
             },

@@ -92,6 +92,8 @@ pub enum ArbBody {
         accepted: bool,
         /// For an accepted one: whether the follower's log term is the message's term.
         confirmed: bool,
+        /// Whether the follower says its health check passes.
+        healthy: bool,
         index: i8,
         hint: ArbId,
     },
@@ -261,12 +263,18 @@ impl Encode for ArbBody {
                 sent_at,
                 accepted,
                 confirmed,
+                healthy,
                 index,
                 hint,
             } => {
                 variant(out, 5, COUNT);
                 out.extend_from_slice(&sent_at.to_le_bytes());
-                out.extend_from_slice(&[u8::from(*accepted), u8::from(*confirmed), *index as u8]);
+                out.extend_from_slice(&[
+                    u8::from(*accepted),
+                    u8::from(*confirmed),
+                    u8::from(*healthy),
+                    *index as u8,
+                ]);
                 hint.encode(out);
             }
             Self::Snapshot {
@@ -479,9 +487,11 @@ impl Harness {
                 sent_at,
                 accepted,
                 confirmed,
+                healthy,
                 index,
                 hint,
             } => Body::AppendResponse {
+                healthy,
                 sent_at: self.time(sent_at),
                 result: if accepted {
                     AppendResult::Accepted {

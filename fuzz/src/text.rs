@@ -118,6 +118,7 @@ pub fn run(data: &[u8]) {
                 change: values
                     .bool()
                     .then(|| (goose_core::Cause::LeaseLapsed, values.u64())),
+                healthy: values.bool(),
                 counters: &counters,
             },
         )

@@ -677,7 +677,7 @@ mod tests {
     }
 
     /// The core's counters, the service's and `drop_unroutable`.
-    const COUNTERS: usize = 29;
+    const COUNTERS: usize = 30;
 
     #[test]
     fn status_has_room_for_every_counter() {
@@ -705,6 +705,7 @@ mod tests {
             learners: &[],
             lease_ms: u64::MAX,
             change: Some((goose_core::Cause::Handoff { to: Some(ids[0]) }, u64::MAX)),
+            healthy: true,
             counters: &counters,
         };
         let mut out: String<{ 2 * REPLY_SIZE_MAX }> = String::new();

@@ -330,3 +330,127 @@ fn membership_a_member_added_while_down_joins_after_a_change_of_goose() {
         );
     }
 }
+
+// --- Held transfers and health -----------------------------------------------------------
+
+fn transfer_sent(flock: &Flock, from: u16) -> Option<u16> {
+    flock.notable_events.iter().find_map(|(_, n, e)| match e {
+        Event::TransferSent { to } if *n == from => Some(to.get()),
+        _ => None,
+    })
+}
+
+#[test]
+fn transfer_held_sends_timeout_now_only_once_released_and_nobody_is_goose_meanwhile() {
+    // What the program stops before releasing (a job, a duck hook) is stopped before any
+    // other node can be goose: the leader keeps its voters loyal and sends no TimeoutNow.
+    for seed in 0..10 {
+        let mut flock = flock_with(5, 5, 60 + seed, 5);
+        let old = elect(&mut flock);
+        flock.run_for(ms(300));
+        flock.transfer_held(old, None, ms(2_000)).expect("leader");
+        assert!(flock.node(old).unwrap().is_transfer_held());
+        // Far past every election timeout (300 ms): no goose anywhere, still one leader.
+        assert!(!flock.run_until_condition(ms(1_000), |f| f.goose().is_some()));
+        assert_eq!(transfer_sent(&flock, old), None, "seed {seed}");
+        let status = flock.node(old).unwrap().status(flock.local_now(old));
+        assert_eq!(status.raft, RaftRole::Leader, "seed {seed}");
+        let released = flock.now;
+        assert!(flock.release_transfer(old));
+        assert!(!flock.node(old).unwrap().is_transfer_held());
+        assert!(flock.run_until_condition(ms(1_000), |f| f.goose().is_some_and(|g| g != old)));
+        assert!(flock.now - released < ms(20), "seed {seed}");
+        assert_eq!(transfer_sent(&flock, old), flock.goose(), "seed {seed}");
+    }
+}
+
+#[test]
+fn transfer_held_past_its_deadline_steps_down_without_timeout_now() {
+    for seed in 0..10 {
+        let mut flock = flock_with(3, 3, 70 + seed, 5);
+        let old = elect(&mut flock);
+        flock.run_for(ms(300));
+        let started = flock.now;
+        flock.transfer_held(old, None, ms(400)).expect("leader");
+        assert!(flock.run_until_condition(ms(1_000), |f| {
+            f.node(old)
+                .is_some_and(|n| n.status(f.local_now(old)).raft != RaftRole::Leader)
+        }));
+        // The hold is on the node's clock, which may run up to 1% fast.
+        assert!(
+            flock.now - started >= ms(396),
+            "seed {seed}: stepped down early"
+        );
+        assert!(!flock.release_transfer(old), "nothing left to release");
+        assert!(flock.run_until_condition(ELECTION_BOUND, |f| f.goose().is_some()));
+        assert_eq!(transfer_sent(&flock, old), None, "seed {seed}");
+    }
+}
+
+#[test]
+fn health_an_unhealthy_voter_never_campaigns_and_is_never_a_transfer_target() {
+    for seed in 0..10 {
+        let mut flock = flock_with(3, 3, 80 + seed, 5);
+        let goose = elect(&mut flock);
+        let others: Vec<u16> = (1..=3).filter(|n| *n != goose).collect();
+        let (sick, well) = (others[0], others[1]);
+        flock.node_mut(sick).unwrap().set_healthy(false);
+        assert!(
+            !flock
+                .node(sick)
+                .unwrap()
+                .status(flock.local_now(sick))
+                .healthy
+        );
+        // The goose hears it in the next acknowledgements.
+        flock.run_for(ms(200));
+        assert_eq!(
+            flock.transfer(goose, Some(sick)),
+            Err(TransferError::Unhealthy),
+            "seed {seed}"
+        );
+        flock.transfer(goose, None).expect("one healthy voter");
+        assert!(flock.run_until_condition(ms(1_000), |f| f.goose() == Some(well)));
+        assert_eq!(transfer_sent(&flock, goose), Some(well), "seed {seed}");
+        // With the new goose gone, the old one wins: the unhealthy one votes but never
+        // stands, not even as a pre-candidate.
+        flock.crash(well);
+        let standing = |f: &Flock| {
+            let role = f.node(sick).unwrap().status(f.local_now(sick)).raft;
+            matches!(
+                role,
+                RaftRole::PreCandidate | RaftRole::Candidate | RaftRole::Leader
+            )
+        };
+        let mut stood = false;
+        assert!(flock.run_until_condition(ELECTION_BOUND, |f| {
+            stood |= standing(f);
+            f.goose().is_some()
+        }));
+        assert_eq!(flock.goose(), Some(goose), "seed {seed}");
+        // Alone with a dead goose, it still never stands; healthy again, it does.
+        flock.crash(goose);
+        assert!(!flock.run_until_condition(ms(2_000), |f| {
+            stood |= standing(f);
+            false
+        }));
+        assert!(!stood, "seed {seed}: the unhealthy voter campaigned");
+        flock.node_mut(sick).unwrap().set_healthy(true);
+        assert!(
+            flock.run_until_condition(ms(2_000), standing),
+            "seed {seed}: healthy again, it stands"
+        );
+    }
+}
+
+#[test]
+fn health_with_no_healthy_voter_left_a_transfer_has_no_target() {
+    let mut flock = flock_with(3, 3, 90, 5);
+    let goose = elect(&mut flock);
+    for n in (1..=3).filter(|n| *n != goose) {
+        flock.node_mut(n).unwrap().set_healthy(false);
+    }
+    flock.run_for(ms(200));
+    assert_eq!(flock.transfer(goose, None), Err(TransferError::NoTarget));
+    assert_eq!(flock.goose(), Some(goose), "it leads on");
+}

@@ -114,6 +114,7 @@ fn election_stale_leader_steps_down_on_higher_term() {
                 match_index: LogIndex(0),
                 confirmed: false,
             },
+            healthy: true,
         },
     };
     assert!(flock.inject(other, leader, &response));
@@ -229,6 +230,7 @@ fn commit_figure8_earlier_terms_commit_only_by_confirmation_in_the_current_term(
                 match_index: old,
                 confirmed,
             },
+            healthy: true,
         },
     };
     flock.inject(b, a, &ack(false));

@@ -190,6 +190,7 @@ fn write_status(node: &EmbeddedNode, now: Instant, reply: &mut impl Write) -> co
             learners: &learners,
             lease_ms: status.lease_remaining.millis(),
             change: Some((node.last_change().1, 0)),
+            healthy: status.healthy,
             counters: &counters,
         },
     )

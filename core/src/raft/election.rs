@@ -47,7 +47,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         self.reset_election_timer(now);
         // The timer never fires inside the loyalty window (reset_election_timer), but
         // the window is what the lease relies on: check it, not the timer.
-        if self.can_campaign() && !self.in_lease(now) {
+        if self.may_campaign() && !self.in_lease(now) {
             self.because(Cause::ElectionTimeout);
             self.become_pre_candidate(now);
         }
@@ -127,7 +127,10 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             .filter(|id| self.log.is_voter(**id))
             .count();
         if granted >= needed {
-            if pre {
+            if pre && !self.may_campaign() {
+                // Its health check failed since it asked: it does not stand.
+                self.become_follower(now, self.term, None);
+            } else if pre {
                 self.because(Cause::PreVotesGranted);
                 self.become_candidate(now, false);
             } else {

@@ -117,7 +117,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
                 rejected: prev.index,
                 hint,
             };
-            self.respond(from, Body::AppendResponse { sent_at, result });
+            self.respond_append(from, sent_at, result);
             return;
         }
         let mut matched = prev.index;
@@ -152,7 +152,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             match_index: matched,
             confirmed: self.log_term == self.term,
         };
-        self.respond(from, Body::AppendResponse { sent_at, result });
+        self.respond_append(from, sent_at, result);
     }
 
     /// This node's log matches the current leader's up to `last`, the leader's whole log
@@ -196,7 +196,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
                 match_index: self.commit,
                 confirmed: self.log_term == self.term,
             };
-            self.respond(from, Body::AppendResponse { sent_at, result });
+            self.respond_append(from, sent_at, result);
             return;
         }
         let receive = self.snapshot_receive.get_or_insert(SnapshotReceive {
@@ -259,7 +259,21 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             match_index: last.index,
             confirmed: self.log_term == self.term,
         };
-        self.respond(from, Body::AppendResponse { sent_at, result });
+        self.respond_append(from, sent_at, result);
+    }
+
+    /// Answers an Append (or a completed snapshot) with `result`, and whether this node is
+    /// healthy: a leader never hands leadership to a voter that says it is not.
+    fn respond_append(&mut self, to: NodeId, sent_at: Instant, result: AppendResult) {
+        let healthy = self.healthy;
+        self.respond(
+            to,
+            Body::AppendResponse {
+                sent_at,
+                result,
+                healthy,
+            },
+        );
     }
 
     pub(super) fn advance_commit(&mut self, index: LogIndex) {

@@ -49,6 +49,9 @@ pub(super) struct Progress {
     /// Members of the current snapshot the peer has received (while `next` is inside the
     /// snapshot).
     pub(super) snapshot_received: u16,
+    /// What the peer's latest AppendResponse said of its health check: an unhealthy voter
+    /// is never a transfer target. Healthy until it says otherwise.
+    pub(super) healthy: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -83,6 +86,7 @@ impl Progress {
             active: false,
             send: None,
             snapshot_received: 0,
+            healthy: true,
         }
     }
 }
@@ -201,6 +205,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         from: NodeId,
         sent_at: Instant,
         result: AppendResult,
+        healthy: bool,
     ) {
         let last_index = self.log.last_index();
         let Some(state) = self.role.leader_mut() else {
@@ -209,6 +214,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         let Some(progress) = state.acknowledged(from, sent_at) else {
             return;
         };
+        progress.healthy = healthy;
         match result {
             AppendResult::Accepted {
                 match_index,

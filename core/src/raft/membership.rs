@@ -91,6 +91,12 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         self.log.is_voter(self.config.id)
     }
 
+    /// Whether this node stands for election now: a voter of its latest membership whose
+    /// health check passes ([`Node::set_healthy`]). An unhealthy voter still votes.
+    pub(super) fn may_campaign(&self) -> bool {
+        self.can_campaign() && self.healthy
+    }
+
     /// Whether this node has not been a member since it started: it then accepts a leader's
     /// snapshot from a sender it does not know yet, to learn the membership.
     pub(super) fn is_joining(&self) -> bool {

@@ -201,6 +201,8 @@ pub struct Status {
     pub lease_remaining: Duration,
     /// Whether storage failed and the node stopped for good.
     pub failed: bool,
+    /// Whether its health check passes ([`Node::set_healthy`]).
+    pub healthy: bool,
 }
 
 /// Why [`Node::new`] refused to start.
@@ -276,6 +278,8 @@ pub enum TransferError {
     NoTarget,
     /// A transfer is already under way.
     Busy,
+    /// The target said its health check fails: it would not take over.
+    Unhealthy,
 }
 
 impl core::fmt::Display for TransferError {
@@ -285,6 +289,7 @@ impl core::fmt::Display for TransferError {
             Self::UnknownNode => "not a voter of this flock",
             Self::NoTarget => "no other voter",
             Self::Busy => "a transfer is already under way",
+            Self::Unhealthy => "the target's health check fails",
         })
     }
 }
@@ -374,6 +379,9 @@ pub struct Node<S: Storage, const M: usize = MEMBERS_MAX, const L: usize = LOG_E
     was_member: bool,
     /// Whether [`Event::Removed`] was reported.
     removed: bool,
+    /// Whether the program's health check passes: an unhealthy voter does not campaign
+    /// and tells its leader so, which then never hands leadership to it.
+    healthy: bool,
     /// The commit index, last entry and snapshot when the committed membership was last
     /// looked at for this node's removal.
     membership_checked: Option<(LogIndex, EntryId, EntryId)>,
@@ -458,6 +466,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             failed: false,
             was_member: false,
             removed: false,
+            healthy: true,
             membership_checked: None,
         };
         // A node whose own log already removes it (restarted after its removal, perhaps to
@@ -502,6 +511,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             last: self.log.last_id(),
             lease_remaining: lease_end.map_or(Duration::ZERO, |end| end.saturating_since(now)),
             failed: self.failed,
+            healthy: self.healthy,
         }
     }
 
@@ -659,12 +669,71 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     /// or, if no voter caught up within `election_timeout_min`, [`Event::TransferFailed`].
     pub fn transfer(&mut self, now: Instant, target: Option<NodeId>) -> Result<(), TransferError> {
         self.advance_clock(now);
-        self.start_transfer(now, target)?;
+        self.start_transfer(now, target, None)?;
         self.finish(now);
         if self.failed {
             return Err(TransferError::NotLeader);
         }
         Ok(())
+    }
+
+    /// As [`Node::transfer`], but TimeoutNow waits for [`Node::release_transfer`]: the
+    /// program stops first whatever only the goose may run. If it has not released the
+    /// transfer by `hold_until`, this node steps down without sending TimeoutNow. Why
+    /// nobody else can be goose meanwhile: [`transfer`].
+    pub fn transfer_held(
+        &mut self,
+        now: Instant,
+        target: Option<NodeId>,
+        hold_until: Instant,
+    ) -> Result<(), TransferError> {
+        self.advance_clock(now);
+        self.start_transfer(now, target, Some(hold_until))?;
+        self.finish(now);
+        if self.failed {
+            return Err(TransferError::NotLeader);
+        }
+        Ok(())
+    }
+
+    /// Lets a held transfer go on: TimeoutNow leaves once the target has caught up, within
+    /// `election_timeout_min` (else [`Event::TransferFailed`]). Returns whether a held
+    /// transfer was released.
+    pub fn release_transfer(&mut self, now: Instant) -> bool {
+        self.advance_clock(now);
+        if self.failed {
+            return false;
+        }
+        let released = self.release_held_transfer(now);
+        self.finish(now);
+        released
+    }
+
+    /// Whether a transfer started with [`Node::transfer_held`] waits for
+    /// [`Node::release_transfer`].
+    pub fn is_transfer_held(&self) -> bool {
+        self.holds_transfer()
+    }
+
+    /// Stops leading, if it leads: the program could not keep running what only the goose
+    /// may run (its lease lapsed), and the flock is better served by an ordinary election
+    /// than by a leader whose lease comes and goes. Voters still honour this leader's
+    /// loyalty window, so the election comes no earlier than after a crash.
+    pub fn step_down(&mut self, now: Instant) {
+        self.advance_clock(now);
+        if self.failed || !self.role.is_leader() {
+            return;
+        }
+        self.become_follower(now, self.term, None);
+        self.finish(now);
+    }
+
+    /// Sets whether this node's health check passes (true from the start). An unhealthy
+    /// voter does not campaign, nor take over on TimeoutNow, but still votes; it says so in
+    /// its acknowledgements, and a leader never chooses it as a transfer target. An
+    /// unhealthy leader goes on leading: handing off is the program's decision.
+    pub fn set_healthy(&mut self, healthy: bool) {
+        self.healthy = healthy;
     }
 
     // --- Outputs -------------------------------------------------------------------------

@@ -59,6 +59,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
                         Body::AppendResponse {
                             sent_at: Instant::ZERO,
                             result,
+                            healthy: self.healthy,
                         },
                     );
                 }
@@ -112,14 +113,18 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             }
             Body::TimeoutNow => {
                 self.follow(now, from, self.stick);
-                if self.can_campaign() {
+                // An unhealthy voter told to take over does not: the leader steps down at
+                // its transfer deadline and an ordinary election follows.
+                if self.may_campaign() {
                     self.because(Cause::TimeoutNow { from });
                     self.become_candidate(now, true);
                 }
             }
-            Body::AppendResponse { sent_at, result } => {
-                self.handle_append_response(now, from, sent_at, result)
-            }
+            Body::AppendResponse {
+                sent_at,
+                result,
+                healthy,
+            } => self.handle_append_response(now, from, sent_at, result, healthy),
             Body::SnapshotResponse {
                 sent_at,
                 last,

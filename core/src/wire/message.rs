@@ -80,6 +80,9 @@ pub enum Body<E, M> {
         sent_at: Instant,
         /// Whether the entries were accepted.
         result: AppendResult,
+        /// Whether the sender's health check passes (`--check`; always true without one).
+        /// A leader never hands leadership to a voter that said it is not healthy.
+        healthy: bool,
     },
     /// InstallSnapshot (§7), one chunk of members at a time.
     Snapshot {
@@ -142,7 +145,15 @@ impl MessageShort {
             Body::PreVoteResponse { granted } => Body::PreVoteResponse { granted },
             Body::Vote { log, transfer } => Body::Vote { log, transfer },
             Body::VoteResponse { granted } => Body::VoteResponse { granted },
-            Body::AppendResponse { sent_at, result } => Body::AppendResponse { sent_at, result },
+            Body::AppendResponse {
+                sent_at,
+                result,
+                healthy,
+            } => Body::AppendResponse {
+                sent_at,
+                result,
+                healthy,
+            },
             Body::SnapshotResponse {
                 sent_at,
                 last,
@@ -190,9 +201,14 @@ impl MessageOwned {
                 sent_at: *sent_at,
                 entries: entries.as_slice(),
             },
-            Body::AppendResponse { sent_at, result } => Body::AppendResponse {
+            Body::AppendResponse {
+                sent_at,
+                result,
+                healthy,
+            } => Body::AppendResponse {
                 sent_at: *sent_at,
                 result: *result,
+                healthy: *healthy,
             },
             Body::Snapshot {
                 last,

@@ -98,7 +98,15 @@ fn owned(term: u64, body: Body<Vec<Entry>, Vec<Member>>) -> MessageOwned {
         Body::PreVoteResponse { granted } => Body::PreVoteResponse { granted },
         Body::Vote { log, transfer } => Body::Vote { log, transfer },
         Body::VoteResponse { granted } => Body::VoteResponse { granted },
-        Body::AppendResponse { sent_at, result } => Body::AppendResponse { sent_at, result },
+        Body::AppendResponse {
+            sent_at,
+            result,
+            healthy,
+        } => Body::AppendResponse {
+            sent_at,
+            result,
+            healthy,
+        },
         Body::SnapshotResponse {
             sent_at,
             last,
@@ -240,6 +248,7 @@ fn every_kind() -> Vec<MessageOwned> {
                     match_index: LogIndex(12),
                     confirmed: true,
                 },
+                healthy: true,
             },
         ),
         owned(
@@ -250,6 +259,7 @@ fn every_kind() -> Vec<MessageOwned> {
                     rejected: LogIndex(max),
                     hint: entry_id(max, max),
                 },
+                healthy: false,
             },
         ),
         owned(

@@ -283,6 +283,10 @@ impl Runner {
             Notice::Removing { id: member, index } => {
                 log::info!("node {id} term {term}: removing {member} (entry {index})");
             }
+            Notice::DuplicateId { id: other } => log::warn!(
+                "node {id}: frames from {source} carry node id {other}, in use elsewhere ({:?})",
+                self.service.heard_from(other)
+            ),
         }
     }
 

@@ -984,6 +984,35 @@ impl<const M: usize, const L: usize> Flock<M, L> {
         result
     }
 
+    /// Asks node `n` (the leader) to hand leadership over, holding TimeoutNow until
+    /// [`Flock::release_transfer`] or for `hold` at most.
+    pub fn transfer_held(
+        &mut self,
+        n: u16,
+        target: Option<u16>,
+        hold: u64,
+    ) -> Result<(), goose_core::TransferError> {
+        let now = self.local_now(n);
+        let node = self.processes[usize::from(n) - 1]
+            .node
+            .as_mut()
+            .ok_or(goose_core::TransferError::NotLeader)?;
+        let result = node.transfer_held(now, target.map(id), now + Duration::from_micros(hold));
+        self.after_input(n);
+        result
+    }
+
+    /// Lets node `n`'s held transfer go on; returns whether one was held.
+    pub fn release_transfer(&mut self, n: u16) -> bool {
+        let now = self.local_now(n);
+        let Some(node) = self.processes[usize::from(n) - 1].node.as_mut() else {
+            return false;
+        };
+        let released = node.release_transfer(now);
+        self.after_input(n);
+        released
+    }
+
     /// The flock's random source, for fault schedules.
     pub fn rand(&mut self) -> &mut Rand {
         &mut self.rand
