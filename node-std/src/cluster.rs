@@ -204,6 +204,10 @@ pub(crate) fn run(options: &Options) -> Result<(), ClusterError> {
                         command.arg("--peer").arg(flag);
                     }
                 }
+                if nodes.len() == 1 {
+                    // A node without --peer must say it is a flock of one.
+                    command.arg("--single");
+                }
                 command
             }
             Kind::Board { spec, qemu, .. } => {

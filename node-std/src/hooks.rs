@@ -13,17 +13,24 @@
 //!   *pending*, and only the latest pending one runs once the current one has been reaped
 //!   (a goose → duck → goose flap while a hook runs therefore runs nothing stale);
 //! - a hook still running after the timeout (`--hook-timeout-ms`, default
-//!   [`HOOK_TIMEOUT_DEFAULT`]) is killed with SIGKILL, with its whole process group (the
-//!   hook runs in a group of its own, so `sh` and everything it started die together), and
-//!   the kill is logged;
+//!   [`HOOK_TIMEOUT_DEFAULT`]) gets SIGTERM, and SIGKILL [`HOOK_KILL_GRACE`] later, with its
+//!   whole process group (the hook runs in a group of its own, so `sh` and everything it
+//!   started get the signal together), and both are logged;
+//! - what a hook writes to its standard output and error is logged line by line as
+//!   `node <id> on-goose hook: …` ([`crate::child`]); a goose hook that fails is logged as
+//!   an error with its status (whatever it was to set up is not there);
 //! - a transition equal to the one last delivered (same role, same term) is not run twice.
 
-use std::io;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
 use goose_core::{NodeId, Term};
+
+use crate::child::{self, Level};
+
+/// How long a hook that got SIGTERM at its timeout has before SIGKILL: enough to remove an
+/// address or write a line, short enough not to hold up the next hook.
+pub(crate) const HOOK_KILL_GRACE: Duration = Duration::from_secs(1);
 
 /// How long a hook may run before it is killed, unless `--hook-timeout-ms` says otherwise.
 /// Ten seconds is far above what a notify script needs (move an address, start a unit) and
@@ -45,6 +52,14 @@ impl HookRole {
         match self {
             Self::Goose => "goose",
             Self::Duck => "duck",
+        }
+    }
+
+    /// The hook's name in the log: its flag.
+    const fn label(self) -> &'static str {
+        match self {
+            Self::Goose => "on-goose hook",
+            Self::Duck => "on-duck hook",
         }
     }
 }
@@ -70,6 +85,16 @@ pub(crate) struct HookCommands {
 }
 
 impl HookCommands {
+    /// The longest a hook takes to end, killed or not: the timeout and the kill's grace.
+    pub(crate) fn bound(&self) -> Duration {
+        self.timeout + HOOK_KILL_GRACE
+    }
+
+    /// Whether any hook is given.
+    pub(crate) fn any(&self) -> bool {
+        self.on_goose.is_some() || self.on_duck.is_some()
+    }
+
     fn command(&self, role: HookRole) -> Option<&str> {
         match role {
             HookRole::Goose => self.on_goose.as_deref(),
@@ -82,8 +107,10 @@ struct Running {
     transition: Transition,
     child: Child,
     started: Instant,
-    /// When it gets killed; `None` once it was.
+    /// When it gets SIGTERM, then SIGKILL; `None` once it got SIGKILL.
     deadline: Option<Instant>,
+    /// Whether it got SIGTERM for its timeout.
+    terminated: bool,
 }
 
 /// The hooks of one node: at most one running, at most one pending.
@@ -124,7 +151,12 @@ impl Hooks {
         }
     }
 
-    /// When [`Hooks::poll`] must run next at the latest: the running hook's kill deadline.
+    /// Replaces the commands and timeout (a reload): the running hook keeps its own.
+    pub(crate) fn set_commands(&mut self, commands: HookCommands) {
+        self.commands = commands;
+    }
+
+    /// When [`Hooks::poll`] must run next at the latest: the running hook's next signal.
     pub(crate) fn deadline(&self) -> Option<Instant> {
         self.running.as_ref().and_then(|running| running.deadline)
     }
@@ -144,20 +176,27 @@ impl Hooks {
         match running.child.try_wait() {
             Ok(Some(status)) => {
                 let elapsed = running.started.elapsed().as_millis();
-                log_exit(id, term, role, status, elapsed, running.deadline.is_none());
+                let goose = running.transition.role == HookRole::Goose;
+                log_exit(id, term, role, status, elapsed, running.terminated, goose);
                 self.running = None;
             }
             Ok(None) => {
-                if running
+                let due = running
                     .deadline
-                    .is_some_and(|deadline| Instant::now() >= deadline)
-                {
+                    .is_some_and(|deadline| Instant::now() >= deadline);
+                if due && !running.terminated {
                     log::warn!(
                         "node {id} term {term}: {role} hook still running after {} ms \
-                         (--hook-timeout-ms); killing it",
-                        self.commands.timeout.as_millis()
+                         (--hook-timeout-ms); SIGTERM, SIGKILL in {} ms",
+                        self.commands.timeout.as_millis(),
+                        HOOK_KILL_GRACE.as_millis()
                     );
-                    kill_group(&running.child);
+                    signal(id, &running.child, libc::SIGTERM);
+                    running.terminated = true;
+                    running.deadline = Some(Instant::now() + HOOK_KILL_GRACE);
+                } else if due {
+                    log::warn!("node {id} term {term}: {role} hook ignored SIGTERM; SIGKILL");
+                    signal(id, &running.child, libc::SIGKILL);
                     running.deadline = None;
                 }
             }
@@ -183,19 +222,21 @@ impl Hooks {
         };
         let Transition { role, term } = transition;
         match spawn(self.id, command, transition) {
-            Ok(child) => {
+            Ok(mut child) => {
                 log::info!(
                     "node {} term {term}: running the {} hook (pid {})",
                     self.id,
                     role.as_str(),
                     child.id()
                 );
+                child::log_output(&mut child, self.id, role.label(), Level::Info);
                 let started = Instant::now();
                 self.running = Some(Running {
                     transition,
                     child,
                     started,
                     deadline: Some(started + self.commands.timeout),
+                    terminated: false,
                 });
             }
             Err(error) => log::error!(
@@ -207,41 +248,44 @@ impl Hooks {
     }
 }
 
-fn spawn(id: NodeId, command: &str, transition: Transition) -> io::Result<Child> {
-    Command::new("sh")
-        .arg("-c")
-        .arg(command)
+/// The hook in a process group of its own, so that a timeout reaches everything it started.
+fn spawn(id: NodeId, command: &str, transition: Transition) -> std::io::Result<Child> {
+    child::shell(command)
         .env("GOOSE_ID", id.to_string())
         .env("GOOSE_TERM", transition.term.to_string())
         .env("GOOSE_ROLE", transition.role.as_str())
-        .stdin(Stdio::null())
-        // Its own process group, so a timeout kills everything the hook started.
-        .process_group(0)
         .spawn()
 }
 
-/// SIGKILL to the hook's whole process group (its pid is the group id).
-fn kill_group(child: &Child) {
-    let Ok(pid) = libc::pid_t::try_from(child.id()) else {
-        return;
-    };
-    // SAFETY: kill has no memory-safety preconditions. `-pid` names the process group the
-    // hook leads (process_group(0) at spawn); the child is not reaped yet, so its pid, and
-    // with it the group id, cannot have been reused.
-    let result = unsafe { libc::kill(-pid, libc::SIGKILL) };
-    if result != 0 {
+/// `signal` to the hook's whole process group (its pid is the group id); the hook is not
+/// reaped yet, so the group id cannot have been reused.
+fn signal(id: NodeId, child: &Child, signal: libc::c_int) {
+    if let Err(error) = child::signal_group(child, signal) {
         log::warn!(
-            "cannot kill hook group {pid}: {}",
-            io::Error::last_os_error()
+            "node {id}: cannot signal hook group {}: {error}",
+            child.id()
         );
     }
 }
 
-fn log_exit(id: NodeId, term: Term, role: &str, status: ExitStatus, elapsed: u128, killed: bool) {
-    if killed {
-        log::warn!("node {id} term {term}: {role} hook killed after {elapsed} ms ({status})");
+fn log_exit(
+    id: NodeId,
+    term: Term,
+    role: &str,
+    status: ExitStatus,
+    elapsed: u128,
+    timed_out: bool,
+    goose: bool,
+) {
+    if timed_out {
+        log::warn!(
+            "node {id} term {term}: {role} hook ended after its timeout, {elapsed} ms ({status})"
+        );
     } else if status.success() {
         log::info!("node {id} term {term}: {role} hook done in {elapsed} ms");
+    } else if goose {
+        // Whatever it was to set up for the goose is not there.
+        log::error!("node {id} term {term}: {role} hook failed after {elapsed} ms ({status})");
     } else {
         log::warn!("node {id} term {term}: {role} hook failed after {elapsed} ms ({status})");
     }
@@ -249,7 +293,7 @@ fn log_exit(id: NodeId, term: Term, role: &str, status: ExitStatus, elapsed: u12
 
 #[cfg(test)]
 mod tests {
-    use super::{HookCommands, HookRole, Hooks, Transition};
+    use super::{HookCommands, HookRole, Hooks, Transition, HOOK_KILL_GRACE};
     use goose_core::{NodeId, Term};
     use std::time::{Duration, Instant};
 
@@ -314,14 +358,26 @@ mod tests {
     }
 
     #[test]
-    fn a_hung_hook_is_killed_with_its_children() {
+    fn a_hung_hook_gets_sigterm_then_sigkill_with_its_children() {
+        // SIGTERM ends the first; the second ignores it and needs SIGKILL a second later.
         let mut hooks = hooks("sleep 30; sleep 30", "true", Duration::from_millis(100));
         let started = Instant::now();
         hooks.transition(goose(1));
         assert!(!hooks.is_idle());
         assert!(hooks.deadline().is_some());
         settle(&mut hooks, Duration::from_secs(5));
-        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "SIGTERM ended it"
+        );
+        let mut stubborn =
+            self::hooks("trap '' TERM; sleep 30", "true", Duration::from_millis(100));
+        let started = Instant::now();
+        stubborn.transition(goose(1));
+        settle(&mut stubborn, Duration::from_secs(5));
+        let took = started.elapsed();
+        assert!(took >= HOOK_KILL_GRACE, "{took:?}");
+        assert!(took < Duration::from_secs(4), "{took:?}");
     }
 
     #[test]

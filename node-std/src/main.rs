@@ -7,7 +7,11 @@
 //!   some of it boards with `--boards`;
 //! - `goose board` runs one board, the firmware in QEMU ([`board`]);
 //! - `goose whois` and `goose ctl` talk the text protocol to nodes ([`client`]);
-//! - `goose keygen` makes a cluster key, which `--cluster-key-file` reads ([`key_file`]).
+//! - `goose keygen` makes a cluster key, which `--cluster-key-file` reads ([`key_file`]);
+//! - `goose exec-guard` (hidden) runs a node's `--exec` command for it ([`exec`]).
+//!
+//! `goose node --config <file>` reads the same flags from a TOML file ([`config`]), the
+//! command line overriding it; SIGHUP reads it again ([`reload_settings`]).
 //!
 //! Exit codes: 0 success, 1 a runtime failure (port in use, locked or corrupt data dir,
 //! storage failure, no reply), 2 bad flags (clap's usage-error code, also used for values
@@ -18,25 +22,31 @@
 
 mod board;
 mod board_config;
+mod check;
+mod child;
 mod client;
 mod clock;
 mod cluster;
+mod config;
 mod dashboard;
 mod event_loop;
+mod exec;
 mod hooks;
 mod http;
 mod key_file;
 mod status;
 mod storage_file;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::net::{SocketAddr, ToSocketAddrs as _};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
 
 use clap::builder::StyledStr;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use goose_core::limits::MEMBERS_MAX;
 use goose_core::ratelimit::{self, RateLimit};
 use goose_core::{Config, Duration, Member, NodeId};
@@ -61,7 +71,7 @@ struct Cli {
 enum Command {
     /// Run one node of a flock.
     #[command(after_help = NODE_AFTER_HELP)]
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Launch a local flock of `goose node` processes and show who is goose.
     #[command(after_help = CLUSTER_AFTER_HELP)]
     Cluster(ClusterArgs),
@@ -82,6 +92,9 @@ enum Command {
     /// Write the configuration page of a real board (NUCLEO-F429ZI): its id, port,
     /// address, peers, timing and key, for `probe-rs download`.
     BoardConfig(board_config::BoardConfigArgs),
+    /// Internal: what `goose node --exec` runs the command under (see docs/interface.md).
+    #[command(hide = true)]
+    ExecGuard(ExecGuardArgs),
 }
 
 const KEYGEN_AFTER_HELP: &str = "\
@@ -116,9 +129,20 @@ exits 0. Either way the node first goes silent and lets a running or pending hoo
 Hooks: --on-goose and --on-duck run with `sh -c`, never two at once, with GOOSE_ID,
 GOOSE_TERM (a fencing token) and GOOSE_ROLE (goose|duck) in their environment. The goose hook
 runs once the lease holds; the duck hook the moment the node stops being goose (step-down,
-lease lapse, handoff, `ctl stop`, exit). A transition during a hook waits, and only the latest
-one waiting runs. A hook still running after --hook-timeout-ms is killed (with its process
-group) and logged.
+lease lapse, handoff, `ctl stop`, exit, fail-stop) and once at start. A transition during a
+hook waits, and only the latest one waiting runs. A hook still running after
+--hook-timeout-ms gets SIGTERM, then SIGKILL a second later (with its process group). A
+handoff sends TimeoutNow only once the old goose's duck hook has ended.
+
+Exec: --exec runs `sh -c <CMD>` only while this node is goose. It gets SIGTERM when the lease
+left drops below --exec-grace-ms and SIGKILL at the lease's end, so it is gone before any
+other node can be goose; a handoff stops it first. It dies with the node, even with kill -9.
+Only a frozen node (SIGSTOP, a paused VM) can leave it running: pass GOOSE_TERM (a fencing
+token) to whatever it changes.
+
+Config: --config <file> reads these flags from a TOML file (listen = \"10.0.0.1:9900\",
+peer = [\"2=10.0.0.2:9900\"], single = true); the command line overrides it. SIGHUP reads it
+again and applies the hooks, the check, the reply limits and the control token.
 
 Authentication: with --cluster-key-file (`goose keygen --help`), every peer frame is sealed
 and checked (drops counted in `ctl status`: drop_unsealed, drop_bad_mac, drop_replay,
@@ -263,14 +287,47 @@ fn parse_node_id(text: &str) -> Result<NodeId, String> {
         .ok_or_else(|| format!("node id must be 1..65535, got {text:?}"))
 }
 
-/// A socket address a peer can be reached at: a concrete IP and a non-zero port.
-fn parse_peer_addr(text: &str) -> Result<SocketAddr, String> {
-    let addr: SocketAddr = text.parse().map_err(|_| {
-        format!("expected <ip>:<port> (e.g. 127.0.0.1:9900 or [::1]:9900), got {text:?}")
-    })?;
+/// `<ip>:<port>` or `<host name>:<port>`, resolved now, with a port other than 0. A name
+/// takes its first IPv4 address if it has one (so that every node resolving `localhost`
+/// agrees), else its first address.
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    let usage = || {
+        format!(
+            "expected <ip>:<port> or <host>:<port> (e.g. 127.0.0.1:9900, [::1]:9900, \
+             node1.example:9900), got {text:?}"
+        )
+    };
+    let addr = match text.parse::<SocketAddr>() {
+        Ok(addr) => addr,
+        Err(_) => {
+            let (host, port) = text.rsplit_once(':').ok_or_else(usage)?;
+            let port: u16 = port.parse().map_err(|_| usage())?;
+            let valid = |byte: u8| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'.';
+            if host.is_empty() || !host.bytes().all(valid) {
+                return Err(usage());
+            }
+            let found: Vec<SocketAddr> = (host, port)
+                .to_socket_addrs()
+                .map_err(|error| format!("cannot resolve {host:?}: {error}"))?
+                .collect();
+            let first = found.iter().find(|addr| addr.is_ipv4()).or(found.first());
+            *first.ok_or_else(|| format!("{host:?} resolves to no address"))?
+        }
+    };
     if addr.port() == 0 {
         return Err(format!(
             "port 0 is not an address peers can reach: {text:?}"
+        ));
+    }
+    Ok(addr)
+}
+
+/// An address a peer can be reached at: [`parse_addr`], and not `0.0.0.0` or `[::]`.
+fn parse_peer_addr(text: &str) -> Result<SocketAddr, String> {
+    let addr = parse_addr(text)?;
+    if addr.ip().is_unspecified() {
+        return Err(format!(
+            "{text:?} is every address of a machine, not one a peer can reach"
         ));
     }
     Ok(addr)
@@ -290,19 +347,34 @@ struct NodeArgs {
     /// This node's id, 1..65535. Needed for a new node; a restart reads it from --data-dir.
     #[arg(long, value_parser = parse_node_id)]
     id: Option<NodeId>,
-    /// The UDP address to listen on (peer traffic, probes and control), e.g. 127.0.0.1:9900.
-    /// Needed for a new node; a restart uses its address in the stored membership.
-    #[arg(long, value_name = "IP:PORT", value_parser = parse_peer_addr)]
+    /// The UDP address to listen on (peer traffic, probes and control), e.g. 127.0.0.1:9900,
+    /// [::1]:9900 or a host name (resolved at start). Needed for a new node; a restart uses
+    /// its address in the stored membership. 0.0.0.0 or [::] needs --advertise.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_addr)]
     listen: Option<SocketAddr>,
+    /// Where peers reach this node, if not at --listen (NAT, or --listen 0.0.0.0:<port>):
+    /// what the membership stores and --join asks for.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_peer_addr)]
+    advertise: Option<SocketAddr>,
     /// Another member of a new flock; repeat for each. Only seeds an empty data dir (with a
     /// stored membership they are ignored, with a warning when they differ).
-    #[arg(long = "peer", value_name = "ID=IP:PORT", conflicts_with = "join")]
+    #[arg(long = "peer", value_name = "ID=HOST:PORT", conflicts_with = "join")]
     peers: Vec<PeerArg>,
-    /// Start with no membership and ask the member at IP:PORT to add this node (`ctl add`,
-    /// following a duck's redirect to the goose), retrying with a backoff of 0.1 s doubling
-    /// to 2 s (±50% jitter) until the node is in the membership. Sends --control-token if given.
-    #[arg(long, value_name = "IP:PORT", value_parser = parse_peer_addr)]
-    join: Option<SocketAddr>,
+    /// Start with no membership and ask a member to add this node (`ctl add`, following a
+    /// duck's redirect to the goose), retrying with a backoff of 0.1 s doubling to 2 s (±50%
+    /// jitter) until the node is in the membership; repeat for more members, asked in turn.
+    /// Sends --control-token if given.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_peer_addr)]
+    join: Vec<SocketAddr>,
+    /// A new node that is a whole flock by itself: without it, a new node with neither
+    /// --peer nor --join is refused (forgetting --peer on one machine would make a second
+    /// goose).
+    #[arg(long, conflicts_with_all = ["peers", "join"])]
+    single: bool,
+    /// Read flags from this TOML file (keys are the long flags without dashes); the command
+    /// line overrides it. SIGHUP reads it again.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Voters a goose keeps: it promotes caught-up learners while there are fewer; beyond
     /// it, added nodes stay learners. Give every node the same value.
     #[arg(long, value_name = "N", default_value_t = 5,
@@ -315,6 +387,10 @@ struct NodeArgs {
     /// Accept control datagrams from non-loopback sources that carry `token=<T>`.
     #[arg(long, value_name = "T", value_parser = parse_token)]
     control_token: Option<String>,
+    /// As --control-token, read from this file (its first line), so that the token is not
+    /// on the command line for `ps` to show.
+    #[arg(long, value_name = "FILE", conflicts_with = "control_token")]
+    control_token_file: Option<PathBuf>,
     /// The flock's cluster key (`goose keygen`): authenticates every peer frame and
     /// requires signed control (`goose ctl --cluster-key-file`). Every node needs the same.
     #[arg(long, value_name = "FILE", value_parser = key_file::parse_key_file)]
@@ -340,12 +416,41 @@ struct NodeArgs {
     /// while running and goose or following a goose, else 503) and / (a live page).
     #[arg(long, value_name = "IP:PORT")]
     http: Option<SocketAddr>,
-    /// A hook still running after this long is killed, with everything it started.
+    /// A hook still running after this long gets SIGTERM, and SIGKILL a second later, with
+    /// everything it started.
     #[arg(long, value_name = "MS", default_value_t = hooks::HOOK_TIMEOUT_DEFAULT.as_millis() as u64,
           value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     hook_timeout_ms: u64,
+    /// A command (sh -c) run only while this node is goose, stopped before any other node
+    /// can be goose, restarted (0.1 s doubling to 10 s) if it exits by itself.
+    #[arg(long, value_name = "CMD")]
+    exec: Option<String>,
+    /// The --exec child's SIGTERM-to-SIGKILL time, and the lease left at which it gets
+    /// SIGTERM. At most the lease minus two heartbeats [default: that].
+    #[arg(long, value_name = "MS", requires = "exec",
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    exec_grace_ms: Option<u64>,
+    /// A health check (sh -c; exit 0 is healthy): after --check-fails failures in a row an
+    /// unhealthy goose hands off, an unhealthy voter does not campaign.
+    #[arg(long, value_name = "CMD")]
+    check: Option<String>,
+    /// How often --check runs; a run taking longer is killed and fails.
+    #[arg(long, value_name = "MS", default_value_t = check::CHECK_INTERVAL_DEFAULT.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    check_interval_ms: u64,
+    /// Failures of --check in a row that make the node unhealthy (one pass: healthy again).
+    #[arg(long, value_name = "K", default_value_t = check::CHECK_FAILS_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    check_fails: u32,
     #[command(flatten)]
     timing: TimingArgs,
+}
+
+#[derive(Debug, Args)]
+struct ExecGuardArgs {
+    /// The command, for sh -c.
+    #[arg(allow_hyphen_values = true)]
+    command: String,
 }
 
 #[derive(Debug, Args)]
@@ -447,12 +552,19 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .init();
-    let cli = parse_cli();
-    let command = cli
-        .command
-        .unwrap_or_else(|| Command::Cluster(ClusterArgs::from_defaults()));
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let cli = parse_cli(&argv);
+    let command = cli.command.unwrap_or_else(|| {
+        println!(
+            "goose: no subcommand, so running a local demo flock: 5 nodes on \
+             127.0.0.1:9900-9904, data in ./goose-data (`goose cluster`); Ctrl-C stops it, \
+             `goose --help` lists the rest"
+        );
+        Command::Cluster(ClusterArgs::from_defaults())
+    });
     match command {
-        Command::Node(args) => run_node(args),
+        Command::Node(args) => run_node(*args, argv),
+        Command::ExecGuard(args) => exec::run_guard(&args.command),
         Command::Cluster(args) => run_cluster(args),
         Command::Whois(args) => {
             client::whois(&args.addrs, args.cluster_key_file.as_ref().map(|f| &f.key))
@@ -481,7 +593,7 @@ impl ClusterArgs {
     /// `goose cluster` with every default, for a bare `goose`.
     fn from_defaults() -> Self {
         let matches = Cli::command().get_matches_from(["goose", "cluster"]);
-        let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches);
+        let cli = <Cli as FromArgMatches>::from_arg_matches(&matches);
         match cli {
             Ok(Cli {
                 command: Some(Command::Cluster(args)),
@@ -491,18 +603,63 @@ impl ClusterArgs {
     }
 }
 
-/// Parses the command line; on a usage error prints clap's one-line error plus the usage
-/// of the subcommand given (clap leaves usage out of value errors) and exits 2.
-fn parse_cli() -> Cli {
-    Cli::try_parse().unwrap_or_else(|mut error| {
-        if error.use_stderr() && error.get(ContextKind::Usage).is_none() {
-            // args_os: std::env::args panics on arguments that are not UTF-8.
-            let subcommand = std::env::args_os().nth(1);
-            let usage = usage_of(subcommand.as_ref().and_then(|name| name.to_str()));
-            error.insert(ContextKind::Usage, ContextValue::StyledStr(usage));
+/// Parses the command line (and `goose node --config`'s file); on a usage error prints
+/// clap's one-line error plus the usage of the subcommand given (clap leaves usage out of
+/// value errors) and exits 2.
+fn parse_cli(argv: &[OsString]) -> Cli {
+    match parse_args(argv) {
+        Ok(cli) => cli,
+        Err(ParseError::Config(message)) => usage_error("node", &message),
+        Err(ParseError::Clap(mut error)) => {
+            if error.use_stderr() && error.get(ContextKind::Usage).is_none() {
+                let subcommand = argv.get(1);
+                let usage = usage_of(subcommand.and_then(|name| name.to_str()));
+                error.insert(ContextKind::Usage, ContextValue::StyledStr(usage));
+            }
+            error.exit()
         }
-        error.exit()
-    })
+    }
+}
+
+/// Why a command line was refused.
+enum ParseError {
+    /// By clap: a usage error, or `--help`/`--version`.
+    Clap(clap::Error),
+    /// By the `--config` file.
+    Config(String),
+}
+
+/// The command line, with `goose node --config`'s flags merged in ([`config`]).
+fn parse_args(argv: &[OsString]) -> Result<Cli, ParseError> {
+    let matches = Cli::command()
+        .try_get_matches_from(argv)
+        .map_err(ParseError::Clap)?;
+    let merged = match matches.subcommand() {
+        Some(("node", node)) => match node.get_one::<PathBuf>("config") {
+            Some(path) => {
+                let mut command = Cli::command();
+                let node_command = command
+                    .find_subcommand_mut("node")
+                    .ok_or_else(|| ParseError::Config("no node subcommand".to_owned()))?;
+                // Everything after `node`, as given.
+                let at = argv.iter().position(|arg| arg == "node").unwrap_or(1);
+                let mut merged: Vec<OsString> = argv[..=at].to_vec();
+                let node_args = config::merge(path, node_command, node, &argv[at + 1..])
+                    .map_err(ParseError::Config)?;
+                merged.extend(node_args);
+                Some(merged)
+            }
+            None => None,
+        },
+        _ => None,
+    };
+    let matches = match merged {
+        Some(merged) => Cli::command()
+            .try_get_matches_from(merged)
+            .map_err(ParseError::Clap)?,
+        None => matches,
+    };
+    <Cli as FromArgMatches>::from_arg_matches(&matches).map_err(ParseError::Clap)
 }
 
 /// `Usage: goose <subcommand> …`, or the top-level usage for an unknown subcommand.
@@ -528,7 +685,7 @@ fn usage_error(subcommand: &str, message: &str) -> ! {
     error.exit()
 }
 
-fn run_node(args: NodeArgs) -> ExitCode {
+fn run_node(args: NodeArgs, argv: Vec<OsString>) -> ExitCode {
     // Timing does not depend on the id: check it with the one given, or any; a restart
     // learns its id from the data dir.
     let mut config = args
@@ -545,42 +702,58 @@ fn run_node(args: NodeArgs) -> ExitCode {
             "a new node needs --id and --listen; a restart needs --data-dir (or --id)",
         );
     };
-    if let (Some(_), Some(listen)) = (args.join, args.listen) {
+    if let (Some(listen), None) = (args.listen, args.advertise) {
         if listen.ip().is_unspecified() {
             usage_error(
                 "node",
-                &format!("--join needs an address the flock can reach, not --listen {listen}"),
+                &format!(
+                    "--listen {listen} listens on every address of this machine, but peers \
+                     need the one they reach it at: add --advertise <host:port>"
+                ),
             );
         }
     }
-    let bootstrap = match (args.id, args.listen) {
-        (Some(_), Some(_)) if args.join.is_some() => Some(Vec::new()),
-        (Some(id), Some(listen)) => Some(
-            bootstrap_members(id, listen, &args.peers)
+    let advertised = args.advertise.or(args.listen);
+    let bootstrap = match (args.id, advertised) {
+        (Some(_), Some(_)) if !args.join.is_empty() => Some(Vec::new()),
+        (Some(id), Some(advertised)) => Some(
+            bootstrap_members(id, advertised, &args.peers)
                 .unwrap_or_else(|message| usage_error("node", &message)),
         ),
         _ => None,
     };
+    let exec = args.exec.clone().map(|command| {
+        let grace = args
+            .exec_grace_ms
+            .map_or_else(|| exec::grace_limit(&config), Duration::from_millis);
+        if let Some(message) = exec::refuse_grace(&config, grace) {
+            usage_error("node", &message);
+        }
+        event_loop::ExecOptions { command, grace }
+    });
+    let reloadable = reloadable(&args).unwrap_or_else(|message| usage_error("node", &message));
+    let fixed = Fixed::of(&args);
+    let reload: Option<event_loop::Reload> = args
+        .config
+        .is_some()
+        .then(|| Box::new(move || reload_settings(&argv, &fixed)) as event_loop::Reload);
     let options = event_loop::Options {
         id: args.id,
         listen: args.listen,
+        advertise: args.advertise,
         bootstrap,
         peers: args.peers.iter().map(|peer| (peer.id, peer.addr)).collect(),
         join: args.join,
+        single: args.single,
         config,
         data_dir,
-        control_token: args.control_token,
+        control_token: reloadable.control_token,
         cluster_key: args.cluster_key_file,
-        hooks: hooks::HookCommands {
-            on_goose: args.on_goose,
-            on_duck: args.on_duck,
-            timeout: std::time::Duration::from_millis(args.hook_timeout_ms),
-        },
-        reply_limit: RateLimit {
-            per_source_per_s: args.reply_rate,
-            burst: args.reply_burst,
-            global_per_s: args.reply_rate_total,
-        },
+        hooks: reloadable.hooks,
+        reply_limit: reloadable.reply_limit,
+        exec,
+        check: reloadable.check,
+        reload,
         http: args.http,
     };
     match event_loop::run(options) {
@@ -594,6 +767,113 @@ fn run_node(args: NodeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// What a SIGHUP may change, from the flags (the config file's merged in).
+fn reloadable(args: &NodeArgs) -> Result<event_loop::Reloaded, String> {
+    let control_token = match (&args.control_token_file, &args.control_token) {
+        (Some(path), _) => Some(read_token_file(path)?),
+        (None, token) => token.clone(),
+    };
+    Ok(event_loop::Reloaded {
+        hooks: hooks::HookCommands {
+            on_goose: args.on_goose.clone(),
+            on_duck: args.on_duck.clone(),
+            timeout: std::time::Duration::from_millis(args.hook_timeout_ms),
+        },
+        check: args.check.clone().map(|command| check::CheckCommand {
+            command,
+            interval: std::time::Duration::from_millis(args.check_interval_ms),
+            fails: args.check_fails,
+        }),
+        reply_limit: RateLimit {
+            per_source_per_s: args.reply_rate,
+            burst: args.reply_burst,
+            global_per_s: args.reply_rate_total,
+        },
+        control_token,
+        ignored: Vec::new(),
+    })
+}
+
+/// The settings a running node cannot change (a SIGHUP that changes them says so).
+#[derive(Debug, PartialEq)]
+struct Fixed {
+    fields: Vec<(&'static str, String)>,
+}
+
+impl Fixed {
+    fn of(args: &NodeArgs) -> Self {
+        let key = args.cluster_key_file.as_ref().map(|file| file.path.clone());
+        let fields = vec![
+            ("id", format!("{:?}", args.id)),
+            ("listen", format!("{:?}", args.listen)),
+            ("advertise", format!("{:?}", args.advertise)),
+            ("peer", format!("{:?}", args.peers)),
+            ("join", format!("{:?}", args.join)),
+            ("single", format!("{:?}", args.single)),
+            ("voters", format!("{:?}", args.voters)),
+            ("data-dir", format!("{:?}", args.data_dir)),
+            ("cluster-key-file", format!("{key:?}")),
+            ("exec", format!("{:?}", args.exec)),
+            ("exec-grace-ms", format!("{:?}", args.exec_grace_ms)),
+            ("heartbeat-ms", format!("{:?}", args.timing.heartbeat_ms)),
+            (
+                "election-timeout-ms",
+                format!("{:?}", args.timing.election_timeout_ms),
+            ),
+        ];
+        Self { fields }
+    }
+
+    /// The names of the settings that differ.
+    fn changed(&self, now: &Self) -> Vec<String> {
+        let pairs = self.fields.iter().zip(&now.fields);
+        pairs
+            .filter(|(before, after)| before != after)
+            .map(|((name, _), _)| (*name).to_owned())
+            .collect()
+    }
+}
+
+/// SIGHUP: the command line parsed again with the config file as it is now.
+fn reload_settings(argv: &[OsString], fixed: &Fixed) -> Result<event_loop::Reloaded, String> {
+    let cli = match parse_args(argv) {
+        Ok(cli) => cli,
+        Err(ParseError::Config(message)) => return Err(message),
+        Err(ParseError::Clap(error)) => return Err(error.render().to_string()),
+    };
+    let Some(Command::Node(args)) = cli.command else {
+        return Err("the command line is no longer `goose node`".to_owned());
+    };
+    let mut reloaded = reloadable(&args)?;
+    reloaded.ignored = fixed.changed(&Fixed::of(&args));
+    Ok(reloaded)
+}
+
+/// The first line of `path`, as a control token; warns if others may read the file.
+fn read_token_file(path: &Path) -> Result<String, String> {
+    let shown = path.display();
+    let metadata = std::fs::metadata(path)
+        .map_err(|error| format!("--control-token-file {shown}: {error}"))?;
+    if metadata.len() > 1024 {
+        return Err(format!(
+            "--control-token-file {shown}: {} bytes; a token file holds one short line",
+            metadata.len()
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("--control-token-file {shown}: {error}"))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    let token =
+        parse_token(token).map_err(|error| format!("--control-token-file {shown}: {error}"))?;
+    if metadata.permissions().mode() & 0o077 != 0 {
+        log::warn!(
+            "--control-token-file {shown} may be read by group or others (mode {:o}): chmod 600 it",
+            metadata.permissions().mode() & 0o777
+        );
+    }
+    Ok(token)
 }
 
 /// Self at `--listen` plus every `--peer`, all voters, in id order. A `--peer` naming this node is
@@ -810,7 +1090,7 @@ mod tests {
         let Some(super::Command::Node(args)) = Cli::try_parse_from(join).unwrap().command else {
             panic!("a node")
         };
-        assert_eq!(args.join, "127.0.0.1:9900".parse().ok());
+        assert_eq!(args.join, ["127.0.0.1:9900".parse().unwrap()]);
         assert_eq!(args.voters, 3);
         assert_eq!(args.on_goose.as_deref(), Some("echo up"));
         assert_eq!(args.hook_timeout_ms, 500);

@@ -869,6 +869,10 @@ impl Flock {
                 }
             }
             args.extend(timing.flags());
+            if count == 1 && !board {
+                // A node with no --peer must say it is a flock of one.
+                args.push("--single".into());
+            }
             let extra = if board { extra.1 } else { extra.0 };
             args.extend(extra.iter().map(|&flag| flag.to_owned()));
             nodes.push(Node {

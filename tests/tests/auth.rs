@@ -288,6 +288,7 @@ fn corrupt_epoch_file_is_refused_and_left_as_it_is() {
         &format!("127.0.0.1:{port}"),
         "--data-dir",
         &path_text(&dir),
+        "--single",
     ]
     .map(str::to_owned)
     .to_vec();

@@ -730,10 +730,9 @@ fn port_in_use_exits_1_with_a_clear_error() {
     let folder = TempDir::new("port");
     let port = free_ports(1)[0];
     let _taken = UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).expect("take the port");
-    let outcome = run(
-        &node_args(1, port, &folder.path().join("1")),
-        Duration::from_secs(5),
-    );
+    let mut args = node_args(1, port, &folder.path().join("1"));
+    args.push("--single".into());
+    let outcome = run(&args, Duration::from_secs(5));
     assert_eq!(outcome.code(), Some(1), "{outcome:?}");
     let message = outcome.stderr.to_lowercase();
     assert!(message.contains("in use"), "{outcome:?}");
@@ -748,7 +747,8 @@ fn corrupt_state_file_is_refused_with_a_message_naming_it() {
     let folder = TempDir::new("corrupt");
     let dir = folder.path().join("1");
     let port = free_ports(1)[0];
-    let args = node_args(1, port, &dir);
+    let mut args = node_args(1, port, &dir);
+    args.push("--single".into());
     // A one-node flock elects itself and saves its term; the run ends in a kill -9.
     let first = run(&args, Duration::from_millis(1500));
     assert_eq!(

@@ -1,8 +1,13 @@
 //! `--join`: a node not yet in the membership asks a member to add it, again and again with
-//! a growing, jittered backoff, until the membership names it. A duck answers
+//! a growing, jittered backoff, until the membership names it. Each attempt asks the next
+//! `--join` address in turn (any member answers). A duck answers
 //! `err not-goose … addr=<goose>`, which is followed once per attempt; with a cluster key
 //! the node asks for a nonce first and signs its `ctl add` over it. [`Join`] decides what to
 //! send and when; the runner sends it through the node's socket and hands it the replies.
+//!
+//! Nobody answering for [`WARNING_INTERVAL`], `err forbidden` (no key, or the wrong one) and
+//! `err id-in-use` (another node has this id) are each logged at most once per interval,
+//! naming the fix.
 
 use std::collections::hash_map::RandomState;
 use std::fmt::Write as _;
@@ -13,6 +18,8 @@ use goose_core::auth::key::ClusterKey;
 use goose_core::auth::write_signed_control;
 use goose_core::text::{parse_nonce_reply, Reason, Reply};
 use goose_core::{Duration, Instant, NodeId};
+
+use super::rails::{more, Throttle, WARNING_INTERVAL};
 
 /// The first wait between two `ctl add` requests of a joining node; it doubles up to
 /// [`JOIN_RETRY_MAX`]. 100 ms: a goose answers within a round trip, and a change in
@@ -42,8 +49,15 @@ pub(super) struct Join {
     control_token: Option<String>,
     /// The cluster key, to sign `ctl add` (the service has its own copy).
     key: Option<ClusterKey>,
-    /// Where to ask: any member; a duck answers with the goose's address.
+    /// Where to ask, in turn: any member; a duck answers with the goose's address.
+    targets: Vec<SocketAddr>,
+    /// The one asked in the current attempt.
     target: SocketAddr,
+    /// When anything last answered (or the join began).
+    answered: Instant,
+    silent: Throttle,
+    forbidden: Throttle,
+    id_in_use: Throttle,
     /// The goose a duck named in answer to the current attempt (followed once).
     redirect: Option<SocketAddr>,
     next_attempt: Instant,
@@ -52,20 +66,30 @@ pub(super) struct Join {
 }
 
 impl Join {
-    /// Node `id`, listening at `listen`, asks `target` first, at once.
+    /// Node `id`, reached at `listen`, asks each of `targets` in turn, the first at once.
+    ///
+    /// # Panics
+    ///
+    /// If `targets` is empty (the command line requires one).
     pub(super) fn new(
-        target: SocketAddr,
+        targets: Vec<SocketAddr>,
         id: NodeId,
         listen: SocketAddr,
         control_token: Option<String>,
         key: Option<ClusterKey>,
     ) -> Self {
+        assert!(!targets.is_empty(), "--join needs an address");
         Self {
             id,
             listen,
             control_token,
             key,
-            target,
+            target: targets[0],
+            targets,
+            answered: Instant::ZERO,
+            silent: Throttle::default(),
+            forbidden: Throttle::default(),
+            id_in_use: Throttle::default(),
             redirect: None,
             next_attempt: Instant::ZERO,
             backoff: JOIN_RETRY_INITIAL,
@@ -89,6 +113,15 @@ impl Join {
         if now < self.next_attempt {
             return None;
         }
+        if self.attempts == 0 {
+            self.answered = now;
+        } else if now.saturating_since(self.answered).micros()
+            >= u64::try_from(WARNING_INTERVAL.as_micros()).unwrap_or(u64::MAX)
+        {
+            self.warn_silent(now);
+        }
+        let index = usize::try_from(self.attempts).unwrap_or(0) % self.targets.len();
+        self.target = self.targets[index];
         self.attempts += 1;
         self.redirect = None;
         // Jitter (50–150% of the backoff) keeps many nodes joining at once from asking in
@@ -103,14 +136,36 @@ impl Join {
         Some(self.request(target))
     }
 
+    fn warn_silent(&mut self, now: Instant) {
+        let Some(suppressed) = self.silent.due() else {
+            return;
+        };
+        let targets: Vec<String> = self.targets.iter().map(ToString::to_string).collect();
+        log::warn!(
+            "node {}: no answer to the join request from {} in {} s: is a member of the \
+             flock listening there, and does UDP reach it (address, port, firewall)? Check \
+             --join{}",
+            self.id,
+            targets.join(", "),
+            now.saturating_since(self.answered).millis() / 1000,
+            more(suppressed)
+        );
+    }
+
     /// A reply from `source`, if it answers a join request: with a key, a nonce is answered
     /// with the signed request; a duck's `err not-goose … addr=<goose>` is followed once
     /// per attempt; anything else only matters for the log (the next attempt retries).
-    pub(super) fn handle_reply(&mut self, source: SocketAddr, datagram: &[u8]) -> Option<Request> {
+    pub(super) fn handle_reply(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        datagram: &[u8],
+    ) -> Option<Request> {
         let id = self.id;
         if source != self.target && Some(source) != self.redirect {
             return None;
         }
+        self.answered = now;
         let reply = String::from_utf8_lossy(datagram);
         let reply = reply.trim_end();
         let parsed = Reply::parse(reply).ok();
@@ -126,10 +181,32 @@ impl Join {
         if let Some(nonce) = parse_nonce_reply(reply).filter(|_| self.key.is_some()) {
             return self.signed_request(source, nonce);
         }
+        let reason = parsed.as_ref().and_then(Reply::reason);
         if matches!(parsed, Some(Reply::Ok(pairs)) if pairs.is_empty()) {
             log::info!("node {id}: {source} accepted the join request; waiting for the log");
+        } else if reason == Some(Reason::Forbidden) {
+            if let Some(suppressed) = self.forbidden.due() {
+                let fix = match self.key {
+                    Some(_) => "this node's --cluster-key-file is not the flock's key: give it the same file as the members",
+                    None => "the flock has a cluster key: give this node the same --cluster-key-file (without a key, a join from another machine needs the member's --control-token)",
+                };
+                log::warn!(
+                    "node {id}: {source} refused the join request (err forbidden): {fix}{}",
+                    more(suppressed)
+                );
+            }
+        } else if reason == Some(Reason::IdInUse) {
+            if let Some(suppressed) = self.id_in_use.due() {
+                log::error!(
+                    "node {id}: {source} refused the join request (err id-in-use): the flock \
+                     has a member with id {id} at another address. If that is another node, \
+                     give this one its own --id; if this node moved, remove the old member \
+                     first (goose ctl <goose> remove {id}){}",
+                    more(suppressed)
+                );
+            }
         } else if matches!(
-            parsed.and_then(|reply| reply.reason()),
+            reason,
             Some(Reason::Busy | Reason::NotGoose | Reason::StaleNonce)
         ) {
             log::debug!("node {id}: join request: {source} answered {reply:?}; will retry");
@@ -179,7 +256,13 @@ mod tests {
 
     fn join(token: Option<&str>, key: Option<ClusterKey>) -> Join {
         let id = NodeId::new(7).unwrap();
-        Join::new(addr(9901), id, addr(9907), token.map(String::from), key)
+        Join::new(
+            vec![addr(9901)],
+            id,
+            addr(9907),
+            token.map(String::from),
+            key,
+        )
     }
 
     fn request(target: u16, text: &str) -> Option<Request> {
@@ -217,13 +300,27 @@ mod tests {
         let mut join = join(None, None);
         let _ = join.poll_request(Instant::ZERO);
         let not_goose = b"err not-goose goose=2 addr=127.0.0.1:9902\n";
-        assert_eq!(join.handle_reply(addr(9999), not_goose), None, "not asked");
+        assert_eq!(
+            join.handle_reply(Instant::ZERO, addr(9999), not_goose),
+            None,
+            "not asked"
+        );
         let asked = request(9902, "ctl add 7 127.0.0.1:9907");
-        assert_eq!(join.handle_reply(addr(9901), not_goose), asked);
-        assert_eq!(join.handle_reply(addr(9901), not_goose), None, "once");
+        assert_eq!(
+            join.handle_reply(Instant::ZERO, addr(9901), not_goose),
+            asked
+        );
+        assert_eq!(
+            join.handle_reply(Instant::ZERO, addr(9901), not_goose),
+            None,
+            "once"
+        );
         let elsewhere = b"err not-goose goose=3 addr=127.0.0.1:9903\n";
-        assert_eq!(join.handle_reply(addr(9902), elsewhere), None);
-        assert_eq!(join.handle_reply(addr(9902), b"ok\n"), None);
+        assert_eq!(
+            join.handle_reply(Instant::ZERO, addr(9902), elsewhere),
+            None
+        );
+        assert_eq!(join.handle_reply(Instant::ZERO, addr(9902), b"ok\n"), None);
     }
 
     #[test]
@@ -231,7 +328,7 @@ mod tests {
         let key = ClusterKey::new(&[7; KEY_SIZE]);
         let mut join = join(Some("ignored"), Some(key.clone()));
         assert_eq!(join.poll_request(Instant::ZERO), request(9901, "ctl nonce"));
-        let signed = join.handle_reply(addr(9901), b"ok nonce=0000000100000002\n");
+        let signed = join.handle_reply(Instant::ZERO, addr(9901), b"ok nonce=0000000100000002\n");
         let mut expected = String::new();
         write_signed_control(&mut expected, &key, 0x1_0000_0002, "add 7 127.0.0.1:9907").unwrap();
         assert_eq!(signed, request(9901, &expected));
@@ -239,7 +336,7 @@ mod tests {
         let _ = plain.poll_request(Instant::ZERO);
         let nonce = b"ok nonce=0000000100000002\n";
         assert_eq!(
-            plain.handle_reply(addr(9901), nonce),
+            plain.handle_reply(Instant::ZERO, addr(9901), nonce),
             None,
             "no key, no signature"
         );

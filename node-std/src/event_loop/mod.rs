@@ -7,11 +7,13 @@
 //!
 //! - this file: the options, starting (the data dir, the node's id and address, the boot
 //!   epoch) and why a run ends ([`RunError`]);
-//! - `runner`: the loop below, the events, the hooks and leaving;
+//! - `runner`: the loop below, the events, the hooks, the `--exec` child and the health
+//!   check ([`crate::exec`], [`crate::check`]), leaving;
 //! - `port`: the UDP socket, its receive buffer and traffic counters;
 //! - `join`: the `--join` client;
 //! - `heard`: when each member was last heard from, and the warning when one goes quiet;
-//! - `signals`: the SIGINT/SIGTERM and SIGCHLD self-pipes.
+//! - `rails`: warnings against duplicate ids and a member without the flock's key;
+//! - `signals`: the SIGINT/SIGTERM, SIGHUP and SIGCHLD self-pipes.
 //!
 //! Each wake-up drives the service in the order its docs give:
 //!
@@ -24,9 +26,12 @@
 //!    node asks to be added if its next attempt is due; `Service::flush`;
 //! 4. `Service::poll_event`: role changes to the log and the hooks ([`crate::hooks`]), a
 //!    handoff to the exit, a removal to the exit;
-//! 5. sleep in `poll` until the earliest deadline (the service's, a hook's, a join
-//!    attempt's, a pending handoff's): an idle node sleeps, it never spins. SIGINT/SIGTERM
-//!    and SIGCHLD wake it through self-pipes.
+//! 5. the health check's result, the lease rule for the `--exec` child (hold it, let it go,
+//!    or step down on a lapsing lease), and the release of a held handoff once the child and
+//!    the hooks are done; `Service::flush` again if any of them made the node speak;
+//! 6. sleep in `poll` until the earliest deadline (the service's, a hook's, the child's, the
+//!    lease rule's, the check's, a join attempt's, a pending handoff's): an idle node sleeps,
+//!    it never spins. SIGINT/SIGTERM, SIGHUP and SIGCHLD wake it through self-pipes.
 //!
 //! `ctl stop` keeps the node object only to answer `status`: nothing is fed to it and
 //! nothing taken from it until `ctl start`, which rebuilds it from the state file.
@@ -40,15 +45,18 @@
 //! are never taken for replays of its previous boot's. `ctl stop` and `ctl start` keep the
 //! service, and so its sealer and counter: only a new process takes a new epoch. A joining
 //! node with a key asks for a nonce and signs its `ctl add`.
-//! A node whose storage fails ([`goose_core::Event::Failed`]) makes [`run`] return an
-//! error: the process exits 1 (fail-stop).
+//! A node whose storage fails ([`goose_core::Event::Failed`]) stops its `--exec` child and
+//! runs its duck hook (best effort, each bounded), then makes [`run`] return an error: the
+//! process exits 1 (fail-stop).
 //!
 //! # Leaving
 //!
 //! SIGINT or SIGTERM on a leader starts a leadership transfer (dissertation §3.10): it
-//! answers duck at once, brings the most up-to-date voter level, sends it TimeoutNow, and
-//! exits 0 once that frame has left (or once the transfer failed, at most
-//! `election_timeout_max` later). Any other node exits 0 at once. A node whose removal
+//! answers duck at once, stops its `--exec` child and runs its duck hook, brings the most
+//! up-to-date healthy voter level, sends it TimeoutNow once the child and the hook have
+//! ended (the transfer is held until then), and exits 0 once that frame has left (or once
+//! the transfer failed, at most the hold and `election_timeout_max` later). Any other node
+//! exits 0 at once. A node whose removal
 //! committed ([`goose_core::Event::Removed`]) exits 0 too. Before exiting, a node goes
 //! silent (as with `ctl stop`) and lets its hooks finish (each bounded by the hook
 //! timeout); a second signal exits at once.
@@ -64,6 +72,7 @@ use goose_core::limits::{LOG_ENTRIES_MAX, MEMBERS_MAX};
 use goose_core::ratelimit::RateLimit;
 use goose_core::{Config, Instant, Member, Node, NodeId, SavedState, StartError};
 
+use crate::check::CheckCommand;
 use crate::clock::Clock;
 use crate::hooks::HookCommands;
 use crate::key_file::KeyFile;
@@ -75,25 +84,31 @@ use self::signals::Pipes;
 mod heard;
 mod join;
 mod port;
+mod rails;
 mod runner;
 mod signals;
 
 /// What `goose node` runs with, checked by the CLI.
-#[derive(Debug)]
 pub(crate) struct Options {
     /// `--id`: required for a new node; a restart takes it from the state file.
     pub(crate) id: Option<NodeId>,
     /// `--listen`: required for a new node; a restart takes it from its own entry in the
     /// stored membership.
     pub(crate) listen: Option<SocketAddr>,
+    /// `--advertise`: where peers reach this node, if not at `--listen` (required with an
+    /// unspecified `--listen`). What the membership stores and `--join` asks for.
+    pub(crate) advertise: Option<SocketAddr>,
     /// The membership a new node starts from: self plus every `--peer`, all voters, or
     /// empty with `--join`. `None` when `--id` and `--listen` were not both given. Ignored
     /// once the data dir holds a state.
     pub(crate) bootstrap: Option<Vec<Member>>,
     /// Every `--peer`, to warn when a stored membership overrides them.
     pub(crate) peers: Vec<(NodeId, SocketAddr)>,
-    /// `--join`: ask the member there to add this node until it is in the membership.
-    pub(crate) join: Option<SocketAddr>,
+    /// `--join`, each given: ask them, in turn, to add this node until it is in the
+    /// membership.
+    pub(crate) join: Vec<SocketAddr>,
+    /// `--single`: a new node with neither `--peer` nor `--join` may form a flock of one.
+    pub(crate) single: bool,
     /// Timing and the voter target, validated; its `id` is replaced by the node's.
     pub(crate) config: Config,
     /// Where the state file and lock live.
@@ -109,6 +124,53 @@ pub(crate) struct Options {
     pub(crate) reply_limit: RateLimit,
     /// `--http`: serve status, metrics, health and a page there ([`crate::http`]).
     pub(crate) http: Option<SocketAddr>,
+    /// `--exec` and its grace (checked against the timing).
+    pub(crate) exec: Option<ExecOptions>,
+    /// `--check`, its interval and failures.
+    pub(crate) check: Option<CheckCommand>,
+    /// What SIGHUP does: read the config file again (`None` without `--config`).
+    pub(crate) reload: Option<Reload>,
+}
+
+/// `--exec <cmd>` and `--exec-grace-ms`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ExecOptions {
+    /// The command, run with `sh -c` only while the node is goose.
+    pub(crate) command: String,
+    /// From SIGTERM to SIGKILL, and the lease left at which SIGTERM is sent.
+    pub(crate) grace: goose_core::Duration,
+}
+
+/// What a reload may change while the node runs: what nothing else depends on.
+#[derive(Debug)]
+pub(crate) struct Reloaded {
+    /// `--on-goose`, `--on-duck`, `--hook-timeout-ms`.
+    pub(crate) hooks: HookCommands,
+    /// `--check` and its settings.
+    pub(crate) check: Option<CheckCommand>,
+    /// The reply limits.
+    pub(crate) reply_limit: RateLimit,
+    /// `--control-token`, `--control-token-file`.
+    pub(crate) control_token: Option<String>,
+    /// Settings that changed but take effect only at the next start (their flag names).
+    pub(crate) ignored: Vec<String>,
+}
+
+/// Reads the configuration again (SIGHUP): what changed, or why it cannot be used.
+pub(crate) type Reload = Box<dyn FnMut() -> Result<Reloaded, String>>;
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("id", &self.id)
+            .field("listen", &self.listen)
+            .field("advertise", &self.advertise)
+            .field("join", &self.join)
+            .field("data_dir", &self.data_dir)
+            .field("exec", &self.exec)
+            .field("check", &self.check)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a node stopped running.
@@ -180,6 +242,15 @@ pub(crate) fn run(options: Options) -> Result<(), RunError> {
         id,
         ..options.config
     };
+    let alone = options.peers.is_empty() && options.join.is_empty();
+    if saved.is_none() && options.bootstrap.is_some() && alone && !options.single {
+        return Err(RunError::Usage(format!(
+            "a new node with neither --peer nor --join would be a flock of one, goose by \
+             itself (the data dir {} holds no state): give every node of the flock the same \
+             --peer list, or --join a member; --single if this one node is the whole flock",
+            options.data_dir.display()
+        )));
+    }
     let bootstrap = match (&options.bootstrap, &saved) {
         (Some(bootstrap), _) => bootstrap.clone(),
         (None, Some(_)) => Vec::new(),
@@ -193,7 +264,7 @@ pub(crate) fn run(options: Options) -> Result<(), RunError> {
     };
     let mut clock = Clock::new();
     let node = build_node(&config, &bootstrap, &data_dir, clock.now())?;
-    let listen = resolve_listen(&options, &node)?;
+    let (listen, advertised) = resolve_listen(&options, &node)?;
     if saved.is_some() {
         warn_if_membership_differs(&options, &node);
     }
@@ -214,6 +285,7 @@ pub(crate) fn run(options: Options) -> Result<(), RunError> {
         node,
         clock,
         listen,
+        advertised,
         epoch,
     };
     let mut runner = prepared.start(port, pipes, http)?;
@@ -246,28 +318,38 @@ fn identify(
     }
 }
 
-/// `--listen` if given (with a warning if the flock knows this node elsewhere), else this
-/// node's address in the stored membership.
-fn resolve_listen(options: &Options, node: &Node<FileStorage>) -> Result<SocketAddr, RunError> {
+/// Where to bind and where peers reach this node: `--listen` and `--advertise` if given
+/// (with a warning if the flock knows this node elsewhere), else this node's address in the
+/// stored membership.
+fn resolve_listen(
+    options: &Options,
+    node: &Node<FileStorage>,
+) -> Result<(SocketAddr, SocketAddr), RunError> {
     let id = node.id();
     let stored = node.members().iter().find(|m| m.id == id).map(|m| m.addr);
-    match (options.listen, stored) {
-        (Some(listen), Some(stored)) if listen != stored => {
+    let given = options.advertise.or(options.listen);
+    let advertised = match (given, stored) {
+        (Some(given), Some(stored)) if given != stored => {
             log::warn!(
-                "node {id}: listening on {listen} (--listen), but the flock knows this node \
-                 at {stored}: peers will not reach it until it is re-added there"
+                "node {id}: peers should reach this node at {given} (--listen/--advertise), \
+                 but the flock knows it at {stored}: they will not reach it there until it is \
+                 removed (goose ctl <goose> remove {id}) and joins again (--join)"
             );
-            Ok(listen)
+            given
         }
-        (Some(listen), _) => Ok(listen),
-        (None, Some(stored)) => Ok(stored),
-        (None, None) => Err(RunError::Usage(format!(
-            "node {id} is not in its stored membership ({}), so it was removed (or is still \
+        (Some(given), _) => given,
+        (None, Some(stored)) => stored,
+        (None, None) => {
+            return Err(RunError::Usage(format!(
+                "node {id} is not in its stored membership ({}), so it was removed (or is still \
              joining): to take part again, start it with --listen <ip:port> and add it on the \
              goose (goose ctl <goose> add {id} <ip:port>), or start it with --join",
-            describe_members(node.members())
-        ))),
-    }
+                describe_members(node.members())
+            )))
+        }
+    };
+    let bind = options.listen.unwrap_or(advertised);
+    Ok((bind, advertised))
 }
 
 /// Everything the loop needs before its socket exists.
@@ -278,7 +360,10 @@ struct Prepared {
     data_dir: DataDir,
     node: Node<FileStorage>,
     clock: Clock,
+    /// Where the socket binds.
     listen: SocketAddr,
+    /// Where peers reach this node (`--advertise`, else `listen`).
+    advertised: SocketAddr,
     /// This boot's epoch, already durable.
     epoch: u32,
 }

@@ -1,6 +1,8 @@
 //! The loop of a running node: each wake-up reads the socket, drives the service in the
-//! order its docs give, acts on its events (the log, the hooks, leaving) and sleeps until
-//! the earliest deadline. See the parent module for the order and for leaving.
+//! order its docs give, acts on its events (the log, the hooks, leaving), tends the health
+//! check and the `--exec` child, and sleeps until the earliest deadline. See the parent
+//! module for the order and for leaving, and [`crate::exec`] for why the child is gone
+//! before any other node can be goose.
 
 use std::fmt::Write as _;
 use std::io;
@@ -10,11 +12,13 @@ use std::time::Duration as StdDuration;
 use goose_core::auth::key::ClusterKey;
 use goose_core::limits::{LOG_ENTRIES_MAX, MEMBERS_MAX};
 use goose_core::service::{Handled, Host, Notice, Origin, Service, TRANSMITS_PER_CALL_MAX};
-use goose_core::text::{PeerRef, PARTITION_PEERS_MAX, TEXT_REPLY_SIZE_MAX};
-use goose_core::{Config, Event, Instant, Member, Observed, RaftRole};
+use goose_core::text::{PeerRef, Reason, Reply, PARTITION_PEERS_MAX, TEXT_REPLY_SIZE_MAX};
+use goose_core::{Config, Duration, Event, Instant, Member, Observed, RaftRole};
 use mio::{Events, Interest, Poll, Token};
 
+use crate::check::Check;
 use crate::clock::Clock;
+use crate::exec::{ExecChild, GooseOnly, LeaseRule, Verdict, EXEC_REAP_SLACK};
 use crate::hooks::{HookRole, Hooks, Transition};
 use crate::storage_file::{DataDir, FileStorage};
 
@@ -23,8 +27,9 @@ use crate::http::Publisher;
 use super::heard::Heard;
 use super::join::{Join, Request};
 use super::port::{bump, Port};
+use super::rails::Rails;
 use super::signals::{drain_pipe, Pipes};
-use super::{build_node, describe_members, log_authentication, Prepared, RunError};
+use super::{build_node, describe_members, log_authentication, Prepared, Reload, RunError};
 
 /// Datagrams read per wake-up before the loop lets timers and sends run. 1024 is far
 /// above what a flock sends one node between two wake-ups (a few per peer), and bounds the
@@ -39,14 +44,18 @@ const POLL_EVENTS_CAPACITY: usize = 8;
 const SOCKET: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const CHILDREN: Token = Token(2);
+const RELOAD: Token = Token(3);
 
 /// Where a leaving node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Exit {
     /// A leader waiting for its handoff to be sent, at most until `deadline`.
     Handoff { deadline: Instant },
-    /// Silent; exits once no hook runs or waits.
+    /// Silent; exits once no hook runs or waits and the `--exec` child is gone.
     Draining,
+    /// Storage failed: silent for good; exits 1 once its duck hook has run and the `--exec`
+    /// child is gone (best effort, each bounded).
+    Failing,
 }
 
 /// The desktop node's service: the core's, at the desktop's capacities, with the board's
@@ -90,6 +99,19 @@ pub(super) struct Runner {
     heard: Heard,
     /// `--http`: where the loop publishes its snapshot.
     http: Option<Publisher>,
+    /// What only the goose may hold (the `--exec` child), and the rule that lets it go.
+    goose_only: Vec<Box<dyn GooseOnly>>,
+    lease_rule: Option<LeaseRule>,
+    /// How long a handoff waits for the child and the hooks (`None`: it does not wait).
+    hold: Option<Duration>,
+    /// `--check`, and when an unhealthy goose last tried to hand off.
+    check: Option<Check>,
+    health_handoff_at: Option<Instant>,
+    rails: Rails,
+    reload: Option<Reload>,
+    /// Whether the node has a cluster key (frames it cannot decode then are not a sign of
+    /// a member with a key).
+    keyed: bool,
 }
 
 mod publish;
@@ -112,12 +134,19 @@ impl Runner {
             let stopped = self.service.is_stopped();
             self.heard.maybe_warn(now, self.service.node(), stopped);
             self.maybe_publish(now);
-            self.check_exit_deadline();
             self.hooks.poll();
-            if self.exit == Some(Exit::Draining) && self.hooks.is_idle() {
+            self.tend(now)?;
+            self.check_exit_deadline();
+            if self.is_idle() {
                 let node = self.service.node();
-                log::info!("node {} term {}: exiting", node.id(), node.term());
-                return Ok(());
+                match self.exit {
+                    Some(Exit::Draining) => {
+                        log::info!("node {} term {}: exiting", node.id(), node.term());
+                        return Ok(());
+                    }
+                    Some(Exit::Failing) => return Err(RunError::StorageFailed),
+                    Some(Exit::Handoff { .. }) | None => {}
+                }
             }
             let timeout = self.sleep_for();
             match self.poll.poll(&mut events, timeout) {
@@ -125,20 +154,164 @@ impl Runner {
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => return Err(RunError::Poll(error)),
             }
-            let mut signalled = false;
+            let (mut signalled, mut reload) = (false, false);
             for event in &events {
                 match event.token() {
                     SIGNALS => signalled |= drain_pipe(&mut self.pipes.signals),
+                    RELOAD => reload |= drain_pipe(&mut self.pipes.reload),
                     CHILDREN => {
-                        // Reaped by hooks.poll() at the next turn.
+                        // Reaped by hooks.poll() and tend() at the next turn.
                         drain_pipe(&mut self.pipes.children);
                     }
                     _ => {}
                 }
             }
+            if reload {
+                self.reload();
+            }
             if signalled && self.on_signal() {
+                if self.exit == Some(Exit::Failing) {
+                    return Err(RunError::StorageFailed);
+                }
                 return Ok(());
             }
+        }
+    }
+
+    /// Whether nothing the node started runs or waits: no hook, no `--exec` child.
+    fn is_idle(&self) -> bool {
+        self.hooks.is_idle() && self.goose_only.iter().all(|held| held.is_released())
+    }
+
+    /// What follows the events each turn: the health check's result (an unhealthy goose
+    /// hands off), the lease rule for what only the goose may hold (hold it, let it go, or
+    /// let it go and step down when the lease left drops below the grace), and the release
+    /// of a held handoff once the child and the hooks are done. Whatever makes the node
+    /// speak is flushed, and its events handled.
+    fn tend(&mut self, now: Instant) -> Result<(), RunError> {
+        let mut spoke = self.tend_health(now);
+        if let Some(rule) = self.lease_rule.as_mut() {
+            let status = self.service.status(now);
+            let goose = status
+                .goose
+                .then_some((status.term, status.lease_remaining));
+            let handing_off = self.service.node().is_transfer_held();
+            match rule.decide(now, goose, handing_off) {
+                Verdict::Hold(term) => {
+                    for held in &mut self.goose_only {
+                        held.hold(now, term);
+                    }
+                }
+                Verdict::Release { by } => {
+                    for held in &mut self.goose_only {
+                        held.release(now, by);
+                    }
+                }
+                Verdict::Lapse { by } => {
+                    log::warn!(
+                        "node {} term {}: lease left {} ms, below the exec grace: stopping \
+                         the exec child by the lease's end and stepping down",
+                        status.id,
+                        status.term,
+                        status.lease_remaining.millis()
+                    );
+                    for held in &mut self.goose_only {
+                        held.release(now, by);
+                    }
+                    self.service.node_mut().step_down(now);
+                    spoke = true;
+                }
+            }
+            for held in &mut self.goose_only {
+                held.poll(now);
+            }
+        }
+        if self.service.node().is_transfer_held() && self.is_idle() {
+            let node = self.service.node();
+            log::info!(
+                "node {} term {}: exec child and hooks done; sending the handoff",
+                node.id(),
+                node.term()
+            );
+            spoke |= self.service.release_transfer(now);
+        }
+        if spoke {
+            self.flush(now);
+            self.handle_events()?;
+        }
+        Ok(())
+    }
+
+    /// Feeds the check's result to the node; an unhealthy goose hands off (once per check
+    /// interval while no handoff is possible). Returns whether the node was told anything
+    /// that makes it speak.
+    fn tend_health(&mut self, now: Instant) -> bool {
+        let Some(check) = self.check.as_mut() else {
+            return false;
+        };
+        if let Some(healthy) = check.poll() {
+            self.service.node_mut().set_healthy(healthy);
+        }
+        if check.healthy() || self.exit.is_some() || !self.service.is_goose(now) {
+            return false;
+        }
+        let interval = duration_of(check.spec().interval);
+        if self.health_handoff_at.is_some_and(|at| now < at + interval) {
+            return false;
+        }
+        self.health_handoff_at = Some(now);
+        let id = self.service.node().id();
+        match self.service.hand_off(now, None) {
+            Ok(()) => {
+                log::warn!("node {id}: unhealthy goose: handing off to a healthy voter");
+                true
+            }
+            Err(error) => {
+                log::warn!(
+                    "node {id}: unhealthy goose, but no handoff is possible ({error}); leading on"
+                );
+                false
+            }
+        }
+    }
+
+    /// SIGHUP: reads the config file again and applies what may change while running.
+    fn reload(&mut self) {
+        let id = self.service.node().id();
+        let Some(reload) = self.reload.as_mut() else {
+            log::info!("node {id}: SIGHUP: nothing to reload (started without --config)");
+            return;
+        };
+        let reloaded = match reload() {
+            Ok(reloaded) => reloaded,
+            Err(error) => {
+                log::error!(
+                    "node {id}: SIGHUP: config not reloaded, running on as before: {error}"
+                );
+                return;
+            }
+        };
+        self.hooks.set_commands(reloaded.hooks);
+        let same_check = match (&self.check, &reloaded.check) {
+            (Some(running), Some(spec)) => running.spec() == spec,
+            (None, None) => true,
+            _ => false,
+        };
+        if !same_check {
+            self.check = reloaded.check.map(|spec| Check::new(id, spec));
+            // A new check starts healthy, as at start.
+            self.service.node_mut().set_healthy(true);
+        }
+        self.service.set_rate_limit(reloaded.reply_limit);
+        self.control_token = reloaded.control_token;
+        log::info!(
+            "node {id}: SIGHUP: reloaded hooks, health check, reply limits and control token"
+        );
+        if !reloaded.ignored.is_empty() {
+            log::warn!(
+                "node {id}: SIGHUP: {} changed; that takes a restart",
+                reloaded.ignored.join(", ")
+            );
         }
     }
 
@@ -163,12 +336,25 @@ impl Runner {
         if let Some(Exit::Handoff { deadline }) = self.exit {
             consider(Some(deadline));
         }
+        for held in &self.goose_only {
+            consider(held.deadline());
+        }
         let now = self.clock.now();
+        if let Some(rule) = &self.lease_rule {
+            let status = self.service.status(now);
+            if status.goose {
+                consider(Some(rule.next_check(now, status.lease_remaining)));
+            }
+        }
         // mio rounds up to its resolution, so this never wakes before the deadline.
         let mut sleep =
             deadline.map(|at| StdDuration::from_micros(at.saturating_since(now).micros()));
-        if let Some(hook) = self.hooks.deadline() {
-            let until = hook.saturating_duration_since(std::time::Instant::now());
+        let others = [
+            self.hooks.deadline(),
+            self.check.as_ref().map(Check::deadline),
+        ];
+        for at in others.into_iter().flatten() {
+            let until = at.saturating_duration_since(std::time::Instant::now());
             sleep = Some(sleep.map_or(until, |sleep| sleep.min(until)));
         }
         sleep
@@ -222,14 +408,29 @@ impl Runner {
             counters: &self.port.counters(),
         };
         let datagram = self.port.datagram(size);
+        let before = *self.service.stats();
+        let undecodable = self.service.node().stats().undecodable;
         match self.service.handle_datagram(now, origin, &host, datagram) {
             Handled::Frame => {
                 self.port.count_frame_in(size);
                 let datagram = self.port.datagram(size);
                 self.heard.frame(now, datagram, self.service.node());
+                if self.service.node().stats().undecodable > undecodable && !self.keyed {
+                    let claimed = claimed_source(self.port.datagram(size));
+                    let id = self.service.node().id();
+                    self.rails.undecodable(id, source, claimed);
+                }
             }
-            Handled::Dropped => {}
-            Handled::Ignored => self.maybe_join_reply(source, size),
+            Handled::Dropped => {
+                let claimed = claimed_source(self.port.datagram(size));
+                let (id, after) = (self.service.node().id(), *self.service.stats());
+                self.rails
+                    .frame_dropped(id, source, claimed, &before, &after);
+            }
+            Handled::Ignored => {
+                self.maybe_duplicate_told(source, size);
+                self.maybe_join_reply(now, source, size);
+            }
             Handled::Transferring(target) => {
                 let node = self.service.node();
                 log::info!(
@@ -283,10 +484,10 @@ impl Runner {
             Notice::Removing { id: member, index } => {
                 log::info!("node {id} term {term}: removing {member} (entry {index})");
             }
-            Notice::DuplicateId { id: other } => log::warn!(
-                "node {id}: frames from {source} carry node id {other}, in use elsewhere ({:?})",
-                self.service.heard_from(other)
-            ),
+            Notice::DuplicateId { id: other } => {
+                let elsewhere = self.service.heard_from(other);
+                self.rails.duplicate_id(id, other, source, elsewhere);
+            }
         }
     }
 
@@ -300,7 +501,7 @@ impl Runner {
             match event {
                 Event::Changed(observed) => self.on_changed(&observed),
                 // storage_file has logged the cause; main logs the exit.
-                Event::Failed => return Err(RunError::StorageFailed),
+                Event::Failed => self.fail_stop(),
                 Event::TransferSent { to } => {
                     log::info!("node {id} term {term}: handed leadership to {to}");
                     if matches!(self.exit, Some(Exit::Handoff { .. })) {
@@ -323,9 +524,25 @@ impl Runner {
         // lost (pushed out of the service's queue) the loop would sleep forever instead of
         // exiting.
         if self.service.node().status(self.clock.now()).failed {
-            return Err(RunError::StorageFailed);
+            self.fail_stop();
         }
         Ok(())
+    }
+
+    /// Storage failed: the node is silent for good. It stops its `--exec` child (the lease
+    /// rule sees no goose) and runs its duck hook, best effort, then exits 1 (the loop).
+    fn fail_stop(&mut self) {
+        if self.exit == Some(Exit::Failing) {
+            return;
+        }
+        let id = self.service.node().id();
+        log::error!(
+            "node {id}: storage failed: stopping for good once the exec child is gone and the \
+             duck hook has run"
+        );
+        self.service.leave();
+        self.went_silent();
+        self.exit = Some(Exit::Failing);
     }
 
     /// A role, goose, term or leader change: log it, tell the hooks when the goose status
@@ -371,7 +588,7 @@ impl Runner {
     }
 
     fn begin_drain(&mut self, reason: &str) {
-        if self.exit == Some(Exit::Draining) {
+        if matches!(self.exit, Some(Exit::Draining | Exit::Failing)) {
             return;
         }
         log::info!(
@@ -396,17 +613,18 @@ impl Runner {
         }
         let now = self.clock.now();
         if !self.service.is_stopped() && self.service.node().status(now).raft == RaftRole::Leader {
-            match self.service.node_mut().transfer(now, None) {
+            match self.service.hand_off(now, None) {
                 Ok(()) => {
                     log::info!(
                         "node {id} term {}: signalled; handing leadership off before exiting",
                         self.service.node().term()
                     );
-                    let deadline = now + self.config.election_timeout_max;
+                    let hold = self.hold.unwrap_or(Duration::ZERO);
+                    let deadline = now + hold + self.config.election_timeout_max;
                     self.exit = Some(Exit::Handoff { deadline });
                     return false;
                 }
-                Err(error) => log::info!("node {id}: no handoff possible ({error:?})"),
+                Err(error) => log::info!("node {id}: no handoff possible ({error})"),
             }
         }
         self.begin_drain("signalled");
@@ -446,13 +664,35 @@ impl Runner {
     }
 
     /// A datagram that is itself a reply: the join client's, if it answers its request.
-    fn maybe_join_reply(&mut self, source: SocketAddr, size: usize) {
+    fn maybe_join_reply(&mut self, now: Instant, source: SocketAddr, size: usize) {
         let Some(join) = self.join.as_mut() else {
             return;
         };
-        if let Some(request) = join.handle_reply(source, self.port.datagram(size)) {
+        if let Some(request) = join.handle_reply(now, source, self.port.datagram(size)) {
             self.send_join_request(&request);
         }
+    }
+
+    /// A reply `err duplicate-id id=<this node's id> …`: another node saw this node's id
+    /// from two addresses.
+    fn maybe_duplicate_told(&mut self, source: SocketAddr, size: usize) {
+        let text = String::from_utf8_lossy(self.port.datagram(size));
+        let Ok(reply) = Reply::parse(text.trim_end()) else {
+            return;
+        };
+        let Reply::Err {
+            reason: Some(Reason::DuplicateId),
+            details,
+        } = reply
+        else {
+            return;
+        };
+        let id = self.service.node().id();
+        if details.get("id") != Some(id.to_string().as_str()) {
+            return;
+        }
+        let known_at = details.get("addr").unwrap_or("none").to_owned();
+        self.rails.told_duplicate(id, source, &known_at);
     }
 
     fn send_join_request(&mut self, request: &Request) {
@@ -481,6 +721,7 @@ impl Prepared {
             node,
             mut clock,
             listen,
+            advertised,
             epoch,
         } = self;
         let heard = Heard::new(clock.now());
@@ -493,10 +734,18 @@ impl Prepared {
         registry
             .register(&mut pipes.children, CHILDREN, Interest::READABLE)
             .map_err(RunError::Poll)?;
+        registry
+            .register(&mut pipes.reload, RELOAD, Interest::READABLE)
+            .map_err(RunError::Poll)?;
         let id = node.id();
         let member = node.members().iter().any(|m| m.id == id);
+        let reached = if advertised == listen {
+            String::new()
+        } else {
+            format!(" (peers reach it at {advertised})")
+        };
         log::info!(
-            "node {id} term {}: listening on {listen}, data dir {}, voters target {}, \
+            "node {id} term {}: listening on {listen}{reached}, data dir {}, voters target {}, \
              members {}",
             node.term(),
             options.data_dir.display(),
@@ -504,33 +753,70 @@ impl Prepared {
             describe_members(node.members())
         );
         log_authentication(id, &options, epoch);
-        let join = match options.join {
-            Some(_) if member => {
+        let join = match options.join.is_empty() {
+            false if member => {
                 log::info!("node {id}: already a member; --join not needed");
                 None
             }
-            Some(target) => Some(Join::new(
-                target,
+            false => Some(Join::new(
+                options.join.clone(),
                 id,
-                listen,
+                advertised,
                 options.control_token.clone(),
                 options.cluster_key.as_ref().map(|file| file.key.clone()),
             )),
-            None => {
+            true => {
                 if !member {
                     log::warn!(
                         "node {id}: not in its own membership; waiting to be added \
-                         (`ctl add {id} {listen}` on the goose, or restart with --join)"
+                         (`ctl add {id} {advertised}` on the goose, or restart with --join)"
                     );
                 }
                 None
             }
         };
+        let term = node.term();
+        let keyed = options.cluster_key.is_some();
         let mut service = match options.cluster_key {
             Some(file) => Service::with_key(node, file.key, epoch),
             None => Service::new(node),
         };
         service.set_rate_limit(options.reply_limit);
+        let mut goose_only: Vec<Box<dyn GooseOnly>> = Vec::new();
+        let mut lease_rule = None;
+        let mut hold = None;
+        if let Some(exec) = options.exec {
+            log::info!(
+                "node {id}: exec child `{}` only while goose; SIGTERM when the lease left \
+                 drops below {} ms (and on a handoff), SIGKILL at the lease's end at the latest",
+                exec.command,
+                exec.grace.millis()
+            );
+            lease_rule = Some(LeaseRule::new(exec.grace));
+            hold = Some(exec.grace + EXEC_REAP_SLACK);
+            goose_only.push(Box::new(ExecChild::new(id, exec.command, exec.grace)));
+        }
+        if options.hooks.any() {
+            // A duck hook may wait for a goose hook still running: two hooks' worth.
+            let hooks = duration_of(options.hooks.bound() + options.hooks.bound());
+            hold = Some(hold.map_or(hooks, |hold: Duration| hold.max(hooks)));
+        }
+        service.hold_transfers(hold);
+        let mut hooks = Hooks::new(id, options.hooks);
+        // It may have died as goose: whatever its goose hook set up goes.
+        hooks.transition(Transition {
+            role: HookRole::Duck,
+            term,
+        });
+        let check = options.check.map(|spec| {
+            log::info!(
+                "node {id}: health check `{}` every {} ms, unhealthy after {} failures in a row",
+                spec.command,
+                spec.interval.as_millis(),
+                spec.fails
+            );
+            Check::new(id, spec)
+        });
         Ok(Runner {
             config,
             bootstrap,
@@ -540,7 +826,7 @@ impl Prepared {
             pipes,
             poll,
             clock,
-            hooks: Hooks::new(id, options.hooks),
+            hooks,
             service,
             more_to_read: false,
             was_goose: false,
@@ -548,8 +834,28 @@ impl Prepared {
             exit: None,
             heard,
             http,
+            goose_only,
+            lease_rule,
+            hold,
+            check,
+            health_handoff_at: None,
+            rails: Rails::default(),
+            reload: options.reload,
+            keyed,
         })
     }
+}
+
+/// A std duration as the core's.
+fn duration_of(duration: StdDuration) -> Duration {
+    Duration::from_micros(u64::try_from(duration.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// The source id a peer frame claims, if it has a header.
+fn claimed_source(frame: &[u8]) -> Option<u16> {
+    goose_core::wire::parse_header(frame)
+        .ok()
+        .map(|(header, _)| header.source)
 }
 
 /// The peers of a partition, for the log.

@@ -1,5 +1,5 @@
-//! SIGINT/SIGTERM and SIGCHLD as sockets the loop's one `poll` waits on (signal-hook's
-//! self-pipes: a handler only writes one byte).
+//! SIGINT/SIGTERM, SIGHUP and SIGCHLD as sockets the loop's one `poll` waits on
+//! (signal-hook's self-pipes: a handler only writes one byte).
 
 use std::io::{self, Read as _};
 
@@ -9,20 +9,27 @@ use mio::net::UnixStream;
 /// than this many signals between two wake-ups only needs to be seen once.
 const SIGNAL_READS_PER_WAKE_MAX: usize = 16;
 
-/// The two self-pipes: SIGINT/SIGTERM, and SIGCHLD (a hook ended).
+/// The self-pipes: SIGINT/SIGTERM, SIGHUP, and SIGCHLD (a hook, check or child ended).
 pub(super) struct Pipes {
     /// Readable after SIGINT or SIGTERM.
     pub(super) signals: UnixStream,
+    /// Readable after SIGHUP: reload the config file.
+    pub(super) reload: UnixStream,
     /// Readable after SIGCHLD.
     pub(super) children: UnixStream,
 }
 
 impl Pipes {
-    /// Both pipes, their signal handlers installed.
+    /// The pipes, their signal handlers installed.
     pub(super) fn new() -> io::Result<Self> {
         let signals = signal_pipe(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+        let reload = signal_pipe(&[signal_hook::consts::SIGHUP])?;
         let children = signal_pipe(&[signal_hook::consts::SIGCHLD])?;
-        Ok(Self { signals, children })
+        Ok(Self {
+            signals,
+            reload,
+            children,
+        })
     }
 }
 
