@@ -1,7 +1,7 @@
 //! `--check <cmd>`: a health check, like keepalived's `track_script`.
 //!
-//! The command runs with `sh -c` (in a process group of its own, its output logged at debug
-//! level) every `--check-interval-ms`; a run still going at the next interval is killed with
+//! The command runs with `sh -c` and `GOOSE_ID` (in a process group of its own, its output
+//! logged at debug level) every `--check-interval-ms`; a run still going at the next interval is killed with
 //! its group and counts as a failure. After `--check-fails` failures in a row the node is
 //! unhealthy; one pass makes it healthy again. What the runner does with it: an unhealthy
 //! goose hands off, an unhealthy voter does not campaign and tells its leader so, which never
@@ -101,7 +101,9 @@ impl Check {
         }
         if self.running.is_none() && now >= self.next_run {
             self.next_run = now + self.spec.interval;
-            match child::shell(&self.spec.command).spawn() {
+            let mut command = child::shell(&self.spec.command);
+            command.env("GOOSE_ID", self.id.to_string());
+            match command.spawn() {
                 Ok(mut child) => {
                     child::log_output(&mut child, self.id, "check", Level::Debug);
                     self.running = Some(child);

@@ -37,10 +37,11 @@ table() {
   cat <<'EOF'
 command   nc                  netcat-openbsd   the demo scripts (scripts/*.sh) in tests/tests/processes.rs
 command   qemu-system-arm     qemu-system-arm  the boards of the mixed flock: tests/tests/qemu.rs
-command   ip                  iproute2         the soak's network namespaces: tests/tests/soak.rs, tests/tests/vip.rs
+command   ip                  iproute2         the soak's network namespaces: tests/tests/soak.rs, tests/tests/vip.rs, tests/tests/deploy.rs
 command   keepalived          keepalived       the virtual IP side by side with keepalived: tests/tests/vip.rs
 command   nft                 nftables         cutting only election traffic (VRRP, peer frames): tests/tests/vip.rs
 command   arping              iputils-arping   the goose hooks' ARP announcement of the virtual IP: tests/tests/vip.rs
+command   systemd-analyze     systemd          verifying deploy/goose.service: tests/tests/deploy.rs
 target    thumbv7m-none-eabi  rustup           the board firmware (tests/tests/qemu.rs), scripts/ci/footprint.sh
 target    thumbv7em-none-eabihf rustup         the NUCLEO-F429ZI firmware: scripts/ci/firmware_size.sh
 component llvm-tools          rustup           llvm-size in scripts/ci/footprint.sh

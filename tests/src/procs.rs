@@ -1787,3 +1787,99 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
     Some(sorted[rank.min(sorted.len()) - 1])
 }
+
+/// The pids of the live processes in process group `group` (zombies left out: they run
+/// nothing), read from `/proc/<pid>/stat`.
+pub fn group_members(group: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut members = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp …`; comm may hold spaces and parentheses.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let (state, pgrp) = (fields.first(), fields.get(2));
+        if state != Some(&"Z") && pgrp.and_then(|g| g.parse::<u32>().ok()) == Some(group) {
+            members.push(pid);
+        }
+    }
+    members
+}
+
+/// An `--exec` command that appends `<GOOSE_ID> <GOOSE_TERM> <ns since the epoch>` to `file`
+/// about every 5 ms (a `date` and a `sleep` per line), for as long as it runs: the lines
+/// tell when each child ran, in the children's own words.
+pub fn exec_ticker(file: &Path) -> String {
+    format!(
+        "while :; do echo \"$GOOSE_ID $GOOSE_TERM $(date +%s%N)\" >> {}; sleep 0.005; done",
+        file.display()
+    )
+}
+
+/// One `--exec` child's run, from its [`exec_ticker`] lines: node, term, first and last
+/// line (ns since the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecRun {
+    /// The node that ran it.
+    pub id: u16,
+    /// The goose term it ran for.
+    pub term: u64,
+    /// Its first line.
+    pub first: u128,
+    /// Its last line.
+    pub last: u128,
+}
+
+/// The runs in an [`exec_ticker`] file, one per node and term, in order of their first
+/// line.
+pub fn exec_runs(file: &Path) -> Vec<ExecRun> {
+    let text = fs::read_to_string(file).unwrap_or_default();
+    let mut runs: BTreeMap<(u16, u64), ExecRun> = BTreeMap::new();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let [id, term, at] = words.as_slice() else {
+            continue;
+        };
+        let (Ok(id), Ok(term), Ok(at)) = (id.parse(), term.parse(), at.parse::<u128>()) else {
+            continue;
+        };
+        let run = runs.entry((id, term)).or_insert(ExecRun {
+            id,
+            term,
+            first: at,
+            last: at,
+        });
+        run.first = run.first.min(at);
+        run.last = run.last.max(at);
+    }
+    let mut runs: Vec<ExecRun> = runs.into_values().collect();
+    runs.sort_by_key(|run| run.first);
+    runs
+}
+
+/// The gaps between consecutive runs (one's first line after the other's last), in ms, or
+/// the first two runs that overlap.
+pub fn exec_gaps(runs: &[ExecRun]) -> Result<Vec<f64>, (ExecRun, ExecRun)> {
+    let mut gaps = Vec::with_capacity(runs.len());
+    for pair in runs.windows(2) {
+        let (before, after) = (pair[0], pair[1]);
+        if after.first <= before.last {
+            return Err((before, after));
+        }
+        gaps.push((after.first - before.last) as f64 / 1e6);
+    }
+    Ok(gaps)
+}

@@ -5,9 +5,9 @@
 //! the node asks for a nonce first and signs its `ctl add` over it. [`Join`] decides what to
 //! send and when; the runner sends it through the node's socket and hands it the replies.
 //!
-//! Nobody answering for [`WARNING_INTERVAL`], `err forbidden` (no key, or the wrong one) and
-//! `err id-in-use` (another node has this id) are each logged at most once per interval,
-//! naming the fix.
+//! Nobody answering for [`JOIN_SILENCE_WARN`], `err forbidden` (no key, or the wrong one)
+//! and `err id-in-use` (another node has this id) are each logged at most once per
+//! `WARNING_INTERVAL` (10 s), naming the fix.
 
 use std::collections::hash_map::RandomState;
 use std::fmt::Write as _;
@@ -19,7 +19,7 @@ use goose_core::auth::write_signed_control;
 use goose_core::text::{parse_nonce_reply, Reason, Reply};
 use goose_core::{Duration, Instant, NodeId};
 
-use super::rails::{more, Throttle, WARNING_INTERVAL};
+use super::rails::{more, Throttle};
 
 /// The first wait between two `ctl add` requests of a joining node; it doubles up to
 /// [`JOIN_RETRY_MAX`]. 100 ms: a goose answers within a round trip, and a change in
@@ -28,6 +28,10 @@ const JOIN_RETRY_INITIAL: Duration = Duration::from_millis(100);
 /// The longest wait between two `ctl add` requests of a joining node: a node that cannot
 /// reach the flock asks every 2 s, forever (it has nothing else to do).
 const JOIN_RETRY_MAX: Duration = Duration::from_millis(2_000);
+/// How long a joining node hears nothing back before it says so: a member answers every
+/// request within a round trip, so 2 s of silence (five requests) means nobody listens, or
+/// the datagrams do not get through.
+const JOIN_SILENCE_WARN: Duration = Duration::from_millis(2_000);
 
 /// A datagram the join client wants sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,9 +119,7 @@ impl Join {
         }
         if self.attempts == 0 {
             self.answered = now;
-        } else if now.saturating_since(self.answered).micros()
-            >= u64::try_from(WARNING_INTERVAL.as_micros()).unwrap_or(u64::MAX)
-        {
+        } else if now.saturating_since(self.answered) >= JOIN_SILENCE_WARN {
             self.warn_silent(now);
         }
         let index = usize::try_from(self.attempts).unwrap_or(0) % self.targets.len();
@@ -142,12 +144,12 @@ impl Join {
         };
         let targets: Vec<String> = self.targets.iter().map(ToString::to_string).collect();
         log::warn!(
-            "node {}: no answer to the join request from {} in {} s: is a member of the \
+            "node {}: no answer to the join request from {} in {:.1} s: is a member of the \
              flock listening there, and does UDP reach it (address, port, firewall)? Check \
              --join{}",
             self.id,
             targets.join(", "),
-            now.saturating_since(self.answered).millis() / 1000,
+            now.saturating_since(self.answered).millis() as f64 / 1000.0,
             more(suppressed)
         );
     }
