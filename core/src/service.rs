@@ -797,11 +797,13 @@ impl<
         Handled::Frame
     }
 
-    /// The id a frame for this node claims, if that id is in use elsewhere: this node's
-    /// own, or a member's that another address sent from less than `election_timeout_min`
-    /// ago. Otherwise remembers `source` as where the member sends from. A member that moved
-    /// (restarted at another address) is taken at its new address once its old one has
-    /// been quiet that long; two live processes with one id never both are.
+    /// The id a well-formed frame for this node claims, if that id is in use elsewhere:
+    /// this node's own, or a member's that another address sent from less than
+    /// `election_timeout_min` ago. Otherwise remembers `source` as where the member sends
+    /// from. A member that moved (restarted at another address) is taken at its new address
+    /// once its old one has been quiet that long; two live processes with one id never both
+    /// are. A frame that does not decode is no sign of a second process (noise, or a
+    /// forgery): it goes to the node, to be counted under its own reason.
     fn duplicate_source(&mut self, now: Instant, source: A, frame: &[u8]) -> Option<NodeId> {
         let (header, _) = crate::wire::parse_header(frame).ok()?;
         let own = self.node.id();
@@ -809,13 +811,15 @@ impl<
             return None; // dropped by the node as addressed to another
         }
         let id = NodeId::new(header.source)?;
+        // Decoded only on a conflict, which a healthy flock never has.
+        let well_formed = |frame: &[u8]| crate::wire::decode(frame).is_ok();
         if id == own {
-            return Some(id);
+            return well_formed(frame).then_some(id);
         }
         let window = self.node.config().election_timeout_min;
         if let Some(sender) = self.senders.iter_mut().find(|s| s.id == id) {
             if sender.addr != source && now < sender.heard + window {
-                return Some(id);
+                return well_formed(frame).then_some(id);
             }
             sender.addr = source;
             sender.heard = now;
@@ -1565,6 +1569,12 @@ mod tests {
         let handled = handle(&mut service, now, from(1), &host, &own);
         assert_eq!(handled, Handled::Answer(Notice::DuplicateId { id: id(2) }));
         assert_eq!(service.stats().drop_duplicate_id, 2);
+        // Noise under node 1's id is no second process: the node counts it as undecodable.
+        let mut noise = frame.clone();
+        noise.truncate(6);
+        noise.extend([0xFF; 12]);
+        assert_eq!(handle(&mut service, now, from(7), &host, &noise), Handled::Frame);
+        assert_eq!(service.node().stats().undecodable, 1);
         // Frames to another node are the node's to drop (`drop_wrong_target`).
         let elsewhere = heartbeat_between(1, 3, now);
         assert_eq!(
