@@ -1573,7 +1573,10 @@ mod tests {
         let mut noise = frame.clone();
         noise.truncate(6);
         noise.extend([0xFF; 12]);
-        assert_eq!(handle(&mut service, now, from(7), &host, &noise), Handled::Frame);
+        assert_eq!(
+            handle(&mut service, now, from(7), &host, &noise),
+            Handled::Frame
+        );
         assert_eq!(service.node().stats().undecodable, 1);
         // Frames to another node are the node's to drop (`drop_wrong_target`).
         let elsewhere = heartbeat_between(1, 3, now);

@@ -701,6 +701,7 @@ mod tests {
             commit: u64::MAX,
             // Voters and learners split the members: all voters is the longest split.
             members: &ids,
+            // Voters and learners split the members between them: together, one list.
             voters: &ids,
             learners: &[],
             lease_ms: u64::MAX,

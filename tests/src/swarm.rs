@@ -63,8 +63,8 @@ pub struct Swarm {
     /// Mean µs between faults.
     pub fault_interval: u64,
     /// Relative weights of crash, pause, partition, heal, membership change, leadership
-    /// transfer, network change, cutting off leaders right after their election, adding a
-    /// removed node back.
+    /// transfer (plain or held, with a health check flip), network change, cutting off
+    /// leaders right after their election, adding a removed node back.
     pub weights: [u64; FAULT_KINDS],
 }
 
@@ -221,6 +221,8 @@ pub fn run(seed: u64) -> Result<Summary, Failure> {
     // Leaders still to cut off right after their election, and the last one cut off.
     let mut chase = 0u64;
     let mut chased = goose_core::Term(0);
+    // A leader whose transfer waits for the program (its job, its duck hook) to release it.
+    let mut held: Option<u16> = None;
     let total: u64 = swarm.weights.iter().sum::<u64>().max(1);
     while flock.now < SAFETY_PHASE {
         let gap = flock.rand().range_inclusive(1, 2 * swarm.fault_interval);
@@ -255,6 +257,15 @@ pub fn run(seed: u64) -> Result<Summary, Failure> {
         let n = flock.rand().range_inclusive(1, u64::from(nodes)) as u16;
         let timeout_max = swarm.flock.timing.election_timeout_max.micros();
         faults += 1;
+        // The program releases a held transfer at some later fault, or never: then the
+        // hold's deadline steps the leader down.
+        if let Some(leader) = held.take() {
+            if flock.rand().range_inclusive(0, 1) == 0 {
+                flock.release_transfer(leader);
+            } else {
+                held = Some(leader);
+            }
+        }
         match kind {
             Some(0) => {
                 if flock.node(n).is_some() {
@@ -297,8 +308,22 @@ pub fn run(seed: u64) -> Result<Summary, Failure> {
             Some(5) => {
                 if let Some(leader) = leader_of(&flock) {
                     let target = flock.rand().range_inclusive(0, u64::from(nodes)) as u16;
-                    // Refusals (no such voter, busy) are part of the test too.
-                    let _ = flock.transfer(leader, (target != 0).then_some(target));
+                    let to = (target != 0).then_some(target);
+                    // Refusals (no such voter, busy, unhealthy) are part of the test too.
+                    if flock.rand().range_inclusive(0, 2) == 0 {
+                        let hold = flock.rand().range_inclusive(1, 2 * timeout_max);
+                        if flock.transfer_held(leader, to, hold).is_ok() {
+                            held = Some(leader);
+                        }
+                    } else {
+                        let _ = flock.transfer(leader, to);
+                    }
+                }
+                // A health check that fails, or passes again: an unhealthy voter neither
+                // campaigns nor takes a transfer.
+                let sick = flock.rand().range_inclusive(0, 3) == 0;
+                if let Some(node) = flock.node_mut(n) {
+                    node.set_healthy(!sick);
                 }
             }
             Some(6) => {
@@ -314,8 +339,14 @@ pub fn run(seed: u64) -> Result<Summary, Failure> {
             _ => add_back(&mut flock, &mut retired),
         }
     }
-    // Liveness: heal everything, restart the crashed, let the paused resume.
+    // Liveness: heal everything, restart the crashed, let the paused resume, make every
+    // node healthy.
     flock.heal();
+    for n in 1..=nodes {
+        if let Some(node) = flock.node_mut(n) {
+            node.set_healthy(true);
+        }
+    }
     flock.net = NetConfig {
         loss_ppm: 0,
         duplicate_ppm: 0,
