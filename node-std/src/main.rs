@@ -1133,6 +1133,92 @@ mod tests {
     }
 
     #[test]
+    fn a_token_file_gives_its_first_line_and_refuses_what_a_token_cannot_be() {
+        let dir = std::env::temp_dir().join(format!("goose-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "  sesame \nignored\n").unwrap();
+        assert_eq!(super::read_token_file(&file).as_deref(), Ok("sesame"));
+        std::fs::write(&file, "two words\n").unwrap();
+        assert!(super::read_token_file(&file).is_err());
+        std::fs::write(&file, "").unwrap();
+        assert!(super::read_token_file(&file).is_err());
+        let missing = super::read_token_file(&dir.join("missing")).unwrap_err();
+        assert!(missing.contains("--control-token-file"), "{missing}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_config_file_gives_flags_and_the_command_line_overrides_it() {
+        let dir = std::env::temp_dir().join(format!("goose-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("goose.toml");
+        let text = "id = 3\nlisten = \"127.0.0.1:9902\"\npeer = [\"1=127.0.0.1:9900\", \
+                    \"2=127.0.0.1:9901\"]\nheartbeat_ms = 20\non-goose = \"true\"\n";
+        std::fs::write(&config, text).unwrap();
+        let path = config.display().to_string();
+        let parse = |args: &[&str]| {
+            let argv: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+            match super::parse_args(&argv) {
+                Ok(Cli {
+                    command: Some(super::Command::Node(args)),
+                }) => Ok(args),
+                Ok(_) => Err("not a node".to_owned()),
+                Err(super::ParseError::Config(message)) => Err(message),
+                Err(super::ParseError::Clap(error)) => Err(error.to_string()),
+            }
+        };
+        let args = parse(&["goose", "node", "--config", &path]).unwrap();
+        assert_eq!(args.id.map(|id| id.get()), Some(3));
+        assert_eq!(args.peers.len(), 2);
+        assert_eq!(args.timing.heartbeat_ms, 20);
+        assert_eq!(args.on_goose.as_deref(), Some("true"));
+        // The command line wins, a repeated flag replacing the file's whole list.
+        let args = parse(&[
+            "goose",
+            "node",
+            "--config",
+            &path,
+            "--heartbeat-ms",
+            "30",
+            "--peer",
+            "5=127.0.0.1:9905",
+        ])
+        .unwrap();
+        assert_eq!(args.timing.heartbeat_ms, 30);
+        assert_eq!(args.peers.len(), 1);
+        for (bad, word) in [
+            ("colour = \"blue\"\n", "no flag"),
+            ("id = [1, 2]\n", "does not take"),
+            ("single = \"yes\"\n", "does not take"),
+            ("config = \"x\"\n", "no flag"),
+            ("id = \n", "not TOML"),
+            ("heartbeat-ms = 0\n", "heartbeat"),
+        ] {
+            std::fs::write(&config, bad).unwrap();
+            let error = parse(&["goose", "node", "--config", &path]).unwrap_err();
+            assert!(error.contains(word), "{bad:?}: {error}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn addresses_take_host_names_and_ipv6_and_never_port_0() {
+        use super::{parse_addr, parse_peer_addr};
+        assert_eq!(
+            parse_addr("localhost:9900"),
+            Ok("127.0.0.1:9900".parse().unwrap())
+        );
+        assert_eq!(parse_addr("[::1]:9900"), Ok("[::1]:9900".parse().unwrap()));
+        assert!(parse_addr("0.0.0.0:9900").is_ok());
+        assert!(parse_peer_addr("0.0.0.0:9900").is_err());
+        assert!(parse_addr("localhost:0").is_err());
+        assert!(parse_addr("localhost").is_err());
+        assert!(parse_addr("bad host:9900").is_err());
+        assert!(parse_addr("no-such-host.invalid:9900").is_err());
+    }
+
+    #[test]
     fn no_subcommand_means_cluster_defaults() {
         let cli = Cli::try_parse_from(["goose"]).unwrap();
         assert!(cli.command.is_none());

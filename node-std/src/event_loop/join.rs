@@ -298,6 +298,21 @@ mod tests {
     }
 
     #[test]
+    fn asks_each_join_address_in_turn() {
+        let id = NodeId::new(7).unwrap();
+        let targets = vec![addr(9901), addr(9902), addr(9903)];
+        let mut join = Join::new(targets, id, addr(9907), None, None);
+        let mut asked = Vec::new();
+        let mut now = Instant::ZERO;
+        for _ in 0..6 {
+            let request = join.poll_request(now).expect("due");
+            asked.push(request.target.port());
+            now = join.next_attempt();
+        }
+        assert_eq!(asked, [9901, 9902, 9903, 9901, 9902, 9903]);
+    }
+
+    #[test]
     fn follows_a_duck_to_the_goose_once_per_attempt() {
         let mut join = join(None, None);
         let _ = join.poll_request(Instant::ZERO);
