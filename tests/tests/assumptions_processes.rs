@@ -778,6 +778,62 @@ fn socket_to(flock: &Flock, index: usize) -> UdpSocket {
     socket
 }
 
+/// A goose whose storage fails is a goose no more: before it exits 1 it stops its `--exec`
+/// child (the whole process group) and runs its duck hook, best effort, so that whatever
+/// its goose hook set up goes. Before, it exited at once, its duck hook never run.
+#[test]
+fn a_goose_whose_storage_fails_stops_its_exec_child_and_runs_its_duck_hook() {
+    let _serial = one_flock_at_a_time();
+    let folder = procs::TempDir::new("failstop");
+    let marks = folder.path().join("marks");
+    let on_duck = format!("echo \"duck $GOOSE_ID $GOOSE_TERM\" >> {}", marks.display());
+    let flags = ["--on-duck", on_duck.as_str(), "--exec", "sleep 600"];
+    let mut flock = Flock::start_with(3, Timing::DEFAULT, &flags, OnViolation::Panic);
+    let all = flock.all();
+    let (goose, term) = flock.wait_agreed(&all, SETTLE_WITHIN);
+    let goose_id = id(&flock, goose);
+    let guard = procs::eventually(SETTLE_WITHIN, PROBE_WINDOW, || {
+        flock.log(goose).contains("exec child started (pid ")
+    });
+    assert!(guard, "{}", flock.log_tail(goose));
+    let log = flock.log(goose);
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("exec child started (pid "));
+    let guard: u32 = line
+        .and_then(|l| l.split_once("(pid "))
+        .and_then(|(_, pid)| pid.trim_end_matches(')').parse().ok())
+        .expect("the guard's pid");
+    assert!(!procs::group_members(guard).is_empty(), "the child runs");
+
+    let failing = fail_storage(&flock, goose);
+    let control = socket_to(&flock, goose);
+    let spare = free_ports(1)[0];
+    control
+        .send(format!("ctl add 9 127.0.0.1:{spare}").as_bytes())
+        .expect("send ctl add");
+    let seen = watch_failing(&mut flock, &all, goose, &control, FAILED_EXIT_WITHIN);
+    drop(failing);
+    let exit = seen.exit.unwrap_or_else(|| {
+        panic!(
+            "node {goose_id} still runs {FAILED_EXIT_WITHIN:?} after its storage failed:\n{}",
+            flock.log_tail(goose)
+        )
+    });
+    assert_eq!(exit.code(), Some(1), "{}", flock.log_tail(goose));
+    let marked = std::fs::read_to_string(&marks).unwrap_or_default();
+    assert!(
+        marked.contains(&format!("duck {goose_id} {term}")),
+        "node {goose_id} ran no duck hook as goose of term {term}: {marked:?}"
+    );
+    assert!(
+        procs::group_members(guard).is_empty(),
+        "left behind: {:?}",
+        procs::group_members(guard)
+    );
+}
+
 /// The goose's data dir stops taking writes; `ctl add` makes it append a membership entry
 /// it cannot save. It must not answer `ok` (it answers nothing once failed), must exit
 /// non-zero within 2 s, and no probe may show a term above the one it had. The other two
