@@ -690,7 +690,17 @@ mod tests {
     #[test]
     fn the_longest_status_fits_the_reply_buffer() {
         let ids = [NodeId::new(65535).unwrap(); MEMBERS_MAX];
-        let counters = [("drop_partition_out", u64::MAX); COUNTERS];
+        // Every counter the board prints, by its own name, at its widest value.
+        let names = goose_core::Stats::default()
+            .counters()
+            .into_iter()
+            .chain(ServiceStats::default().counters())
+            .map(|(name, _)| name)
+            .chain(["drop_unroutable"]);
+        let mut counters: heapless::Vec<(&str, u64), COUNTERS> = heapless::Vec::new();
+        for name in names {
+            counters.push((name, u64::MAX)).unwrap();
+        }
         let reply = StatusReply {
             goose: true,
             raft: "candidate",
@@ -699,9 +709,9 @@ mod tests {
             leader: Some(ids[0]),
             stopped: false,
             commit: u64::MAX,
-            // Voters and learners split the members: all voters is the longest split.
+            // Voters and learners split the members between them: all voters is the
+            // longest split.
             members: &ids,
-            // Voters and learners split the members between them: together, one list.
             voters: &ids,
             learners: &[],
             lease_ms: u64::MAX,
