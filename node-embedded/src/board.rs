@@ -697,7 +697,7 @@ mod tests {
             .chain(ServiceStats::default().counters())
             .map(|(name, _)| name)
             .chain(["drop_unroutable"]);
-        let mut counters: heapless::Vec<(&str, u64), COUNTERS> = heapless::Vec::new();
+        let mut counters: Vec<(&str, u64), COUNTERS> = Vec::new();
         for name in names {
             counters.push((name, u64::MAX)).unwrap();
         }
