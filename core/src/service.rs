@@ -176,6 +176,9 @@ pub struct Host<'a> {
     pub control_token: Option<&'a str>,
     /// The caller's own counters, printed by `ctl status` after the service's.
     pub counters: &'a [(&'a str, u64)],
+    /// The caller's own fields (`vips=` on a desktop node with virtual addresses), printed
+    /// by `ctl status` before the counters.
+    pub fields: &'a [(&'a str, &'a str)],
 }
 
 /// What [`Service::handle_datagram`] did, and what the caller does next.
@@ -572,7 +575,7 @@ impl<
                     return Handled::Answer(Notice::Forbidden);
                 }
                 match command {
-                    Ok(command) => self.control(now, origin.addr, command, host.counters),
+                    Ok(command) => self.control(now, origin.addr, command, host),
                     Err(error) => {
                         let _ = text::write_err(&mut self.reply, error);
                         Handled::Answer(Notice::None)
@@ -919,7 +922,7 @@ impl<
         now: Instant,
         source: A,
         command: Command<P>,
-        counters: &[(&str, u64)],
+        host: &Host<'_>,
     ) -> Handled {
         let notice = match command {
             Command::Stop => {
@@ -951,7 +954,7 @@ impl<
                 Notice::Healed
             }
             Command::Status => {
-                self.write_status(now, counters);
+                self.write_status(now, host);
                 Notice::None
             }
             Command::Transfer(target) => {
@@ -1090,12 +1093,12 @@ impl<
         Notice::None
     }
 
-    /// `ok role=… raft=… …`: the node's status and counters, then the service's, then the
-    /// caller's.
+    /// `ok role=… raft=… …`: the node's status, the caller's fields, the node's counters,
+    /// the service's, then the caller's.
     #[inline(never)]
-    fn write_status(&mut self, now: Instant, extra: &[(&str, u64)]) {
+    fn write_status(&mut self, now: Instant, host: &Host<'_>) {
         let mut reply = core::mem::take(&mut self.reply);
-        if self.write_status_line(now, extra, &mut reply).is_err() {
+        if self.write_status_line(now, host, &mut reply).is_err() {
             // Never send half a line.
             reply.clear();
             let _ = text::write_err(&mut reply, Reason::ReplyTooLong);
@@ -1103,16 +1106,16 @@ impl<
         self.reply = reply;
     }
 
-    /// Writes what `ctl status` answers at `now`, with the caller's `extra` counters: the
-    /// one status line a program around the service shows in other forms too (the desktop
-    /// node's status page and metrics read it).
+    /// Writes what `ctl status` answers at `now`, with the fields and counters of `host`:
+    /// the one status line a program around the service shows in other forms too (the
+    /// desktop node's status page and metrics read it).
     ///
     /// # Errors
     /// Only those of `out` ([`text::TEXT_REPLY_SIZE_MAX`] always suffices).
     pub fn write_status_line(
         &self,
         now: Instant,
-        extra: &[(&str, u64)],
+        host: &Host<'_>,
         out: &mut impl Write,
     ) -> fmt::Result {
         let status = self.node.status(now);
@@ -1137,7 +1140,7 @@ impl<
         let mut counters: Vec<(&str, u64), STATUS_COUNTERS_MAX> = Vec::new();
         let every = (self.node.stats().counters().into_iter())
             .chain(self.stats.counters())
-            .chain(extra.iter().copied());
+            .chain(host.counters.iter().copied());
         for counter in every {
             if counters.push(counter).is_err() {
                 break;
@@ -1161,6 +1164,7 @@ impl<
             },
             change: Some((cause, now.saturating_since(changed_at).millis())),
             healthy: status.healthy,
+            fields: host.fields,
             counters: &counters,
         };
         text::write_status(out, &reply)
@@ -1651,10 +1655,16 @@ mod tests {
         let host = Host {
             control_token: None,
             counters: &extra,
+            fields: &[("vips", "10.0.0.100/24@eth0")],
         };
         let _ = handle(&mut service, now, TRUSTED, &host, b"ctl status");
         let reply = service.reply();
         assert!(reply.starts_with("ok role=duck raft=follower id=1 term=0 goose=none "));
+        // The caller's fields come after the node's own, before every counter.
+        assert!(
+            reply.contains(" changed_ms=0 vips=10.0.0.100/24@eth0 drop_short=0 "),
+            "{reply}"
+        );
         assert!(
             reply.contains(" drop_events=0 text_unknown=0 text_forbidden=0 "),
             "{reply}"
@@ -1684,6 +1694,7 @@ mod tests {
         let host = Host {
             control_token: Some("t"),
             counters: &[],
+            fields: &[],
         };
         let now = Instant::from_millis(1);
         let handled = handle(&mut service, now, stranger, &host, b"ctl status");
@@ -2189,6 +2200,7 @@ mod tests {
         let host = Host {
             control_token: Some("t"),
             counters: &[],
+            fields: &[],
         };
         let _ = handle(&mut one, now, TRUSTED, &host, b"ctl token=t status");
         assert_eq!(one.reply(), "err forbidden\n");

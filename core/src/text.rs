@@ -635,14 +635,17 @@ pub struct StatusReply<'a> {
     pub healthy: bool,
     /// Why the role last changed and how many milliseconds ago, if known.
     pub change: Option<(Cause, u64)>,
+    /// The program's own `key=value` fields (`vips=`), printed in this order before the
+    /// counters.
+    pub fields: &'a [(&'a str, &'a str)],
     /// Named counters (one per drop reason), printed in this order.
     pub counters: &'a [(&'a str, u64)],
 }
 
 /// Writes `ok role=… raft=… id=… term=… goose=… state=running|stopped commit=… members=…
 /// voters=… learners=… lease_ms=… healthy=yes|no`, with a change `cause=<word>[
-/// cause_node=<id>] changed_ms=…` ([`Cause::as_str`]), then each counter as ` name=n`,
-/// then `\n`. `role` and `goose` follow the probe's rules (a stopped node is `role=duck goose=none`).
+/// cause_node=<id>] changed_ms=…` ([`Cause::as_str`]), then each field as ` key=value`,
+/// then each counter as ` name=n`, then `\n`. `role` and `goose` follow the probe's rules (a stopped node is `role=duck goose=none`).
 ///
 /// # Errors
 /// Only those of `out` (a full buffer; [`TEXT_REPLY_SIZE_MAX`] always suffices).
@@ -675,6 +678,9 @@ pub fn write_status(out: &mut impl Write, status: &StatusReply<'_>) -> fmt::Resu
             write!(out, " cause_node={node}")?;
         }
         write!(out, " changed_ms={changed_ms}")?;
+    }
+    for (key, value) in status.fields {
+        write!(out, " {key}={value}")?;
     }
     for (name, value) in status.counters {
         write!(out, " {name}={value}")?;
@@ -1487,11 +1493,13 @@ mod tests {
             lease_ms: 120,
             change: Some((Cause::HigherTerm { from: id(2) }, 40)),
             healthy: true,
+            fields: &[("vips", "10.0.0.100/24@eth0")],
             counters: &[("drop_magic", 2), ("drop_short", 0)],
         };
         let expected = "ok role=goose raft=leader id=1 term=3 goose=1 state=running commit=5 \
                         members=1,2,3 voters=1,2,3 learners= lease_ms=120 healthy=yes \
-                        cause=higher-term cause_node=2 changed_ms=40 drop_magic=2 drop_short=0\n";
+                        cause=higher-term cause_node=2 changed_ms=40 vips=10.0.0.100/24@eth0 \
+                        drop_magic=2 drop_short=0\n";
         assert_eq!(written(|out| write_status(out, &status)), expected);
         let stopped = StatusReply {
             stopped: true,
@@ -1499,6 +1507,7 @@ mod tests {
             lease_ms: 0,
             change: None,
             healthy: false,
+            fields: &[],
             counters: &[],
             ..status
         };
@@ -1514,6 +1523,14 @@ mod tests {
             (0..MEMBERS_MAX as u16).map(|n| id(65535 - n)).collect();
         let (voters, learners) = members.split_at(MEMBERS_MAX / 2);
         let counters = [("drop_unknown_node", u64::MAX); 16];
+        // A desktop node's 16 virtual addresses at their longest (IPv6 /128 on an interface
+        // name of 15 bytes).
+        let mut vips: String<1024> = String::new();
+        for n in 0..16 {
+            let separator = if n == 0 { "" } else { "," };
+            write!(vips, "{separator}ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff{n:02x}/128@abcdefghijklmno")
+                .unwrap();
+        }
         let status = StatusReply {
             goose: false,
             raft: "candidate",
@@ -1533,6 +1550,7 @@ mod tests {
                 u64::MAX,
             )),
             healthy: false,
+            fields: &[("vips", &vips)],
             counters: &counters,
         };
         let line = written(|out| write_status(out, &status)); // fails if it overflows
@@ -1734,6 +1752,7 @@ mod tests {
             lease_ms: 0,
             change: None,
             healthy: true,
+            fields: &[],
             counters: &counters,
         };
         let line = written(|out| write_status(out, &status));

@@ -458,6 +458,7 @@ impl<'a, F: NorFlash> Board<'a, F> {
             let host = Host {
                 control_token: self.config.control_token.as_deref(),
                 counters: &unroutable,
+                fields: &[],
             };
             let handled = self.service.handle_datagram(now, origin, &host, datagram);
             if handled == Handled::Start {
@@ -717,6 +718,7 @@ mod tests {
             lease_ms: u64::MAX,
             change: Some((goose_core::Cause::Handoff { to: Some(ids[0]) }, u64::MAX)),
             healthy: true,
+            fields: &[],
             counters: &counters,
         };
         let mut out: String<{ 2 * REPLY_SIZE_MAX }> = String::new();

@@ -20,19 +20,31 @@ use clap::{ArgAction, ArgMatches};
 /// (a log, a disk image) is refused rather than read whole.
 const CONFIG_FILE_SIZE_MAX: u64 = 1 << 20;
 
-/// The command line `goose node` runs with: `node`'s own arguments as given (`given`,
-/// everything after `node`), with the config file's flags before them, leaving out every
-/// flag `matches` (the command line parsed alone) got from the command line.
+/// Which keys of the file a subcommand takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Keys {
+    /// Every key must be one of its flags (`goose node`).
+    All,
+    /// Keys that are its flags; the others are skipped (`goose vip-release` reads the
+    /// node's own file for the few flags it shares with `goose node`).
+    OwnOnly,
+}
+
+/// The command line a subcommand (`goose node`) runs with: its own arguments as given
+/// (`given`, everything after the subcommand's name), with the config file's flags before
+/// them, leaving out every flag `matches` (the command line parsed alone) got from the
+/// command line.
 ///
 /// # Errors
 ///
-/// A message naming the file: unreadable, not TOML, a key that is no flag of `goose node`
-/// (or is `config`), or a value of the wrong type.
+/// A message naming the file: unreadable, not TOML, a key that is no flag of the subcommand
+/// (or is `config`) when it takes [`Keys::All`], or a value of the wrong type.
 pub(crate) fn merge(
     path: &Path,
     node: &clap::Command,
     matches: &ArgMatches,
     given: &[OsString],
+    keys: Keys,
 ) -> Result<Vec<OsString>, String> {
     let shown = path.display();
     let size = fs::metadata(path)
@@ -53,13 +65,17 @@ pub(crate) fn merge(
         let arg = node
             .get_arguments()
             .find(|arg| arg.get_long() == Some(long.as_str()) && !arg.is_hide_set())
-            .filter(|arg| arg.get_id() != "config")
-            .ok_or_else(|| {
-                format!(
+            .filter(|arg| arg.get_id() != "config");
+        let arg = match (arg, keys) {
+            (Some(arg), _) => arg,
+            (None, Keys::OwnOnly) => continue,
+            (None, Keys::All) => {
+                return Err(format!(
                     "--config {shown}: `{key}` is no flag of goose node (the keys are its long \
                      flags without the dashes, e.g. listen, peer, heartbeat-ms)"
-                )
-            })?;
+                ))
+            }
+        };
         let from_command_line =
             matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine);
         if from_command_line {

@@ -72,8 +72,9 @@ const KILL_EARLY: Duration = Duration::from_millis(1);
 /// then; only a system call it is stuck in can keep it).
 pub(crate) const EXEC_REAP_SLACK: Duration = Duration::from_millis(1_000);
 
-/// Something only the goose may hold: the `--exec` child; a virtual address could be
-/// another. The node tells it when to hold and when to let go; it never decides that itself.
+/// Something only the goose may hold: the `--exec` child, the `--vip` addresses
+/// ([`crate::vip`]). The node tells it when to hold and when to let go; it never decides
+/// that itself.
 pub(crate) trait GooseOnly {
     /// Holds it for the goose of `term` (again, if a term change let it go).
     fn hold(&mut self, now: Instant, term: Term);
@@ -86,6 +87,10 @@ pub(crate) trait GooseOnly {
     fn poll(&mut self, now: Instant);
     /// When [`GooseOnly::poll`] must run next, at the latest.
     fn deadline(&self) -> Option<Instant>;
+    /// The `ctl status` field that says what it holds now, if it reports one (`vips=`).
+    fn status_field(&self) -> Option<(&'static str, &str)> {
+        None
+    }
 }
 
 /// What the lease rule asks of a [`GooseOnly`] resource, and of the node.

@@ -8,7 +8,8 @@
 //! - `goose board` runs one board, the firmware in QEMU ([`board`]);
 //! - `goose whois` and `goose ctl` talk the text protocol to nodes ([`client`]);
 //! - `goose keygen` makes a cluster key, which `--cluster-key-file` reads ([`key_file`]);
-//! - `goose exec-guard` (hidden) runs a node's `--exec` command for it ([`exec`]).
+//! - `goose exec-guard` (hidden) runs a node's `--exec` command for it ([`exec`]);
+//! - `goose vip-release` removes a stopped node's `--vip` addresses ([`vip`]).
 //!
 //! `goose node --config <file>` reads the same flags from a TOML file ([`config`]), the
 //! command line overriding it; SIGHUP reads it again ([`reload_settings`]).
@@ -36,6 +37,7 @@ mod http;
 mod key_file;
 mod status;
 mod storage_file;
+mod vip;
 
 use std::ffi::OsString;
 use std::net::{SocketAddr, ToSocketAddrs as _};
@@ -95,7 +97,19 @@ enum Command {
     /// Internal: what `goose node --exec` runs the command under (see docs/interface.md).
     #[command(hide = true)]
     ExecGuard(ExecGuardArgs),
+    /// Remove a node's --vip addresses from their interfaces once the node has stopped
+    /// (a systemd unit's ExecStopPost): a node killed with SIGKILL cannot.
+    #[command(after_help = VIP_RELEASE_AFTER_HELP)]
+    VipRelease(VipReleaseArgs),
 }
+
+const VIP_RELEASE_AFTER_HELP: &str = "\
+Run it after the node has stopped, however it stopped (kill -9 too): deploy/goose.service does
+  ExecStopPost=/usr/local/bin/goose vip-release --config /etc/goose/goose.toml
+It reads vip, vip-dev and data-dir from the config file (ignoring the node's other keys),
+refuses to run while a node holds that data dir (a running node lets go of its addresses
+itself), and removes each address that is on its interface. Exit 0 when none is left,
+1 otherwise. Needs CAP_NET_ADMIN and CAP_NET_RAW, as the node does.";
 
 const KEYGEN_AFTER_HELP: &str = "\
 Usage in a flock:
@@ -443,7 +457,43 @@ struct NodeArgs {
           value_parser = clap::value_parser!(u32).range(1..=1_000))]
     check_fails: u32,
     #[command(flatten)]
+    vips: VipArgs,
+    #[command(flatten)]
     timing: TimingArgs,
+}
+
+/// `--vip` and `--vip-dev`, shared by `node` and `vip-release`.
+#[derive(Debug, Clone, Args)]
+struct VipArgs {
+    /// A virtual address held only while this node is goose (e.g. 10.0.0.100/24,
+    /// fd00::100/64): added to --vip-dev and announced (gratuitous ARP, unsolicited neighbour
+    /// advertisement) once goose, removed the moment it is not, and at start. Repeat for more
+    /// (at most 16). Needs CAP_NET_ADMIN and CAP_NET_RAW.
+    #[arg(long = "vip", value_name = "IP/PREFIX", requires = "vip_devs")]
+    addrs: Vec<vip::VipAddr>,
+    /// The interface of the --vip addresses: one for all, or one per --vip in the same order.
+    #[arg(long = "vip-dev", value_name = "INTERFACE", requires = "addrs")]
+    vip_devs: Vec<vip::Interface>,
+}
+
+impl VipArgs {
+    /// Every `--vip` on its `--vip-dev`.
+    fn paired(&self) -> Result<Vec<vip::Vip>, String> {
+        vip::pair(&self.addrs, &self.vip_devs)
+    }
+}
+
+#[derive(Debug, Args)]
+struct VipReleaseArgs {
+    /// Read vip, vip-dev and data-dir from this TOML file (the node's own; its other keys
+    /// are ignored).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The node's data dir: refused while a node holds it.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    vips: VipArgs,
 }
 
 #[derive(Debug, Args)]
@@ -565,6 +615,13 @@ fn main() -> ExitCode {
     match command {
         Command::Node(args) => run_node(*args, argv),
         Command::ExecGuard(args) => exec::run_guard(&args.command),
+        Command::VipRelease(args) => {
+            let vips = args
+                .vips
+                .paired()
+                .unwrap_or_else(|message| usage_error("vip-release", &message));
+            vip::release_command(&vips, args.data_dir.as_deref())
+        }
         Command::Cluster(args) => run_cluster(args),
         Command::Whois(args) => {
             client::whois(&args.addrs, args.cluster_key_file.as_ref().map(|f| &f.key))
@@ -609,7 +666,10 @@ impl ClusterArgs {
 fn parse_cli(argv: &[OsString]) -> Cli {
     match parse_args(argv) {
         Ok(cli) => cli,
-        Err(ParseError::Config(message)) => usage_error("node", &message),
+        Err(ParseError::Config(message)) => {
+            let subcommand = argv.get(1).and_then(|name| name.to_str());
+            usage_error(subcommand.unwrap_or("node"), &message)
+        }
         Err(ParseError::Clap(mut error)) => {
             if error.use_stderr() && error.get(ContextKind::Usage).is_none() {
                 let subcommand = argv.get(1);
@@ -634,24 +694,30 @@ fn parse_args(argv: &[OsString]) -> Result<Cli, ParseError> {
     let matches = Cli::command()
         .try_get_matches_from(argv)
         .map_err(ParseError::Clap)?;
-    let merged = match matches.subcommand() {
-        Some(("node", node)) => match node.get_one::<PathBuf>("config") {
+    // `node` takes every key of the file; `vip-release` the keys it has flags for.
+    let (name, keys) = match matches.subcommand() {
+        Some(("node", sub)) => ("node", Some((sub, config::Keys::All))),
+        Some(("vip-release", sub)) => ("vip-release", Some((sub, config::Keys::OwnOnly))),
+        _ => ("", None),
+    };
+    let merged = match keys {
+        Some((sub, keys)) => match sub.get_one::<PathBuf>("config") {
             Some(path) => {
                 let mut command = Cli::command();
-                let node_command = command
-                    .find_subcommand_mut("node")
-                    .ok_or_else(|| ParseError::Config("no node subcommand".to_owned()))?;
-                // Everything after `node`, as given.
-                let at = argv.iter().position(|arg| arg == "node").unwrap_or(1);
+                let sub_command = command
+                    .find_subcommand_mut(name)
+                    .ok_or_else(|| ParseError::Config(format!("no {name} subcommand")))?;
+                // Everything after the subcommand, as given.
+                let at = argv.iter().position(|arg| arg == name).unwrap_or(1);
                 let mut merged: Vec<OsString> = argv[..=at].to_vec();
-                let node_args = config::merge(path, node_command, node, &argv[at + 1..])
+                let sub_args = config::merge(path, sub_command, sub, &argv[at + 1..], keys)
                     .map_err(ParseError::Config)?;
-                merged.extend(node_args);
+                merged.extend(sub_args);
                 Some(merged)
             }
             None => None,
         },
-        _ => None,
+        None => None,
     };
     let matches = match merged {
         Some(merged) => Cli::command()
@@ -731,6 +797,10 @@ fn run_node(args: NodeArgs, argv: Vec<OsString>) -> ExitCode {
         }
         event_loop::ExecOptions { command, grace }
     });
+    let vips = args
+        .vips
+        .paired()
+        .unwrap_or_else(|message| usage_error("node", &message));
     let reloadable = reloadable(&args).unwrap_or_else(|message| usage_error("node", &message));
     let fixed = Fixed::of(&args);
     let reload: Option<event_loop::Reload> = args
@@ -755,6 +825,7 @@ fn run_node(args: NodeArgs, argv: Vec<OsString>) -> ExitCode {
         check: reloadable.check,
         reload,
         http: args.http,
+        vips,
     };
     match event_loop::run(options) {
         Ok(()) => ExitCode::SUCCESS,
@@ -817,6 +888,8 @@ impl Fixed {
             ("cluster-key-file", format!("{key:?}")),
             ("exec", format!("{:?}", args.exec)),
             ("exec-grace-ms", format!("{:?}", args.exec_grace_ms)),
+            ("vip", format!("{:?}", args.vips.addrs)),
+            ("vip-dev", format!("{:?}", args.vips.vip_devs)),
             ("heartbeat-ms", format!("{:?}", args.timing.heartbeat_ms)),
             (
                 "election-timeout-ms",

@@ -77,6 +77,7 @@ use crate::clock::Clock;
 use crate::hooks::HookCommands;
 use crate::key_file::KeyFile;
 use crate::storage_file::{DataDir, DataDirError, FileStorage};
+use crate::vip::{self, Vip, Vips};
 
 use self::port::Port;
 use self::signals::Pipes;
@@ -128,6 +129,8 @@ pub(crate) struct Options {
     pub(crate) exec: Option<ExecOptions>,
     /// `--check`, its interval and failures.
     pub(crate) check: Option<CheckCommand>,
+    /// `--vip` on `--vip-dev`: addresses held only while goose ([`crate::vip`]).
+    pub(crate) vips: Vec<Vip>,
     /// What SIGHUP does: read the config file again (`None` without `--config`).
     pub(crate) reload: Option<Reload>,
 }
@@ -169,6 +172,7 @@ impl fmt::Debug for Options {
             .field("data_dir", &self.data_dir)
             .field("exec", &self.exec)
             .field("check", &self.check)
+            .field("vips", &self.vips)
             .finish_non_exhaustive()
     }
 }
@@ -190,6 +194,9 @@ pub(crate) enum RunError {
     StorageFailed,
     /// `--http`'s address could not be bound.
     Http(SocketAddr, io::Error),
+    /// `--vip` cannot be honoured: capabilities, sockets, an interface, a stale address
+    /// that cannot be removed.
+    Vip(String),
 }
 
 impl fmt::Display for RunError {
@@ -216,6 +223,7 @@ impl fmt::Display for RunError {
             Self::Poll(error) => write!(f, "event loop failed: {error}"),
             Self::StorageFailed => f.write_str("storage failed; stopped for good (fail-stop)"),
             Self::Http(addr, error) => write!(f, "cannot serve --http on {addr}: {error}"),
+            Self::Vip(message) => f.write_str(message),
         }
     }
 }
@@ -235,6 +243,11 @@ impl From<DataDirError> for RunError {
 ///
 /// See [`RunError`]: [`RunError::Usage`] is a reason to exit 2, the others to exit 1.
 pub(crate) fn run(options: Options) -> Result<(), RunError> {
+    // Nothing the node starts inherits what a unit grants for `--vip`.
+    vip::keep_capabilities_to_itself();
+    if !options.vips.is_empty() {
+        vip::check_capabilities().map_err(RunError::Vip)?;
+    }
     let data_dir = DataDir::open(&options.data_dir)?;
     let saved = data_dir.read_state()?;
     let id = identify(&options, &data_dir, saved.as_deref())?;
@@ -268,6 +281,7 @@ pub(crate) fn run(options: Options) -> Result<(), RunError> {
     if saved.is_some() {
         warn_if_membership_differs(&options, &node);
     }
+    let vips = open_vips(&options, id, listen, advertised)?;
     // Durable before the socket exists, so before anything is sent (module docs); after
     // every other check, so a start refused for another reason uses up no epoch.
     let epoch = data_dir.next_epoch()?;
@@ -287,9 +301,31 @@ pub(crate) fn run(options: Options) -> Result<(), RunError> {
         listen,
         advertised,
         epoch,
+        vips,
     };
     let mut runner = prepared.start(port, pipes, http)?;
     runner.run()
+}
+
+/// `--vip`'s addresses, before the node opens its socket: checked (not the node's own
+/// address, interfaces that exist), and removed wherever an earlier run that died as goose
+/// left them.
+fn open_vips(
+    options: &Options,
+    id: NodeId,
+    listen: SocketAddr,
+    advertised: SocketAddr,
+) -> Result<Option<Vips>, RunError> {
+    if options.vips.is_empty() {
+        return Ok(None);
+    }
+    let own = [listen.ip(), advertised.ip()];
+    if let Some(message) = vip::refuse_own_address(&options.vips, &own) {
+        return Err(RunError::Usage(message));
+    }
+    let mut vips = Vips::open(id, options.vips.clone()).map_err(RunError::Vip)?;
+    vips.remove_stale().map_err(RunError::Vip)?;
+    Ok(Some(vips))
 }
 
 /// The node's id: the state file's if there is one (and `--id`, if given, must agree),
@@ -366,6 +402,8 @@ struct Prepared {
     advertised: SocketAddr,
     /// This boot's epoch, already durable.
     epoch: u32,
+    /// `--vip`'s addresses, none held (stale ones removed).
+    vips: Option<Vips>,
 }
 
 /// One line saying whether peer frames are authenticated (never the key itself).

@@ -18,9 +18,10 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::check::Check;
 use crate::clock::Clock;
-use crate::exec::{ExecChild, GooseOnly, LeaseRule, Verdict, EXEC_REAP_SLACK};
+use crate::exec::{grace_limit, ExecChild, GooseOnly, LeaseRule, Verdict, EXEC_REAP_SLACK};
 use crate::hooks::{HookRole, Hooks, Transition};
 use crate::storage_file::{DataDir, FileStorage};
+use crate::vip::RELEASE_BOUND as VIP_RELEASE_BOUND;
 
 use crate::http::Publisher;
 
@@ -209,8 +210,9 @@ impl Runner {
                 }
                 Verdict::Lapse { by } => {
                     log::warn!(
-                        "node {} term {}: lease left {} ms, below the exec grace: stopping \
-                         the exec child by the lease's end and stepping down",
+                        "node {} term {}: lease left {} ms, below the grace: letting go of \
+                         what only the goose holds (exec child, addresses) by the lease's end \
+                         and stepping down",
                         status.id,
                         status.term,
                         status.lease_remaining.millis()
@@ -403,9 +405,11 @@ impl Runner {
             ip: source.ip().to_canonical(),
             trusted: source.ip().to_canonical().is_loopback(),
         };
+        let field = self.goose_only.iter().find_map(|held| held.status_field());
         let host = Host {
             control_token: self.control_token.as_deref(),
             counters: &self.port.counters(),
+            fields: field.as_slice(),
         };
         let datagram = self.port.datagram(size);
         let before = *self.service.stats();
@@ -723,6 +727,7 @@ impl Prepared {
             listen,
             advertised,
             epoch,
+            vips,
         } = self;
         let heard = Heard::new(clock.now());
         let poll = Poll::new().map_err(RunError::Poll)?;
@@ -785,6 +790,27 @@ impl Prepared {
         let mut goose_only: Vec<Box<dyn GooseOnly>> = Vec::new();
         let mut lease_rule = None;
         let mut hold = None;
+        if let Some(vips) = vips {
+            // First in the list: added before the --exec child starts (a job may bind the
+            // address), removed before it is stopped.
+            log::info!(
+                "node {id}: holds {} only while goose; removed when the lease left drops \
+                 below {} ms, on a handoff (before TimeoutNow) and on leaving",
+                options
+                    .vips
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                options
+                    .exec
+                    .as_ref()
+                    .map_or_else(|| grace_limit(&config), |exec| exec.grace)
+                    .millis()
+            );
+            goose_only.push(Box::new(vips));
+            hold = Some(VIP_RELEASE_BOUND);
+        }
         if let Some(exec) = options.exec {
             log::info!(
                 "node {id}: exec child `{}` only while goose; SIGTERM when the lease left \
@@ -793,8 +819,13 @@ impl Prepared {
                 exec.grace.millis()
             );
             lease_rule = Some(LeaseRule::new(exec.grace));
-            hold = Some(exec.grace + EXEC_REAP_SLACK);
+            let reap = exec.grace + EXEC_REAP_SLACK;
+            hold = Some(hold.map_or(reap, |hold: Duration| hold.max(reap)));
             goose_only.push(Box::new(ExecChild::new(id, exec.command, exec.grace)));
+        }
+        if lease_rule.is_none() && !goose_only.is_empty() {
+            // The addresses alone: the rule's grace is --exec-grace-ms's default.
+            lease_rule = Some(LeaseRule::new(grace_limit(&config)));
         }
         if options.hooks.any() {
             // A duck hook may wait for a goose hook still running: two hooks' worth.

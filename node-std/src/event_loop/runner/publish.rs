@@ -1,6 +1,7 @@
 //! The snapshot a node with `--http` publishes ([`crate::http`]): the `ctl status` line the
 //! service writes, and the members as this node sees them.
 
+use goose_core::service::Host;
 use goose_core::NodeId;
 
 use crate::status::{Fields, MemberView, Snapshot};
@@ -17,12 +18,13 @@ impl Runner {
             return;
         }
         let mut line = String::new();
-        let counters = self.port.counters();
-        if self
-            .service
-            .write_status_line(now, &counters, &mut line)
-            .is_err()
-        {
+        let field = self.goose_only.iter().find_map(|held| held.status_field());
+        let host = Host {
+            control_token: None,
+            counters: &self.port.counters(),
+            fields: field.as_slice(),
+        };
+        if self.service.write_status_line(now, &host, &mut line).is_err() {
             return; // a String takes any line
         }
         let fields = Fields::parse(&line).unwrap_or_default();
