@@ -1528,8 +1528,11 @@ mod tests {
         let mut vips: String<1024> = String::new();
         for n in 0..16 {
             let separator = if n == 0 { "" } else { "," };
-            write!(vips, "{separator}ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff{n:02x}/128@abcdefghijklmno")
-                .unwrap();
+            write!(
+                vips,
+                "{separator}ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff{n:02x}/128@abcdefghijklmno"
+            )
+            .unwrap();
         }
         let status = StatusReply {
             goose: false,

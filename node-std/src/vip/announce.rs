@@ -192,7 +192,10 @@ mod tests {
         assert!(flags.r#override && !flags.solicited && !flags.router);
         let payload = icmp.payload();
         assert_eq!(&payload[..16], &ip.octets());
-        assert_eq!(&payload[16..18], &[OPTION_TARGET_LINK_LAYER, OPTION_LENGTH_ONE]);
+        assert_eq!(
+            &payload[16..18],
+            &[OPTION_TARGET_LINK_LAYER, OPTION_LENGTH_ONE]
+        );
         assert_eq!(&payload[18..24], &MAC);
         // The checksum covers the pseudo-header: recomputed, it matches what was written.
         let expected = icmp

@@ -97,9 +97,8 @@ impl FromStr for VipAddr {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let usage = || {
-            format!("expected <ip>/<prefix>, e.g. 10.0.0.100/24 or fd00::100/64, got {text:?}")
-        };
+        let usage =
+            || format!("expected <ip>/<prefix>, e.g. 10.0.0.100/24 or fd00::100/64, got {text:?}");
         let (ip, prefix) = text.split_once('/').ok_or_else(usage)?;
         let ip: IpAddr = ip.parse().map_err(|_| usage())?;
         let prefix: u8 = prefix.parse().map_err(|_| usage())?;
@@ -224,7 +223,10 @@ pub(crate) fn pair(addrs: &[VipAddr], devs: &[Interface]) -> Result<Vec<Vip>, St
         ));
     }
     for (index, vip) in vips.iter().enumerate() {
-        if vips[..index].iter().any(|other| other.addr.ip == vip.addr.ip) {
+        if vips[..index]
+            .iter()
+            .any(|other| other.addr.ip == vip.addr.ip)
+        {
             return Err(format!("--vip {} is given twice", vip.addr.ip));
         }
     }
@@ -458,11 +460,7 @@ fn add<S: Stack>(stack: &mut S, id: NodeId, term: Term, entry: &mut Entry, now: 
         .and_then(|link| stack.add(&link, &vip.addr).map(|()| link));
     match added {
         Ok(link) => {
-            log::info!(
-                "node {id} term {term}: holding {} on {}",
-                vip.addr,
-                vip.dev
-            );
+            log::info!("node {id} term {term}: holding {} on {}", vip.addr, vip.dev);
             entry.on = Some(link);
             entry.failures = 0;
             entry.retry_at = None;

@@ -70,7 +70,9 @@ impl Netlink {
     /// the address with); a failed request.
     pub(crate) fn link(&mut self, name: &str) -> io::Result<Link> {
         let mut message = LinkMessage::default();
-        message.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        message
+            .attributes
+            .push(LinkAttribute::IfName(name.to_owned()));
         let answer = self.request(RouteNetlinkMessage::GetLink(message), 0)?;
         let Some(RouteNetlinkMessage::NewLink(link)) = answer else {
             return Err(io::Error::other("the kernel described no interface"));
@@ -85,10 +87,13 @@ impl Netlink {
                 ),
             ));
         }
-        let mac = link.attributes.iter().find_map(|attribute| match attribute {
-            LinkAttribute::Address(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),
-            _ => None,
-        });
+        let mac = link
+            .attributes
+            .iter()
+            .find_map(|attribute| match attribute {
+                LinkAttribute::Address(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),
+                _ => None,
+            });
         let mac = mac.ok_or_else(|| io::Error::other("the interface has no Ethernet address"))?;
         Ok(Link {
             index: link.header.index,

@@ -199,7 +199,10 @@ fn stale_addresses_go_at_start_and_held_ones_when_dropped() {
     assert_eq!(s.on.borrow().len(), 2);
     let on = Rc::clone(&s.on);
     drop(s);
-    assert!(on.borrow().is_empty(), "dropping the node's addresses removes them");
+    assert!(
+        on.borrow().is_empty(),
+        "dropping the node's addresses removes them"
+    );
 }
 
 #[test]
@@ -224,7 +227,15 @@ fn addresses_and_interfaces_parse_and_pair() {
     }
     assert!("eth0".parse::<Interface>().is_ok());
     assert!("enp0s31f6.100".parse::<Interface>().is_ok());
-    for bad in ["", "a/b", "eth0:1", "a,b", "with space", "sixteen-bytes-xx", ".."] {
+    for bad in [
+        "",
+        "a/b",
+        "eth0:1",
+        "a,b",
+        "with space",
+        "sixteen-bytes-xx",
+        "..",
+    ] {
         assert!(bad.parse::<Interface>().is_err(), "{bad:?}");
     }
 

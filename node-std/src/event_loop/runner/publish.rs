@@ -24,7 +24,11 @@ impl Runner {
             counters: &self.port.counters(),
             fields: field.as_slice(),
         };
-        if self.service.write_status_line(now, &host, &mut line).is_err() {
+        if self
+            .service
+            .write_status_line(now, &host, &mut line)
+            .is_err()
+        {
             return; // a String takes any line
         }
         let fields = Fields::parse(&line).unwrap_or_default();
