@@ -7,7 +7,7 @@
 //!
 //! - one row per node: id, address, process (running, stopped by `ctl stop`, killed,
 //!   exited, partitioned by the dashboard), role, Raft role, term, lease left, commit, the
-//!   last change and its reason, how long ago;
+//!   last change and its reason, how long ago, the `--vip` addresses it holds;
 //! - the goose timeline: who was goose from when, the elections (terms) seen, and the
 //!   failover gaps (time without a goose between two geese);
 //! - the selected node's log (its `node.log`, where a dashboard sends each node's output).
@@ -362,6 +362,7 @@ fn draw_nodes(
         "commit",
         "last change",
         "ago",
+        "vips",
     ])
     .style(Style::default().add_modifier(Modifier::BOLD));
     let rows = nodes
@@ -409,6 +410,7 @@ fn draw_nodes(
                 get("commit"),
                 fields.map_or_else(|| "-".to_owned(), Fields::cause),
                 ago,
+                fields.map_or_else(|| "-".to_owned(), |f| f.vips().join(" ")),
             ])
             .style(style)
         });
@@ -423,6 +425,7 @@ fn draw_nodes(
         Constraint::Length(7),
         Constraint::Length(20),
         Constraint::Length(8),
+        Constraint::Min(4),
     ];
     let table = Table::new(rows, widths)
         .header(header)

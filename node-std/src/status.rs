@@ -17,7 +17,7 @@ use serde::Serialize;
 
 /// The keys of `ctl status` that are not counters, in the order the line gives them.
 /// Every other key is a counter.
-pub(crate) const FIELDS: [&str; 14] = [
+pub(crate) const FIELDS: [&str; 15] = [
     "role",
     "raft",
     "id",
@@ -32,6 +32,7 @@ pub(crate) const FIELDS: [&str; 14] = [
     "cause",
     "cause_node",
     "changed_ms",
+    "vips",
 ];
 
 /// Terms the history keeps: the newest; older ones are dropped.
@@ -92,6 +93,14 @@ impl Fields {
             .filter_map(|(key, value)| Some((key.as_str(), value.parse().ok()?)))
     }
 
+    /// The `--vip` addresses the node holds now (`10.0.0.100/24@eth0`); empty for a node
+    /// that holds none, or has no `--vip`.
+    pub(crate) fn vips(&self) -> Vec<&str> {
+        self.get("vips")
+            .map(|list| list.split(',').filter(|vip| !vip.is_empty()).collect())
+            .unwrap_or_default()
+    }
+
     /// The line's reason for the last change, in a few words: `higher-term 3`.
     pub(crate) fn cause(&self) -> String {
         match (self.get("cause"), self.get("cause_node")) {
@@ -144,8 +153,8 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    /// `/status`: every `ctl status` pair (numbers as numbers, the id lists as arrays), the
-    /// members, the term history, version and uptime.
+    /// `/status`: every `ctl status` pair (numbers as numbers, the id lists and the held
+    /// `vips` as arrays), the members, the term history, version and uptime.
     pub(crate) fn to_json(&self) -> String {
         let mut status = serde_json::Map::new();
         for (key, value) in &self.fields.0 {
@@ -154,6 +163,7 @@ impl Snapshot {
                     let ids = value.split(',').filter_map(|id| id.parse::<u64>().ok());
                     serde_json::Value::from(ids.collect::<Vec<u64>>())
                 }
+                ("vips", _) => serde_json::Value::from(self.fields.vips()),
                 (_, Ok(number)) => serde_json::Value::from(number),
                 _ => serde_json::Value::from(value.as_str()),
             };
@@ -227,6 +237,13 @@ impl Snapshot {
             "Seconds since this node's process started.",
             self.uptime_s,
         );
+        if fields.get("vips").is_some() {
+            gauge(
+                "goose_vips_held",
+                "--vip addresses this node holds now (0 unless goose).",
+                fields.vips().len() as f64,
+            );
+        }
         let _ = writeln!(out, "# HELP goose_elections_total Terms this node entered since it started (each new term is an election).");
         let _ = writeln!(out, "# TYPE goose_elections_total counter");
         let _ = writeln!(
@@ -273,6 +290,15 @@ impl Snapshot {
             up = self.uptime_s,
             listen = escape(&self.listen),
         );
+        if fields.get("vips").is_some() {
+            let vips = fields.vips();
+            let held = if vips.is_empty() {
+                "none".to_owned()
+            } else {
+                escape(&vips.join(", "))
+            };
+            let _ = write!(page, "<p id=\"vips\">virtual addresses held: {held}</p>");
+        }
         page.push_str(
             "<h2>members</h2><table id=\"members\"><tr><th>id</th><th>address</th>\
              <th>kind</th><th>role</th><th>last heard</th><th>match</th><th>lag</th></tr>",
@@ -389,6 +415,49 @@ mod tests {
             html.contains("<span class=\"goose\">goose</span>"),
             "{html}"
         );
+    }
+
+    #[test]
+    fn held_vips_are_a_list_in_json_a_gauge_and_a_line_on_the_page() {
+        let line = LINE.replace(
+            " drop_short=3",
+            " vips=10.0.0.100/24@eth0,fd00::100/64@eth0 drop_short=3",
+        );
+        let fields = Fields::parse(&line).unwrap();
+        assert_eq!(fields.counters().count(), 3, "vips is no counter");
+        let snapshot = Snapshot {
+            fields,
+            ..Snapshot::default()
+        };
+        let json: serde_json::Value = serde_json::from_str(&snapshot.to_json()).unwrap();
+        assert_eq!(
+            json["status"]["vips"],
+            serde_json::json!(["10.0.0.100/24@eth0", "fd00::100/64@eth0"])
+        );
+        let metrics = snapshot.to_metrics();
+        assert!(metrics.contains("\ngoose_vips_held 2\n"), "{metrics}");
+        let html = snapshot.to_html();
+        assert!(
+            html.contains("held: 10.0.0.100/24@eth0, fd00::100/64@eth0</p>"),
+            "{html}"
+        );
+
+        // A duck with --vip holds none: an empty list, not a missing key.
+        let duck = LINE.replace(" drop_short=3", " vips= drop_short=3");
+        let snapshot = Snapshot {
+            fields: Fields::parse(&duck).unwrap(),
+            ..Snapshot::default()
+        };
+        let json: serde_json::Value = serde_json::from_str(&snapshot.to_json()).unwrap();
+        assert_eq!(json["status"]["vips"], serde_json::json!([]));
+        assert!(snapshot.to_metrics().contains("\ngoose_vips_held 0\n"));
+        // Without --vip: no key, no gauge.
+        let plain = Snapshot {
+            fields: Fields::parse(LINE).unwrap(),
+            ..Snapshot::default()
+        };
+        assert!(!plain.to_json().contains("vips"));
+        assert!(!plain.to_metrics().contains("vips"));
     }
 
     #[test]

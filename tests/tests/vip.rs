@@ -1,6 +1,17 @@
-//! A virtual IP moved by goose (with `--on-goose`/`--on-duck` hooks that run `ip addr` and
-//! `arping`, by hand) and by keepalived, on three node namespaces and a client probing the
-//! address every millisecond (`flock_tests::vip`): the short version of `bench_vip`.
+//! A virtual IP moved by goose (with `--vip`, and with `--on-goose`/`--on-duck` hooks that
+//! run `ip addr` and `arping`, by hand) and by keepalived, on three node namespaces and a
+//! client probing the address every millisecond (`flock_tests::vip`): the short version of
+//! `bench_vip`. The runs take turns ([`TURN`]): each needs the probes' millisecond.
+//!
+//! For `goose --vip` it asserts the feature's promise: after a link cut, an election cut, a
+//! SIGTERM or a `ctl transfer` of the holder, no two nodes ever hold the address, not for a
+//! millisecond (the node removes it when its lease lapses, before another node can be
+//! elected, and before TimeoutNow at a handoff); the client's answers come from exactly one
+//! node at a time, from the new goose within the failover bound plus the announcement. After
+//! a SIGKILL under the systemd unit's stop logic (its `ExecStopPost`, run as systemd runs it)
+//! the address is gone before the new goose claims it; without that stop logic it stays until
+//! the node is restarted, which removes it before anything else. A node without the
+//! capabilities `--vip` needs refuses to start, saying which.
 //!
 //! For goose it asserts what must hold: after a link cut, an election cut or a SIGTERM of
 //! the holder, the client's answers come from exactly one node at a time, from the new goose
@@ -16,9 +27,12 @@
 //! Needs root (network namespaces, `ip`, `nft`, `arping`, `keepalived`) and fails, never
 //! skips, without it.
 
+use std::os::unix::process::CommandExt as _;
+use std::process::Command;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use flock_tests::procs::goose_binary;
+use flock_tests::procs::{goose_binary, TempDir};
 use flock_tests::vip::analysis::ms;
 use flock_tests::vip::contender::Kind;
 use flock_tests::vip::scenario::{self, Outcome, Plan};
@@ -36,18 +50,38 @@ const ANNOUNCEMENT_ALLOWANCE: Duration = Duration::from_millis(200);
 /// cannot close; this bounds it on a loaded machine.
 const HOOKS_HANDOFF_OVERLAP_MAX: Duration = Duration::from_millis(100);
 
+/// One run at a time: a run's client probes every millisecond, and two runs side by side
+/// on two cores would measure each other.
+static TURN: Mutex<()> = Mutex::new(());
+
+/// From the new goose's election to the client's first answer from it with `--vip`: one
+/// netlink request, the announcements, the client's neighbour entry, its next probe. Under a
+/// millisecond on a quiet machine; this allows for a loaded one.
+const VIP_ANNOUNCEMENT_ALLOWANCE: Duration = Duration::from_millis(100);
+/// How long a restarted node may take to remove the address a killed run of it left: it
+/// does so before it opens its socket, a few milliseconds after exec.
+const STALE_REMOVED_WITHIN: Duration = Duration::from_secs(1);
+/// The kernel's numbers of the two capabilities `--vip` needs (linux/capability.h).
+const CAP_NET_ADMIN: libc::c_ulong = 12;
+const CAP_NET_RAW: libc::c_ulong = 13;
+
 fn plan() -> Plan {
     Plan {
         link_cuts: 3,
         election_cuts: 2,
         election_cut_for: Duration::from_secs(2),
         stops: 2,
+        transfers: 0,
         kills: 1,
     }
 }
 
 fn run(kind: Kind) -> Outcome {
-    let outcome = scenario::run(kind, &plan(), goose_binary())
+    run_plan(kind, &plan())
+}
+
+fn run_plan(kind: Kind, plan: &Plan) -> Outcome {
+    let outcome = scenario::run(kind, plan, goose_binary())
         .unwrap_or_else(|error| panic!("{}: harness: {error}", kind.label()));
     assert!(
         !outcome.truncated,
@@ -63,6 +97,7 @@ fn micros(duration: Duration) -> Micros {
 
 #[test]
 fn the_vip_follows_the_goose_and_keepalived_splits() {
+    let _turn = TURN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let goose = run(Kind::GooseHooks);
     let keepalived = run(Kind::Keepalived { advert_cs: 10 });
     println!("{}", tables(&plan(), &[goose.clone(), keepalived.clone()]));
@@ -177,7 +212,11 @@ fn the_vip_follows_the_goose_and_keepalived_splits() {
         keepalived.link_cuts
     );
 
-    // Everything the runs made is gone.
+    assert_no_leftovers();
+}
+
+/// Everything the runs of this process made is gone.
+fn assert_no_leftovers() {
     let leftovers: Vec<String> = std::fs::read_dir("/run/netns")
         .map(|entries| {
             entries
@@ -191,4 +230,131 @@ fn the_vip_follows_the_goose_and_keepalived_splits() {
         leftovers.is_empty(),
         "namespaces left behind: {leftovers:?}"
     );
+}
+
+#[test]
+fn goose_vip_is_held_by_one_node_at_a_time_and_cleaned_up_after_a_kill() {
+    let _turn = TURN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let plan = Plan {
+        link_cuts: 3,
+        election_cuts: 1,
+        election_cut_for: Duration::from_secs(2),
+        stops: 2,
+        transfers: 2,
+        kills: 2,
+    };
+    let kind = Kind::GooseVip { unit: true };
+    let vip = run_plan(kind, &plan);
+    let kills_only = Plan {
+        link_cuts: 0,
+        election_cuts: 0,
+        stops: 0,
+        transfers: 0,
+        kills: 1,
+        ..plan
+    };
+    let bare = run_plan(Kind::GooseVip { unit: false }, &kills_only);
+    println!("{}", tables(&plan, std::slice::from_ref(&vip)));
+    println!("{}", tables(&kills_only, std::slice::from_ref(&bare)));
+
+    let bound = micros(kind.failover_expected_max() + VIP_ANNOUNCEMENT_ALLOWANCE);
+    let within = |what: &str, failover: Option<Micros>, detail: &dyn std::fmt::Debug| {
+        let failover =
+            failover.unwrap_or_else(|| panic!("{what}: no other node answered: {detail:?}"));
+        assert!(
+            failover <= bound,
+            "{what}: the new goose answered after {} ms, bound {} ms: {detail:?}",
+            ms(failover),
+            ms(bound)
+        );
+    };
+    for (index, cut) in vip.link_cuts.iter().enumerate() {
+        let what = format!("link cut {index}");
+        within(&what, cut.failover, cut);
+        assert_eq!(cut.two_holders.total, 0, "{what}: two holders: {cut:?}");
+        assert_eq!(cut.strays, 0, "{what}: answers interleaved: {cut:?}");
+    }
+    for (index, cut) in vip.election_cuts.iter().enumerate() {
+        let what = format!("election cut {index}");
+        within(&what, cut.failover, cut);
+        assert_eq!(cut.two_holders.total, 0, "{what}: two holders: {cut:?}");
+        assert_eq!(cut.switches, 1, "{what}: answers from more than two nodes in turn: {cut:?}");
+        assert!(cut.settled_after.is_some(), "{what}: never settled: {cut:?}");
+    }
+    // A handoff: the address is removed before TimeoutNow leaves, so before the target can
+    // be elected: not even the hooks' few milliseconds of overlap.
+    for (what, handoffs) in [("stop", &vip.stops), ("transfer", &vip.transfers)] {
+        assert!(!handoffs.is_empty(), "no {what} ran");
+        for (index, handoff) in handoffs.iter().enumerate() {
+            let what = format!("{what} {index}");
+            assert!(handoff.exited, "{what}: not done as asked: {handoff:?}");
+            within(&what, handoff.failover, handoff);
+            assert_eq!(handoff.two_holders.total, 0, "{what}: two holders: {handoff:?}");
+            assert_eq!(handoff.strays, 0, "{what}: answers interleaved: {handoff:?}");
+        }
+    }
+    // kill -9 under the unit: its ExecStopPost removed the address before another node
+    // could be elected.
+    for (index, kill) in vip.kills.iter().enumerate() {
+        let what = format!("kill {index} (unit)");
+        within(&what, kill.failover, kill);
+        assert!(!kill.held_when_replaced, "{what}: the address outlived the kill: {kill:?}");
+        assert_eq!(kill.two_holders.total, 0, "{what}: two holders: {kill:?}");
+        println!(
+            "goose --vip, kill -9 under the unit's stop logic: two holders for {} ms",
+            ms(kill.two_holders.longest)
+        );
+    }
+    // kill -9 without it: the address stays while the new goose claims it, until the
+    // restarted node removes it, first thing.
+    for (index, kill) in bare.kills.iter().enumerate() {
+        let what = format!("kill {index} (no unit)");
+        within(&what, kill.failover, kill);
+        assert!(
+            kill.held_when_replaced,
+            "{what}: a killed node's address was not seen staying: {kill:?}"
+        );
+        let removed = kill
+            .released_after_restart
+            .unwrap_or_else(|| panic!("{what}: the restarted node did not remove it: {kill:?}"));
+        assert!(
+            removed <= micros(STALE_REMOVED_WITHIN),
+            "{what}: removed {} ms after the restart: {kill:?}",
+            ms(removed)
+        );
+        println!(
+            "goose --vip, kill -9 without the unit: two holders for {} ms (until the restart)",
+            ms(kill.two_holders.longest)
+        );
+    }
+    assert_no_leftovers();
+}
+
+#[test]
+fn goose_vip_without_its_capabilities_refuses_to_start_and_says_which() {
+    let folder = TempDir::new("vipcaps");
+    let data_dir = folder.path().join("data");
+    let mut command = Command::new(goose_binary());
+    command.args(["node", "--id", "1", "--single", "--listen", "127.0.0.1:9", "--data-dir"]);
+    command.arg(&data_dir);
+    command.args(["--vip", "10.77.0.200/24", "--vip-dev", "lo"]);
+    // SAFETY: only prctl runs between fork and exec. Dropping both from the bounding set
+    // leaves root without them after exec, as a unit without the grant would.
+    unsafe {
+        command.pre_exec(|| {
+            for capability in [CAP_NET_ADMIN, CAP_NET_RAW] {
+                if libc::prctl(libc::PR_CAPBSET_DROP, capability, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let output = command.output().expect("run goose");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    for said in ["CAP_NET_ADMIN and CAP_NET_RAW", "AmbientCapabilities="] {
+        assert!(stderr.contains(said), "{said:?} not in: {stderr}");
+    }
+    assert!(!data_dir.exists(), "refused before it made its data dir");
 }

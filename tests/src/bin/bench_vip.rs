@@ -3,17 +3,21 @@
 //!
 //! ```text
 //! cargo run --release -p flock-tests --bin bench_vip -- [--cuts N] [--election-cuts N]
-//!     [--election-secs S] [--stops N] [--kills N] [--adverts 1,0.1,0.01] [--no-goose]
-//!     [--goose <path>] [--timelines]
+//!     [--election-secs S] [--stops N] [--transfers N] [--kills N] [--adverts 1,0.1,0.01]
+//!     [--no-goose] [--no-hooks] [--goose <path>] [--timelines]
 //! ```
 //!
 //! Each contender gets a fresh fabric (three nodes, a client probing the address every
 //! millisecond) and the same faults: `--cuts` link cuts of the holder (default 20),
 //! `--election-cuts` cuts of its election traffic alone for `--election-secs` (default 1 of
 //! 5 s), `--stops` graceful stops of its service (SIGTERM, then a restart; default 10),
-//! `--kills` SIGKILLs of its processes, then a restart (default 3). The contenders: goose at
-//! its default timing with `--on-goose`/`--on-duck` hooks that move the address by hand
-//! (`--no-goose` leaves it out), and keepalived at each advertisement interval of
+//! `--transfers` planned handoffs (`ctl transfer`, goose only; default 10), `--kills`
+//! SIGKILLs of its processes, then a restart (default 3). The contenders: goose at its
+//! default timing with `--vip`, run from a config file as the systemd unit runs it (a kill is
+//! followed by the unit's `ExecStopPost`), and again for the kills alone without that stop
+//! logic, so that only the restarted node removes the address; goose with
+//! `--on-goose`/`--on-duck` hooks that move the address by hand (`--no-hooks` leaves it
+//! out; `--no-goose` leaves out every goose), and keepalived at each advertisement interval of
 //! `--adverts` (seconds; default its default 1, the common 0.1, and the shortest it
 //! accepts, 0.01). Prints one markdown table per fault (and with `--timelines`, on stderr,
 //! what happened in each fault: claims, releases and runs of answers, in ms). Exit 0 when every contender ran, 1
@@ -29,8 +33,8 @@ use flock_tests::vip::scenario::{self, Outcome, Plan};
 use flock_tests::vip::tables;
 
 const USAGE: &str = "usage: bench_vip [--cuts N] [--election-cuts N] [--election-secs S] \
-                     [--stops N] [--kills N] [--adverts 1,0.1,0.01] [--no-goose] [--goose <path>] \
-                     [--timelines]";
+                     [--stops N] [--transfers N] [--kills N] [--adverts 1,0.1,0.01] [--no-goose] \
+                     [--no-hooks] [--goose <path>] [--timelines]";
 /// More faults of one kind than this is a typo, not a benchmark.
 const FAULTS_MAX: usize = 1000;
 /// Advertisement intervals keepalived accepts, in centiseconds.
@@ -50,9 +54,11 @@ fn parse(args: &[String]) -> Result<Args, String> {
         election_cuts: 1,
         election_cut_for: Duration::from_secs(5),
         stops: 10,
+        transfers: 10,
         kills: 3,
     };
     let mut goose = true;
+    let mut hooks = true;
     let mut adverts = vec![
         Kind::KEEPALIVED_DEFAULT,
         Kind::Keepalived { advert_cs: 10 },
@@ -64,6 +70,10 @@ fn parse(args: &[String]) -> Result<Args, String> {
     while let Some(flag) = rest.next() {
         if flag == "--no-goose" {
             goose = false;
+            continue;
+        }
+        if flag == "--no-hooks" {
+            hooks = false;
             continue;
         }
         if flag == "--timelines" {
@@ -82,6 +92,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--cuts" => plan.link_cuts = count()?,
             "--election-cuts" => plan.election_cuts = count()?,
             "--stops" => plan.stops = count()?,
+            "--transfers" => plan.transfers = count()?,
             "--kills" => plan.kills = count()?,
             "--election-secs" => {
                 plan.election_cut_for = value
@@ -118,7 +129,10 @@ fn parse(args: &[String]) -> Result<Args, String> {
     }
     let mut contenders = Vec::new();
     if goose {
-        contenders.push(Kind::GooseHooks);
+        contenders.push(Kind::GooseVip { unit: true });
+        if hooks {
+            contenders.push(Kind::GooseHooks);
+        }
     }
     contenders.extend(adverts);
     Ok(Args {
@@ -151,6 +165,12 @@ fn timelines(outcome: &Outcome) -> String {
             stop.owner, stop.timeline
         );
     }
+    for (index, transfer) in outcome.transfers.iter().enumerate() {
+        text += &format!(
+            "{label}: transfer {index} of n{}\n{}",
+            transfer.owner, transfer.timeline
+        );
+    }
     for (index, kill) in outcome.kills.iter().enumerate() {
         text += &format!(
             "{label}: kill {index} of n{}\n{}",
@@ -173,11 +193,25 @@ fn main() -> ExitCode {
         procs::use_goose_binary(path);
     }
     let goose = procs::goose_binary();
+    // goose --vip without the unit's stop logic differs from it in kills alone.
+    let kills_only = Plan {
+        link_cuts: 0,
+        election_cuts: 0,
+        stops: 0,
+        transfers: 0,
+        ..args.plan
+    };
+    let no_unit = Kind::GooseVip { unit: false };
+    let mut runs: Vec<(Kind, Plan)> = args.contenders.iter().map(|k| (*k, args.plan)).collect();
+    if args.contenders.contains(&Kind::GooseVip { unit: true }) && args.plan.kills > 0 {
+        runs.push((no_unit, kills_only));
+    }
     let mut outcomes = Vec::new();
+    let mut kill_outcomes = Vec::new();
     let mut failed = false;
-    for kind in &args.contenders {
+    for (kind, plan) in &runs {
         eprintln!("bench_vip: {} …", kind.label());
-        match scenario::run(*kind, &args.plan, goose) {
+        match scenario::run(*kind, plan, goose) {
             Ok(outcome) => {
                 eprintln!(
                     "bench_vip: {}: settled {} ms after start",
@@ -187,7 +221,11 @@ fn main() -> ExitCode {
                 if args.timelines {
                     eprint!("{}", timelines(&outcome));
                 }
-                outcomes.push(outcome);
+                if *kind == no_unit {
+                    kill_outcomes.push(outcome);
+                } else {
+                    outcomes.push(outcome);
+                }
             }
             Err(error) => {
                 eprintln!("bench_vip: {}: {error}", kind.label());
@@ -196,6 +234,9 @@ fn main() -> ExitCode {
         }
     }
     println!("{}", tables(&args.plan, &outcomes));
+    if !kill_outcomes.is_empty() {
+        println!("{}", tables(&kills_only, &kill_outcomes));
+    }
     if failed {
         ExitCode::FAILURE
     } else {

@@ -336,6 +336,17 @@ pub fn run_in(ns: &str, program: &str, args: &[&str], stdin: Option<&str>) -> Re
     run(&mut command, program, args, stdin)
 }
 
+/// Runs `binary <args>` (a path, not a name looked up) inside namespace `ns`, to its end.
+///
+/// # Errors
+///
+/// The command line and its stderr if it could not run or failed.
+pub fn exec_in(ns: &str, binary: &Path, args: &[&str]) -> Result<(), String> {
+    let mut command = Command::new(sbin("ip"));
+    command.args(["netns", "exec", ns]).arg(binary).args(args);
+    run(&mut command, &binary.display().to_string(), args, None)
+}
+
 /// Runs `command` (named `program <args>` in errors) to its end.
 fn run(
     command: &mut Command,

@@ -1,4 +1,5 @@
-//! What moves the virtual IP: a goose flock, or keepalived. Each runs one process per node
+//! What moves the virtual IP: a goose flock (with `--vip`, or with hooks that move it by
+//! hand), or keepalived. Each runs one process per node
 //! namespace, started, killed and restarted by pid, with its files (data dirs, configs, pid
 //! files, logs) in the run's temporary folder. Nothing outlives a run killed too hard to
 //! drop: every process gets SIGKILL when the thread that started it ends
@@ -12,13 +13,22 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::netns::process::{NodeProcess, NodeSpec};
-use crate::netns::{sbin, Fabric};
+use crate::netns::{self, sbin, Fabric};
 use crate::procs::Timing;
 
 use super::{NODES, VIP, VIP_DEV, VIP_PREFIX};
 
 /// The port goose nodes listen on (peer frames, probes, control), at their own addresses.
 pub const GOOSE_PORT: u16 = 7000;
+/// The control token goose nodes take commands with from the client's namespace
+/// (`ctl transfer`): control from anywhere but loopback needs one.
+pub const CONTROL_TOKEN: &str = "ddgvip";
+/// The systemd unit whose `ExecStopPost` the `goose --vip` contender runs after a kill, as
+/// systemd would: the repository's own, so the test checks the line users install.
+const UNIT_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/goose.service");
+/// The binary and config file the unit names, replaced by the run's own.
+const UNIT_BINARY: &str = "/usr/local/bin/goose";
+const UNIT_CONFIG: &str = "/etc/goose/goose.toml";
 /// The nftables table (family `inet`) that holds an election cut.
 pub const FILTER_TABLE: &str = "ddgvip";
 /// How long a process may take to exit after SIGTERM before it is killed: a goose hands off
@@ -46,6 +56,14 @@ pub enum Kind {
     /// that add and remove the address with `ip` and announce it with `arping`: what a user
     /// can do by hand today.
     GooseHooks,
+    /// `goose node --vip` at the contract's default timing, from a config file as the
+    /// systemd unit runs it. With `unit`, a kill is followed by the unit's `ExecStopPost`
+    /// (`goose vip-release`), as systemd runs it once the node has gone; without, only the
+    /// restarted node removes what the killed one held.
+    GooseVip {
+        /// Whether the unit's stop logic runs after a kill.
+        unit: bool,
+    },
     /// keepalived (VRRP) advertising every `advert_cs` centiseconds: 100 is its default
     /// (VRRPv2, whole seconds only); below 100 it runs VRRPv3, whose interval keepalived
     /// accepts down to 1 centisecond.
@@ -65,6 +83,8 @@ impl Kind {
     pub fn label(&self) -> String {
         match self {
             Self::GooseHooks => "goose with hooks (by hand)".to_owned(),
+            Self::GooseVip { unit: true } => "goose --vip (systemd unit)".to_owned(),
+            Self::GooseVip { unit: false } => "goose --vip, no ExecStopPost".to_owned(),
             Self::Keepalived { advert_cs } => {
                 format!("keepalived, advert {}", seconds(*advert_cs))
             }
@@ -75,7 +95,7 @@ impl Kind {
     /// client's probes, not ARP), when loaded in a node's namespace.
     pub fn election_cut(&self) -> String {
         let matches: &[&str] = match self {
-            Self::GooseHooks => &["udp dport 7000", "udp sport 7000"],
+            Self::GooseHooks | Self::GooseVip { .. } => &["udp dport 7000", "udp sport 7000"],
             // VRRP is IP protocol 112, unicast or multicast alike.
             Self::Keepalived { .. } => &["meta l4proto 112"],
         };
@@ -93,13 +113,20 @@ impl Kind {
         format!("table inet {FILTER_TABLE} {{\n{rules}}}\n")
     }
 
+    /// Whether it has a planned handoff (`ctl transfer`): goose does, keepalived not.
+    pub fn transfers(&self) -> bool {
+        !matches!(self, Self::Keepalived { .. })
+    }
+
     /// How long a failover may take at most when the holder vanishes, by the mechanism's
     /// own rules (not a measured figure).
     pub fn failover_expected_max(&self) -> Duration {
         match self {
             // Voters wait out the loyalty window, then their own election timeout; a split
             // vote costs one more.
-            Self::GooseHooks => Timing::DEFAULT.election_timeout_max() * 2,
+            Self::GooseHooks | Self::GooseVip { .. } => {
+                Timing::DEFAULT.election_timeout_max() * 2
+            }
             // Master_Down_Interval = 3 × advert + skew (skew < advert).
             Self::Keepalived { advert_cs } => Duration::from_millis(u64::from(*advert_cs) * 10 * 4),
         }
@@ -121,6 +148,10 @@ pub struct Contender {
     /// Node `i + 1` at index `i`.
     procs: Vec<NodeProcess>,
     folder: PathBuf,
+    /// The goose binary.
+    goose: PathBuf,
+    /// Node `i + 1`'s namespace at index `i`.
+    namespaces: Vec<String>,
 }
 
 impl Contender {
@@ -135,10 +166,13 @@ impl Contender {
             kind,
             procs: Vec::new(),
             folder: folder.to_path_buf(),
+            goose: goose.to_path_buf(),
+            namespaces: (1..=NODES).map(|id| fabric.node_ns(id)).collect(),
         };
         for id in 1..=NODES {
             let spec = match kind {
                 Kind::GooseHooks => goose_spec(fabric, folder, goose, id),
+                Kind::GooseVip { .. } => goose_vip_spec(fabric, folder, goose, id)?,
                 Kind::Keepalived { advert_cs } => keepalived_spec(fabric, folder, id, advert_cs)?,
             };
             let mut process = NodeProcess::new(spec);
@@ -154,11 +188,12 @@ impl Contender {
     }
 
     /// Kills everything it runs on node `id` with SIGKILL, as a crash or the OOM killer
-    /// would: nothing of it gets to remove the address.
+    /// would: nothing of it gets to remove the address. For `goose --vip` under the unit,
+    /// the unit's `ExecStopPost` then runs, as systemd runs it once the process is reaped.
     ///
     /// # Errors
     ///
-    /// A signal that could not be sent.
+    /// A signal that could not be sent; the unit's stop logic failing.
     pub fn kill9(&mut self, id: u16) -> Result<(), String> {
         let process = self.process(id)?;
         if let Kind::Keepalived { .. } = self.kind {
@@ -166,7 +201,49 @@ impl Contender {
             process.signal(libc::SIGSTOP)?;
             self.kill_vrrp_child(id);
         }
-        self.process_mut(id)?.kill9()
+        self.process_mut(id)?.kill9()?;
+        if self.kind == (Kind::GooseVip { unit: true }) {
+            self.stop_post(id)?;
+        }
+        Ok(())
+    }
+
+    /// The unit's `ExecStopPost` for node `id`, from the repository's unit file, with the
+    /// run's binary and node `id`'s config file in place of the installed ones.
+    fn stop_post(&self, id: u16) -> Result<(), String> {
+        let unit = fs::read_to_string(UNIT_FILE).map_err(|e| format!("{UNIT_FILE}: {e}"))?;
+        let line = unit
+            .lines()
+            .find_map(|line| line.strip_prefix("ExecStopPost="))
+            .ok_or_else(|| format!("{UNIT_FILE} has no ExecStopPost"))?;
+        let config = goose_vip_config(&self.folder, id).display().to_string();
+        let mut words = line.split_whitespace();
+        if words.next() != Some(UNIT_BINARY) {
+            return Err(format!("{UNIT_FILE}: ExecStopPost does not run {UNIT_BINARY}"));
+        }
+        let args: Vec<&str> = words
+            .map(|word| if word == UNIT_CONFIG { &config } else { word })
+            .collect();
+        let ns = self
+            .namespaces
+            .get(usize::from(id).wrapping_sub(1))
+            .ok_or_else(|| format!("no node {id}"))?;
+        netns::exec_in(ns, &self.goose, &args)
+    }
+
+    /// Hands the goose off from node `id` (`goose ctl … transfer` from the client's
+    /// namespace, as an operator would); returns whether it answered `ok`.
+    ///
+    /// # Errors
+    ///
+    /// keepalived (no handoff), or `goose ctl` could not run.
+    pub fn transfer(&self, fabric: &Fabric, id: u16) -> Result<bool, String> {
+        if !self.kind.transfers() {
+            return Err(format!("{} has no handoff", self.kind.label()));
+        }
+        let addr = format!("{}:{GOOSE_PORT}", fabric.node_ip(id));
+        let args = ["ctl", "--token", CONTROL_TOKEN, &addr, "transfer"];
+        Ok(netns::exec_in(&fabric.client_ns(), &self.goose, &args).is_ok())
     }
 
     /// Stops node `id`'s process as a service manager does: SIGTERM, then SIGKILL if it
@@ -299,6 +376,47 @@ fn goose_spec(fabric: &Fabric, folder: &Path, binary: &Path, id: u16) -> NodeSpe
         args,
         log: folder.join(format!("goose-{id}.log")),
     }
+}
+
+/// Node `id`'s config file under `goose --vip`.
+fn goose_vip_config(folder: &Path, id: u16) -> PathBuf {
+    folder.join(format!("goose-{id}.toml"))
+}
+
+/// `goose node --config <file>` with `vip` and `vip-dev` in the file, as the systemd unit
+/// runs it (the unit's stop logic reads the same file).
+fn goose_vip_spec(
+    fabric: &Fabric,
+    folder: &Path,
+    binary: &Path,
+    id: u16,
+) -> Result<NodeSpec, String> {
+    let peers: Vec<String> = (1..=NODES)
+        .map(|peer| format!("\"{peer}={}:{GOOSE_PORT}\"", fabric.node_ip(peer)))
+        .collect();
+    let data_dir = folder.join(format!("goose-{id}"));
+    let timing = Timing::DEFAULT;
+    let config = format!(
+        "id = {id}\nlisten = \"{}:{GOOSE_PORT}\"\npeer = [{}]\ndata-dir = {:?}\n\
+         control-token = \"{CONTROL_TOKEN}\"\nheartbeat-ms = {}\n\
+         election-timeout-ms = \"{}-{}\"\nvip = [\"{VIP}/{VIP_PREFIX}\"]\n\
+         vip-dev = [\"{VIP_DEV}\"]\n",
+        fabric.node_ip(id),
+        peers.join(", "),
+        data_dir.display().to_string(),
+        timing.heartbeat_ms,
+        timing.election_timeout_ms_min,
+        timing.election_timeout_ms_max,
+    );
+    let file = goose_vip_config(folder, id);
+    fs::write(&file, config).map_err(|e| format!("write {}: {e}", file.display()))?;
+    Ok(NodeSpec {
+        id,
+        namespace: Fabric::ns_path(&fabric.node_ns(id)),
+        binary: binary.to_path_buf(),
+        args: vec!["node".into(), "--config".into(), file.display().to_string()],
+        log: folder.join(format!("goose-{id}.log")),
+    })
 }
 
 /// keepalived's three pid files on node `id`: parent, VRRP child, checker child.

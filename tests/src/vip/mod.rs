@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
 use analysis::{ms, percentile};
-use scenario::{Outcome, Plan};
+use scenario::{Outcome, Plan, Stop};
 use watch::Micros;
 
 /// The virtual IP, in the nodes' subnet (10.77.0.0/24) and outside their addresses.
@@ -161,47 +161,80 @@ pub fn tables(plan: &Plan, outcomes: &[Outcome]) -> String {
         out.push('\n');
     }
 
+    let handoffs = |out: &mut String, title: &str, cause: &str, of: &dyn Fn(&Outcome) -> &[Stop]| {
+        header(out, title);
+        let none = |o: &Outcome| of(o).is_empty();
+        row(
+            out,
+            &format!("failover p50 / max (ms): {cause} → first answer from the new holder"),
+            &|o| {
+                let times: Vec<Micros> = of(o).iter().filter_map(|s| s.failover).collect();
+                p50_max(&times)
+            },
+        );
+        row(
+            out,
+            &format!("two holders at once: {cause}s with any / longest (ms)"),
+            &|o| {
+                if none(o) {
+                    return "-".to_owned();
+                }
+                let with = of(o).iter().filter(|s| s.two_holders.total > 0).count();
+                let longest = of(o).iter().map(|s| s.two_holders.longest).max();
+                format!("{with} / {}", ms(longest.unwrap_or(0)))
+            },
+        );
+        row(
+            out,
+            "answers from another node after the new holder's first",
+            &|o| {
+                if none(o) {
+                    return "-".to_owned();
+                }
+                of(o).iter().map(|s| s.strays).sum::<usize>().to_string()
+            },
+        );
+        row(out, "longest silence (ms)", &|o| {
+            of(o)
+                .iter()
+                .map(|s| s.silence)
+                .max()
+                .map_or("-".to_owned(), ms)
+        });
+    };
     if plan.stops > 0 {
-        header(
+        handoffs(
             &mut out,
             &format!(
                 "holder's service stopped (SIGTERM), restarted after the failover ({} stop{})",
                 plan.stops,
                 if plan.stops == 1 { "" } else { "s" }
             ),
+            "SIGTERM",
+            &|o| &o.stops,
         );
-        row(
-            &mut out,
-            "failover p50 / max (ms): SIGTERM → first answer from the new holder",
-            &|o| {
-                let times: Vec<Micros> = o.stops.iter().filter_map(|s| s.failover).collect();
-                p50_max(&times)
-            },
-        );
-        row(
-            &mut out,
-            "two holders at once: stops with any / longest (ms)",
-            &|o| {
-                let with = o.stops.iter().filter(|s| s.two_holders.total > 0).count();
-                let longest = o
-                    .stops
-                    .iter()
-                    .map(|s| s.two_holders.longest)
-                    .max()
-                    .unwrap_or(0);
-                format!("{with} / {}", ms(longest))
-            },
-        );
-        row(
-            &mut out,
-            "answers from another node after the new holder's first",
-            &|o| o.stops.iter().map(|s| s.strays).sum::<usize>().to_string(),
-        );
-        row(&mut out, "longest silence (ms)", &|o| {
-            ms(o.stops.iter().map(|s| s.silence).max().unwrap_or(0))
-        });
         row(&mut out, "killed after the grace period", &|o| {
             o.stops.iter().filter(|s| !s.exited).count().to_string()
+        });
+        out.push('\n');
+    }
+
+    if plan.transfers > 0 {
+        handoffs(
+            &mut out,
+            &format!(
+                "holder handed off (`ctl transfer`; {} transfer{}; keepalived has none)",
+                plan.transfers,
+                if plan.transfers == 1 { "" } else { "s" }
+            ),
+            "transfer",
+            &|o| &o.transfers,
+        );
+        row(&mut out, "transfers not answered `ok`", &|o| {
+            if o.transfers.is_empty() {
+                return "-".to_owned();
+            }
+            o.transfers.iter().filter(|s| !s.exited).count().to_string()
         });
         out.push('\n');
     }

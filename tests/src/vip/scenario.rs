@@ -7,6 +7,7 @@
 //! - **Stop**: the holder's service is stopped as a service manager does (SIGTERM: a goose
 //!   hands off, keepalived advertises priority 0), and started again once another node
 //!   answers.
+//! - **Transfer** (goose only): `ctl transfer` on the holder, a planned handoff.
 //! - **Kill -9**: everything the contender runs on the holder dies at once; a second later
 //!   it is started again, as a service manager would.
 //!
@@ -57,6 +58,8 @@ pub struct Plan {
     pub election_cut_for: Duration,
     /// Graceful stops (SIGTERM) and restarts.
     pub stops: usize,
+    /// Planned handoffs (`ctl transfer`), for contenders that have them.
+    pub transfers: usize,
     /// Kills.
     pub kills: usize,
 }
@@ -108,14 +111,15 @@ pub struct ElectionCut {
     pub timeline: String,
 }
 
-/// One graceful stop's figures.
+/// One graceful stop's figures, or one planned handoff's.
 #[derive(Clone, Debug)]
 pub struct Stop {
-    /// The node whose service was stopped.
+    /// The node whose service was stopped, or that handed off.
     pub owner: u16,
-    /// Whether it exited within the grace period (else it was killed).
+    /// Whether it did as asked: exited within the grace period (else it was killed), or
+    /// answered the transfer `ok`.
     pub exited: bool,
-    /// From the SIGTERM to another node's first answer.
+    /// From the SIGTERM (or the transfer) to another node's first answer.
     pub failover: Option<Micros>,
     /// Two nodes holding the address, from the SIGTERM until settled after the restart.
     pub two_holders: Overlap,
@@ -159,6 +163,8 @@ pub struct Outcome {
     pub election_cuts: Vec<ElectionCut>,
     /// Per graceful stop.
     pub stops: Vec<Stop>,
+    /// Per planned handoff.
+    pub transfers: Vec<Stop>,
     /// Per kill.
     pub kills: Vec<Kill>,
     /// The observers hit a bound: figures after it are incomplete.
@@ -215,6 +221,7 @@ struct Steps {
     link_cuts: Vec<LinkCutSteps>,
     election_cuts: Vec<ElectionCutSteps>,
     stops: Vec<StopSteps>,
+    transfers: Vec<StopSteps>,
     kills: Vec<KillSteps>,
 }
 
@@ -307,6 +314,24 @@ impl Driver<'_> {
             self.contender.restart(owner)?;
             let (_, settled) = self.settle()?;
             steps.stops.push(StopSteps {
+                owner,
+                exited,
+                stop,
+                settled,
+            });
+        }
+        let transfers = if self.contender.kind().transfers() {
+            plan.transfers
+        } else {
+            0
+        };
+        for _ in 0..transfers {
+            let (owner, _) = self.settle()?;
+            let stop = self.clock.now();
+            let exited = self.contender.transfer(self.fabric, owner)?;
+            let _ = self.wait_answer_from_other(owner, stop, FAILOVER_WITHIN);
+            let (_, settled) = self.settle()?;
+            steps.transfers.push(StopSteps {
                 owner,
                 exited,
                 stop,
@@ -468,10 +493,7 @@ impl Steps {
                 }
             })
             .collect();
-        let stops = self
-            .stops
-            .iter()
-            .map(|step| {
+        let stop = |step: &StopSteps| {
                 let first = first_answer_from_other(record, step.stop, step.owner)
                     .filter(|answer| answer.at < step.settled);
                 Stop {
@@ -483,8 +505,7 @@ impl Steps {
                     silence: longest_silence(record, step.stop, step.settled),
                     timeline: timeline(record, step.stop, step.settled),
                 }
-            })
-            .collect();
+            };
         let kills = self
             .kills
             .iter()
@@ -508,7 +529,8 @@ impl Steps {
             startup: self.settled,
             link_cuts,
             election_cuts,
-            stops,
+            stops: self.stops.iter().map(stop).collect(),
+            transfers: self.transfers.iter().map(stop).collect(),
             kills,
             truncated: record.truncated,
         }
