@@ -119,6 +119,7 @@ pub fn run(data: &[u8]) {
                     .bool()
                     .then(|| (goose_core::Cause::LeaseLapsed, values.u64())),
                 healthy: values.bool(),
+                fields: &[],
                 counters: &counters,
             },
         )

@@ -97,7 +97,9 @@ fn micros(duration: Duration) -> Micros {
 
 #[test]
 fn the_vip_follows_the_goose_and_keepalived_splits() {
-    let _turn = TURN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _turn = TURN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let goose = run(Kind::GooseHooks);
     let keepalived = run(Kind::Keepalived { advert_cs: 10 });
     println!("{}", tables(&plan(), &[goose.clone(), keepalived.clone()]));
@@ -234,7 +236,9 @@ fn assert_no_leftovers() {
 
 #[test]
 fn goose_vip_is_held_by_one_node_at_a_time_and_cleaned_up_after_a_kill() {
-    let _turn = TURN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _turn = TURN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let plan = Plan {
         link_cuts: 3,
         election_cuts: 1,
@@ -278,8 +282,14 @@ fn goose_vip_is_held_by_one_node_at_a_time_and_cleaned_up_after_a_kill() {
         let what = format!("election cut {index}");
         within(&what, cut.failover, cut);
         assert_eq!(cut.two_holders.total, 0, "{what}: two holders: {cut:?}");
-        assert_eq!(cut.switches, 1, "{what}: answers from more than two nodes in turn: {cut:?}");
-        assert!(cut.settled_after.is_some(), "{what}: never settled: {cut:?}");
+        assert_eq!(
+            cut.switches, 1,
+            "{what}: answers from more than two nodes in turn: {cut:?}"
+        );
+        assert!(
+            cut.settled_after.is_some(),
+            "{what}: never settled: {cut:?}"
+        );
     }
     // A handoff: the address is removed before TimeoutNow leaves, so before the target can
     // be elected: not even the hooks' few milliseconds of overlap.
@@ -289,8 +299,14 @@ fn goose_vip_is_held_by_one_node_at_a_time_and_cleaned_up_after_a_kill() {
             let what = format!("{what} {index}");
             assert!(handoff.exited, "{what}: not done as asked: {handoff:?}");
             within(&what, handoff.failover, handoff);
-            assert_eq!(handoff.two_holders.total, 0, "{what}: two holders: {handoff:?}");
-            assert_eq!(handoff.strays, 0, "{what}: answers interleaved: {handoff:?}");
+            assert_eq!(
+                handoff.two_holders.total, 0,
+                "{what}: two holders: {handoff:?}"
+            );
+            assert_eq!(
+                handoff.strays, 0,
+                "{what}: answers interleaved: {handoff:?}"
+            );
         }
     }
     // kill -9 under the unit: its ExecStopPost removed the address before another node
@@ -298,7 +314,10 @@ fn goose_vip_is_held_by_one_node_at_a_time_and_cleaned_up_after_a_kill() {
     for (index, kill) in vip.kills.iter().enumerate() {
         let what = format!("kill {index} (unit)");
         within(&what, kill.failover, kill);
-        assert!(!kill.held_when_replaced, "{what}: the address outlived the kill: {kill:?}");
+        assert!(
+            !kill.held_when_replaced,
+            "{what}: the address outlived the kill: {kill:?}"
+        );
         assert_eq!(kill.two_holders.total, 0, "{what}: two holders: {kill:?}");
         println!(
             "goose --vip, kill -9 under the unit's stop logic: two holders for {} ms",
@@ -335,7 +354,15 @@ fn goose_vip_without_its_capabilities_refuses_to_start_and_says_which() {
     let folder = TempDir::new("vipcaps");
     let data_dir = folder.path().join("data");
     let mut command = Command::new(goose_binary());
-    command.args(["node", "--id", "1", "--single", "--listen", "127.0.0.1:9", "--data-dir"]);
+    command.args([
+        "node",
+        "--id",
+        "1",
+        "--single",
+        "--listen",
+        "127.0.0.1:9",
+        "--data-dir",
+    ]);
     command.arg(&data_dir);
     command.args(["--vip", "10.77.0.200/24", "--vip-dev", "lo"]);
     // SAFETY: only prctl runs between fork and exec. Dropping both from the bounding set

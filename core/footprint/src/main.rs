@@ -191,6 +191,7 @@ fn write_status(node: &EmbeddedNode, now: Instant, reply: &mut impl Write) -> co
             lease_ms: status.lease_remaining.millis(),
             change: Some((node.last_change().1, 0)),
             healthy: status.healthy,
+            fields: &[],
             counters: &counters,
         },
     )

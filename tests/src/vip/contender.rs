@@ -124,9 +124,7 @@ impl Kind {
         match self {
             // Voters wait out the loyalty window, then their own election timeout; a split
             // vote costs one more.
-            Self::GooseHooks | Self::GooseVip { .. } => {
-                Timing::DEFAULT.election_timeout_max() * 2
-            }
+            Self::GooseHooks | Self::GooseVip { .. } => Timing::DEFAULT.election_timeout_max() * 2,
             // Master_Down_Interval = 3 × advert + skew (skew < advert).
             Self::Keepalived { advert_cs } => Duration::from_millis(u64::from(*advert_cs) * 10 * 4),
         }
@@ -219,7 +217,9 @@ impl Contender {
         let config = goose_vip_config(&self.folder, id).display().to_string();
         let mut words = line.split_whitespace();
         if words.next() != Some(UNIT_BINARY) {
-            return Err(format!("{UNIT_FILE}: ExecStopPost does not run {UNIT_BINARY}"));
+            return Err(format!(
+                "{UNIT_FILE}: ExecStopPost does not run {UNIT_BINARY}"
+            ));
         }
         let args: Vec<&str> = words
             .map(|word| if word == UNIT_CONFIG { &config } else { word })

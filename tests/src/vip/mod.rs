@@ -3,10 +3,10 @@
 //! Three node namespaces and a client namespace on one bridge ([`crate::netns`]); the
 //! address [`VIP`] in the nodes' subnet. Each node runs a watcher and the client probes the
 //! address every millisecond ([`watch`]); a [`contender::Contender`] moves the address
-//! (goose with hooks by hand, or keepalived at a given advertisement interval); the
-//! [`scenario`] driver cuts links, cuts election traffic and kills processes, and
-//! [`analysis`] turns the record into figures: failover times, time with two holders, what
-//! the client saw. [`tables`] prints them side by side, one markdown table per fault.
+//! (goose with `--vip`, goose with hooks by hand, or keepalived at a given advertisement
+//! interval); the [`scenario`] driver cuts links, cuts election traffic, stops, hands off
+//! and kills processes, and [`analysis`] turns the record into figures: failover times,
+//! time with two holders, what the client saw. [`tables`] prints them side by side, one markdown table per fault.
 //!
 //! `cargo run --release -p flock-tests --bin bench_vip` runs the full comparison;
 //! `tests/tests/vip.rs` a short one with assertions. Both need root.
@@ -161,47 +161,48 @@ pub fn tables(plan: &Plan, outcomes: &[Outcome]) -> String {
         out.push('\n');
     }
 
-    let handoffs = |out: &mut String, title: &str, cause: &str, of: &dyn Fn(&Outcome) -> &[Stop]| {
-        header(out, title);
-        let none = |o: &Outcome| of(o).is_empty();
-        row(
-            out,
-            &format!("failover p50 / max (ms): {cause} → first answer from the new holder"),
-            &|o| {
-                let times: Vec<Micros> = of(o).iter().filter_map(|s| s.failover).collect();
-                p50_max(&times)
-            },
-        );
-        row(
-            out,
-            &format!("two holders at once: {cause}s with any / longest (ms)"),
-            &|o| {
-                if none(o) {
-                    return "-".to_owned();
-                }
-                let with = of(o).iter().filter(|s| s.two_holders.total > 0).count();
-                let longest = of(o).iter().map(|s| s.two_holders.longest).max();
-                format!("{with} / {}", ms(longest.unwrap_or(0)))
-            },
-        );
-        row(
-            out,
-            "answers from another node after the new holder's first",
-            &|o| {
-                if none(o) {
-                    return "-".to_owned();
-                }
-                of(o).iter().map(|s| s.strays).sum::<usize>().to_string()
-            },
-        );
-        row(out, "longest silence (ms)", &|o| {
-            of(o)
-                .iter()
-                .map(|s| s.silence)
-                .max()
-                .map_or("-".to_owned(), ms)
-        });
-    };
+    let handoffs =
+        |out: &mut String, title: &str, cause: &str, of: &dyn Fn(&Outcome) -> &[Stop]| {
+            header(out, title);
+            let none = |o: &Outcome| of(o).is_empty();
+            row(
+                out,
+                &format!("failover p50 / max (ms): {cause} → first answer from the new holder"),
+                &|o| {
+                    let times: Vec<Micros> = of(o).iter().filter_map(|s| s.failover).collect();
+                    p50_max(&times)
+                },
+            );
+            row(
+                out,
+                &format!("two holders at once: {cause}s with any / longest (ms)"),
+                &|o| {
+                    if none(o) {
+                        return "-".to_owned();
+                    }
+                    let with = of(o).iter().filter(|s| s.two_holders.total > 0).count();
+                    let longest = of(o).iter().map(|s| s.two_holders.longest).max();
+                    format!("{with} / {}", ms(longest.unwrap_or(0)))
+                },
+            );
+            row(
+                out,
+                "answers from another node after the new holder's first",
+                &|o| {
+                    if none(o) {
+                        return "-".to_owned();
+                    }
+                    of(o).iter().map(|s| s.strays).sum::<usize>().to_string()
+                },
+            );
+            row(out, "longest silence (ms)", &|o| {
+                of(o)
+                    .iter()
+                    .map(|s| s.silence)
+                    .max()
+                    .map_or("-".to_owned(), ms)
+            });
+        };
     if plan.stops > 0 {
         handoffs(
             &mut out,

@@ -494,18 +494,18 @@ impl Steps {
             })
             .collect();
         let stop = |step: &StopSteps| {
-                let first = first_answer_from_other(record, step.stop, step.owner)
-                    .filter(|answer| answer.at < step.settled);
-                Stop {
-                    owner: step.owner,
-                    exited: step.exited,
-                    failover: first.map(|answer| answer.at - step.stop),
-                    two_holders: two_holders(record, step.stop, step.settled),
-                    strays: first.map_or(0, |first| strays(record, first, step.settled)),
-                    silence: longest_silence(record, step.stop, step.settled),
-                    timeline: timeline(record, step.stop, step.settled),
-                }
-            };
+            let first = first_answer_from_other(record, step.stop, step.owner)
+                .filter(|answer| answer.at < step.settled);
+            Stop {
+                owner: step.owner,
+                exited: step.exited,
+                failover: first.map(|answer| answer.at - step.stop),
+                two_holders: two_holders(record, step.stop, step.settled),
+                strays: first.map_or(0, |first| strays(record, first, step.settled)),
+                silence: longest_silence(record, step.stop, step.settled),
+                timeline: timeline(record, step.stop, step.settled),
+            }
+        };
         let kills = self
             .kills
             .iter()
