@@ -1662,7 +1662,7 @@ mod tests {
         assert!(reply.starts_with("ok role=duck raft=follower id=1 term=0 goose=none "));
         // The caller's fields come after the node's own, before every counter.
         assert!(
-            reply.contains(" changed_ms=0 vips=10.0.0.100/24@eth0 drop_short=0 "),
+            reply.contains(" changed_ms=1 vips=10.0.0.100/24@eth0 drop_short=0 "),
             "{reply}"
         );
         assert!(
