@@ -356,6 +356,8 @@ fn goose_spec(fabric: &Fabric, folder: &Path, binary: &Path, id: u16) -> NodeSpe
         format!("{}:{GOOSE_PORT}", fabric.node_ip(id)),
         "--data-dir".into(),
         folder.join(format!("goose-{id}")).display().to_string(),
+        "--control-token".into(),
+        CONTROL_TOKEN.into(),
         // The hooks by hand: add the address and announce it once (in the background, so
         // that arping's one-second wait for replies never delays a duck hook waiting
         // behind); remove it.
