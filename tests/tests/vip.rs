@@ -33,7 +33,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use flock_tests::procs::{goose_binary, TempDir};
-use flock_tests::vip::analysis::ms;
+use flock_tests::vip::analysis::{ms, TwoHolders};
 use flock_tests::vip::contender::Kind;
 use flock_tests::vip::scenario::{self, Outcome, Plan};
 use flock_tests::vip::{tables, watch::Micros};
@@ -116,17 +116,21 @@ fn the_vip_follows_the_goose_and_keepalived_splits() {
             ms(bound)
         );
         assert_eq!(
-            cut.two_holders.total, 0,
+            cut.two_holders.definite.total, 0,
             "link cut {index}: two nodes held the address: {cut:?}"
         );
         assert_eq!(
             cut.strays, 0,
             "link cut {index}: answers from two nodes, interleaved: {cut:?}"
         );
+        assert_eq!(
+            cut.stale, 0,
+            "link cut {index}: the old goose answered a probe sent after the new one's: {cut:?}"
+        );
     }
     for (index, cut) in goose.election_cuts.iter().enumerate() {
         assert_eq!(
-            cut.two_holders.total, 0,
+            cut.two_holders.definite.total, 0,
             "election cut {index}: two nodes held the address: {cut:?}"
         );
         let failover = cut
@@ -159,10 +163,11 @@ fn the_vip_follows_the_goose_and_keepalived_splits() {
             ms(failover),
             ms(bound)
         );
+        // A bound, so on the upper bound of the overlap.
         assert!(
-            stop.two_holders.longest <= micros(HOOKS_HANDOFF_OVERLAP_MAX),
-            "stop {index}: two nodes held the address for {} ms: {stop:?}",
-            ms(stop.two_holders.longest)
+            stop.two_holders.possible.longest <= micros(HOOKS_HANDOFF_OVERLAP_MAX),
+            "stop {index}: two nodes may have held the address for {} ms: {stop:?}",
+            ms(stop.two_holders.possible.longest)
         );
         assert_eq!(
             stop.strays, 0,
@@ -189,19 +194,22 @@ fn the_vip_follows_the_goose_and_keepalived_splits() {
             "kill {index}: the killed hook-based goose's address was not seen staying: {kill:?}"
         );
         println!(
-            "goose with hooks, kill -9: two holders for {} ms, until the harness removed it",
-            ms(kill.two_holders.longest)
+            "goose with hooks, kill -9: two holders for {} ms (possibly {} ms), until the \
+             harness removed it",
+            ms(kill.two_holders.definite.longest),
+            ms(kill.two_holders.possible.longest)
         );
     }
 
     // keepalived: VRRP has no quorum, so cutting VRRP alone makes two masters for nearly
-    // the whole cut. A harness that did not see this would not see two geese either.
+    // the whole cut. A harness that did not see this would not see two geese either: the
+    // definite measure, which the goose --vip test requires to be zero, sees it.
     for (index, cut) in keepalived.election_cuts.iter().enumerate() {
         assert!(
-            cut.two_holders.total >= cut.length / 2,
+            cut.two_holders.definite.total >= cut.length / 2,
             "keepalived election cut {index}: the harness saw two holders for only {} ms of a \
              {} ms VRRP cut: {cut:?}",
-            ms(cut.two_holders.total),
+            ms(cut.two_holders.definite.total),
             ms(cut.length)
         );
     }
@@ -272,16 +280,59 @@ fn goose_vip_is_held_by_one_node_at_a_time_and_cleaned_up_after_a_kill() {
             ms(bound)
         );
     };
+    // Every fault: never two holders, by the watchers' lower bound (a late sample inflates
+    // only the upper bound, printed for information), and by the client's view: no answer
+    // from the old holder to a probe sent after one the new holder answered. And a fault
+    // that moved nothing proves nothing: the client reached another node, and that node's
+    // watcher saw it hold the address.
+    let one_at_a_time = |what: &str,
+                         owner: u16,
+                         two_holders: TwoHolders,
+                         stale: usize,
+                         holders: &[u16],
+                         detail: &dyn std::fmt::Debug| {
+        assert_eq!(
+            two_holders.definite.total, 0,
+            "{what}: two nodes held the address: {detail:?}"
+        );
+        assert_eq!(
+            stale, 0,
+            "{what}: the old goose answered a probe sent after one the new goose answered: \
+             {detail:?}"
+        );
+        assert!(
+            holders.iter().any(|&node| node != owner),
+            "{what}: no other node was seen holding the address: {detail:?}"
+        );
+        println!(
+            "goose --vip, {what}: two holders 0 ms for certain, at most {} ms by the samples",
+            ms(two_holders.possible.total)
+        );
+    };
     for (index, cut) in vip.link_cuts.iter().enumerate() {
         let what = format!("link cut {index}");
         within(&what, cut.failover, cut);
-        assert_eq!(cut.two_holders.total, 0, "{what}: two holders: {cut:?}");
+        one_at_a_time(
+            &what,
+            cut.owner,
+            cut.two_holders,
+            cut.stale,
+            &cut.holders,
+            cut,
+        );
         assert_eq!(cut.strays, 0, "{what}: answers interleaved: {cut:?}");
     }
     for (index, cut) in vip.election_cuts.iter().enumerate() {
         let what = format!("election cut {index}");
         within(&what, cut.failover, cut);
-        assert_eq!(cut.two_holders.total, 0, "{what}: two holders: {cut:?}");
+        one_at_a_time(
+            &what,
+            cut.owner,
+            cut.two_holders,
+            cut.stale,
+            &cut.holders,
+            cut,
+        );
         assert_eq!(
             cut.switches, 1,
             "{what}: answers from more than two nodes in turn: {cut:?}"
@@ -299,9 +350,13 @@ fn goose_vip_is_held_by_one_node_at_a_time_and_cleaned_up_after_a_kill() {
             let what = format!("{what} {index}");
             assert!(handoff.exited, "{what}: not done as asked: {handoff:?}");
             within(&what, handoff.failover, handoff);
-            assert_eq!(
-                handoff.two_holders.total, 0,
-                "{what}: two holders: {handoff:?}"
+            one_at_a_time(
+                &what,
+                handoff.owner,
+                handoff.two_holders,
+                handoff.stale,
+                &handoff.holders,
+                handoff,
             );
             assert_eq!(
                 handoff.strays, 0,
@@ -311,6 +366,7 @@ fn goose_vip_is_held_by_one_node_at_a_time_and_cleaned_up_after_a_kill() {
     }
     // kill -9 under the unit: its ExecStopPost removed the address before another node
     // could be elected.
+    assert!(!vip.kills.is_empty(), "no kill ran");
     for (index, kill) in vip.kills.iter().enumerate() {
         let what = format!("kill {index} (unit)");
         within(&what, kill.failover, kill);
@@ -318,10 +374,13 @@ fn goose_vip_is_held_by_one_node_at_a_time_and_cleaned_up_after_a_kill() {
             !kill.held_when_replaced,
             "{what}: the address outlived the kill: {kill:?}"
         );
-        assert_eq!(kill.two_holders.total, 0, "{what}: two holders: {kill:?}");
-        println!(
-            "goose --vip, kill -9 under the unit's stop logic: two holders for {} ms",
-            ms(kill.two_holders.longest)
+        one_at_a_time(
+            &what,
+            kill.owner,
+            kill.two_holders,
+            kill.stale,
+            &kill.holders,
+            kill,
         );
     }
     // kill -9 without it: the address stays while the new goose claims it, until the
@@ -342,8 +401,10 @@ fn goose_vip_is_held_by_one_node_at_a_time_and_cleaned_up_after_a_kill() {
             ms(removed)
         );
         println!(
-            "goose --vip, kill -9 without the unit: two holders for {} ms (until the restart)",
-            ms(kill.two_holders.longest)
+            "goose --vip, kill -9 without the unit: two holders for {} ms (possibly {} ms), \
+             until the restart",
+            ms(kill.two_holders.definite.longest),
+            ms(kill.two_holders.possible.longest)
         );
     }
     assert_no_leftovers();

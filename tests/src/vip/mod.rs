@@ -19,7 +19,7 @@ pub mod watch;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-use analysis::{ms, percentile};
+use analysis::{ms, percentile, TwoHolders};
 use scenario::{Outcome, Plan, Stop};
 use watch::Micros;
 
@@ -76,21 +76,9 @@ pub fn tables(plan: &Plan, outcomes: &[Outcome]) -> String {
         });
         row(
             &mut out,
-            "two holders at once (cut-off node included): cuts with any / longest (ms)",
-            &|o| {
-                let with = o
-                    .link_cuts
-                    .iter()
-                    .filter(|c| c.two_holders.total > 0)
-                    .count();
-                let longest = o
-                    .link_cuts
-                    .iter()
-                    .map(|c| c.two_holders.longest)
-                    .max()
-                    .unwrap_or(0);
-                format!("{with} / {}", ms(longest))
-            },
+            "two holders at once (cut-off node included), definite / possible: cuts with any; \
+             longest (ms)",
+            &|o| overlaps(o.link_cuts.iter().map(|c| c.two_holders)),
         );
         row(
             &mut out,
@@ -130,9 +118,19 @@ pub fn tables(plan: &Plan, outcomes: &[Outcome]) -> String {
         let each = |o: &Outcome, f: &dyn Fn(&scenario::ElectionCut) -> String| {
             o.election_cuts.iter().map(f).collect::<Vec<_>>().join(", ")
         };
-        row(&mut out, "two holders at once (ms)", &|o| {
-            each(o, &|c| ms(c.two_holders.total))
-        });
+        row(
+            &mut out,
+            "two holders at once, definite / possible (ms)",
+            &|o| {
+                each(o, &|c| {
+                    format!(
+                        "{} / {}",
+                        ms(c.two_holders.definite.total),
+                        ms(c.two_holders.possible.total)
+                    )
+                })
+            },
+        );
         row(
             &mut out,
             "cut → first answer from another node (ms)",
@@ -161,48 +159,48 @@ pub fn tables(plan: &Plan, outcomes: &[Outcome]) -> String {
         out.push('\n');
     }
 
-    let handoffs =
-        |out: &mut String, title: &str, cause: &str, of: &dyn Fn(&Outcome) -> &[Stop]| {
-            header(out, title);
-            let none = |o: &Outcome| of(o).is_empty();
-            row(
-                out,
-                &format!("failover p50 / max (ms): {cause} → first answer from the new holder"),
-                &|o| {
-                    let times: Vec<Micros> = of(o).iter().filter_map(|s| s.failover).collect();
-                    p50_max(&times)
-                },
-            );
-            row(
-                out,
-                &format!("two holders at once: {cause}s with any / longest (ms)"),
-                &|o| {
-                    if none(o) {
-                        return "-".to_owned();
-                    }
-                    let with = of(o).iter().filter(|s| s.two_holders.total > 0).count();
-                    let longest = of(o).iter().map(|s| s.two_holders.longest).max();
-                    format!("{with} / {}", ms(longest.unwrap_or(0)))
-                },
-            );
-            row(
-                out,
-                "answers from another node after the new holder's first",
-                &|o| {
-                    if none(o) {
-                        return "-".to_owned();
-                    }
-                    of(o).iter().map(|s| s.strays).sum::<usize>().to_string()
-                },
-            );
-            row(out, "longest silence (ms)", &|o| {
-                of(o)
-                    .iter()
-                    .map(|s| s.silence)
-                    .max()
-                    .map_or("-".to_owned(), ms)
-            });
-        };
+    let handoffs = |out: &mut String,
+                    title: &str,
+                    cause: &str,
+                    of: &dyn Fn(&Outcome) -> &[Stop]| {
+        header(out, title);
+        let none = |o: &Outcome| of(o).is_empty();
+        row(
+            out,
+            &format!("failover p50 / max (ms): {cause} → first answer from the new holder"),
+            &|o| {
+                let times: Vec<Micros> = of(o).iter().filter_map(|s| s.failover).collect();
+                p50_max(&times)
+            },
+        );
+        row(
+            out,
+            &format!("two holders at once, definite / possible: {cause}s with any; longest (ms)"),
+            &|o| {
+                if none(o) {
+                    return "-".to_owned();
+                }
+                overlaps(of(o).iter().map(|s| s.two_holders))
+            },
+        );
+        row(
+            out,
+            "answers from another node after the new holder's first",
+            &|o| {
+                if none(o) {
+                    return "-".to_owned();
+                }
+                of(o).iter().map(|s| s.strays).sum::<usize>().to_string()
+            },
+        );
+        row(out, "longest silence (ms)", &|o| {
+            of(o)
+                .iter()
+                .map(|s| s.silence)
+                .max()
+                .map_or("-".to_owned(), ms)
+        });
+    };
     if plan.stops > 0 {
         handoffs(
             &mut out,
@@ -268,13 +266,24 @@ pub fn tables(plan: &Plan, outcomes: &[Outcome]) -> String {
                 )
             },
         );
-        row(&mut out, "two holders at once, longest (ms)", &|o| {
-            ms(o.kills
-                .iter()
-                .map(|k| k.two_holders.longest)
-                .max()
-                .unwrap_or(0))
-        });
+        row(
+            &mut out,
+            "two holders at once, definite / possible: longest (ms)",
+            &|o| {
+                let longest = |of: fn(&TwoHolders) -> Micros| {
+                    ms(o.kills
+                        .iter()
+                        .map(|k| of(&k.two_holders))
+                        .max()
+                        .unwrap_or(0))
+                };
+                format!(
+                    "{} / {}",
+                    longest(|t| t.definite.longest),
+                    longest(|t| t.possible.longest)
+                )
+            },
+        );
         row(
             &mut out,
             "the restarted service removed the stale address: restart → removed (ms)",
@@ -299,6 +308,25 @@ pub fn tables(plan: &Plan, outcomes: &[Outcome]) -> String {
         out.push_str("(the observers hit a bound: some figures are incomplete)\n");
     }
     out
+}
+
+/// `0 / 2; 0.0 / 3.2`: of these faults, how many had two holders certainly / possibly, and
+/// the longest stretch of each kind.
+fn overlaps(faults: impl Iterator<Item = TwoHolders>) -> String {
+    let (mut with, mut longest) = ([0_usize; 2], [0; 2]);
+    for fault in faults {
+        for (kind, overlap) in [fault.definite, fault.possible].iter().enumerate() {
+            with[kind] += usize::from(overlap.total > 0);
+            longest[kind] = longest[kind].max(overlap.longest);
+        }
+    }
+    format!(
+        "{} / {}; {} / {}",
+        with[0],
+        with[1],
+        ms(longest[0]),
+        ms(longest[1])
+    )
 }
 
 fn p50_max(times: &[Micros]) -> String {

@@ -19,8 +19,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::analysis::{
-    answers_in, first_answer_from_other, held_at, longest_silence, per_node, released_after,
-    switches, timeline, two_holders, Overlap,
+    answers_in, certain_holders, first_answer_from_other, held_at, longest_silence, per_node,
+    released_after, stale_answers, switches, timeline, two_holders, TwoHolders,
 };
 use super::contender::{Contender, Kind, FILTER_TABLE};
 use super::watch::{Answer, Clock, Micros, Observers, Record};
@@ -75,11 +75,18 @@ pub struct LinkCut {
     pub failover: Option<Micros>,
     /// Two nodes holding the address, from the cut until settled after the link came back
     /// (the cut-off node counts: it cannot know it was cut off rather than the others).
-    pub two_holders: Overlap,
+    pub two_holders: TwoHolders,
     /// Answers from any node but the new one after the new one's first.
     pub strays: usize,
     /// The longest stretch without answers after the link came back.
     pub silence_after_restore: Micros,
+    /// Answers from the old holder to probes sent after another node's first answered one
+    /// ([`stale_answers`]).
+    pub stale: usize,
+    /// The nodes the watchers saw certainly holding the address in the window
+    /// ([`certain_holders`]): the old holder's successor among them shows the window held a
+    /// handover to measure.
+    pub holders: Vec<u16>,
     /// What happened, from the cut until settled ([`timeline`]).
     pub timeline: String,
 }
@@ -92,7 +99,7 @@ pub struct ElectionCut {
     /// How long the cut lasted.
     pub length: Micros,
     /// Two nodes holding the address, from the cut until settled after the heal.
-    pub two_holders: Overlap,
+    pub two_holders: TwoHolders,
     /// From the cut to the first answer from another node, if one answered.
     pub failover: Option<Micros>,
     /// Answers per node while cut.
@@ -107,6 +114,13 @@ pub struct ElectionCut {
     pub silence_after: Micros,
     /// From the heal until settled, if it settled.
     pub settled_after: Option<Micros>,
+    /// Answers from the old holder to probes sent after another node's first answered one
+    /// ([`stale_answers`]).
+    pub stale: usize,
+    /// The nodes the watchers saw certainly holding the address in the window
+    /// ([`certain_holders`]): the old holder's successor among them shows the window held a
+    /// handover to measure.
+    pub holders: Vec<u16>,
     /// What happened, from the cut until settled ([`timeline`]).
     pub timeline: String,
 }
@@ -122,11 +136,18 @@ pub struct Stop {
     /// From the SIGTERM (or the transfer) to another node's first answer.
     pub failover: Option<Micros>,
     /// Two nodes holding the address, from the SIGTERM until settled after the restart.
-    pub two_holders: Overlap,
+    pub two_holders: TwoHolders,
     /// Answers from any node but the new one after the new one's first.
     pub strays: usize,
     /// The longest stretch without answers, from the SIGTERM until settled.
     pub silence: Micros,
+    /// Answers from the old holder to probes sent after another node's first answered one
+    /// ([`stale_answers`]).
+    pub stale: usize,
+    /// The nodes the watchers saw certainly holding the address in the window
+    /// ([`certain_holders`]): the old holder's successor among them shows the window held a
+    /// handover to measure.
+    pub holders: Vec<u16>,
     /// What happened, from the SIGTERM until settled ([`timeline`]).
     pub timeline: String,
 }
@@ -140,12 +161,19 @@ pub struct Kill {
     pub failover: Option<Micros>,
     /// Two nodes holding the address, from the kill until the stale address was gone
     /// (removed by the restarted process, or by the harness after [`RELEASE_WITHIN`]).
-    pub two_holders: Overlap,
+    pub two_holders: TwoHolders,
     /// From the restart until the restarted node had dropped the address, if it did.
     pub released_after_restart: Option<Micros>,
     /// Whether the killed node still held the address when it was killed plus failover
     /// (if not, there was nothing stale to remove).
     pub held_when_replaced: bool,
+    /// Answers from the old holder to probes sent after another node's first answered one
+    /// ([`stale_answers`]).
+    pub stale: usize,
+    /// The nodes the watchers saw certainly holding the address in the window
+    /// ([`certain_holders`]): the old holder's successor among them shows the window held a
+    /// handover to measure.
+    pub holders: Vec<u16>,
     /// What happened, from the kill until the stale address was gone ([`timeline`]).
     pub timeline: String,
 }
@@ -466,6 +494,8 @@ impl Steps {
                     failover: first.map(|answer| answer.at - step.cut),
                     two_holders: two_holders(record, step.cut, step.settled),
                     strays,
+                    stale: stale_answers(record, step.cut, step.settled, step.owner),
+                    holders: certain_holders(record, step.cut, step.settled),
                     silence_after_restore: longest_silence(record, step.restore, step.settled),
                     timeline: timeline(record, step.cut, step.settled),
                 }
@@ -489,6 +519,8 @@ impl Steps {
                     silence_during: longest_silence(record, step.cut, step.heal),
                     silence_after: longest_silence(record, step.heal, end),
                     settled_after: step.settled.map(|at| at - step.heal),
+                    stale: stale_answers(record, step.cut, end, step.owner),
+                    holders: certain_holders(record, step.cut, end),
                     timeline: timeline(record, step.cut, end),
                 }
             })
@@ -503,6 +535,8 @@ impl Steps {
                 two_holders: two_holders(record, step.stop, step.settled),
                 strays: first.map_or(0, |first| strays(record, first, step.settled)),
                 silence: longest_silence(record, step.stop, step.settled),
+                stale: stale_answers(record, step.stop, step.settled, step.owner),
+                holders: certain_holders(record, step.stop, step.settled),
                 timeline: timeline(record, step.stop, step.settled),
             }
         };
@@ -520,6 +554,8 @@ impl Steps {
                     held_when_replaced: step
                         .replaced
                         .is_some_and(|at| held_at(record, step.owner, at)),
+                    stale: stale_answers(record, step.kill, step.gone, step.owner),
+                    holders: certain_holders(record, step.kill, step.gone),
                     timeline: timeline(record, step.kill, step.gone),
                 }
             })

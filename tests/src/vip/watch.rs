@@ -4,7 +4,10 @@
 //!   probes with the node's id (a tiny responder on [`ECHO_PORT`]) and samples, every
 //!   [`SAMPLE_INTERVAL`], whether the namespace holds the virtual IP: binding a socket to an
 //!   address succeeds exactly while that address is assigned to one of the namespace's
-//!   interfaces, so one `bind` tells it without parsing netlink.
+//!   interfaces, so one `bind` tells it without parsing netlink. Each [`Sample`] brackets its
+//!   `bind` between a clock reading before and one after: the thread may be preempted on
+//!   either side, so the check happened somewhere in between, and [`super::analysis`] says
+//!   only what those brackets prove.
 //! - The **client**, in the client namespace, sends a probe to the virtual IP every
 //!   [`PROBE_INTERVAL`] and records when it sent each one and which node answered it, when.
 //!
@@ -39,8 +42,9 @@ pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(1);
 pub const PROBES_MAX: usize = 2_000_000;
 /// Answers the client records; beyond, it stops recording (and says so in the record).
 pub const ANSWERS_MAX: usize = PROBES_MAX;
-/// Changes of "holds the address" one watcher records; beyond, it stops recording.
-pub const TRANSITIONS_MAX: usize = 100_000;
+/// Samples one watcher keeps (two per change of "holds the address"); beyond, it stops
+/// recording.
+pub const SAMPLES_MAX: usize = 200_000;
 /// How long a watcher or the client's receiver blocks before checking whether to stop.
 const RECV_TIMEOUT: Duration = Duration::from_millis(1);
 /// A probe: the probe's sequence number, big-endian. An answer: the same four bytes, then
@@ -81,12 +85,25 @@ pub struct Answer {
     pub at: Micros,
 }
 
+/// One check of whether a node holds the address: the `bind` ran, and found `held`, at some
+/// moment in `[before, after]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sample {
+    /// Read before the check.
+    pub before: Micros,
+    /// Read after it.
+    pub after: Micros,
+    /// Whether the bind succeeded: the address was on one of the node's interfaces.
+    pub held: bool,
+}
+
 /// Everything the observers saw.
 #[derive(Clone, Debug, Default)]
 pub struct Record {
-    /// Per node (index = id − 1): the times the node started (`true`) or stopped (`false`)
-    /// holding the address, in order, starting from `false` at time 0.
-    pub holds: Vec<Vec<(Micros, bool)>>,
+    /// Per node (index = id − 1): its samples, in order, with only the first and the last
+    /// of each run of samples that agree (one, if the run had one): the ones between say
+    /// nothing the two ends do not, and a run of hours is two samples.
+    pub holds: Vec<Vec<Sample>>,
     /// When each probe was sent (index = sequence number).
     pub sent: Vec<Micros>,
     /// Every answer, in arrival order.
@@ -152,8 +169,8 @@ pub struct Observers {
     client: Option<JoinHandle<Result<ClientLog, String>>>,
 }
 
-/// One node's changes of "holds the address".
-type Holds = Vec<(Micros, bool)>;
+/// One node's samples at the ends of each run ([`Record::holds`]).
+type Holds = Vec<Sample>;
 /// The client's sends, answers, and whether it hit a bound.
 type ClientLog = (Vec<Micros>, Vec<Answer>, bool);
 
@@ -216,7 +233,7 @@ impl Observers {
         for handle in std::mem::take(&mut self.watchers) {
             match handle.join() {
                 Ok(Ok(holds)) => {
-                    record.truncated |= holds.len() >= TRANSITIONS_MAX;
+                    record.truncated |= holds.len() >= SAMPLES_MAX;
                     record.holds.push(holds);
                 }
                 Ok(Err(error)) => {
@@ -275,8 +292,9 @@ fn watch(
     socket
         .set_read_timeout(Some(RECV_TIMEOUT))
         .map_err(|e| format!("watcher {id}: {e}"))?;
-    let mut holds = vec![(0, false)];
-    let mut held = false;
+    let mut holds: Holds = Vec::new();
+    // The latest sample, kept or not: it ends its run when the next one disagrees.
+    let mut latest: Option<Sample> = None;
     let mut next_sample = Instant::now();
     let mut buffer = [0_u8; 64];
     while !stop.load(Ordering::Relaxed) {
@@ -291,14 +309,28 @@ fn watch(
         let now = Instant::now();
         if now >= next_sample {
             next_sample = now + SAMPLE_INTERVAL;
-            let holds_now = UdpSocket::bind(SocketAddr::from((vip, 0))).is_ok();
-            if holds_now != held {
-                held = holds_now;
+            let held = UdpSocket::bind(SocketAddr::from((vip, 0))).is_ok();
+            let sample = Sample {
+                before: clock.at(now),
+                after: clock.now(),
+                held,
+            };
+            if latest.map(|latest| latest.held) != Some(held) {
                 live.holds[index].store(held, Ordering::Relaxed);
-                if holds.len() < TRANSITIONS_MAX {
-                    holds.push((clock.at(now), held));
+                // The last sample of the run that ends, then the first of the new one.
+                for kept in latest.into_iter().chain([sample]) {
+                    if holds.len() < SAMPLES_MAX && holds.last() != Some(&kept) {
+                        holds.push(kept);
+                    }
                 }
             }
+            latest = Some(sample);
+        }
+    }
+    // The last run's last sample.
+    if let Some(latest) = latest {
+        if holds.len() < SAMPLES_MAX && holds.last() != Some(&latest) {
+            holds.push(latest);
         }
     }
     Ok(holds)
