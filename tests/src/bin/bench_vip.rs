@@ -19,7 +19,9 @@
 //! `--on-goose`/`--on-duck` hooks that move the address by hand (`--no-hooks` leaves it
 //! out; `--no-goose` leaves out every goose), and keepalived at each advertisement interval of
 //! `--adverts` (seconds; default its default 1, the common 0.1, and the shortest it
-//! accepts, 0.01). Prints one markdown table per fault (and with `--timelines`, on stderr,
+//! accepts, 0.01). Prints one markdown table per fault, two holders at once as *definite*
+//! (certainly both holding: a lower bound) / *possible* (an upper bound that every late
+//! watcher sample inflates; see `flock_tests::vip::analysis`) (and with `--timelines`, on stderr,
 //! what happened in each fault: claims, releases and runs of answers, in ms). Exit 0 when every contender ran, 1
 //! if one could not be run (its error is printed), 2 on bad flags.
 
