@@ -127,7 +127,7 @@ fn exec_child_runs_on_one_node_at_a_time_across_transfers_sigterm_partition_and_
     let cut = goose;
     next_goose(&flock, &others(&flock, cut), &file);
     assert!(
-        flock.log(cut).contains("below the exec grace"),
+        flock.log(cut).contains("below the grace: letting go"),
         "{}",
         flock.log_tail(cut)
     );
