@@ -78,7 +78,7 @@ pub const TRANSFER_REPLY_SLACK: Duration = Duration::from_millis(100);
 pub const TRANSMITS_PER_CALL_MAX: usize = 4096;
 
 /// Counters `ctl status` prints: the node's (13), the service's (15) and up to 12 of the
-/// caller's own ([`Host::counters`]; the desktop node has 4, a board 1). Any beyond are left
+/// caller's own ([`Host::counters`]; the desktop node has 6, a board 1). Any beyond are left
 /// out of the reply.
 pub const STATUS_COUNTERS_MAX: usize = 40;
 

@@ -553,19 +553,23 @@ impl<'a> Watcher<'a> {
     }
 }
 
-/// Datagrams the kernel dropped at the UDP socket bound to 127.0.0.1:`port` because its
-/// receive buffer was full (the `drops` column of `/proc/net/udp`); `None` if no such
-/// socket is listed.
+/// Datagrams the kernel dropped at the UDP sockets bound to 127.0.0.1:`port` because their
+/// receive buffers were full (the `drops` column of `/proc/net/udp`, summed over a node's
+/// sockets); `None` if no such socket is listed.
 pub fn socket_drops(port: u16) -> Option<u64> {
     let table = fs::read_to_string("/proc/net/udp").ok()?;
     let local = format!("0100007F:{port:04X}");
-    table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.get(1) != Some(&local.as_str()) {
-            return None;
-        }
-        fields.last()?.parse().ok()
-    })
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.get(1) != Some(&local.as_str()) {
+                return None;
+            }
+            fields.last()?.parse::<u64>().ok()
+        })
+        .reduce(u64::saturating_add)
 }
 
 /// The 127.0.0.1 addresses of nodes `indices`.

@@ -1,4 +1,4 @@
-//! `goose node`: one [`Node`] driven by a single-threaded mio loop over one UDP socket.
+//! `goose node`: one [`Node`] driven by a single-threaded mio loop over one UDP port.
 //!
 //! The node sits in a [`goose_core::service::Service`], which owns everything the text
 //! protocol does (probe and `ctl` replies, stop/start, partitions, transfer requesters) the
@@ -9,7 +9,8 @@
 //!   epoch) and why a run ends ([`RunError`]);
 //! - `runner`: the loop below, the events, the hooks, the `--exec` child and the health
 //!   check ([`crate::exec`], [`crate::check`]), leaving;
-//! - `port`: the UDP socket, its receive buffer and traffic counters;
+//! - `port`: the UDP port (two sockets: peer frames, text), its traffic counters;
+//! - `mmsg`: datagrams in batches, one `recvmmsg`/`sendmmsg` per batch;
 //! - `join`: the `--join` client;
 //! - `heard`: when each member was last heard from, and the warning when one goes quiet;
 //! - `rails`: warnings against duplicate ids and a member without the flock's key;
@@ -17,10 +18,12 @@
 //!
 //! Each wake-up drives the service in the order its docs give:
 //!
-//! 1. read the socket until `WouldBlock` (at most `DATAGRAMS_PER_WAKE_MAX`, 1024; mio is
-//!    edge-triggered, so a capped drain wakes again at once), each datagram to
+//! 1. read the port in batches of up to 32 datagrams, the peer socket first and again
+//!    after every batch of text, until both are drained (at most `DATAGRAMS_PER_WAKE_MAX`,
+//!    1024; mio is edge-triggered, so a capped drain wakes again at once), each datagram to
 //!    `Service::handle_datagram` at a fresh reading of the clock ([`crate::clock`]), then
-//!    `Service::flush`: its answer and whatever the node says leave at once;
+//!    `Service::flush` into the port's send queue: a batch's answers and whatever the node
+//!    says leave together, in one `sendmmsg`, as soon as the batch is handled;
 //! 2. `now` = the clock;
 //! 3. `Service::handle_timeout` (the node's timers, late transfer requesters); a joining
 //!    node asks to be added if its next attempt is due; `Service::flush`;
@@ -84,6 +87,7 @@ use self::signals::Pipes;
 
 mod heard;
 mod join;
+mod mmsg;
 mod port;
 mod rails;
 mod runner;

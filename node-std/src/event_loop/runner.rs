@@ -27,25 +27,26 @@ use crate::http::Publisher;
 
 use super::heard::Heard;
 use super::join::{Join, Request};
-use super::port::{bump, Port};
+use super::port::{bump, Port, Queue};
 use super::rails::Rails;
 use super::signals::{drain_pipe, Pipes};
 use super::{build_node, describe_members, log_authentication, Prepared, Reload, RunError};
 
-/// Datagrams read per wake-up before the loop lets timers and sends run. 1024 is far
-/// above what a flock sends one node between two wake-ups (a few per peer), and bounds the
-/// time one flood can keep timers from firing.
+/// Datagrams read per wake-up before the loop lets timers run (each batch's answers are
+/// sent after the batch). 1024 is far above what a flock sends one node between two
+/// wake-ups (a few per peer), and bounds the time one flood can keep timers from firing.
 const DATAGRAMS_PER_WAKE_MAX: usize = 1024;
 /// Events handled per wake-up; the service buffers at most `EVENTS_MAX` anyway.
 const EVENTS_PER_WAKE_MAX: usize = 64;
-/// mio readiness events taken per `poll`: one per registered source (socket, two pipes)
-/// with room to spare.
+/// mio readiness events taken per `poll`: one per registered source (two sockets, two
+/// pipes) with room to spare.
 const POLL_EVENTS_CAPACITY: usize = 8;
 
 const SOCKET: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const CHILDREN: Token = Token(2);
 const RELOAD: Token = Token(3);
+const TEXT_SOCKET: Token = Token(4);
 
 /// Where a leaving node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +159,8 @@ impl Runner {
             let (mut signalled, mut reload) = (false, false);
             for event in &events {
                 match event.token() {
+                    SOCKET => self.port.set_readable(Queue::Peer),
+                    TEXT_SOCKET => self.port.set_readable(Queue::Text),
                     SIGNALS => signalled |= drain_pipe(&mut self.pipes.signals),
                     RELOAD => reload |= drain_pipe(&mut self.pipes.reload),
                     CHILDREN => {
@@ -365,8 +368,14 @@ impl Runner {
     /// The service's output step: the answer to the datagram just handled, the node's
     /// frames and the late answers to transfer requesters, through the socket.
     fn flush(&mut self, now: Instant) {
-        let mut out = self.port.outlet(self.service.node().id());
-        if !self.service.flush(now, &mut out) {
+        self.queue_output(now);
+        self.transmit();
+    }
+
+    /// The service's output step into the port's send queue, sent when full or by
+    /// [`Runner::transmit`].
+    fn queue_output(&mut self, now: Instant) {
+        if !self.service.flush(now, &mut self.port.outlet()) {
             log::warn!(
                 "node {}: more than {TRANSMITS_PER_CALL_MAX} frames in one flush",
                 self.service.node().id()
@@ -374,31 +383,51 @@ impl Runner {
         }
     }
 
+    /// Sends what the port has queued; what could not be sent counts as `send_errors`.
+    fn transmit(&mut self) {
+        self.port.transmit();
+        let failures = self.port.take_send_failures();
+        let errors = &mut self.service.stats_mut().send_errors;
+        *errors = errors.saturating_add(failures);
+    }
+
+    /// Reads the port in batches (peer frames first) and handles every datagram, each
+    /// batch's answers leaving in one `sendmmsg` after it.
     fn receive_all(&mut self) -> Result<(), RunError> {
-        self.more_to_read = true;
-        for _ in 0..DATAGRAMS_PER_WAKE_MAX {
-            let (source, size) = match self.port.receive() {
-                Ok(received) => received,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+        let mut handled = 0;
+        while handled < DATAGRAMS_PER_WAKE_MAX {
+            let count = match self.port.receive() {
+                Ok(0) => {
                     self.more_to_read = false;
-                    break;
+                    return Ok(());
                 }
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(count) => count,
                 Err(error) => {
                     // E.g. an ICMP error queued on the socket: count it and read on.
                     bump(&mut self.service.stats_mut().receive_errors);
                     log::debug!("node {}: receive error: {error}", self.service.node().id());
+                    handled += 1;
                     continue;
                 }
             };
-            self.handle_datagram(source, size)?;
+            for index in 0..count {
+                self.handle_datagram(index)?;
+            }
+            self.transmit();
+            handled += count;
         }
+        self.more_to_read = true;
         Ok(())
     }
 
-    /// Handles one datagram at a fresh clock reading (a probe's answer must reflect the
-    /// lease at the moment it is sent, not at the start of a long drain).
-    fn handle_datagram(&mut self, source: SocketAddr, size: usize) -> Result<(), RunError> {
+    /// Handles datagram `index` of the port's batch at a fresh clock reading (a probe's
+    /// answer must reflect the lease at the moment it is decided, not at the start of a
+    /// long drain).
+    fn handle_datagram(&mut self, index: usize) -> Result<(), RunError> {
+        let Some(source) = self.port.source(index) else {
+            return Ok(());
+        };
+        let size = self.port.datagram(index).len();
         let mut now = self.clock.now();
         let origin = Origin {
             addr: source,
@@ -411,29 +440,29 @@ impl Runner {
             counters: &self.port.counters(),
             fields: field.as_slice(),
         };
-        let datagram = self.port.datagram(size);
+        let datagram = self.port.datagram(index);
         let before = *self.service.stats();
         let undecodable = self.service.node().stats().undecodable;
         match self.service.handle_datagram(now, origin, &host, datagram) {
             Handled::Frame => {
                 self.port.count_frame_in(size);
-                let datagram = self.port.datagram(size);
+                let datagram = self.port.datagram(index);
                 self.heard.frame(now, datagram, self.service.node());
                 if self.service.node().stats().undecodable > undecodable && !self.keyed {
-                    let claimed = claimed_source(self.port.datagram(size));
+                    let claimed = claimed_source(self.port.datagram(index));
                     let id = self.service.node().id();
                     self.rails.undecodable(id, source, claimed);
                 }
             }
             Handled::Dropped => {
-                let claimed = claimed_source(self.port.datagram(size));
+                let claimed = claimed_source(self.port.datagram(index));
                 let (id, after) = (self.service.node().id(), *self.service.stats());
                 self.rails
                     .frame_dropped(id, source, claimed, &before, &after);
             }
             Handled::Ignored => {
-                self.maybe_duplicate_told(source, size);
-                self.maybe_join_reply(now, source, size);
+                self.maybe_duplicate_told(source, index);
+                self.maybe_join_reply(now, source, index);
             }
             Handled::Transferring(target) => {
                 let node = self.service.node();
@@ -458,7 +487,7 @@ impl Runner {
                 );
             }
         }
-        self.flush(now);
+        self.queue_output(now);
         Ok(())
     }
 
@@ -668,19 +697,19 @@ impl Runner {
     }
 
     /// A datagram that is itself a reply: the join client's, if it answers its request.
-    fn maybe_join_reply(&mut self, now: Instant, source: SocketAddr, size: usize) {
+    fn maybe_join_reply(&mut self, now: Instant, source: SocketAddr, index: usize) {
         let Some(join) = self.join.as_mut() else {
             return;
         };
-        if let Some(request) = join.handle_reply(now, source, self.port.datagram(size)) {
+        if let Some(request) = join.handle_reply(now, source, self.port.datagram(index)) {
             self.send_join_request(&request);
         }
     }
 
     /// A reply `err duplicate-id id=<this node's id> …`: another node saw this node's id
     /// from two addresses.
-    fn maybe_duplicate_told(&mut self, source: SocketAddr, size: usize) {
-        let text = String::from_utf8_lossy(self.port.datagram(size));
+    fn maybe_duplicate_told(&mut self, source: SocketAddr, index: usize) {
+        let text = String::from_utf8_lossy(self.port.datagram(index));
         let Ok(reply) = Reply::parse(text.trim_end()) else {
             return;
         };
@@ -701,10 +730,10 @@ impl Runner {
 
     fn send_join_request(&mut self, request: &Request) {
         let target = request.target;
-        if let Err(error) = self.port.send_to(request.text.as_bytes(), target) {
+        if !self.port.send_to(request.text.as_bytes(), target) {
             bump(&mut self.service.stats_mut().send_errors);
             let id = self.service.node().id();
-            log::debug!("node {id}: join request to {target} failed: {error}");
+            log::debug!("node {id}: join request to {target} could not be queued");
         }
     }
 }
@@ -732,7 +761,8 @@ impl Prepared {
         let heard = Heard::new(clock.now());
         let poll = Poll::new().map_err(RunError::Poll)?;
         let registry = poll.registry();
-        port.register(registry, SOCKET).map_err(RunError::Poll)?;
+        port.register(registry, SOCKET, TEXT_SOCKET)
+            .map_err(RunError::Poll)?;
         registry
             .register(&mut pipes.signals, SIGNALS, Interest::READABLE)
             .map_err(RunError::Poll)?;
