@@ -2,33 +2,44 @@
 //!
 //! ```text
 //! <data-dir>/lock       flock'ed for the life of the process: one process per dir
-//! <data-dir>/state      the persistent state (below), replaced atomically on every save
-//! <data-dir>/state.tmp  the next state while it is written; ignored when reading
-//! <data-dir>/epoch      the boot epoch (below), one more at every start
-//! <data-dir>/epoch.tmp  the next epoch while it is written; ignored when reading
+//! <data-dir>/state      the persistent state: two slots, saved alternately in place
+//! <data-dir>/state.tmp  a new or converted state file while it is written; ignored when read
+//! <data-dir>/epoch      the boot epoch: two slots too, one more at every start
+//! <data-dir>/epoch.tmp  the same for the epoch file
 //!
-//! state = header (16 bytes) ++ postcard bytes of goose_core::PersistentState
-//!   bytes 0..6    magic "GOOSE1"
-//!   bytes 6..8    format version, u16 little-endian
-//!   bytes 8..12   payload length, u32 little-endian
-//!   bytes 12..16  CRC-32 (IEEE) of bytes 6..12 and the payload, u32 little-endian
-//!
-//! epoch = the same header with magic "GEPOCH" ++ the epoch, u32 little-endian (20 bytes)
+//! state = a file of two slots (`slots`, 8192 bytes), magic "GOOSE1", format version 3,
+//!         each slot's payload the postcard bytes of goose_core::PersistentState
+//! epoch = the same with magic "GEPOCH", format version 2, payload the epoch (u32 LE)
 //! ```
 //!
-//! A save writes `state.tmp`, fsyncs it, renames it over `state` and fsyncs the directory,
-//! so after a crash `state` holds either the old or the new state, whole. A state file
-//! that fails any check is refused with an error naming it; it is never reset, because a
-//! node that forgot its term or vote could vote twice in one term.
+//! A save writes the state into the slot that does not hold the newest one, with the next
+//! sequence number and a checksum, and syncs that data (`fdatasync`): one data sync, no
+//! rename and no directory sync, because the file never changes size. At start the valid
+//! slot with the higher sequence number wins, so a crash in the middle of a save loses
+//! only the state being saved, which the node had not acted on (it speaks only once `save`
+//! has returned). The file is created, and a file of an older format converted, the way
+//! every save used to work: written whole to `state.tmp`, fsynced, renamed over `state`,
+//! the directory fsynced; so at any crash `state` holds the old file or the new one.
+//!
+//! Older formats are read, and converted at the first save without losing anything: format
+//! 2 (one record: a 16-byte header, magic "GOOSE1", version, payload length and CRC-32, then
+//! the same payload) and format 1 (the same record holding the first format's payload, with
+//! no log term nor loyalty window: `SavedState::decode_first_format`). The epoch's format 1
+//! is that record with magic "GEPOCH" and the epoch (20 bytes).
+//!
+//! A state file that fails every check is refused with an error naming it; it is never
+//! reset, because a node that forgot its term or vote could vote twice in one term.
 //!
 //! The boot epoch ([`DataDir::next_epoch`]) numbers this process's sealed peer frames
 //! (`goose_core::auth`): at every start, with a cluster key or without, the node reads it,
-//! adds one and writes it back the same durable way *before* its socket exists, so no two
-//! boots of a node ever seal with the same epoch (receivers would drop the later boot's
-//! frames as replays). No file is the first boot: epoch 1. A file that fails a check is
-//! refused like the state file, never reset, for the same reason; at `u32::MAX` the node
-//! refuses to start. It is bumped at every start, not only with a key, so the data dir
-//! needs nothing when a key is added later, and every start runs the same code.
+//! adds one and writes it back durably *before* its socket exists, so no two boots of a
+//! node ever seal with the same epoch (receivers would drop the later boot's frames as
+//! replays). No file is the first boot: epoch 1. A file that fails a check is refused like
+//! the state file, never reset, for the same reason; at `u32::MAX` the node refuses to
+//! start. It is bumped at every start, not only with a key, so the data dir needs nothing
+//! when a key is added later, and every start runs the same code.
+
+mod slots;
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -39,36 +50,40 @@ use goose_core::limits::{LOG_ENTRIES_MAX, MEMBERS_MAX};
 use goose_core::storage::state_size_max;
 use goose_core::{PersistentState, SavedState, Storage, StorageError};
 
+use self::slots::SlotFile;
+
 /// The state file's name inside the data dir.
 const STATE_FILE: &str = "state";
-/// Where the next state is written before it is renamed over [`STATE_FILE`].
+/// Where a new or converted state file is written before it is renamed over [`STATE_FILE`].
 const STATE_TMP_FILE: &str = "state.tmp";
 /// The lock file's name inside the data dir.
 const LOCK_FILE: &str = "lock";
 /// The boot epoch's file name inside the data dir.
 const EPOCH_FILE: &str = "epoch";
-/// Where the next epoch is written before it is renamed over [`EPOCH_FILE`].
+/// Where a new or converted epoch file is written before it is renamed over [`EPOCH_FILE`].
 const EPOCH_TMP_FILE: &str = "epoch.tmp";
 
 const MAGIC: [u8; 6] = *b"GOOSE1";
 /// The epoch file's magic: a state file can never be mistaken for it, nor the reverse.
 const EPOCH_MAGIC: [u8; 6] = *b"GEPOCH";
-/// Bytes of the epoch file: the header and a u32.
-const EPOCH_FILE_SIZE: usize = HEADER_SIZE + 4;
-/// The state file's format: 2 since the state holds a log term and a loyalty window.
-const FORMAT_VERSION: u16 = 2;
-/// The first state format, read and converted at start (its next save writes format 2).
+/// The state file's format: 3 since it is two slots.
+const FORMAT_VERSION: u16 = 3;
+/// The one-record format with the log term and the loyalty window, read and converted.
+const SECOND_FORMAT_VERSION: u16 = 2;
+/// The first state format, read and converted.
 const FIRST_FORMAT_VERSION: u16 = 1;
-/// The epoch file's format, unchanged since the first.
-const EPOCH_FORMAT_VERSION: u16 = 1;
-const HEADER_SIZE: usize = 16;
+/// The epoch file's format: 2 since it is two slots.
+const EPOCH_FORMAT_VERSION: u16 = 2;
+/// The epoch file's first format, one record, read and converted.
+const FIRST_EPOCH_FORMAT_VERSION: u16 = 1;
+/// The header of a file of the one-record formats.
+const RECORD_HEADER_SIZE: usize = 16;
 
 /// The largest payload a node with the default capacities can save.
 const PAYLOAD_SIZE_MAX: usize = state_size_max(MEMBERS_MAX, LOG_ENTRIES_MAX);
-/// The largest state file: reading stops after this many bytes.
-const FILE_SIZE_MAX: usize = HEADER_SIZE + PAYLOAD_SIZE_MAX;
 
-const _: () = assert!(PAYLOAD_SIZE_MAX <= u32::MAX as usize);
+const _: () = assert!(PAYLOAD_SIZE_MAX <= slots::PAYLOAD_SIZE_MAX);
+const _: () = assert!(RECORD_HEADER_SIZE + PAYLOAD_SIZE_MAX < slots::FILE_SIZE);
 
 /// Why a data dir could not be opened or its state read.
 #[derive(Debug)]
@@ -175,33 +190,22 @@ impl DataDir {
     }
 
     /// Reads and checks the state file: `None` if there is none yet (a new node), else the
-    /// postcard payload to hand to `Node::new`.
+    /// postcard payload to hand to `Node::new` (of a file of an older format: converted).
     ///
     /// # Errors
     ///
     /// [`DataDirError::Read`] if it exists but cannot be read, [`DataDirError::Corrupt`] if
-    /// its header, length or checksum is wrong.
+    /// no slot (or record) of it passes every check.
     pub(crate) fn read_state(&self) -> Result<Option<Vec<u8>>, DataDirError> {
         let path = self.state_path();
-        let file = match File::open(&path) {
-            Ok(file) => file,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(DataDirError::Read(path, error)),
+        let Some(bytes) =
+            read_file(&path).map_err(|error| DataDirError::Read(path.clone(), error))?
+        else {
+            return Ok(None);
         };
-        let mut bytes = Vec::with_capacity(FILE_SIZE_MAX);
-        let limit = u64::try_from(FILE_SIZE_MAX + 1).unwrap_or(u64::MAX);
-        if let Err(error) = file.take(limit).read_to_end(&mut bytes) {
-            return Err(DataDirError::Read(path, error));
-        }
-        let versions = [FORMAT_VERSION, FIRST_FORMAT_VERSION];
-        match decode_file(MAGIC, &versions, &bytes) {
-            Ok((FORMAT_VERSION, payload)) => Ok(Some(payload.to_vec())),
-            Ok((_, payload)) => match first_format_to_current(payload) {
-                Ok(current) => Ok(Some(current)),
-                Err(reason) => Err(DataDirError::Corrupt(path, reason)),
-            },
-            Err(reason) => Err(DataDirError::Corrupt(path, reason)),
-        }
+        decode_state(&bytes)
+            .map(Some)
+            .map_err(|reason| DataDirError::Corrupt(path, reason))
     }
 
     /// The path of the boot epoch file.
@@ -220,23 +224,24 @@ impl DataDir {
     /// [`DataDirError::EpochWrite`] if the new epoch could not be written durably.
     pub(crate) fn next_epoch(&self) -> Result<u32, DataDirError> {
         let path = self.epoch_path();
-        let previous = match File::open(&path) {
-            Ok(file) => {
-                let mut bytes = Vec::with_capacity(EPOCH_FILE_SIZE);
-                let limit = u64::try_from(EPOCH_FILE_SIZE + 1).unwrap_or(u64::MAX);
-                file.take(limit)
-                    .read_to_end(&mut bytes)
-                    .map_err(|error| DataDirError::Epoch(path.clone(), error.to_string()))?;
-                decode_epoch(&bytes).map_err(|reason| DataDirError::Epoch(path.clone(), reason))?
-            }
-            Err(error) if error.kind() == io::ErrorKind::NotFound => 0,
-            Err(error) => return Err(DataDirError::Epoch(path, error.to_string())),
+        let refused = |reason: String| DataDirError::Epoch(path.clone(), reason);
+        let bytes = read_file(&path).map_err(|error| refused(error.to_string()))?;
+        let (previous, newest) = match bytes.as_deref().map(decode_epoch).transpose() {
+            Ok(found) => found.unwrap_or((0, None)),
+            Err(reason) => return Err(refused(reason)),
         };
         let epoch = previous
             .checked_add(1)
             .ok_or_else(|| DataDirError::EpochsExhausted(path.clone()))?;
-        write_durably(&self.path, EPOCH_TMP_FILE, EPOCH_FILE, &encode_epoch(epoch))
-            .map_err(|error| DataDirError::EpochWrite(path, error))?;
+        let payload = epoch.to_le_bytes();
+        let written = match newest {
+            Some(newest) => OpenOptions::new().write(true).open(&path).and_then(|file| {
+                SlotFile::open(file, EPOCH_MAGIC, EPOCH_FORMAT_VERSION, newest).save(&payload)
+            }),
+            None => slots::first_image(EPOCH_MAGIC, EPOCH_FORMAT_VERSION, &payload)
+                .and_then(|image| write_durably(&self.path, EPOCH_TMP_FILE, EPOCH_FILE, &image)),
+        };
+        written.map_err(|error| DataDirError::EpochWrite(path, error))?;
         Ok(epoch)
     }
 
@@ -244,7 +249,8 @@ impl DataDir {
     pub(crate) fn storage(&self) -> FileStorage {
         FileStorage {
             dir: self.path.clone(),
-            buffer: vec![0; FILE_SIZE_MAX],
+            payload: vec![0; PAYLOAD_SIZE_MAX],
+            file: None,
         }
     }
 }
@@ -253,8 +259,66 @@ impl DataDir {
 #[derive(Debug)]
 pub(crate) struct FileStorage {
     dir: PathBuf,
-    /// Header and payload of the state being saved; sized once, never grows.
-    buffer: Vec<u8>,
+    /// The state being saved, encoded; sized once, never grows.
+    payload: Vec<u8>,
+    /// The state file, open for saves in place once the first save has found (or made) it.
+    file: Option<SlotFile<File>>,
+}
+
+impl Storage for FileStorage {
+    fn save(&mut self, state: &PersistentState<'_>) -> Result<(), StorageError> {
+        let size = state.encode(&mut self.payload)?.len();
+        let payload = &self.payload[..size];
+        let result = match &mut self.file {
+            Some(file) => file.save(payload),
+            None => open_state_file(&self.dir, payload).map(|file| self.file = Some(file)),
+        };
+        result.map_err(|error| {
+            log::error!(
+                "storage: saving {} failed: {error}",
+                self.dir.join(STATE_FILE).display()
+            );
+            StorageError::Io
+        })
+    }
+}
+
+/// The first save of a process: saves `payload` into `dir`'s state file and returns it
+/// ready for the next saves in place. A file of two slots is opened and saved into; none
+/// yet, or one record of an older format (read at start, converted now), is replaced by a
+/// new file holding `payload`, written whole the durable way ([`write_durably`]).
+fn open_state_file(dir: &Path, payload: &[u8]) -> io::Result<SlotFile<File>> {
+    let path = dir.join(STATE_FILE);
+    match read_file(&path)? {
+        Some(bytes) if bytes.len() == slots::FILE_SIZE => {
+            let newest = slots::decode(MAGIC, FORMAT_VERSION, &bytes)
+                .map_err(|reason| io::Error::new(io::ErrorKind::InvalidData, reason))?;
+            let file = OpenOptions::new().write(true).open(&path)?;
+            let at = (newest.slot, newest.sequence);
+            let mut file = SlotFile::open(file, MAGIC, FORMAT_VERSION, at);
+            file.save(payload)?;
+            Ok(file)
+        }
+        _ => {
+            let image = slots::first_image(MAGIC, FORMAT_VERSION, payload)?;
+            write_durably(dir, STATE_TMP_FILE, STATE_FILE, &image)?;
+            let file = OpenOptions::new().write(true).open(&path)?;
+            Ok(SlotFile::open(file, MAGIC, FORMAT_VERSION, (0, 1)))
+        }
+    }
+}
+
+/// The whole file at `path`, up to one byte more than a slot file; `None` if there is none.
+fn read_file(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let mut bytes = Vec::with_capacity(slots::FILE_SIZE);
+    let limit = u64::try_from(slots::FILE_SIZE + 1).unwrap_or(u64::MAX);
+    file.take(limit).read_to_end(&mut bytes)?;
+    Ok(Some(bytes))
 }
 
 /// Replaces `dir/name` with `bytes` durably: writes `dir/tmp_name`, fsyncs it, renames it
@@ -275,23 +339,35 @@ fn write_durably(dir: &Path, tmp_name: &str, name: &str, bytes: &[u8]) -> io::Re
     File::open(dir)?.sync_all()
 }
 
-impl Storage for FileStorage {
-    fn save(&mut self, state: &PersistentState<'_>) -> Result<(), StorageError> {
-        let (header, payload) = self.buffer.split_at_mut(HEADER_SIZE);
-        let payload_size = state.encode(payload)?.len();
-        let header_bytes = encode_header(MAGIC, &payload[..payload_size]);
-        header.copy_from_slice(&header_bytes);
-        let size = HEADER_SIZE + payload_size;
-        write_durably(&self.dir, STATE_TMP_FILE, STATE_FILE, &self.buffer[..size]).map_err(
-            |error| {
-                log::error!(
-                    "storage: saving {} (written via {STATE_TMP_FILE}) failed: {error}",
-                    self.dir.join(STATE_FILE).display()
-                );
-                StorageError::Io
-            },
-        )
+/// The current format's payload of a whole state file of any format this build reads, or
+/// why it is refused.
+fn decode_state(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    if bytes.len() == slots::FILE_SIZE {
+        return Ok(slots::decode(MAGIC, FORMAT_VERSION, bytes)?
+            .payload
+            .to_vec());
     }
+    let versions = [SECOND_FORMAT_VERSION, FIRST_FORMAT_VERSION];
+    match decode_record(MAGIC, &versions, bytes)? {
+        (SECOND_FORMAT_VERSION, payload) => Ok(payload.to_vec()),
+        (_, payload) => first_format_to_current(payload),
+    }
+}
+
+/// The epoch in a whole epoch file, and where it is if the file is of two slots (`None`: an
+/// older format, to convert), or why it is refused.
+fn decode_epoch(bytes: &[u8]) -> Result<(u32, Option<(usize, u64)>), String> {
+    let (payload, newest) = if bytes.len() == slots::FILE_SIZE {
+        let newest = slots::decode(EPOCH_MAGIC, EPOCH_FORMAT_VERSION, bytes)?;
+        (newest.payload, Some((newest.slot, newest.sequence)))
+    } else {
+        let (_, payload) = decode_record(EPOCH_MAGIC, &[FIRST_EPOCH_FORMAT_VERSION], bytes)?;
+        (payload, None)
+    };
+    let epoch: [u8; 4] = payload
+        .try_into()
+        .map_err(|_| format!("{} payload bytes, an epoch is 4", payload.len()))?;
+    Ok((u32::from_le_bytes(epoch), newest))
 }
 
 /// A state saved by a build of the first format (wire version 1), as the current format's
@@ -307,64 +383,31 @@ fn first_format_to_current(payload: &[u8]) -> Result<Vec<u8>, String> {
     Ok(bytes.to_vec())
 }
 
-fn encode_header(magic: [u8; 6], payload: &[u8]) -> [u8; HEADER_SIZE] {
-    assert!(payload.len() <= PAYLOAD_SIZE_MAX);
-    let length = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-    let version = if magic == MAGIC {
-        FORMAT_VERSION
-    } else {
-        EPOCH_FORMAT_VERSION
-    };
-    let mut header = [0; HEADER_SIZE];
-    header[0..6].copy_from_slice(&magic);
-    header[6..8].copy_from_slice(&version.to_le_bytes());
-    header[8..12].copy_from_slice(&length.to_le_bytes());
-    let crc = checksum(&header[6..12], payload);
-    header[12..16].copy_from_slice(&crc.to_le_bytes());
-    header
-}
-
-/// The epoch file's bytes for `epoch`.
-fn encode_epoch(epoch: u32) -> [u8; EPOCH_FILE_SIZE] {
-    let payload = epoch.to_le_bytes();
-    let mut bytes = [0; EPOCH_FILE_SIZE];
-    bytes[..HEADER_SIZE].copy_from_slice(&encode_header(EPOCH_MAGIC, &payload));
-    bytes[HEADER_SIZE..].copy_from_slice(&payload);
-    bytes
-}
-
-/// Checks a whole epoch file and returns its epoch, or why it was refused.
-fn decode_epoch(bytes: &[u8]) -> Result<u32, String> {
-    let (_, payload) = decode_file(EPOCH_MAGIC, &[EPOCH_FORMAT_VERSION], bytes)?;
-    let epoch: [u8; 4] = payload
-        .try_into()
-        .map_err(|_| format!("{} payload bytes, an epoch is 4", payload.len()))?;
-    Ok(u32::from_le_bytes(epoch))
-}
-
-/// Checks a whole state (or epoch) file against its `magic` and the format `versions` this
-/// build reads, and returns its version and payload, or why it was refused.
-fn decode_file<'b>(
+/// Checks a whole file of the one-record formats against its `magic` and the format
+/// `versions` this build reads of them, and returns its version and payload, or why it was
+/// refused.
+fn decode_record<'b>(
     magic: [u8; 6],
     versions: &[u16],
     bytes: &'b [u8],
 ) -> Result<(u16, &'b [u8]), String> {
-    let Some((header, payload)) = bytes.split_first_chunk::<HEADER_SIZE>() else {
+    let Some((header, payload)) = bytes.split_first_chunk::<RECORD_HEADER_SIZE>() else {
         return Err(format!(
-            "{} bytes, shorter than the {HEADER_SIZE}-byte header",
-            bytes.len()
+            "{} bytes, shorter than any goose {} file",
+            bytes.len(),
+            kind(magic)
         ));
     };
     if header[0..6] != magic {
-        return Err(format!(
-            "bad magic: not a goose {} file",
-            if magic == MAGIC { "state" } else { "epoch" }
-        ));
+        return Err(format!("bad magic: not a goose {} file", kind(magic)));
     }
     let version = u16::from_le_bytes([header[6], header[7]]);
     if !versions.contains(&version) {
         return Err(format!(
-            "format version {version}, this build reads {versions:?}"
+            "{} bytes of format version {version}: this build reads {versions:?} in one \
+             record, or two slots in {} bytes",
+            bytes.len(),
+            slots::FILE_SIZE
         ));
     }
     let length = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
@@ -375,26 +418,34 @@ fn decode_file<'b>(
         ));
     }
     let crc = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
-    if checksum(&header[6..12], payload) != crc {
+    if slots::checksum(&header[6..12], payload) != crc {
         return Err("checksum mismatch".to_owned());
     }
     Ok((version, payload))
 }
 
-fn checksum(header_fields: &[u8], payload: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(header_fields);
-    hasher.update(payload);
-    hasher.finalize()
+/// "state" or "epoch", for errors.
+fn kind(magic: [u8; 6]) -> &'static str {
+    if magic == MAGIC {
+        "state"
+    } else {
+        "epoch"
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::slots::tests::FaultyMedium;
+    use super::slots::{self, SlotFile};
     use super::{
-        checksum, decode_epoch, decode_file, encode_epoch, encode_header, DataDir, DataDirError,
-        EPOCH_FILE, FIRST_FORMAT_VERSION, FORMAT_VERSION, HEADER_SIZE, MAGIC, STATE_FILE,
+        decode_epoch, decode_record, decode_state, DataDir, DataDirError, EPOCH_FILE,
+        EPOCH_FORMAT_VERSION, EPOCH_MAGIC, FIRST_EPOCH_FORMAT_VERSION, FIRST_FORMAT_VERSION,
+        FORMAT_VERSION, MAGIC, RECORD_HEADER_SIZE, SECOND_FORMAT_VERSION, STATE_FILE,
     };
-    use goose_core::{Config, Instant, Member, Node, NodeId};
+    use goose_core::{
+        Config, Duration, Entry, EntryId, Instant, LogIndex, Member, Node, NodeId, Payload,
+        PersistentState, Storage, StorageError, Term,
+    };
     use std::net::SocketAddr;
     use std::path::PathBuf;
 
@@ -404,65 +455,75 @@ mod tests {
         dir
     }
 
-    fn file_with(payload: &[u8]) -> Vec<u8> {
-        let mut bytes = encode_header(MAGIC, payload).to_vec();
+    /// A file of the one-record formats: `magic`, `version`, `payload`.
+    fn record(magic: [u8; 6], version: u16, payload: &[u8]) -> Vec<u8> {
+        let mut bytes = vec![0; RECORD_HEADER_SIZE];
+        bytes[0..6].copy_from_slice(&magic);
+        bytes[6..8].copy_from_slice(&version.to_le_bytes());
+        let length = u32::try_from(payload.len()).unwrap();
+        bytes[8..12].copy_from_slice(&length.to_le_bytes());
+        let crc = slots::checksum(&bytes[6..12], payload);
+        bytes[12..16].copy_from_slice(&crc.to_le_bytes());
         bytes.extend_from_slice(payload);
         bytes
     }
 
-    #[test]
-    fn header_round_trips() {
-        let bytes = file_with(b"hello");
-        assert_eq!(
-            decode_file(MAGIC, &[FORMAT_VERSION], &bytes),
-            Ok((FORMAT_VERSION, &b"hello"[..]))
-        );
-        assert_eq!(
-            decode_file(MAGIC, &[FORMAT_VERSION], &file_with(b"")),
-            Ok((FORMAT_VERSION, &b""[..]))
-        );
+    /// Storage for nodes that are only started, never saved from.
+    struct Unused;
+
+    impl Storage for Unused {
+        fn save(&mut self, _: &PersistentState<'_>) -> Result<(), StorageError> {
+            Err(StorageError::Io)
+        }
     }
 
+    fn node_one() -> (NodeId, [Member; 1]) {
+        let id = NodeId::new(1).unwrap();
+        let addr: SocketAddr = "127.0.0.1:9900".parse().unwrap();
+        (
+            id,
+            [Member {
+                id,
+                addr,
+                voter: true,
+            }],
+        )
+    }
+
+    // --- The one-record formats, read for conversion ------------------------------------
+
     #[test]
-    fn every_flipped_bit_is_refused() {
-        let bytes = file_with(b"some state bytes");
+    fn a_record_round_trips_and_every_flipped_bit_or_length_is_refused() {
+        let versions = [SECOND_FORMAT_VERSION, FIRST_FORMAT_VERSION];
+        let bytes = record(MAGIC, SECOND_FORMAT_VERSION, b"some state bytes");
+        assert_eq!(
+            decode_record(MAGIC, &versions, &bytes),
+            Ok((SECOND_FORMAT_VERSION, &b"some state bytes"[..]))
+        );
         for index in 0..bytes.len() {
             for bit in 0..8 {
                 let mut corrupt = bytes.clone();
                 corrupt[index] ^= 1 << bit;
-                assert!(
-                    decode_file(MAGIC, &[FORMAT_VERSION], &corrupt).is_err(),
-                    "byte {index} bit {bit}"
-                );
+                assert!(decode_record(MAGIC, &versions, &corrupt).is_err());
             }
         }
+        for size in 0..bytes.len() {
+            assert!(decode_record(MAGIC, &versions, &bytes[..size]).is_err());
+        }
+        let longer = [&bytes[..], &[0]].concat();
+        assert!(decode_record(MAGIC, &versions, &longer).is_err());
+        // A record claiming the current version is no file this build writes.
+        let third = record(MAGIC, FORMAT_VERSION, b"x");
+        let refusal = decode_state(&third).unwrap_err();
+        assert!(refusal.contains("two slots"), "{refusal}");
     }
 
-    #[test]
-    fn truncated_and_extended_files_are_refused() {
-        let bytes = file_with(b"some state bytes");
-        for size in 0..bytes.len() {
-            assert!(
-                decode_file(MAGIC, &[FORMAT_VERSION], &bytes[..size]).is_err(),
-                "size {size}"
-            );
-        }
-        let mut longer = bytes.clone();
-        longer.push(0);
-        assert!(decode_file(MAGIC, &[FORMAT_VERSION], &longer).is_err());
-        assert!(decode_file(MAGIC, &[FORMAT_VERSION], &bytes[..HEADER_SIZE - 1]).is_err());
-    }
+    // --- The state file -----------------------------------------------------------------
 
     #[test]
     fn a_node_restarted_on_its_dir_remembers_its_term_and_vote() {
         let dir = temp_dir("restart");
-        let id = NodeId::new(1).unwrap();
-        let addr: SocketAddr = "127.0.0.1:9900".parse().unwrap();
-        let members = [Member {
-            id,
-            addr,
-            voter: true,
-        }];
+        let (id, members) = node_one();
         let config = Config::new(id);
         let data_dir = DataDir::open(&dir).unwrap();
         assert_eq!(data_dir.read_state().unwrap(), None);
@@ -488,6 +549,11 @@ mod tests {
         assert!(node.is_goose(now));
         let (term, vote) = (node.term(), node.voted_for());
         drop(node);
+        let path = dir.join(STATE_FILE);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            slots::FILE_SIZE as u64
+        );
 
         let saved = data_dir.read_state().unwrap().unwrap();
         let node: Node<_> =
@@ -495,12 +561,26 @@ mod tests {
         assert_eq!((node.term(), node.voted_for()), (term, vote));
         assert_eq!(node.members(), &members);
         assert!(!node.is_goose(now));
+        drop(node);
 
-        // One flipped byte and the dir is refused, and the file is left as it was.
-        let path = dir.join(STATE_FILE);
-        let mut bytes = std::fs::read(&path).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0xFF;
+        // A newest slot that fails its checksum is taken for a torn write: the previous
+        // state is read. With both slots bad the dir is refused, and the file left as it
+        // was.
+        let good = std::fs::read(&path).unwrap();
+        let newest = slots::decode(MAGIC, FORMAT_VERSION, &good).unwrap();
+        let mut without_newest = good.clone();
+        let start = newest.slot * slots::SLOT_SIZE;
+        without_newest[start..start + slots::SLOT_SIZE].fill(0);
+        let older = slots::decode(MAGIC, FORMAT_VERSION, &without_newest);
+        let mut bytes = good.clone();
+        bytes[newest.slot * slots::SLOT_SIZE + slots::HEADER_SIZE] ^= 0xFF;
+        std::fs::write(&path, &bytes).unwrap();
+        match older {
+            Ok(older) => assert_eq!(data_dir.read_state().unwrap().unwrap(), older.payload),
+            Err(_) => assert!(data_dir.read_state().is_err(), "one save only"),
+        }
+        let other = (1 - newest.slot) * slots::SLOT_SIZE + slots::HEADER_SIZE;
+        bytes[other] ^= 0xFF;
         std::fs::write(&path, &bytes).unwrap();
         assert!(matches!(
             data_dir.read_state(),
@@ -511,16 +591,91 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// The state `term` and `vote` with a log and members that make the payload some
+    /// hundreds of bytes.
+    fn state_bytes(term: u64, vote: u16) -> Vec<u8> {
+        let members: Vec<Member> = (1..=40)
+            .map(|n| Member {
+                id: NodeId::new(n).unwrap(),
+                addr: format!("127.0.0.1:{}", 9900 + n).parse().unwrap(),
+                voter: n <= 5,
+            })
+            .collect();
+        let entries: Vec<Entry> = (0..8)
+            .map(|n| Entry {
+                term: Term(term.min(n + 1)),
+                payload: Payload::Promote {
+                    id: NodeId::new(6).unwrap(),
+                },
+            })
+            .collect();
+        let state = PersistentState {
+            id: NodeId::new(1).unwrap(),
+            term: Term(term),
+            voted_for: NodeId::new(vote),
+            log_term: Term(term - 1),
+            stick: Duration::from_millis(150),
+            commit: LogIndex(4),
+            snapshot: EntryId::default(),
+            snapshot_members: &members,
+            entries: &entries,
+        };
+        let mut buffer = vec![0; 4096];
+        state.encode(&mut buffer).unwrap().to_vec()
+    }
+
     #[test]
-    fn a_state_file_of_the_first_format_is_read_and_converted() {
-        use goose_core::{Duration, Entry, EntryId, LogIndex, Payload, PersistentState, Term};
-        let dir = temp_dir("first-format");
-        let id = NodeId::new(1).unwrap();
-        let members = [Member {
-            id,
-            addr: "127.0.0.1:9900".parse().unwrap(),
-            voter: true,
-        }];
+    fn a_save_cut_at_any_byte_starts_the_node_from_the_old_or_the_new_state() {
+        let (old, new) = (state_bytes(3, 1), state_bytes(4, 2));
+        assert!(old.len() > 300, "{}", old.len());
+        let mut base = SlotFile::open(
+            FaultyMedium::new(slots::first_image(MAGIC, FORMAT_VERSION, &old).unwrap()),
+            MAGIC,
+            FORMAT_VERSION,
+            (0, 1),
+        );
+        // Both slots hold a state: the cut save overwrites the older one.
+        base.save(&old).unwrap();
+        let config = Config::new(NodeId::new(1).unwrap());
+        let start = |image: &[u8]| {
+            let payload = decode_state(image).unwrap();
+            let node: Node<_> = Node::new(&config, Unused, Some(&payload), &[], 1, Instant::ZERO)
+                .expect("the node starts from what it finds");
+            (node.term().0, node.voted_for().map(NodeId::get))
+        };
+        let written = slots::HEADER_SIZE + new.len();
+        let mut whole = SlotFile::open(base.medium().clone(), MAGIC, FORMAT_VERSION, (1, 2));
+        whole.save(&new).unwrap();
+        let (mut olds, mut news) = (0, 0);
+        for cut in 0..=written {
+            for (tail_first, fill) in [
+                (false, None),
+                (true, None),
+                (false, Some(0)),
+                (true, Some(0xFF)),
+            ] {
+                let mut medium = base.medium().clone();
+                medium.cut_at = Some(cut);
+                medium.tail_first = tail_first;
+                medium.fill = fill;
+                let mut file = SlotFile::open(medium, MAGIC, FORMAT_VERSION, (1, 2));
+                assert!(file.save(&new).is_err());
+                match start(&file.medium().image) {
+                    (3, Some(1)) => olds += 1,
+                    // Only a write whose lost bytes held what it wrote anyway.
+                    (4, Some(2)) if file.medium().image == whole.medium().image => news += 1,
+                    other => panic!("cut at {cut}: the node started with {other:?}"),
+                }
+            }
+        }
+        assert!(news >= 4, "every whole write is new");
+        assert!(olds >= 4 * (written - slots::HEADER_SIZE), "{olds}");
+    }
+
+    #[test]
+    fn state_files_of_the_older_formats_are_read_and_converted_at_the_first_save() {
+        let dir = temp_dir("older-formats");
+        let (id, members) = node_one();
         let entries = [Entry {
             term: Term(3),
             payload: Payload::Noop,
@@ -542,67 +697,99 @@ mod tests {
         // window, here two zero bytes after id (1), term (3) and the vote (1 = Some, 1).
         assert_eq!(&bytes[..6], &[1, 3, 1, 1, 0, 0]);
         let first = [&bytes[..4], &bytes[6..]].concat();
-        let mut file = encode_header(MAGIC, &first).to_vec();
-        file[6..8].copy_from_slice(&FIRST_FORMAT_VERSION.to_le_bytes());
-        let crc = checksum(&file[6..12], &first);
-        file[12..16].copy_from_slice(&crc.to_le_bytes());
-        file.extend_from_slice(&first);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(STATE_FILE), &file).unwrap();
-
-        let data_dir = DataDir::open(&dir).unwrap();
-        let saved = data_dir.read_state().unwrap().unwrap();
         let config = Config::new(id);
-        let node: Node<_> = Node::new(
-            &config,
-            data_dir.storage(),
-            Some(&saved),
-            &[],
-            8,
-            Instant::ZERO,
-        )
-        .unwrap();
-        assert_eq!((node.term(), node.voted_for()), (Term(3), Some(id)));
-        assert_eq!(node.log_term(), Term(3), "its last entry's term");
-        assert_eq!(node.entries(), &entries);
-        drop(data_dir);
-        let _ = std::fs::remove_dir_all(&dir);
+        for (file, log_term) in [
+            (record(MAGIC, FIRST_FORMAT_VERSION, &first), Term(3)),
+            (record(MAGIC, SECOND_FORMAT_VERSION, bytes), Term(0)),
+        ] {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(STATE_FILE), &file).unwrap();
+            let data_dir = DataDir::open(&dir).unwrap();
+            let saved = data_dir.read_state().unwrap().unwrap();
+            let mut node: Node<_> = Node::new(
+                &config,
+                data_dir.storage(),
+                Some(&saved),
+                &[],
+                8,
+                Instant::ZERO,
+            )
+            .unwrap();
+            assert_eq!((node.term(), node.voted_for()), (Term(3), Some(id)));
+            assert_eq!(node.log_term(), log_term, "format 1: its last entry's term");
+            assert_eq!(node.entries(), &entries);
+            // Untouched until the node saves; then two slots, nothing lost.
+            assert_eq!(std::fs::read(dir.join(STATE_FILE)).unwrap(), file);
+            let mut now = Instant::ZERO;
+            while node.term() == Term(3) {
+                now = node.poll_timeout().unwrap();
+                node.handle_timeout(now);
+            }
+            let converted = std::fs::read(dir.join(STATE_FILE)).unwrap();
+            assert_eq!(converted.len(), slots::FILE_SIZE);
+            let reread = data_dir.read_state().unwrap().unwrap();
+            let again: Node<_> = Node::new(&config, Unused, Some(&reread), &[], 8, now).unwrap();
+            assert_eq!(again.term(), node.term());
+            assert_eq!(again.entries(), &entries);
+            assert!(again.log_term() >= log_term);
+            drop(node);
+            drop(data_dir);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
+
+    // --- The boot epoch -----------------------------------------------------------------
 
     #[test]
     fn the_epoch_rises_at_every_start_and_a_bad_file_is_refused_as_it_is() {
         let dir = temp_dir("epoch");
         let data_dir = DataDir::open(&dir).unwrap();
         assert_eq!(data_dir.next_epoch().unwrap(), 1, "no file: the first boot");
-        assert_eq!(data_dir.next_epoch().unwrap(), 2);
+        for epoch in 2..=5 {
+            assert_eq!(data_dir.next_epoch().unwrap(), epoch);
+        }
         let path = dir.join(EPOCH_FILE);
         let good = std::fs::read(&path).unwrap();
-        assert_eq!(decode_epoch(&good), Ok(2));
+        assert_eq!(good.len(), slots::FILE_SIZE, "two slots, written in place");
+        assert_eq!(decode_epoch(&good).map(|(epoch, _)| epoch), Ok(5));
+        let both_flipped = {
+            let mut flipped = good.clone();
+            flipped[slots::HEADER_SIZE] ^= 4;
+            flipped[slots::SLOT_SIZE + slots::HEADER_SIZE] ^= 4;
+            flipped
+        };
         for bad in [
             Vec::new(),
             b"3\n".to_vec(),
             good[..good.len() - 1].to_vec(),
             [&good[..], &[0]].concat(),
-            {
-                let mut flipped = good.clone();
-                flipped[HEADER_SIZE] ^= 4;
-                flipped
-            },
-            encode_header(MAGIC, &2u32.to_le_bytes()).to_vec(),
+            both_flipped,
+            record(MAGIC, FIRST_EPOCH_FORMAT_VERSION, &2u32.to_le_bytes()),
+            slots::first_image(MAGIC, EPOCH_FORMAT_VERSION, &2u32.to_le_bytes()).unwrap(),
         ] {
             std::fs::write(&path, &bad).unwrap();
             assert!(
                 matches!(data_dir.next_epoch(), Err(DataDirError::Epoch(..))),
-                "{bad:?}"
+                "{:?}",
+                &bad[..bad.len().min(24)]
             );
             assert_eq!(std::fs::read(&path).unwrap(), bad, "left as it was");
         }
-        std::fs::write(&path, encode_epoch(u32::MAX)).unwrap();
+        // The first format's file is read and converted.
+        let first = record(EPOCH_MAGIC, FIRST_EPOCH_FORMAT_VERSION, &7u32.to_le_bytes());
+        std::fs::write(&path, first).unwrap();
+        assert_eq!(data_dir.next_epoch().unwrap(), 8);
+        assert_eq!(std::fs::read(&path).unwrap().len(), slots::FILE_SIZE);
+        assert_eq!(data_dir.next_epoch().unwrap(), 9);
+        let last = |epoch: u32| {
+            slots::first_image(EPOCH_MAGIC, EPOCH_FORMAT_VERSION, &epoch.to_le_bytes()).unwrap()
+        };
+        std::fs::write(&path, last(u32::MAX)).unwrap();
         assert!(matches!(
             data_dir.next_epoch(),
             Err(DataDirError::EpochsExhausted(_))
         ));
-        std::fs::write(&path, encode_epoch(u32::MAX - 1)).unwrap();
+        std::fs::write(&path, last(u32::MAX - 1)).unwrap();
         assert_eq!(data_dir.next_epoch().unwrap(), u32::MAX);
         drop(data_dir);
         let _ = std::fs::remove_dir_all(&dir);

@@ -33,9 +33,9 @@ const RUN_WITHIN: Duration = Duration::from_secs(10);
 /// Replays a restarted sender may leave behind: frames of its previous boot still in
 /// flight when it died (none on loopback, in practice).
 const REPLAYS_AFTER_RESTART_MAX: u64 = 4;
-/// The epoch file's name in a node's data dir, and its size (16-byte header, u32).
+/// The epoch file's name in a node's data dir, and its size (two slots).
 const EPOCH_FILE: &str = "epoch";
-const EPOCH_FILE_SIZE: usize = 20;
+const EPOCH_FILE_SIZE: usize = 8192;
 
 fn one_flock_at_a_time() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
@@ -53,12 +53,19 @@ fn term_in(status: &BTreeMap<String, String>) -> u64 {
     counter(status, "term")
 }
 
-/// The boot epoch in a node's data dir.
+/// The boot epoch in a node's data dir: the file is two slots of 4096 bytes, each a
+/// 24-byte header (magic, version, length, sequence number at 12..20, checksum) and the
+/// epoch; the slot with the higher sequence number holds the latest.
 fn epoch(data_dir: &Path) -> u32 {
     let bytes = fs::read(data_dir.join(EPOCH_FILE)).expect("epoch file");
     assert_eq!(bytes.len(), EPOCH_FILE_SIZE, "epoch file size");
-    assert_eq!(&bytes[..6], b"GEPOCH", "epoch file magic");
-    u32::from_le_bytes([bytes[16], bytes[17], bytes[18], bytes[19]])
+    let sequence = |slot: &[u8]| u64::from_le_bytes(slot[12..20].try_into().unwrap_or_default());
+    let newest = bytes
+        .chunks_exact(EPOCH_FILE_SIZE / 2)
+        .filter(|slot| slot.starts_with(b"GEPOCH"))
+        .max_by_key(|slot| sequence(slot))
+        .expect("epoch file magic");
+    u32::from_le_bytes([newest[24], newest[25], newest[26], newest[27]])
 }
 
 /// Sets the value after `flag` in `args` (adding both if missing), or removes both (`None`).
