@@ -1,7 +1,7 @@
 //! # goose-core: allocation-free Raft leader election with a lease-backed goose
 //!
 //! A flock of nodes elects exactly one **goose**: the Raft leader whose whole log a majority
-//! confirmed in its term and that holds a lease a majority granted it. This crate is the whole
+//! holds (committed) and that holds a lease a majority granted it. This crate is the whole
 //! protocol, and nothing else: it is `#![no_std]`, never allocates, and never reads a
 //! clock, a socket or a file (sans-I/O).
 //!

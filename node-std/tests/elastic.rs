@@ -650,7 +650,10 @@ fn transfer_answers_ok_to_the_new_goose_and_refuses_what_it_must() {
     assert_eq!(now_goose, named);
 
     // One change at a time: with the goose cut off (its lease still holds for a while),
-    // a first change is appended but cannot commit, so the next is refused.
+    // a first change is appended but cannot commit, so the next is refused. A new goose
+    // accepts changes once its followers have confirmed its log (a save each, after it
+    // became goose): a few heartbeats are plenty.
+    thread::sleep(Duration::from_millis(200));
     let goose = now_goose;
     let others: Vec<String> = live
         .iter()

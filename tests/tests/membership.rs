@@ -14,12 +14,13 @@ fn flock_with(nodes: u16, bootstrap: u16, seed: u64, voters_target: u16) -> Floc
     Flock::new(config)
 }
 
+/// Runs until there is a goose that accepts changes (a majority confirmed its log).
 fn elect(flock: &mut Flock) -> u16 {
     assert!(
-        flock.run_until_condition(ELECTION_BOUND, |f| f.goose().is_some()),
+        flock.run_until_condition(ELECTION_BOUND, |f| f.confirmed_goose().is_some()),
         "no goose"
     );
-    flock.goose().expect("checked above")
+    flock.confirmed_goose().expect("checked above")
 }
 
 fn voters(flock: &Flock, n: u16) -> Vec<u16> {
@@ -453,4 +454,65 @@ fn health_with_no_healthy_voter_left_a_transfer_has_no_target() {
     flock.run_for(ms(200));
     assert_eq!(flock.transfer(goose, None), Err(TransferError::NoTarget));
     assert_eq!(flock.goose(), Some(goose), "it leads on");
+}
+
+/// Delivers every frame in flight, oldest first, each carrying the saves on the causal
+/// chain that sent it (an input after which its node had saved adds one), until `done`
+/// holds after an input; returns the saves on that input's chain.
+fn saves_on_the_path(flock: &mut Flock, done: impl Fn(&Flock) -> bool) -> Option<u64> {
+    let saves = |flock: &Flock, n: u16| flock.process(n).storage.disk().borrow().saves;
+    let mut queue: std::collections::VecDeque<_> =
+        flock.take_frames().into_iter().map(|p| (p, 0)).collect();
+    for _ in 0..flock_sim::HELD_STEPS_MAX {
+        let (packet, depth) = queue.pop_front()?;
+        let before = saves(flock, packet.to);
+        flock.deliver(&packet);
+        let depth = depth + u64::from(saves(flock, packet.to) > before);
+        if done(flock) {
+            return Some(depth);
+        }
+        queue.extend(flock.take_frames().into_iter().map(|p| (p, depth)));
+    }
+    None
+}
+
+#[test]
+fn transfer_the_new_goose_waits_for_two_saves_the_votes() {
+    // The saves a handoff waits for, one after another: the candidate's vote for itself,
+    // then its voters' (in parallel). Neither the new leader's log term nor its followers'
+    // are saved on the way: a leader whose commit index covers its log needs no
+    // confirmation to be goose, and log terms are saved after the acknowledgements have
+    // left (the log term, in `core/src/raft/follower.rs`). It used to be four.
+    let config = flock_sim::FlockConfig {
+        drift_ppm: 0,
+        ..FlockConfig::new(5, 50)
+    };
+    let mut flock = Flock::held(config, 1_024);
+    for n in 1..=5 {
+        flock.start(n);
+    }
+    let goose = flock.settle_held();
+    // A few heartbeat rounds: every entry committed and known so, every log term saved.
+    for _ in 0..4 {
+        flock.now = flock.deadline(goose).expect("a leader's timer");
+        for n in 1..=5 {
+            if flock.deadline(n).is_some_and(|at| at <= flock.now) {
+                flock.fire(n);
+            }
+        }
+        flock.deliver_all();
+    }
+    assert_eq!(flock.goose(), Some(goose));
+    let target = (1..=5).find(|&n| n != goose).unwrap();
+    flock.transfer(goose, Some(target)).expect("a voter");
+    let saves = saves_on_the_path(&mut flock, |f| f.goose() == Some(target));
+    assert_eq!(saves, Some(2), "saves before node {target} was goose");
+    assert!(flock.violation().is_none());
+    // Its followers then save their log terms and confirm: it accepts changes.
+    flock.deliver_all();
+    for n in 1..=5 {
+        flock.fire(n);
+    }
+    flock.deliver_all();
+    assert_eq!(flock.confirmed_goose(), Some(target));
 }

@@ -14,12 +14,13 @@ fn flock(nodes: u16, seed: u64) -> Flock {
     Flock::new(FlockConfig::new(nodes, seed))
 }
 
+/// Runs until there is a goose that accepts changes (a majority confirmed its log).
 fn elect(flock: &mut Flock) -> u16 {
     assert!(
-        flock.run_until_condition(ELECTION_BOUND, |f| f.goose().is_some()),
+        flock.run_until_condition(ELECTION_BOUND, |f| f.confirmed_goose().is_some()),
         "no goose elected"
     );
-    flock.goose().expect("checked above")
+    flock.confirmed_goose().expect("checked above")
 }
 
 fn term_of(flock: &Flock, n: u16) -> Term {
@@ -197,7 +198,9 @@ fn commit_figure8_earlier_terms_commit_only_by_confirmation_in_the_current_term(
     // term, Viewstamped Replication's log view). Node 1 holds an uncommitted entry of its
     // old term; re-elected (with votes we hand it), it is told a peer holds that entry
     // without confirming: it must not commit. Told the peer confirmed, it commits the old
-    // entry, having appended nothing.
+    // entry, having appended nothing. (The leader counts its own confirmation once its log
+    // term is saved, with its first heartbeat after the election: the log term, in
+    // `follower`.)
     let mut flock = flock(3, 6);
     let a = elect(&mut flock);
     let (b, _) = ((1..=3).find(|n| *n != a).unwrap(), ());
@@ -234,6 +237,9 @@ fn commit_figure8_earlier_terms_commit_only_by_confirmation_in_the_current_term(
         },
     };
     flock.inject(b, a, &ack(false));
+    // Past the first heartbeat: the leader confirms its own log.
+    flock.run_for(ms(60));
+    assert_eq!(flock.node(a).unwrap().log_term(), Term(term.0 + 1));
     assert_eq!(
         flock.node(a).unwrap().commit(),
         commit,

@@ -12,6 +12,7 @@
 
 use heapless::Vec;
 
+use super::follower::PendingLogTerm;
 use super::leader::{LeaderState, Progress};
 use super::Cause;
 use super::{push_bounded, Node, Role};
@@ -215,10 +216,14 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         }
     }
 
-    /// Wins the election. The leader appends nothing: its log term becomes its term
-    /// (saved before any frame leaves), and once a majority confirmed its whole log in this
-    /// term, every earlier entry in it is committed and it may be goose (the log term, in
-    /// `follower`).
+    /// Wins the election. The leader appends nothing: its log term becomes its term, and
+    /// once a majority confirmed its whole log in this term, every earlier entry in it is
+    /// committed and it may propose changes (the log term, in `follower`). It may be goose
+    /// before that if its commit index already covers its whole log ([`lease`]).
+    ///
+    /// Its own log term is saved with its next heartbeat round, or any save before, not
+    /// before its first Appends leave: until then it does not count itself as confirming.
+    /// A leader that cannot make a majority without itself takes it at once.
     pub(super) fn become_leader(&mut self, now: Instant) {
         // Only a candidate that voted for itself in this term can have won it.
         assert!(
@@ -244,8 +249,11 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             transfer: None,
         });
         self.leader = Some(self.config.id);
-        self.log_term = self.term;
-        self.dirty = true;
+        let others = self.log.voter_count() - usize::from(self.log.is_voter(self.config.id));
+        self.log_term_pending = Some(PendingLogTerm::own(self.term, self.log.last_id(), now));
+        if others < majority(self.log.voter_count()) {
+            self.take_pending_log_term();
+        }
         self.outbox.clear_requests();
         // A flock of one confirms at once.
         self.maybe_commit(now);

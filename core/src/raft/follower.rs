@@ -9,17 +9,18 @@
 //! it knows it held the whole log of. Elections rank logs by `(log term, last index)`
 //! ([`crate::LogView`]), and a leader commits by confirmation instead of by a no-op:
 //!
-//! - A leader takes its term as its log term when elected (saved before any frame leaves).
+//! - A leader holds its own whole log: it may take its term as its log term once elected.
 //! - Every Append carries the leader's last index at sending. A follower that, after
 //!   applying it, holds the leader's log up to exactly that index drops whatever follows
 //!   that is of an earlier term (the leader's log has nothing there, or entries of its own
-//!   term) and takes the leader's term as its log term, saved before it answers. A follower
-//!   that received only part (entries come in chunks of 8) does not: a short log must never
-//!   outrank a long one that holds a committed entry.
-//! - Its acknowledgement says whether its log term is the leader's term (*confirmed*). A
-//!   leader commits the highest index that a majority confirmed, whatever the term of the
-//!   entry there, and once that reaches its last index at election its log is *confirmed*:
-//!   it may be goose and propose changes.
+//!   term) and may take the leader's term as its log term. A follower that received only
+//!   part (entries come in chunks of 8) may not: a short log must never outrank a long one
+//!   that holds a committed entry.
+//! - A node counts as *confirming* a leader's log only once its log term, the leader's
+//!   term, is saved: a follower's acknowledgement says so (*confirmed*) only then, and a
+//!   leader counts itself only then. A leader commits the highest index that a majority
+//!   confirmed, whatever the term of the entry there, and once that reaches its last index
+//!   at election its log is *confirmed*: it may propose changes.
 //! - The log term never decreases; installing a snapshot leaves it as it is.
 //!
 //! Claim: an index `i` committed by the leader of term `T` is in the log of every later
@@ -50,6 +51,27 @@
 //! (5) a log term rises only by taking a whole log of the leader of that term, which holds
 //! `i` by (c), and never falls. A node that restarts reads all of it back.
 //!
+//! # When the log term is saved
+//!
+//! Nothing above needs the log term to be saved at the moment the whole log is taken: a
+//! node that has not saved it yet ranks its log lower than it may (its old log term), which
+//! only narrows whom it votes for, and it confirms nothing until it has saved it, so it is
+//! in no majority `Q` before then. So a log term that would be the only reason to save is
+//! not saved at once: a follower takes it at its next `handle_timeout`, due at once, after
+//! its unconfirmed acknowledgement has left, and confirms with a second acknowledgement once
+//! it is saved; a leader takes it with its next heartbeat round. Where the input saves
+//! anyway (entries appended, a new term), the log term rides along. A follower takes it
+//! only if it still follows the same leader in the same term and still holds the whole
+//! log's last entry (entries of that term may have followed, from that leader: they are
+//! its log too). A leader that cannot make a majority without itself (a flock of one or
+//! two voters) takes it at once.
+//!
+//! Why bother: a handoff or a failover then saves twice on its way to a new goose (the
+//! candidate its vote for itself, the voters their votes, in parallel) instead of four
+//! times, because a new leader whose commit index already covers its whole log at election
+//! needs no confirmation to be goose ([`lease`](super::lease)): every entry it holds is
+//! committed, and the lease comes from the first acknowledgements, which no save delays.
+//!
 //! Ongaro's fix for single-server membership changes (raft-dev, 2015: a leader proposes no
 //! change before it has committed an entry of its term) holds in this form too: a leader
 //! proposes only once a majority confirmed its log in its term; from then on any log
@@ -63,12 +85,38 @@
 
 use heapless::Vec;
 
-use super::Node;
+use super::{Node, Role};
 use crate::stats::bump;
 use crate::storage::Storage;
 use crate::time::Instant;
-use crate::types::{Entry, EntryId, LogIndex, Member, NodeId};
+use crate::types::{Entry, EntryId, LogIndex, Member, NodeId, Term};
 use crate::wire::{AppendResult, Body};
+
+/// A log term this node holds a leader's whole log for but has not saved (see [When the
+/// log term is saved](self#when-the-log-term-is-saved)).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PendingLogTerm {
+    /// The leader's term: the log term to take.
+    term: Term,
+    /// The leader to confirm to once saved; `None` for a leader's own.
+    leader: Option<NodeId>,
+    /// The last entry of the whole log, as this node held it.
+    last: EntryId,
+    /// The `sent_at` of the Append that brought this node level, for the confirmation.
+    sent_at: Instant,
+}
+
+impl PendingLogTerm {
+    /// A new leader's own log term, held from its election on.
+    pub(super) fn own(term: Term, last: EntryId, now: Instant) -> Self {
+        Self {
+            term,
+            leader: None,
+            last,
+            sent_at: now,
+        }
+    }
+}
 
 /// A snapshot being received, chunk by chunk: its last entry and the members so far.
 #[derive(Clone, Debug)]
@@ -80,8 +128,8 @@ pub(super) struct SnapshotReceive<const M: usize> {
 impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     /// AppendEntries (§5.3), plus the log term: a follower whose log, once this message is
     /// applied, ends exactly at the leader's last index (`last`, as the leader sent it)
-    /// holds the leader's whole log and takes the leader's term as its log term, saved
-    /// before it answers. A follower holding only a prefix (entries come in chunks) does
+    /// holds the leader's whole log and takes the leader's term as its log term, confirming
+    /// it only once saved ([`Self::take_whole_log`]). A follower holding only a prefix (entries come in chunks) does
     /// not: a short log must never outrank a long one that holds a committed entry.
     pub(super) fn handle_append(
         &mut self,
@@ -145,7 +193,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             matched = index;
         }
         if matched == last {
-            self.take_whole_log(matched);
+            self.take_whole_log(from, matched, sent_at);
         }
         self.advance_commit(commit.min(matched));
         let result = AppendResult::Accepted {
@@ -155,13 +203,14 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         self.respond_append(from, sent_at, result);
     }
 
-    /// This node's log matches the current leader's up to `last`, the leader's whole log
-    /// when it sent the message. What follows here cannot be in the leader's log: entries
-    /// of an earlier term (the leader appends only entries of its own term after `last`)
-    /// go, entries of this term (a reordered older message) stay. Then the log is a prefix
-    /// of the leader's, at least as long as the leader's log at its election: the log term
-    /// becomes this term.
-    pub(super) fn take_whole_log(&mut self, last: LogIndex) {
+    /// This node's log matches the current leader's (`from`) up to `last`, the leader's
+    /// whole log when it sent the message at `sent_at`. What follows here cannot be in the
+    /// leader's log: entries of an earlier term (the leader appends only entries of its own
+    /// term after `last`) go, entries of this term (a reordered older message) stay. Then
+    /// the log is a prefix of the leader's, at least as long as the leader's log at its
+    /// election: the log term may become this term, at once if this input saves anyway,
+    /// else once the acknowledgement has left (module docs).
+    pub(super) fn take_whole_log(&mut self, from: NodeId, last: LogIndex, sent_at: Instant) {
         // `last` is at or after the commit index (handle_append skips below it): nothing
         // committed goes.
         if self
@@ -172,11 +221,54 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             self.log.truncate_after(last);
             self.dirty = true;
         }
-        if self.log_term != self.term {
-            self.log_term = self.term;
-            self.dirty = true;
-        }
         self.whole_log = true;
+        if self.log_term == self.term {
+            self.log_term_pending = None;
+            return;
+        }
+        self.log_term_pending = Some(PendingLogTerm {
+            term: self.term,
+            leader: Some(from),
+            last: EntryId {
+                index: last,
+                term: self.log.term_at(last).unwrap_or_default(),
+            },
+            sent_at,
+        });
+        if self.dirty {
+            self.take_pending_log_term();
+        }
+    }
+
+    /// Takes the log term held but not saved yet, if it still stands (the same term and
+    /// role, and for a follower the same leader and the whole log's last entry still held),
+    /// and marks the state for saving; a follower confirms it to its leader, in an
+    /// acknowledgement that leaves only after the save.
+    pub(super) fn take_pending_log_term(&mut self) {
+        let Some(pending) = self.log_term_pending.take() else {
+            return;
+        };
+        let holds_last = self.log.term_at(pending.last.index) == Some(pending.last.term)
+            || self.log.snapshot().index >= pending.last.index;
+        let stands = pending.term == self.term
+            && match pending.leader {
+                None => self.role.is_leader(),
+                Some(leader) => {
+                    matches!(self.role, Role::Follower) && self.leader == Some(leader) && holds_last
+                }
+            };
+        if !stands || self.log_term >= pending.term {
+            return;
+        }
+        self.log_term = pending.term;
+        self.dirty = true;
+        if let Some(leader) = pending.leader {
+            let result = AppendResult::Accepted {
+                match_index: pending.last.index,
+                confirmed: true,
+            };
+            self.respond_append(leader, pending.sent_at, result);
+        }
     }
 
     pub(super) fn handle_snapshot(

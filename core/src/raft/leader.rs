@@ -153,6 +153,9 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             state.snapshot_to_the_silent(self.log.snapshot().index);
         }
         if now >= state.heartbeat_deadline {
+            // Its own log term, held since its election, saved before this round leaves.
+            self.take_pending_log_term();
+            self.maybe_commit(now);
             self.broadcast_append(now);
             self.maybe_promote(now);
         }
@@ -292,8 +295,9 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             return;
         };
         let mut indexes: Vec<LogIndex, M> = Vec::new();
-        if self.log.is_voter(self.config.id) {
-            // The leader's own log term is this term, saved before anything it sent.
+        if self.log.is_voter(self.config.id) && self.log_term == self.term {
+            // The leader confirms its own log once its log term is this term, which is
+            // saved before anything it sends after taking it (the log term, in `follower`).
             push_bounded(&mut indexes, self.log.last_index());
         }
         for progress in &state.progress {

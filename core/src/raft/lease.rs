@@ -5,8 +5,9 @@
 //! sets it from every leader frame; `in_lease` is what makes `step` refuse a vote and the
 //! election timer wait).
 //!
-//! [`Node::is_goose`] holds only while the node is leader, a majority confirmed its whole
-//! log in its term ([the log term](super::follower)), and `now < lease_end`. `lease_end`
+//! [`Node::is_goose`] holds only while the node is leader, a majority holds its whole log
+//! (its commit index covers its log as of its election, or a majority confirmed that log
+//! in its term: [the log term](super::follower)), and `now < lease_end`. `lease_end`
 //! is `t + D` for the latest heartbeat round `t` (leader's clock, taken *before* the round
 //! is sent) that a majority of voters acknowledged in the current term, where
 //! `D = W × (1 − max_drift) − lease_margin` and `W` is the leader's own
@@ -74,11 +75,19 @@ use crate::time::{Duration, Instant};
 use crate::types::NodeId;
 
 impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
-    /// The end of the lease, if this node is goose at `now`: leader, not handing over, its
-    /// log confirmed, and `now` before the end.
+    /// The end of the lease, if this node is goose at `now`: leader, not handing over, a
+    /// majority holding its whole log, and `now` before the end.
+    ///
+    /// A majority holds that log once it confirmed it in this term (`log_confirmed`), or
+    /// from the start if the commit index already covers it: every entry of it is then
+    /// committed (a majority holds it, and every later leader will), and by Leader
+    /// Completeness the log holds every committed entry, so it is exactly the committed
+    /// log. The goose needs no more: what it answers rests on the lease alone. Proposals
+    /// still wait for the confirmation (`check_proposal`, Ongaro's fix).
     pub(super) fn lease_end(&self, now: Instant) -> Option<Instant> {
         let state = self.role.leader()?;
-        if self.failed || state.transfer.is_some() || !state.log_confirmed {
+        let log_held = state.log_confirmed || self.commit >= state.election_last;
+        if self.failed || state.transfer.is_some() || !log_held {
             return None;
         }
         state.lease_end.filter(|end| now < *end)

@@ -35,8 +35,9 @@
 //!
 //! # The goose lease
 //!
-//! [`Node::is_goose`] holds only while the node is leader, a majority confirmed its whole
-//! log in its term, and a majority acknowledged a heartbeat round it sent less than its
+//! [`Node::is_goose`] holds only while the node is leader, a majority holds its whole log
+//! (its commit index covers it, or a majority confirmed it in its term), and a majority
+//! acknowledged a heartbeat round it sent less than its
 //! loyalty window (shortened by the drift bound and a margin) ago; every voter that heard
 //! the leader refuses every vote for that window. So no other node can be elected while
 //! the lease holds, whatever the mix of timing flags in the flock: the argument, with the
@@ -94,7 +95,7 @@ use crate::wire::{self, Body, MessageRef, MessageShort, WireError};
 
 pub use self::cause::Cause;
 use self::election::Votes;
-use self::follower::SnapshotReceive;
+use self::follower::{PendingLogTerm, SnapshotReceive};
 use self::leader::LeaderState;
 use self::log::Log;
 use self::outbox::Outbox;
@@ -354,6 +355,8 @@ pub struct Node<S: Storage, const M: usize = MEMBERS_MAX, const L: usize = LOG_E
     log_term: Term,
     /// The loyalty window of the leader last followed (persisted).
     stick: Duration,
+    /// A log term this node holds a whole log for but has not saved yet ([`follower`]).
+    log_term_pending: Option<PendingLogTerm>,
     /// Leader stickiness: until then this node refuses every vote and does not campaign,
     /// because a leader it heard (or an acknowledgement it sent before a restart) may be
     /// the basis of a lease.
@@ -449,6 +452,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             election_deadline: now,
             log_term: state.log_term,
             stick: state.stick,
+            log_term_pending: None,
             // A restart forgets whom it acknowledged: loyal to all of them for the longest
             // window it may have promised (the lease module).
             sticky_until: now + config.election_timeout_min.max(state.stick),
@@ -491,11 +495,18 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         &self.config
     }
 
-    /// Whether this node is goose at `now`: leader, its whole log as of its election
-    /// confirmed by a majority in its term, and `now` inside the lease. See [`lease`] for
-    /// why two nodes never are at once.
+    /// Whether this node is goose at `now`: leader, its whole log as of its election held
+    /// by a majority (committed, or confirmed in its term), and `now` inside the lease. See
+    /// [`lease`] for why two nodes never are at once.
     pub fn is_goose(&self, now: Instant) -> bool {
         self.lease_end(now).is_some()
+    }
+
+    /// Whether this node leads and a majority has confirmed its log in its term: it accepts
+    /// membership changes ([`Node::propose`]). A new goose whose log was committed already
+    /// is goose a save before this (the log term, in [`follower`]).
+    pub fn is_log_confirmed(&self) -> bool {
+        self.role.leader().is_some_and(|state| state.log_confirmed)
     }
 
     /// The node's state for probes and `ctl status`.
@@ -638,8 +649,12 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         }
         if self.role.is_leader() {
             self.tick_leader(now);
-        } else if now >= self.election_deadline {
-            self.tick_election(now);
+        } else {
+            // A follower's log term, due at once (`poll_timeout`).
+            self.take_pending_log_term();
+            if now >= self.election_deadline {
+                self.tick_election(now);
+            }
         }
         self.finish(now);
     }
@@ -773,6 +788,8 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
                     None => next,
                 })
             }
+            // A follower's unsaved log term is due at once: its acknowledgement has left.
+            None if self.log_term_pending.is_some() => Some(self.last_now),
             None => Some(self.election_deadline),
         }
     }
@@ -821,6 +838,8 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     /// save that fails stops the node for good (Fail-stop, in the module docs).
     fn finish(&mut self, now: Instant) {
         if self.dirty {
+            // A log term not saved yet rides along with a save made anyway.
+            self.take_pending_log_term();
             self.dirty = false;
             let state = PersistentState {
                 id: self.config.id,
@@ -863,6 +882,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         self.log_term = self.saved.log_term;
         self.commit = self.saved.commit;
         self.whole_log = false;
+        self.log_term_pending = None;
         self.push_event(Event::Failed);
     }
 

@@ -34,7 +34,8 @@ use goose_core::limits::{FRAME_SIZE_MAX, LOG_ENTRIES_MAX, MEMBERS_MAX};
 use goose_core::rand::Rand;
 use goose_core::storage::state_size_max;
 use goose_core::{
-    Config, Duration, Instant, Member, Node, NodeId, PersistentState, Storage, StorageError,
+    Config, Duration, Instant, Member, Node, NodeId, PersistentState, RaftRole, Storage,
+    StorageError,
 };
 
 pub use checker::{Checker, Violation};
@@ -47,6 +48,9 @@ pub const SIM_MEMBERS: usize = 8;
 pub const SIM_LOG: usize = 16;
 /// Events one run may process before it is declared stuck (a bound on every run).
 pub const EVENTS_MAX: u64 = 5_000_000;
+/// Steps a held flock takes at most to settle ([`Flock::settle_held`]), and rounds of
+/// deliveries in one step ([`Flock::deliver_all`]).
+pub const HELD_STEPS_MAX: usize = 10_000;
 
 /// The node type the simulator drives, with room for `M` members and `L` log entries.
 pub type SimNode<const M: usize = SIM_MEMBERS, const L: usize = SIM_LOG> = Node<SimStorage, M, L>;
@@ -445,6 +449,13 @@ impl<const M: usize, const L: usize> Flock<M, L> {
             [one] => Some(*one),
             _ => None,
         }
+    }
+
+    /// The goose, if there is exactly one and a majority has confirmed its log (it accepts
+    /// membership changes: a new goose whose log was committed already is goose first).
+    pub fn confirmed_goose(&self) -> Option<u16> {
+        self.goose()
+            .filter(|&goose| self.node(goose).is_some_and(|node| node.is_log_confirmed()))
     }
 
     /// The first invariant broken so far, if any.
@@ -920,6 +931,60 @@ impl<const M: usize, const L: usize> Flock<M, L> {
     pub fn take_frame(&mut self, index: usize) -> Option<Packet> {
         let held = self.held.as_mut()?;
         (index < held.in_flight.len()).then(|| held.in_flight.remove(index))
+    }
+
+    /// Delivers frames (held) until none is in flight.
+    ///
+    /// # Panics
+    ///
+    /// If frames are still in flight after [`HELD_STEPS_MAX`] rounds.
+    pub fn deliver_all(&mut self) {
+        for _ in 0..HELD_STEPS_MAX {
+            let frames = self.take_frames();
+            if frames.is_empty() {
+                return;
+            }
+            for packet in &frames {
+                self.deliver(packet);
+            }
+        }
+        panic!("the flock does not settle");
+    }
+
+    /// Runs a held flock, firing every timer when due and delivering every frame, until one
+    /// node is goose and every other running node follows it; returns the goose.
+    ///
+    /// # Panics
+    ///
+    /// On a broken invariant, or without such a goose after [`HELD_STEPS_MAX`] steps.
+    pub fn settle_held(&mut self) -> u16 {
+        let nodes = self.config.nodes;
+        for _ in 0..HELD_STEPS_MAX {
+            // Advance to the earliest deadline and fire every timer due.
+            let next = (1..=nodes).filter_map(|n| self.deadline(n)).min();
+            self.now = next.expect("a running node").max(self.now);
+            for n in 1..=nodes {
+                if self.deadline(n).is_some_and(|at| at <= self.now) {
+                    self.fire(n);
+                }
+            }
+            self.deliver_all();
+            if let Some(violation) = self.violation() {
+                panic!("{violation}");
+            }
+            if let Some(goose) = self.goose() {
+                let followed = (1..=nodes).filter(|&n| n != goose).all(|n| {
+                    self.node(n).is_none_or(|node| {
+                        let status = node.status(self.local_now(n));
+                        status.raft == RaftRole::Follower && status.leader == Some(id(goose))
+                    })
+                });
+                if followed {
+                    return goose;
+                }
+            }
+        }
+        panic!("no goose after {HELD_STEPS_MAX} steps");
     }
 
     /// Takes every frame out of flight (held), oldest first.

@@ -28,7 +28,7 @@ use goose_core::ratelimit::{
     RateLimit, RateLimiter, Verdict, EMBEDDED_RATE_SOURCES_MAX, RATE_SOURCES_MAX,
 };
 use goose_core::wire::{self, Body, Message, MessageRef};
-use goose_core::{Duration, Instant, Node, PersistentState, RaftRole, Storage, StorageError, Term};
+use goose_core::{Duration, Instant, Node, PersistentState, Storage, StorageError, Term};
 
 /// Operations per run: enough that one run takes tens of milliseconds.
 const ITERATIONS: u32 = 200_000;
@@ -37,9 +37,6 @@ const ITERATIONS: u32 = 200_000;
 const RUNS: usize = 5;
 /// Nodes in the flock.
 const NODES: u16 = 5;
-/// A bound on the steps the flock may take to elect a goose, and on the deliveries of one
-/// step.
-const ELECTION_STEPS_MAX: usize = 10_000;
 /// Frames in flight at most: every node's answers to one round of every other, many times
 /// over.
 const IN_FLIGHT_MAX: usize = 1_024;
@@ -67,49 +64,6 @@ fn flock<const M: usize, const L: usize>() -> Flock<M, L> {
     flock
 }
 
-/// Delivers frames until none is in flight.
-fn deliver_all<const M: usize, const L: usize>(flock: &mut Flock<M, L>) {
-    for _ in 0..ELECTION_STEPS_MAX {
-        let frames = flock.take_frames();
-        if frames.is_empty() {
-            return;
-        }
-        for packet in &frames {
-            flock.deliver(packet);
-        }
-    }
-    panic!("the flock does not settle");
-}
-
-/// Runs until one node is goose and every other follows it; returns the goose.
-fn elect<const M: usize, const L: usize>(flock: &mut Flock<M, L>) -> u16 {
-    for _ in 0..ELECTION_STEPS_MAX {
-        // Advance to the earliest deadline and fire every timer due.
-        let next = (1..=NODES).filter_map(|n| flock.deadline(n)).min();
-        flock.now = next.expect("no node has failed").max(flock.now);
-        for n in 1..=NODES {
-            if flock.deadline(n).is_some_and(|at| at <= flock.now) {
-                flock.fire(n);
-            }
-        }
-        deliver_all(flock);
-        if let Some(violation) = flock.violation() {
-            panic!("{violation}");
-        }
-        if let Some(goose) = flock.goose() {
-            let followed = (1..=NODES).filter(|&n| n != goose).all(|n| {
-                let node = flock.node(n).expect("running");
-                let status = node.status(flock.local_now(n));
-                status.raft == RaftRole::Follower && status.leader == Some(id(goose))
-            });
-            if followed {
-                return goose;
-            }
-        }
-    }
-    panic!("no goose after {ELECTION_STEPS_MAX} steps");
-}
-
 /// Advances to the goose's next heartbeat round and returns its frame for `follower`,
 /// undelivered: the other followers get theirs, so the flock stays healthy.
 fn capture_heartbeat<const M: usize, const L: usize>(
@@ -127,7 +81,7 @@ fn capture_heartbeat<const M: usize, const L: usize>(
             flock.deliver(&packet);
         }
     }
-    deliver_all(flock);
+    flock.deliver_all();
     let frame = captured.expect("a heartbeat for every follower");
     let (_, message) = wire::decode(&frame).expect("the core encodes valid frames");
     match message.body {
@@ -210,7 +164,7 @@ struct Steady<const M: usize, const L: usize> {
 impl<const M: usize, const L: usize> Steady<M, L> {
     fn new() -> Self {
         let mut flock = flock::<M, L>();
-        let goose = elect(&mut flock);
+        let goose = flock.settle_held();
         let follower = if goose == 1 { 2 } else { 1 };
         let bystander = (1..=NODES)
             .find(|&n| n != goose && n != follower)
