@@ -7,9 +7,15 @@
 //!     [--learners N] [--measure-secs S] [--goose <path>]
 //! ```
 //!
+//! - raw `fdatasync`: what one state save costs on the folder the flocks keep their data
+//!   dirs in (`$TMPDIR`, else `/tmp`): a 4 KiB `pwrite` into a file of two slots, then
+//!   `fdatasync`, as the node saves, [`SYNC_SAMPLES`] times before the handoffs and as
+//!   many after, in the same run, so the handoff figures can be read against it;
 //! - planned handoff: from sending `ctl transfer` to the goose (or SIGTERM to it) to the
 //!   first `goose` answer from another node, probed every [`PROBE_PERIOD`]; p50, p99, max
-//!   over `--handoffs` handoffs (default 100) on a flock of 5 at the default timing;
+//!   over `--handoffs` handoffs (default 100) on a flock of 5 at the default timing, and
+//!   the target: a `ctl transfer` handoff waits for two saves, one after the other, so
+//!   p50 ≤ 2 × the `fdatasync` p50 + 1 ms (at most 2 ms on tmpfs);
 //! - goose gap over a full rolling restart of 5 nodes (`goose cluster` + SIGHUP), probed
 //!   every [`PROBE_PERIOD`]: the longest and the total time between two goose answers
 //!   from different nodes, or from one node that answered duck in between, per restart;
@@ -22,9 +28,11 @@
 //! does: [`procs::goose_binary`]) unless `--goose` names another. Every probe round of the
 //! flocks it starts is checked as in the tests, and a broken promise ends the bench.
 
-use std::net::UdpSocket;
+use std::net::{Ipv4Addr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::ptr;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -43,6 +51,20 @@ const SETTLE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(10);
 /// Largest reply read.
 const REPLY_SIZE_MAX: usize = 4096;
+/// Loopback addresses the prober sends from, one per round in turn: each node then gets
+/// 4,000 / 8 = 500 probes/s from each, under its default limit of 1,000 answers/s per
+/// address.
+const PROBE_SOURCES: u8 = 8;
+/// The first of them: 127.0.0.20.
+const PROBE_SOURCE_FIRST: u8 = 20;
+/// `fdatasync` samples taken before the handoffs, and again after.
+const SYNC_SAMPLES: usize = 200;
+/// Bytes of one slot of a state file, as the node writes it.
+const SLOT_SIZE: usize = 4096;
+/// What the network and the processes may add to the two saves of a handoff.
+const HANDOFF_SLACK: Duration = Duration::from_millis(1);
+/// The `ctl transfer` handoff p50 on tmpfs, where a sync costs next to nothing.
+const HANDOFF_TMPFS_P50_MAX: Duration = Duration::from_millis(2);
 
 struct Args {
     handoffs: usize,
@@ -100,8 +122,42 @@ fn main() -> ExitCode {
         }
     };
     let mut rows = Vec::new();
-    rows.extend(handoffs(&args, Trigger::Ctl));
-    rows.extend(handoffs(&args, Trigger::Sigterm));
+    let mut syncs = sync_latencies(SYNC_SAMPLES);
+    let (ctl_rows, ctl_p50) = handoffs(&args, Trigger::Ctl);
+    let (sigterm_rows, _) = handoffs(&args, Trigger::Sigterm);
+    syncs.extend(sync_latencies(SYNC_SAMPLES));
+    syncs.sort_unstable();
+    let sync_p50 = percentile(&syncs, 50.0);
+    rows.push((
+        format!(
+            "raw `fdatasync` of a 4 KiB slot in {} (n={}, before and after the handoffs): \
+             p50 / p99",
+            std::env::temp_dir().display(),
+            syncs.len()
+        ),
+        format!(
+            "{} / {}",
+            millis(sync_p50),
+            millis(percentile(&syncs, 99.0))
+        ),
+    ));
+    rows.extend(ctl_rows);
+    let bound = (2 * sync_p50 + HANDOFF_SLACK).min(if on_tmpfs() {
+        HANDOFF_TMPFS_P50_MAX
+    } else {
+        Duration::MAX
+    });
+    rows.push((
+        "`ctl transfer` handoff p50 target: 2 × `fdatasync` p50 + 1 ms (tmpfs: at most 2 ms)"
+            .to_owned(),
+        format!(
+            "{} ≤ {}: {}",
+            millis(ctl_p50),
+            millis(bound),
+            if ctl_p50 <= bound { "met" } else { "MISSED" }
+        ),
+    ));
+    rows.extend(sigterm_rows);
     rows.extend(rolling(&args));
     rows.extend(traffic(&args));
     println!();
@@ -134,8 +190,50 @@ fn five() -> Flock {
     Flock::start_with(5, Timing::DEFAULT, &[], OnViolation::Panic)
 }
 
-/// Times `args.handoffs` handoffs on a flock of 5 at the default timing.
-fn handoffs(args: &Args, trigger: Trigger) -> Vec<(String, String)> {
+/// Whether the temporary folder the flocks use is on tmpfs (`/proc/mounts`).
+fn on_tmpfs() -> bool {
+    let folder = std::env::temp_dir();
+    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else {
+        return false;
+    };
+    // The longest mount point that holds the folder is the one it is on.
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_, point, kind) = (fields.next()?, fields.next()?, fields.next()?);
+            folder
+                .starts_with(point)
+                .then_some((point.len(), kind == "tmpfs"))
+        })
+        .max()
+        .is_some_and(|(_, tmpfs)| tmpfs)
+}
+
+/// `samples` timings of one state save's storage cost in the temporary folder: a 4 KiB
+/// `pwrite` into alternate halves of an 8 KiB file, then `fdatasync`, as the node saves.
+fn sync_latencies(samples: usize) -> Vec<Duration> {
+    use std::os::unix::fs::FileExt;
+    let folder = procs::TempDir::new("bench-sync");
+    let path = folder.path().join("state");
+    let file = std::fs::File::create(&path).expect("sync bench file");
+    file.write_all_at(&[0; 2 * SLOT_SIZE], 0).expect("write");
+    file.sync_all().expect("sync");
+    let slot = [0x5A; SLOT_SIZE];
+    (0..samples)
+        .map(|index| {
+            let offset = u64::try_from((index % 2) * SLOT_SIZE).unwrap_or(0);
+            let started = Instant::now();
+            file.write_all_at(&slot, offset).expect("pwrite");
+            file.sync_data().expect("fdatasync");
+            started.elapsed()
+        })
+        .collect()
+}
+
+/// Times `args.handoffs` handoffs on a flock of 5 at the default timing: the rows, and
+/// the p50.
+fn handoffs(args: &Args, trigger: Trigger) -> (Vec<(String, String)>, Duration) {
     let mut flock = five();
     let all = flock.all();
     let mut times = Vec::with_capacity(args.handoffs);
@@ -168,13 +266,14 @@ fn handoffs(args: &Args, trigger: Trigger) -> Vec<(String, String)> {
     }
     times.sort_unstable();
     eprintln!("{label}: {} handoffs timed", times.len());
-    vec![
+    let p50 = percentile(&times, 50.0);
+    let rows = vec![
         (
             format!(
                 "handoff from {label} to the new goose's first goose answer, p50 (n={})",
                 times.len()
             ),
-            millis(percentile(&times, 50.0)),
+            millis(p50),
         ),
         (
             format!("handoff from {label}, p99"),
@@ -184,7 +283,8 @@ fn handoffs(args: &Args, trigger: Trigger) -> Vec<(String, String)> {
             format!("handoff from {label}, max"),
             millis(times.last().copied().unwrap_or_default()),
         ),
-    ]
+    ];
+    (rows, p50)
 }
 
 /// Probes `ports` until one answers goose; the time since `started` of that answer.
@@ -199,43 +299,76 @@ fn first_goose_answer(ports: &[u16], started: Instant) -> Option<Duration> {
     answered
 }
 
-/// Sends `whois-goose` to every port each `period` from one socket, and hands every reply
-/// to `on_reply` with its arrival time, until `on_reply` returns `true` (then `true`) or
-/// `max` passes (then `false`). Replies are read as they come (blocking until the next
-/// send is due), so a node that does not answer delays nothing and the prober sleeps
-/// between datagrams.
+/// Sends `whois-goose` to every port each `period`, and hands every reply to `on_reply`
+/// with its arrival time, until `on_reply` returns `true` (then `true`) or `max` passes
+/// (then `false`).
+///
+/// Each round goes out from the next of [`PROBE_SOURCES`] sockets on as many loopback
+/// addresses, so that no node sees more than its default per-address reply limit from one
+/// address (a node answers 1,000 probes/s per address: at 250 µs, one address would be
+/// refused three probes in four). Between rounds the prober waits in `ppoll`, whose
+/// timeout is exact to microseconds (a socket's receive timeout is rounded up to the
+/// kernel's tick, milliseconds), and reads replies as they come, so a node that does not
+/// answer delays nothing and the prober sleeps between datagrams.
 fn probe_stream(
     ports: &[u16],
     period: Duration,
     max: Duration,
     mut on_reply: impl FnMut(Instant, &Probe) -> bool,
 ) -> bool {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("probe socket");
+    let sockets: Vec<UdpSocket> = (0..PROBE_SOURCES)
+        .map(|index| {
+            let address = Ipv4Addr::new(127, 0, 0, PROBE_SOURCE_FIRST + index);
+            let socket = UdpSocket::bind((address, 0)).expect("probe socket");
+            socket.set_nonblocking(true).expect("non-blocking");
+            socket
+        })
+        .collect();
+    let mut polled: Vec<libc::pollfd> = sockets
+        .iter()
+        .map(|socket| libc::pollfd {
+            fd: socket.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
     let started = Instant::now();
     let mut next_send = started;
+    let mut round = 0;
     let mut buffer = [0u8; REPLY_SIZE_MAX];
     while started.elapsed() < max {
         let now = Instant::now();
         if now >= next_send {
+            let socket = &sockets[round % sockets.len()];
+            round += 1;
             for &port in ports {
-                let _ = socket.send_to(b"whois-goose", ("127.0.0.1", port));
+                let _ = socket.send_to(b"whois-goose", (Ipv4Addr::LOCALHOST, port));
             }
             // Never more than one batch behind: a stalled prober does not burst.
             next_send = (next_send + period).max(now);
             continue;
         }
-        // std refuses a zero timeout: wait at least a few microseconds.
-        let wait = next_send
-            .saturating_duration_since(now)
-            .max(Duration::from_micros(5));
-        let _ = socket.set_read_timeout(Some(wait));
-        let Ok((size, _)) = socket.recv_from(&mut buffer) else {
-            continue;
+        let wait = next_send.saturating_duration_since(now);
+        let timeout = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::c_long::try_from(wait.as_nanos()).unwrap_or(0),
         };
-        let arrived = Instant::now();
-        let probe = Probe::parse(&buffer[..size]).unwrap_or_else(|error| panic!("{error}"));
-        if on_reply(arrived, &probe) {
-            return true;
+        let count = libc::nfds_t::try_from(polled.len()).unwrap_or(0);
+        // SAFETY: ppoll reads `count` pollfds from a live vector it may write revents
+        // into, and a live timespec; no signal mask is passed.
+        let ready = unsafe { libc::ppoll(polled.as_mut_ptr(), count, &timeout, ptr::null()) };
+        if ready <= 0 {
+            continue;
+        }
+        for socket in &sockets {
+            // Bounded: a socket holds what the nodes sent since the last look.
+            while let Ok((size, _)) = socket.recv_from(&mut buffer) {
+                let arrived = Instant::now();
+                let probe = Probe::parse(&buffer[..size]).unwrap_or_else(|error| panic!("{error}"));
+                if on_reply(arrived, &probe) {
+                    return true;
+                }
+            }
         }
     }
     false
