@@ -29,6 +29,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
 
 use goose_core::service::Outlet;
 use goose_core::{NodeId, Transmit};
@@ -41,6 +42,13 @@ use super::mmsg::{ReceiveBatch, SendQueue, BATCH_SIZE};
 /// Kernel socket buffers, each. Peer traffic is a few datagrams per heartbeat, but probes
 /// and a flood of junk can burst: 1 MiB queues about two thousand full-size datagrams.
 const SOCKET_BUFFER_SIZE: usize = 1 << 20;
+/// Batches of text read, under a flood, before the peer socket is looked at again: a peer
+/// frame then waits behind at most 128 probes (tens of microseconds), in its own socket's
+/// buffer meanwhile, and a flood costs one more system call per 128 probes, not per 32.
+const TEXT_BATCHES_PER_PEER_LOOK: u32 = 4;
+/// How often, at most, the sockets' drop counts are read (two system calls), under a flood
+/// of text: `ctl status` may show them this much behind.
+const DROPS_REFRESH_EVERY: Duration = Duration::from_millis(100);
 
 /// Which of the port's sockets a datagram arrived on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,8 +71,10 @@ pub(super) struct Port {
     /// Readiness not yet drained, per queue: mio reports an edge once, so a socket is read
     /// until a batch comes back short.
     readable: [bool; 2],
-    /// The last batch read, and which queue it came from.
+    /// The last batch read.
     batch: ReceiveBatch,
+    /// Batches of text read since the peer socket was last looked at.
+    text_batches: u32,
     /// What is waiting to be sent, all from the peer socket (both share the address).
     send: SendQueue<Tag>,
     traffic: Traffic,
@@ -98,6 +108,7 @@ impl Port {
             text,
             readable: [true; 2],
             batch: ReceiveBatch::new(),
+            text_batches: 0,
             send: SendQueue::new(),
             traffic: Traffic::default(),
             send_failures: 0,
@@ -125,7 +136,8 @@ impl Port {
     }
 
     /// Reads the next batch, peer frames first: the peer socket's while it has any, then
-    /// one batch of text, after which the peer socket is read again. Returns how many
+    /// text, the peer socket being read again after every
+    /// [`TEXT_BATCHES_PER_PEER_LOOK`] batches of it. Returns how many
     /// datagrams the batch holds ([`Port::source`], [`Port::datagram`]); 0 once both
     /// sockets are drained.
     ///
@@ -146,9 +158,14 @@ impl Port {
             // A short batch drained the socket: any later datagram is a new edge.
             self.readable[queue as usize] = count == BATCH_SIZE;
             if queue == Queue::Text && count > 0 {
-                // Whatever reached the peer socket while text was read goes next.
-                self.readable[Queue::Peer as usize] = true;
-                self.traffic.refresh_drops(self.peer.as_raw_fd(), socket);
+                self.text_batches += 1;
+                if self.text_batches >= TEXT_BATCHES_PER_PEER_LOOK {
+                    // Whatever reached the peer socket while text was read goes next.
+                    self.text_batches = 0;
+                    self.readable[Queue::Peer as usize] = true;
+                }
+                self.traffic
+                    .maybe_refresh_drops(self.peer.as_raw_fd(), socket);
             }
             if count > 0 {
                 return Ok(count);
@@ -374,6 +391,8 @@ struct Traffic {
     socket_drops_peer: u64,
     /// The same at the text socket: probes and control lost to a flood.
     socket_drops_text: u64,
+    /// When the drop counts were last read.
+    drops_read_at: Option<Instant>,
 }
 
 impl Traffic {
@@ -388,9 +407,17 @@ impl Traffic {
         ]
     }
 
-    /// Reads both sockets' drop counts: once per batch of text (where `ctl status` comes
-    /// from), never on the peer frames' path.
-    fn refresh_drops(&mut self, peer: RawFd, text: RawFd) {
+    /// Reads both sockets' drop counts after a batch of text (where `ctl status` comes
+    /// from), at most every [`DROPS_REFRESH_EVERY`]; never on the peer frames' path.
+    fn maybe_refresh_drops(&mut self, peer: RawFd, text: RawFd) {
+        let now = Instant::now();
+        if self
+            .drops_read_at
+            .is_some_and(|at| now.duration_since(at) < DROPS_REFRESH_EVERY)
+        {
+            return;
+        }
+        self.drops_read_at = Some(now);
         if let Some(drops) = socket_drops(peer) {
             self.socket_drops_peer = drops;
         }
@@ -435,7 +462,7 @@ impl Outlet<SocketAddr> for SocketOutlet<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Port, Queue, BATCH_SIZE};
+    use super::{Port, Queue, BATCH_SIZE, TEXT_BATCHES_PER_PEER_LOOK};
     use std::net::{SocketAddr, UdpSocket};
     use std::time::Duration;
 
@@ -455,8 +482,8 @@ mod tests {
     #[test]
     fn peer_frames_are_read_before_text_that_arrived_first() {
         let (mut port, address, client) = bound();
-        let text = BATCH_SIZE + 8;
-        for _ in 0..text {
+        let batches = TEXT_BATCHES_PER_PEER_LOOK as usize;
+        for _ in 0..batches * BATCH_SIZE + 8 {
             client.send_to(b"whois-goose", address).unwrap();
         }
         client.send_to(&[0x80, 1, 2], address).unwrap();
@@ -466,9 +493,16 @@ mod tests {
         assert_eq!(port.datagram(0), &[0x80, 1, 2]);
         assert_eq!(port.datagram(1), b"");
         assert_eq!(port.source(0), Some(client.local_addr().unwrap()));
-        assert_eq!(port.receive().unwrap(), BATCH_SIZE, "a full batch of text");
+        for _ in 1..batches {
+            assert_eq!(port.receive().unwrap(), BATCH_SIZE, "full batches of text");
+        }
         client.send_to(&[0xFF], address).unwrap();
         settle();
+        assert_eq!(
+            port.receive().unwrap(),
+            BATCH_SIZE,
+            "the last batch before a look"
+        );
         assert_eq!(port.receive().unwrap(), 1, "the peer queue again");
         assert_eq!(port.datagram(0), &[0xFF]);
         assert_eq!(port.receive().unwrap(), 8, "the rest of the text");
