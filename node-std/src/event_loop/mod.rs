@@ -14,7 +14,8 @@
 //! - `join`: the `--join` client;
 //! - `heard`: when each member was last heard from, and the warning when one goes quiet;
 //! - `rails`: warnings against duplicate ids and a member without the flock's key;
-//! - `signals`: the SIGINT/SIGTERM, SIGHUP and SIGCHLD self-pipes.
+//! - `signals`: the SIGINT/SIGTERM, SIGHUP and SIGCHLD self-pipes;
+//! - `memory`: what start-up used, given back before the loop runs.
 //!
 //! Each wake-up drives the service in the order its docs give:
 //!
@@ -87,6 +88,7 @@ use self::signals::Pipes;
 
 mod heard;
 mod join;
+mod memory;
 mod mmsg;
 mod port;
 mod rails;
@@ -252,6 +254,16 @@ pub(crate) fn run(options: Options) -> Result<(), RunError> {
     if !options.vips.is_empty() {
         vip::check_capabilities().map_err(RunError::Vip)?;
     }
+    let mut runner = start(options)?;
+    // Start-up's frames have returned: what they used is given back before the loop.
+    memory::release_start_up();
+    runner.run()
+}
+
+/// Everything before the loop: the data dir, the node, the boot epoch, the port. Out of
+/// line, so that its frames are gone before the loop runs ([`memory`]).
+#[inline(never)]
+fn start(options: Options) -> Result<runner::Runner, RunError> {
     let data_dir = DataDir::open(&options.data_dir)?;
     let saved = data_dir.read_state()?;
     let id = identify(&options, &data_dir, saved.as_deref())?;
@@ -307,8 +319,7 @@ pub(crate) fn run(options: Options) -> Result<(), RunError> {
         epoch,
         vips,
     };
-    let mut runner = prepared.start(port, pipes, http)?;
-    runner.run()
+    prepared.start(port, pipes, http)
 }
 
 /// `--vip`'s addresses, before the node opens its socket: checked (not the node's own
@@ -398,7 +409,9 @@ struct Prepared {
     config: Config,
     bootstrap: Vec<Member>,
     data_dir: DataDir,
-    node: Node<FileStorage>,
+    /// Boxed, as everything large a run keeps: each big value is built in the frame of
+    /// the function that makes it, and those frames do not pile up on one stack.
+    node: Box<Node<FileStorage>>,
     clock: Clock,
     /// Where the socket binds.
     listen: SocketAddr,
@@ -434,15 +447,19 @@ fn log_authentication(id: NodeId, options: &Options, epoch: u32) {
 
 /// A fresh node from the data dir's state file, or from `bootstrap` if there is none yet.
 /// It grants no vote for a minimum election timeout (lease safety).
+///
+/// Out of line, and the node boxed: its frame (the node, the state read, the decoding)
+/// is gone once it returns, rather than part of a caller's that stays on the stack.
+#[inline(never)]
 fn build_node(
     config: &Config,
     bootstrap: &[Member],
     data_dir: &DataDir,
     now: Instant,
-) -> Result<Node<FileStorage>, RunError> {
+) -> Result<Box<Node<FileStorage>>, RunError> {
     let saved = data_dir.read_state()?;
     let seed = RandomState::new().hash_one(config.id.get());
-    Node::new(
+    let node = Node::new(
         config,
         data_dir.storage(),
         saved.as_deref(),
@@ -450,7 +467,8 @@ fn build_node(
         seed,
         now,
     )
-    .map_err(|error| RunError::Start(data_dir.state_path(), error))
+    .map_err(|error| RunError::Start(data_dir.state_path(), error))?;
+    Ok(Box::new(node))
 }
 
 /// `--peer` only seeds an empty data dir: say so when a stored membership overrides it

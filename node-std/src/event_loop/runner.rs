@@ -87,8 +87,9 @@ pub(super) struct Runner {
     poll: Poll,
     clock: Clock,
     /// The node and its text protocol (probes, `ctl`, stop/start, partitions, transfer
-    /// requesters): `goose_core::service`.
-    service: DesktopService,
+    /// requesters): `goose_core::service`. Boxed: tens of KiB, built once, not carried in
+    /// the loop's stack frame.
+    service: Box<DesktopService>,
     /// The receive drain stopped at its bound with datagrams possibly left: poll again
     /// without sleeping.
     more_to_read: bool,
@@ -478,16 +479,24 @@ impl Runner {
             Handled::Start => {
                 // The new node starts at a fresh reading, and is flushed at it.
                 now = self.clock.now();
-                let node = build_node(&self.config, &self.bootstrap, &self.data_dir, now)?;
-                self.service.start(node);
-                log::info!(
-                    "node {} term {}: started by ctl from the persisted state",
-                    self.service.node().id(),
-                    self.service.node().term()
-                );
+                self.start_node(now)?;
             }
         }
         self.queue_output(now);
+        Ok(())
+    }
+
+    /// `ctl start`: a node from the persisted state. Out of line, so that the node being
+    /// built takes stack only while it is (it is tens of KiB).
+    #[inline(never)]
+    fn start_node(&mut self, now: Instant) -> Result<(), RunError> {
+        let node = build_node(&self.config, &self.bootstrap, &self.data_dir, now)?;
+        self.service.start(*node);
+        log::info!(
+            "node {} term {}: started by ctl from the persisted state",
+            self.service.node().id(),
+            self.service.node().term()
+        );
         Ok(())
     }
 
@@ -812,10 +821,10 @@ impl Prepared {
         };
         let term = node.term();
         let keyed = options.cluster_key.is_some();
-        let mut service = match options.cluster_key {
-            Some(file) => Service::with_key(node, file.key, epoch),
-            None => Service::new(node),
-        };
+        let mut service = Box::new(match options.cluster_key {
+            Some(file) => Service::with_key(*node, file.key, epoch),
+            None => Service::new(*node),
+        });
         service.set_rate_limit(options.reply_limit);
         let mut goose_only: Vec<Box<dyn GooseOnly>> = Vec::new();
         let mut lease_rule = None;
