@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! cargo run --release -p flock-tests --bin bench_flood -- \
-//!     [--secs 10] [--aim goose|all] [--sources 8] [--threads 2] [--rate 0] \
-//!     [--batch 64] [--nice 0] [--timing default|fast]
+//!     [--secs 10] [--runs 1] [--hog] [--aim goose|all] [--sources 8] [--threads 2] \
+//!     [--rate 0] [--batch 64] [--nice 0] [--timing default|fast]
 //! ```
 //!
 //! It starts the flock, waits until it agrees on a goose, watches it for
@@ -14,14 +14,18 @@
 //! threads, `sendmmsg` batches of `--batch`; `--rate` datagrams/s in all, 0 for as fast as
 //! they can; `--nice` lowers the senders' priority) at the goose or at every node
 //! (`--aim`), while every node's `ctl status` is sampled from 127.0.0.1 every 100 ms; then
-//! it watches [`AFTER_FOR`] more for a late term change.
+//! it watches [`AFTER_FOR`] more for a late term change. `--runs` floods that many times
+//! in a row on the same flock; `--hog` runs one busy process per core, at the bench's own
+//! priority, during every flood: the machine loaded beyond its cores, so that the nodes
+//! are descheduled for whole time slices while the flood goes on.
 //!
 //! It prints the offered rate, the replies the flooders got (per second and bytes out per
 //! byte in), term and goose changes, samples without a goose (a goose whose lease lapsed
 //! because acknowledgements were lost), and per node: datagrams its socket dropped with a
 //! full receive buffer (`/proc/net/udp`), peer frames received per second before and
-//! during the flood, its CPU, and `drop_rate_limited` if `ctl status` has it. It exits 1
-//! on a term change.
+//! during the flood, its CPU, and `drop_rate_limited` if `ctl status` has it; and per run,
+//! what the goose's own sockets dropped (`socket_drops_peer`, `socket_drops_text` of its
+//! `ctl status`: peer frames must never be among them). It exits 1 on a term change.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -42,13 +46,18 @@ const AFTER_FOR: Duration = Duration::from_secs(2);
 /// Log lines about terms printed per node when the term changed.
 const LOG_LINES: usize = 8;
 
-const USAGE: &str = "usage: bench_flood [--secs N] [--aim goose|all] [--sources N] \
-                     [--threads N] [--rate N] [--batch N] [--nice N] [--timing default|fast]";
+const USAGE: &str = "usage: bench_flood [--secs N] [--runs N] [--hog] [--aim goose|all] \
+                     [--sources N] [--threads N] [--rate N] [--batch N] [--nice N] \
+                     [--timing default|fast]";
+/// The most runs one bench makes.
+const RUNS_MAX: usize = 100;
 
 struct Args {
     aim: Aim,
     timing: Timing,
     config: FloodConfig,
+    runs: usize,
+    hog: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -63,6 +72,8 @@ fn parse_args() -> Result<Args, String> {
             batch: 64,
             nice: 0,
         },
+        runs: 1,
+        hog: false,
     };
     let mut words = std::env::args().skip(1);
     // Bounded by the argument list.
@@ -74,6 +85,8 @@ fn parse_args() -> Result<Args, String> {
         let config = &mut args.config;
         match flag.as_str() {
             "--secs" => config.duration = Duration::from_secs(number(value()?)?),
+            "--runs" => args.runs = to_usize(number(value()?)?)?,
+            "--hog" => args.hog = true,
             "--aim" => {
                 args.aim = match value()?.as_str() {
                     "goose" => Aim::Goose,
@@ -110,6 +123,9 @@ fn parse_args() -> Result<Args, String> {
     if !(1..=flood::BATCH_MAX).contains(&config.batch) {
         return Err(format!("--batch: 1..={}", flood::BATCH_MAX));
     }
+    if !(1..=RUNS_MAX).contains(&args.runs) {
+        return Err(format!("--runs: 1..={RUNS_MAX}"));
+    }
     Ok(args)
 }
 
@@ -142,52 +158,85 @@ fn main() -> ExitCode {
     let baseline = watcher.watched().clone();
     let baseline_elapsed = BASELINE_FOR;
 
-    let aimed: Vec<usize> = match args.aim {
-        Aim::Goose => vec![goose],
-        Aim::All => all.clone(),
+    let mut runs = Vec::with_capacity(args.runs);
+    let mut last = None;
+    for run in 0..args.runs {
+        let term_changes_before = watcher.watched().term_changes();
+        // The goose of this run: a term change in an earlier one may have moved it.
+        let goose = flock
+            .probe_round(&all, Duration::from_millis(100))
+            .agreed(&all)
+            .map_or(goose, |(goose, _)| goose);
+        let aimed: Vec<usize> = match args.aim {
+            Aim::Goose => vec![goose],
+            Aim::All => all.clone(),
+        };
+        let targets = flood::targets(&flock, &aimed);
+        let drops_before: Vec<Option<u64>> =
+            all.iter().map(|&i| socket_drops(flock.port(i))).collect();
+        let cpu_before: Vec<Option<u64>> = all.iter().map(|&i| cpu_ticks(&flock, i)).collect();
+        let own_cpu_before = procs::cpu_ticks(std::process::id());
+        watcher.restart_counters();
+        let hog = args.hog.then(Hog::start);
+        eprintln!(
+            "run {}: flooding {:?} for {:?}{}",
+            run + 1,
+            args.aim,
+            args.config.duration,
+            if hog.is_some() { ", CPU hog on" } else { "" }
+        );
+        let flooding = Instant::now();
+        let flooder = match Flooder::start(&targets, &args.config) {
+            Ok(flooder) => flooder,
+            Err(error) => {
+                eprintln!("bench_flood: flood sockets: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        watcher.watch(args.config.duration);
+        let report = match flooder.finish(false) {
+            Ok(report) => report,
+            Err(error) => {
+                eprintln!("bench_flood: flood: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let flood_elapsed = flooding.elapsed();
+        drop(hog);
+        let during = watcher.watched().clone();
+        let nodes: Vec<NodeFigures> = all
+            .iter()
+            .map(|&i| NodeFigures {
+                goose: i == goose,
+                drops: socket_drops(flock.port(i))
+                    .zip(drops_before[i])
+                    .map(|(after, before)| after.saturating_sub(before)),
+                cpu_percent: cpu_ticks(&flock, i)
+                    .zip(cpu_before[i])
+                    .map(|(after, before)| percent(after.saturating_sub(before), flood_elapsed)),
+            })
+            .collect();
+        let own_cpu = procs::cpu_ticks(std::process::id())
+            .zip(own_cpu_before)
+            .map(|(after, before)| percent(after.saturating_sub(before), flood_elapsed));
+        watcher.watch(AFTER_FOR);
+        let after = watcher.watched().clone();
+        runs.push(RunFigures {
+            offered: report.sent_per_s(),
+            replies: report.replies_per_s(),
+            term_changes: after.term_changes() - term_changes_before,
+            peer_drops: after.delta(goose, "socket_drops_peer"),
+            text_drops: after.delta(goose, "socket_drops_text"),
+            peer_frames: during
+                .delta(goose, "peer_frames_in")
+                .map(|frames| per_second(frames, flood_elapsed)),
+        });
+        last = Some((report, during, flood_elapsed, after, nodes, own_cpu));
+    }
+    let Some((report, during, flood_elapsed, after, nodes, own_cpu)) = last else {
+        return ExitCode::FAILURE;
     };
-    let targets = flood::targets(&flock, &aimed);
-    let drops_before: Vec<Option<u64>> = all.iter().map(|&i| socket_drops(flock.port(i))).collect();
-    let cpu_before: Vec<Option<u64>> = all.iter().map(|&i| cpu_ticks(&flock, i)).collect();
-    let own_cpu_before = procs::cpu_ticks(std::process::id());
-    watcher.restart_counters();
-    eprintln!("flooding {:?} for {:?}", args.aim, args.config.duration);
-    let flooding = Instant::now();
-    let flooder = match Flooder::start(&targets, &args.config) {
-        Ok(flooder) => flooder,
-        Err(error) => {
-            eprintln!("bench_flood: flood sockets: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    watcher.watch(args.config.duration);
-    let report = match flooder.finish(false) {
-        Ok(report) => report,
-        Err(error) => {
-            eprintln!("bench_flood: flood: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let flood_elapsed = flooding.elapsed();
-    let during = watcher.watched().clone();
-    let nodes: Vec<NodeFigures> = all
-        .iter()
-        .map(|&i| NodeFigures {
-            goose: i == goose,
-            drops: socket_drops(flock.port(i))
-                .zip(drops_before[i])
-                .map(|(after, before)| after.saturating_sub(before)),
-            cpu_percent: cpu_ticks(&flock, i)
-                .zip(cpu_before[i])
-                .map(|(after, before)| percent(after.saturating_sub(before), flood_elapsed)),
-        })
-        .collect();
-    let own_cpu = procs::cpu_ticks(std::process::id())
-        .zip(own_cpu_before)
-        .map(|(after, before)| percent(after.saturating_sub(before), flood_elapsed));
-    watcher.watch(AFTER_FOR);
-    let after = watcher.watched().clone();
-
+    print_runs(&runs, args.hog);
     print_report(&Report {
         args: &args,
         flood: &report,
@@ -199,7 +248,7 @@ fn main() -> ExitCode {
         nodes: &nodes,
         own_cpu,
     });
-    if after.term_changes() > 0 {
+    if runs.iter().any(|run| run.term_changes > 0) {
         // Why: each node's log lines about terms and roles.
         for index in flock.all() {
             let tail = flock.log_tail(index);
@@ -216,11 +265,92 @@ fn main() -> ExitCode {
         && watch.two_geese_in_a_term == 0
         && watch.term_regressions == 0
         && after.double_geese == 0;
-    if after.term_changes() == 0 && safe {
+    let term_changes: usize = runs.iter().map(|run| run.term_changes).sum();
+    if term_changes == 0 && safe {
         ExitCode::SUCCESS
     } else {
         eprintln!("bench_flood: the term changed or a safety promise broke (see above)");
         ExitCode::FAILURE
+    }
+}
+
+/// One run's figures, for the table of runs.
+struct RunFigures {
+    /// Datagrams sent per second.
+    offered: f64,
+    /// Replies received per second.
+    replies: f64,
+    /// Term changes seen during the run and the watch after it.
+    term_changes: usize,
+    /// Datagrams the goose's peer socket dropped (its `ctl status`).
+    peer_drops: Option<u64>,
+    /// Datagrams the goose's text socket dropped.
+    text_drops: Option<u64>,
+    /// Peer frames the goose received per second during the flood.
+    peer_frames: Option<f64>,
+}
+
+/// One row per run.
+fn print_runs(runs: &[RunFigures], hog: bool) {
+    println!(
+        "{} run(s){}:\n",
+        runs.len(),
+        if hog {
+            ", a CPU hog (one busy process per core) running during each flood"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "| run | offered/s | replies/s | term changes | goose socket drops, peer / text | \
+         goose peer frames in/s |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
+    let show = |value: Option<u64>| value.map_or("-".to_owned(), |v| v.to_string());
+    for (index, run) in runs.iter().enumerate() {
+        println!(
+            "| {} | {:.0} | {:.0} | {} | {} / {} | {} |",
+            index + 1,
+            run.offered,
+            run.replies,
+            run.term_changes,
+            show(run.peer_drops),
+            show(run.text_drops),
+            run.peer_frames
+                .map_or("-".to_owned(), |frames| format!("{frames:.0}"))
+        );
+    }
+    println!();
+}
+
+/// One busy process per core, at the bench's own priority, until dropped (then killed by
+/// pid and reaped).
+struct Hog {
+    children: Vec<std::process::Child>,
+}
+
+impl Hog {
+    fn start() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let children = (0..cores)
+            .filter_map(|_| {
+                std::process::Command::new("sh")
+                    .args(["-c", "while :; do :; done"])
+                    .spawn()
+                    .map_err(|error| eprintln!("bench_flood: hog: {error}"))
+                    .ok()
+            })
+            .collect();
+        Self { children }
+    }
+}
+
+impl Drop for Hog {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
