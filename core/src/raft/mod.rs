@@ -778,7 +778,10 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         }
         match self.role.leader() {
             Some(state) => {
-                let mut next = state.heartbeat_deadline.min(state.quorum_check_deadline);
+                // CheckQuorum runs with the first heartbeat round at or after its deadline
+                // (`tick_leader`), at most a heartbeat late: a timer of its own would wake
+                // an idle leader several more times a second for nothing.
+                let mut next = state.heartbeat_deadline;
                 if let Some(transfer) = state.transfer {
                     next = next.min(transfer.deadline);
                 }
