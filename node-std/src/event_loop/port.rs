@@ -158,9 +158,13 @@ impl Port {
             // A short batch drained the socket: any later datagram is a new edge.
             self.readable[queue as usize] = count == BATCH_SIZE;
             if queue == Queue::Text && count > 0 {
-                self.text_batches += 1;
+                // Text keeps coming: whatever reached the peer socket meanwhile goes next,
+                // every few batches. (Once text is drained, the loop polls, and the peer
+                // socket's own readiness says whether it has frames.)
+                if count == BATCH_SIZE {
+                    self.text_batches += 1;
+                }
                 if self.text_batches >= TEXT_BATCHES_PER_PEER_LOOK {
-                    // Whatever reached the peer socket while text was read goes next.
                     self.text_batches = 0;
                     self.readable[Queue::Peer as usize] = true;
                 }
