@@ -42,10 +42,11 @@ use super::mmsg::{ReceiveBatch, SendQueue, BATCH_SIZE};
 /// Kernel socket buffers, each. Peer traffic is a few datagrams per heartbeat, but probes
 /// and a flood of junk can burst: 1 MiB queues about two thousand full-size datagrams.
 const SOCKET_BUFFER_SIZE: usize = 1 << 20;
-/// Batches of text read, under a flood, before the peer socket is looked at again: a peer
-/// frame then waits behind at most 128 probes (tens of microseconds), in its own socket's
-/// buffer meanwhile, and a flood costs one more system call per 128 probes, not per 32.
-const TEXT_BATCHES_PER_PEER_LOOK: u32 = 4;
+/// Full batches of text read, under a flood, before the peer socket is looked at again: a
+/// peer frame then waits behind at most 512 probes (a millisecond at the fastest flood
+/// measured), in its own socket's buffer meanwhile, and a flood costs one more system call
+/// per 512 probes.
+const TEXT_BATCHES_PER_PEER_LOOK: u32 = 16;
 /// How often, at most, the sockets' drop counts are read (two system calls), under a flood
 /// of text: `ctl status` may show them this much behind.
 const DROPS_REFRESH_EVERY: Duration = Duration::from_millis(100);
