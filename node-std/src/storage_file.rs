@@ -738,6 +738,64 @@ mod tests {
         }
     }
 
+    /// A one-node flock's `state` and `epoch` as a build of the first format wrote them
+    /// (wire version 1: node 1 at 127.0.0.1:39411, elected in term 1), byte for byte: the
+    /// upgrade reads what an old build wrote, not what this build's tests think it wrote.
+    const FIRST_BUILD_STATE: [u8; 37] = [
+        0x47, 0x4f, 0x4f, 0x53, 0x45, 0x31, 0x01, 0x00, 0x15, 0x00, 0x00, 0x00, 0xff, 0x41, 0xf8,
+        0xc5, 0x01, 0x01, 0x01, 0x01, 0x01, 0x00, 0x00, 0x01, 0x01, 0x00, 0x7f, 0x00, 0x00, 0x01,
+        0xf3, 0xb3, 0x02, 0x01, 0x01, 0x01, 0x00,
+    ];
+    const FIRST_BUILD_EPOCH: [u8; 20] = [
+        0x47, 0x45, 0x50, 0x4f, 0x43, 0x48, 0x01, 0x00, 0x04, 0x00, 0x00, 0x00, 0xd7, 0x6a, 0xbe,
+        0x30, 0x01, 0x00, 0x00, 0x00,
+    ];
+
+    #[test]
+    fn files_an_older_build_wrote_are_read_and_converted() {
+        let dir = temp_dir("older-build");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(STATE_FILE), FIRST_BUILD_STATE).unwrap();
+        std::fs::write(dir.join(EPOCH_FILE), FIRST_BUILD_EPOCH).unwrap();
+        let data_dir = DataDir::open(&dir).unwrap();
+        assert_eq!(data_dir.next_epoch().unwrap(), 2, "its epoch was 1");
+        let id = NodeId::new(1).unwrap();
+        let config = Config::new(id);
+        let saved = data_dir.read_state().unwrap().unwrap();
+        let mut node: Node<_> = Node::new(
+            &config,
+            data_dir.storage(),
+            Some(&saved),
+            &[],
+            8,
+            Instant::ZERO,
+        )
+        .unwrap();
+        assert_eq!((node.term(), node.voted_for()), (Term(1), Some(id)));
+        let addr: SocketAddr = "127.0.0.1:39411".parse().unwrap();
+        let members = [Member {
+            id,
+            addr,
+            voter: true,
+        }];
+        assert_eq!(node.members(), &members);
+        // Its next election saves the state in two slots; a restart reads that back.
+        let mut now = Instant::ZERO;
+        while node.term() == Term(1) {
+            now = node.poll_timeout().unwrap();
+            node.handle_timeout(now);
+        }
+        let converted = std::fs::read(dir.join(STATE_FILE)).unwrap();
+        assert_eq!(converted.len(), slots::FILE_SIZE);
+        let reread = data_dir.read_state().unwrap().unwrap();
+        let again: Node<_> = Node::new(&config, Unused, Some(&reread), &[], 8, now).unwrap();
+        assert_eq!((again.term(), again.voted_for()), (node.term(), Some(id)));
+        assert_eq!(again.members(), &members);
+        drop(node);
+        drop(data_dir);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     // --- The boot epoch -----------------------------------------------------------------
 
     #[test]
