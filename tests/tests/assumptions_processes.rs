@@ -635,12 +635,13 @@ fn a_removed_node_restarted_and_added_again_keeps_running_as_a_voter() {
 /// linux/fs.h's `FS_IMMUTABLE_FL`, which the libc crate does not export.
 const FS_IMMUTABLE_FL: libc::c_int = 0x0000_0010;
 
-/// A data dir made immutable, so the node's next save fails at creating its temporary
-/// state file; cleared again when dropped (also on panic), so the flock's folder can be
-/// removed. As root, permission bits stop no write: this flag does.
+/// A data dir made immutable, and its state file too, so the node's next save fails: at
+/// writing into the state file (a save writes a slot of it in place), or at creating the
+/// file if there is none yet. Cleared again when dropped (also on panic), so the flock's
+/// folder can be removed. As root, permission bits stop no write: this flag does.
 struct FailingStorage {
-    dir: File,
-    path: PathBuf,
+    /// The folder first, then the state file if there is one.
+    immutable: Vec<(File, PathBuf)>,
 }
 
 impl FailingStorage {
@@ -648,17 +649,27 @@ impl FailingStorage {
     ///
     /// Why the flag could not be set, or why writes still succeed with it.
     fn new(path: &Path) -> Result<Self, String> {
-        let dir = File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
-        let flags = get_flags(&dir)?;
-        set_flags(&dir, flags | FS_IMMUTABLE_FL)?;
-        let guard = Self {
-            dir,
-            path: path.to_path_buf(),
+        let mut guard = Self {
+            immutable: Vec::new(),
         };
+        let state = path.join("state");
+        for target in [path.to_path_buf(), state.clone()] {
+            if target != path && !target.exists() {
+                continue;
+            }
+            let file =
+                File::open(&target).map_err(|e| format!("open {}: {e}", target.display()))?;
+            let flags = get_flags(&file)?;
+            set_flags(&file, flags | FS_IMMUTABLE_FL)?;
+            guard.immutable.push((file, target));
+        }
         let probe = path.join("writable");
         if File::create(&probe).is_ok() {
             let _ = std::fs::remove_file(&probe);
             return Err(format!("{} is still writable", path.display()));
+        }
+        if state.exists() && std::fs::OpenOptions::new().write(true).open(&state).is_ok() {
+            return Err(format!("{} is still writable", state.display()));
         }
         Ok(guard)
     }
@@ -666,12 +677,11 @@ impl FailingStorage {
 
 impl Drop for FailingStorage {
     fn drop(&mut self) {
-        if let Ok(flags) = get_flags(&self.dir) {
-            if let Err(e) = set_flags(&self.dir, flags & !FS_IMMUTABLE_FL) {
-                eprintln!(
-                    "could not clear {}'s immutable flag: {e}",
-                    self.path.display()
-                );
+        for (file, path) in &self.immutable {
+            if let Ok(flags) = get_flags(file) {
+                if let Err(e) = set_flags(file, flags & !FS_IMMUTABLE_FL) {
+                    eprintln!("could not clear {}'s immutable flag: {e}", path.display());
+                }
             }
         }
     }
