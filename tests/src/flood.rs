@@ -13,7 +13,6 @@
 
 use std::fs;
 use std::io;
-use std::mem::size_of;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +20,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::load::{sockaddr, socklen};
 use crate::procs::{gather, parse_status, Flock, Status};
 
 /// The probe every flooder sends.
@@ -267,10 +267,6 @@ fn bind_source(index: usize) -> io::Result<Source> {
     })
 }
 
-fn socklen<T>() -> libc::socklen_t {
-    libc::socklen_t::try_from(size_of::<T>()).unwrap_or(libc::socklen_t::MAX)
-}
-
 /// Lowers the calling thread's priority to `nice` (Linux: a thread's own nice value).
 fn set_nice(nice: i32) {
     if nice == 0 {
@@ -287,17 +283,6 @@ fn set_nice(nice: i32) {
     };
     if result != 0 {
         eprintln!("flood: setpriority({nice}): {}", io::Error::last_os_error());
-    }
-}
-
-fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::sa_family_t::try_from(libc::AF_INET).unwrap_or(0),
-        sin_port: addr.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*addr.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
     }
 }
 

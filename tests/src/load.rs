@@ -284,7 +284,8 @@ impl Batch {
     }
 }
 
-fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
+/// `addr` as the kernel takes it in a `msghdr`.
+pub(crate) fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: libc::sa_family_t::try_from(libc::AF_INET).unwrap_or(0),
         sin_port: addr.port().to_be(),
@@ -295,6 +296,7 @@ fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
     }
 }
 
-fn socklen<T>() -> libc::socklen_t {
+/// The size of a `T` as a socket call takes it.
+pub(crate) fn socklen<T>() -> libc::socklen_t {
     libc::socklen_t::try_from(size_of::<T>()).unwrap_or(libc::socklen_t::MAX)
 }
