@@ -637,10 +637,13 @@ pub fn frame_scripts(
         from_2(0, ArbBody::VoteResponse { granted: true }),
         from_2(0, accepted(0, true)),
     ];
-    // Then it proposes; node 3 acknowledges without confirming (its log term is not this
-    // term), which commits nothing; node 2 confirms; a transfer, and a rejection.
+    // Then its first heartbeat round saves its own log term (a leader's is deferred to it),
+    // which with node 2's confirmation confirms its log, so it may propose; node 3
+    // acknowledges without confirming (its log term is not this term), which commits
+    // nothing; node 2 confirms; a transfer, and a rejection.
     let mut lead = win.clone();
     lead.extend([
+        Op::Timeout,
         Op::Propose { kind: 1, id: 3 },
         from(3, 0, accepted(0, false)),
         Op::Advance { micros: 50_000 },

@@ -114,9 +114,9 @@ fn frame_scripts_reach_the_version_2_fields() {
 
     // lead: an unconfirmed acknowledgement commits nothing; a confirmed one does.
     let lead = steps("lead");
-    assert_eq!(lead[4].status.last.index, LogIndex(1));
-    assert_eq!(lead[5].status.commit, LogIndex(0));
-    assert_eq!(lead[7].status.commit, LogIndex(1));
+    assert_eq!(lead[5].status.last.index, LogIndex(1));
+    assert_eq!(lead[6].status.commit, LogIndex(0));
+    assert_eq!(lead[8].status.commit, LogIndex(1));
 }
 
 #[test]
