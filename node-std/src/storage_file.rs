@@ -343,9 +343,21 @@ fn write_durably(dir: &Path, tmp_name: &str, name: &str, bytes: &[u8]) -> io::Re
 /// why it is refused.
 fn decode_state(bytes: &[u8]) -> Result<Vec<u8>, String> {
     if bytes.len() == slots::FILE_SIZE {
-        return Ok(slots::decode(MAGIC, FORMAT_VERSION, bytes)?
-            .payload
-            .to_vec());
+        let newest = slots::decode(MAGIC, FORMAT_VERSION, bytes)?;
+        if let Some(damaged) = &newest.damaged {
+            // A crash during a save leaves exactly this, and the node had not acted on that
+            // save; a disk that damaged a slot after the node acted on it leaves the same,
+            // and then the node starts one save back. Nothing here can tell them apart: say
+            // so where an operator will look.
+            log::warn!(
+                "{STATE_FILE}: {damaged}; starting from slot {} (save {}). After a crash \
+                 during a save this is expected; otherwise the disk damaged the newer state \
+                 (see the README's known limits)",
+                newest.slot,
+                newest.sequence
+            );
+        }
+        return Ok(newest.payload.to_vec());
     }
     let versions = [SECOND_FORMAT_VERSION, FIRST_FORMAT_VERSION];
     match decode_record(MAGIC, &versions, bytes)? {

@@ -62,6 +62,9 @@ pub(super) struct Newest<'b> {
     pub(super) slot: usize,
     /// Its sequence number.
     pub(super) sequence: u64,
+    /// Why the other slot is not valid, when it was written once (not all zero bytes): a
+    /// save a crash cut short, or damage the disk did later, which look alike.
+    pub(super) damaged: Option<String>,
 }
 
 /// A slot file being saved to: the next save goes to `next` with `sequence`.
@@ -187,18 +190,27 @@ pub(super) fn decode(magic: [u8; 6], version: u16, bytes: &[u8]) -> Result<Newes
                         payload,
                         slot: index,
                         sequence,
+                        damaged: None,
                     });
                 }
             }
             Err(reason) => reasons[index] = reason,
         }
     }
-    newest.ok_or_else(|| {
+    let mut newest = newest.ok_or_else(|| {
         format!(
             "no valid slot (slot 0: {}; slot 1: {})",
             reasons[0], reasons[1]
         )
-    })
+    })?;
+    let other = 1 - newest.slot;
+    let written = bytes[other * SLOT_SIZE..(other + 1) * SLOT_SIZE]
+        .iter()
+        .any(|&byte| byte != 0);
+    if written && !reasons[other].is_empty() {
+        newest.damaged = Some(format!("slot {other}: {}", reasons[other]));
+    }
+    Ok(newest)
 }
 
 /// One slot's format version, sequence number and payload, or why it is not valid.
@@ -321,6 +333,20 @@ pub(super) mod tests {
         }
         assert_eq!(file.medium().syncs, 4, "one data sync per save");
         assert_eq!(file.medium().image.len(), FILE_SIZE, "the file never grows");
+    }
+
+    #[test]
+    fn a_damaged_slot_is_told_from_one_never_written() {
+        let fresh = first_image(MAGIC, 1, b"one").unwrap();
+        assert_eq!(decode(MAGIC, 1, &fresh).unwrap().damaged, None);
+        let mut file = opened(fresh);
+        file.save(b"two").unwrap();
+        let mut image = file.medium().image.clone();
+        image[SLOT_SIZE + HEADER_SIZE] ^= 0xff; // the newer slot's payload, as a disk might
+        let newest = decode(MAGIC, 1, &image).unwrap();
+        assert_eq!((newest.payload, newest.slot), (&b"one"[..], 0));
+        let damaged = newest.damaged.unwrap();
+        assert!(damaged.starts_with("slot 1: "), "{damaged}");
     }
 
     #[test]
