@@ -20,7 +20,7 @@ use crate::quorum::majority;
 use crate::stats::bump;
 use crate::storage::Storage;
 use crate::time::{Duration, Instant};
-use crate::types::{LogView, NodeId, Term};
+use crate::types::{LogView, NodeId, Payload, Term};
 use crate::wire::{Body, Message};
 
 /// The answers a (pre-)candidate has collected, one list each way.
@@ -235,6 +235,21 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         for member in self.log.members() {
             if member.id != self.config.id {
                 push_bounded(&mut progress, Progress::new(member, last.next()));
+            }
+        }
+        // A member removed by an entry this leader holds uncommitted is replicated to as
+        // the leader that proposed the removal would (`sync_progress`): once the removal
+        // commits it is told, or it would never learn it and never leave. It is no voter of
+        // the latest membership, so it counts in no majority.
+        for entry in self.log.entries_from(self.commit.next(), L) {
+            let Payload::Remove { id } = entry.payload else {
+                continue;
+            };
+            let removed = self.log.committed_member(id, self.commit);
+            if let Some(member) = removed.filter(|m| m.id != self.config.id) {
+                if progress.iter().all(|p: &Progress| p.id != id) {
+                    push_bounded(&mut progress, Progress::new(&member, last.next()));
+                }
             }
         }
         self.role = Role::Leader(LeaderState {
