@@ -1,7 +1,7 @@
 //! One goose under every assumption the lease argument states, each broken on purpose:
 //! nodes with different timing, changed one restart at a time; leaderships that fail one
-//! after another; removals racing promotions; a removed node restarted and added again.
-//! Each runs the deterministic simulator with the invariant checker after every event, over
+//! after another; removals racing promotions, or committed by a later leadership; a
+//! removed node restarted and added again. Each runs the deterministic simulator with the invariant checker after every event, over
 //! many seeds, and reports how many seeds failed before asserting that none did.
 
 use flock_sim::{ms, Flock, FlockConfig, SIM_MEMBERS};
@@ -292,6 +292,53 @@ fn a_node_removed_restarted_and_added_again_keeps_running() {
         }
         if !promoted {
             return Err(format!("node {victim} was not promoted again"));
+        }
+        Ok(())
+    });
+}
+
+/// A removal the goose appended while cut off, then committed by a later leadership (the
+/// same node, restarted and elected again with the removal still uncommitted in its log):
+/// the removed node must still be told, and report its removal, once it can be reached. A
+/// new leader builds its replication from its latest membership, which no longer names the
+/// removed node; without more, nothing ever tells it, and it lingers as a duck.
+#[test]
+fn a_removal_committed_by_a_later_leadership_still_reaches_the_removed_node() {
+    every_seed(0..30, |seed| {
+        let mut config = FlockConfig::new(3, seed);
+        config.timing.voters_target = 3;
+        let mut flock = Flock::new(config);
+        let goose = elect(&mut flock).ok_or("no goose")?;
+        flock.run_for(ms(200)); // its log confirmed: it takes proposals
+        let goose = flock.goose().unwrap_or(goose);
+        let others: Vec<u16> = (1..=3).filter(|n| *n != goose).collect();
+        let (kept, victim) = (others[0], others[1]);
+        flock.isolate(goose);
+        let removal = Payload::Remove {
+            id: flock_sim::id(victim),
+        };
+        flock
+            .propose(goose, removal)
+            .map_err(|e| format!("goose {goose} refused the removal: {e:?}"))?;
+        // Restarted, its log (with the removal) outranks the kept node's, and the victim is
+        // cut off: only the old goose can be elected, with the removal uncommitted.
+        flock.crash(goose);
+        flock.start(goose);
+        flock.partition(&[&[goose, kept], &[victim]]);
+        let committed = flock.run_until_condition(ms(3_000), |f| {
+            f.node(goose).is_some_and(|node| {
+                let status = node.status(f.local_now(goose));
+                status.raft == RaftRole::Leader
+                    && !node.members().iter().any(|m| m.id.get() == victim)
+                    && node.commit() >= status.last.index
+            })
+        });
+        if !committed {
+            return Err(format!("node {goose} never committed the removal again"));
+        }
+        flock.heal();
+        if !flock.run_until_condition(ms(2_000), |f| f.removed.contains(&victim)) {
+            return Err(format!("node {victim} never learnt its removal"));
         }
         Ok(())
     });
