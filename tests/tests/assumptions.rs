@@ -343,3 +343,46 @@ fn a_removal_committed_by_a_later_leadership_still_reaches_the_removed_node() {
         Ok(())
     });
 }
+
+/// A member removed while it was down, its removal committed, then a leader change before
+/// it restarts: the new leader must still tell it, though its own latest membership no
+/// longer names it and the removal is old news to every member.
+#[test]
+fn a_member_removed_while_down_learns_it_from_the_next_leader() {
+    every_seed(0..30, |seed| {
+        let mut config = FlockConfig::new(5, seed);
+        config.timing.voters_target = 5;
+        let mut flock = Flock::new(config);
+        let goose = elect(&mut flock).ok_or("no goose")?;
+        let victim = (1..=5).find(|n| *n != goose).unwrap_or(0);
+        flock.crash(victim);
+        let removal = Payload::Remove {
+            id: flock_sim::id(victim),
+        };
+        let proposer = propose_until_accepted(&mut flock, removal)?;
+        let committed = flock.run_until_condition(ms(2_000), |f| {
+            (1..=5).filter(|n| *n != victim).all(|n| {
+                f.node(n)
+                    .is_none_or(|node| !node.members().iter().any(|m| m.id.get() == victim))
+            }) && f
+                .node(proposer)
+                .is_some_and(|node| node.commit() >= node.status(f.local_now(proposer)).last.index)
+        });
+        if !committed {
+            return Err(format!("the removal of node {victim} never committed"));
+        }
+        // Heartbeats carry the commit to every member: the removal is old news to them all.
+        flock.run_for(ms(300));
+        flock.crash(proposer);
+        let next =
+            flock.run_until_condition(ELECTION_BOUND, |f| f.goose().is_some_and(|g| g != proposer));
+        if !next {
+            return Err(format!("no goose after node {proposer} crashed"));
+        }
+        flock.start(victim);
+        if !flock.run_until_condition(ms(2_000), |f| f.removed.contains(&victim)) {
+            return Err(format!("node {victim} never learnt its removal"));
+        }
+        Ok(())
+    });
+}

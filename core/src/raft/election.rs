@@ -20,7 +20,7 @@ use crate::quorum::majority;
 use crate::stats::bump;
 use crate::storage::Storage;
 use crate::time::{Duration, Instant};
-use crate::types::{LogView, NodeId, Payload, Term};
+use crate::types::{LogIndex, LogView, NodeId, Payload, Term};
 use crate::wire::{Body, Message};
 
 /// The answers a (pre-)candidate has collected, one list each way.
@@ -237,19 +237,27 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
                 push_bounded(&mut progress, Progress::new(member, last.next()));
             }
         }
-        // A member removed by an entry this leader holds uncommitted is replicated to as
-        // the leader that proposed the removal would (`sync_progress`): once the removal
-        // commits it is told, or it would never learn it and never leave. It is no voter of
-        // the latest membership, so it counts in no majority.
-        for entry in self.log.entries_from(self.commit.next(), L) {
+        // A member removed by an entry in this log, and not added back, may not know it yet:
+        // it is replicated to as the leader that proposed the removal would
+        // (`sync_progress`), told once the removal commits (marked below for those already
+        // committed), and dropped once it acknowledged that. Otherwise a leader change
+        // before it was told would leave it waiting forever as a duck of no flock. It is no
+        // voter of the latest membership, so it counts in no majority.
+        let first = self.log.snapshot().index;
+        for (i, entry) in self.log.entries_from(first.next(), L).iter().enumerate() {
             let Payload::Remove { id } = entry.payload else {
                 continue;
             };
-            let removed = self.log.committed_member(id, self.commit);
-            if let Some(member) = removed.filter(|m| m.id != self.config.id) {
-                if progress.iter().all(|p: &Progress| p.id != id) {
-                    push_bounded(&mut progress, Progress::new(&member, last.next()));
-                }
+            if id == self.config.id
+                || self.log.member(id).is_some()
+                || progress.iter().any(|p: &Progress| p.id == id)
+            {
+                continue;
+            }
+            // Its address, from the membership just before its removal.
+            let before = LogIndex(first.0 + i as u64);
+            if let Some(member) = self.log.committed_member(id, before) {
+                push_bounded(&mut progress, Progress::new(&member, last.next()));
             }
         }
         self.role = Role::Leader(LeaderState {
@@ -264,6 +272,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             transfer: None,
         });
         self.leader = Some(self.config.id);
+        self.mark_leaving(now, first);
         let others = self.log.voter_count() - usize::from(self.log.is_voter(self.config.id));
         self.log_term_pending = Some(PendingLogTerm::own(self.term, self.log.last_id(), now));
         if others < majority(self.log.voter_count()) {

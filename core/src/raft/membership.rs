@@ -169,6 +169,10 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
                 break;
             }
             if let Payload::Remove { id } = entry.payload {
+                if self.log.member(id).is_some() {
+                    // Added back after this removal: a member, not leaving.
+                    continue;
+                }
                 if let Some(progress) = state.progress.iter_mut().find(|p| p.id == id) {
                     progress.leaving = Some(Leaving {
                         removal: index,
