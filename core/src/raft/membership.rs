@@ -23,7 +23,11 @@
 //! it holds a whole leader log (so no later entry it has not seen adds it back) whose
 //! committed and latest memberships both lack it. The leader keeps sending to a member whose
 //! removal committed until it has acknowledged a frame that carried that commit and its
-//! whole log, however many changes follow the removal.
+//! whole log, however many changes follow the removal; and a new leader starts sending
+//! again to every member a removal in its log took out and no later entry added back, since
+//! it cannot know which of them were told. Such a member is no voter of the latest
+//! membership, so it counts in no majority, lease or CheckQuorum. Not covered: a removal
+//! already folded into a snapshot when the leader changes (the README's known limits).
 
 use super::leader::Progress;
 use super::{push_bounded, Cause, Event, Node, ProposeError};
