@@ -111,6 +111,7 @@ impl Swarm {
             duplicate_ppm: rand.range_inclusive(0, 100_000),
         };
         let weights = core::array::from_fn(|_| rand.range_inclusive(0, 10));
+        flock.quiet_goose = rand.range_inclusive(0, 1) == 1;
         Self {
             flock,
             timings,

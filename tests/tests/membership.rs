@@ -516,3 +516,87 @@ fn transfer_the_new_goose_waits_for_two_saves_the_votes() {
     flock.deliver_all();
     assert_eq!(flock.confirmed_goose(), Some(target));
 }
+
+/// A flock whose hosts read a quiescent leader's peer frames only at its timers, as the
+/// desktop node does.
+fn quiet_flock(nodes: u16, seed: u64) -> Flock {
+    let mut config = FlockConfig::new(nodes, seed);
+    config.quiet_goose = true;
+    Flock::new(config)
+}
+
+#[test]
+fn quiet_a_settled_goose_is_quiescent_and_a_change_or_a_transfer_ends_it() {
+    for seed in 0..10 {
+        let mut flock = quiet_flock(5, 600 + seed);
+        let goose = elect(&mut flock);
+        flock.run_for(ms(300));
+        let quiescent = |f: &Flock, n: u16| f.node(n).is_some_and(|node| node.is_quiescent());
+        assert!(quiescent(&flock, goose), "seed {seed}: settled");
+        assert!(
+            (1..=5)
+                .filter(|&n| n != goose)
+                .all(|n| !quiescent(&flock, n)),
+            "seed {seed}: only a leader is"
+        );
+        // A change: not quiescent until every peer holds it and it is committed.
+        let voter = (1..=5).find(|&n| n != goose).unwrap();
+        flock
+            .propose(goose, Payload::Remove { id: id(voter) })
+            .expect("accepted");
+        assert!(!quiescent(&flock, goose), "seed {seed}: an entry in flight");
+        assert!(
+            flock.run_until_condition(ms(1_000), |f| quiescent(f, goose)),
+            "seed {seed}: quiescent again once the removal is everywhere"
+        );
+        // A transfer: the handoff is as fast as with every acknowledgement read at once.
+        let target = (1..=5).find(|&n| n != goose && n != voter).unwrap();
+        flock.transfer(goose, Some(target)).expect("a voter");
+        assert!(
+            !quiescent(&flock, goose),
+            "seed {seed}: a transfer under way"
+        );
+        let started = flock.now;
+        assert!(flock.run_until_condition(ms(1_000), |f| f.goose() == Some(target)));
+        assert!(
+            flock.now - started < ms(20),
+            "seed {seed}: handoff took {} µs",
+            flock.now - started
+        );
+        assert!(flock.violation().is_none(), "seed {seed}");
+    }
+}
+
+#[test]
+fn quiet_a_crashed_follower_catches_up_and_a_cut_goose_steps_down() {
+    for seed in 0..10 {
+        let mut flock = quiet_flock(5, 700 + seed);
+        let goose = elect(&mut flock);
+        flock.run_for(ms(300));
+        // A follower down while an entry commits, then back: caught up within a few
+        // heartbeats, the goose's acknowledgements read a heartbeat late at most.
+        let follower = (1..=5).find(|&n| n != goose).unwrap();
+        flock.crash(follower);
+        add(&mut flock, goose, 6);
+        flock.run_for(ms(300));
+        flock.start(follower);
+        let last = flock.node(goose).unwrap().commit();
+        assert!(
+            flock.run_until_condition(ms(500), |f| {
+                f.node(follower).is_some_and(|node| node.commit() >= last)
+            }),
+            "seed {seed}: node {follower} caught up"
+        );
+        // Cut off from everyone: it reads nothing, so only its timers can end it, and
+        // CheckQuorum does within two election timeouts.
+        flock.isolate(goose);
+        assert!(
+            flock.run_until_condition(ms(700), |f| {
+                f.node(goose)
+                    .is_some_and(|node| node.status(f.local_now(goose)).raft != RaftRole::Leader)
+            }),
+            "seed {seed}: the cut-off goose stepped down"
+        );
+        assert!(flock.violation().is_none(), "seed {seed}");
+    }
+}

@@ -126,6 +126,44 @@ fn cold_start_elects_exactly_one_goose_within_2_s_and_every_node_agrees() {
     );
 }
 
+/// Voluntary context switches of `pid` so far: how often it went to sleep to wait.
+fn wake_ups(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("voluntary_ctxt_switches:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn an_idle_goose_wakes_for_its_heartbeats_not_for_each_acknowledgement() {
+    // A goose of five at the default timing sends a round every 50 ms and gets four
+    // acknowledgements back for each. Quiescent (everything committed and held by every
+    // peer), it reads them when it next wakes for its heartbeat: about 20 wake-ups a
+    // second. Reading each as it came took 40 to 55.
+    let _serial = one_flock_at_a_time();
+    let flock = Flock::start(5, Timing::DEFAULT);
+    let all = flock.all();
+    let (goose, term) = flock
+        .wait_stable(Duration::from_secs(10))
+        .expect("a stable goose");
+    let pid = flock.pid(goose).expect("running");
+    let window = Duration::from_secs(3);
+    let before = wake_ups(pid).expect("its /proc status");
+    thread::sleep(window);
+    let woke = wake_ups(pid).expect("its /proc status") - before;
+    let per_second = woke as f64 / window.as_secs_f64();
+    assert!(
+        per_second <= 30.0,
+        "the idle goose woke {per_second:.1} times a second"
+    );
+    // Still the goose, in the same term, every node agreeing.
+    assert_eq!(
+        flock.wait_agreed(&all, Duration::from_secs(2)),
+        (goose, term)
+    );
+}
+
 #[test]
 fn kill_9_the_goose_another_takes_over_and_the_restarted_one_is_a_duck() {
     let _serial = one_flock_at_a_time();

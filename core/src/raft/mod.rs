@@ -585,6 +585,28 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         Some(progress.matched)
     }
 
+    /// Whether this node leads and waits on no peer: its log confirmed in its term and
+    /// committed, every peer holding all of it in this term, no transfer under way. Its
+    /// peers' answers then only extend the lease and feed CheckQuorum, and both take
+    /// the send time of what was answered, not the time the answer is read: a host may
+    /// read peer frames only when it wakes for another reason (its timers, a probe) and
+    /// every decision sees the same lease as if it had read each at once. What a peer
+    /// frame could still change (a higher term, a peer that fell behind) waits at most
+    /// until the next heartbeat.
+    pub fn is_quiescent(&self) -> bool {
+        let Some(state) = self.role.leader() else {
+            return false;
+        };
+        let last = self.log.last_index();
+        state.log_confirmed
+            && state.transfer.is_none()
+            && self.commit == last
+            && state
+                .progress
+                .iter()
+                .all(|progress| progress.leaving.is_none() && progress.confirmed == Some(last))
+    }
+
     /// The drop counters.
     pub fn stats(&self) -> &Stats {
         &self.stats

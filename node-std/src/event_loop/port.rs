@@ -72,6 +72,8 @@ pub(super) struct Port {
     /// Readiness not yet drained, per queue: mio reports an edge once, so a socket is read
     /// until a batch comes back short.
     readable: [bool; 2],
+    /// Whether `poll` wakes for peer frames ([`Port::wake_for_peers`]).
+    peer_wakes: bool,
     /// The last batch read.
     batch: ReceiveBatch,
     /// Batches of text read since the peer socket was last looked at.
@@ -108,6 +110,7 @@ impl Port {
             peer: UdpSocket::from_std(peer.into()),
             text,
             readable: [true; 2],
+            peer_wakes: true,
             batch: ReceiveBatch::new(),
             text_batches: 0,
             send: SendQueue::new(),
@@ -128,6 +131,42 @@ impl Port {
             registry.register(socket, text, Interest::READABLE)?;
         }
         Ok(())
+    }
+
+    /// Whether `poll` wakes under `token` for peer frames. Off, the peer socket leaves the
+    /// poll set and is read after every wake-up instead ([`Port::woke`]): a quiescent goose
+    /// then wakes for its heartbeats, not for each acknowledgement of them. Where text
+    /// shares the peer socket (no reuseport group), it always wakes: a probe must not wait.
+    ///
+    /// # Errors
+    ///
+    /// The poll's: the socket could not be added back or taken out.
+    pub(super) fn wake_for_peers(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        wake: bool,
+    ) -> io::Result<()> {
+        let wake = wake || self.text.is_none();
+        if wake == self.peer_wakes {
+            return Ok(());
+        }
+        if wake {
+            registry.register(&mut self.peer, token, Interest::READABLE)?;
+        } else {
+            registry.deregister(&mut self.peer)?;
+        }
+        self.peer_wakes = wake;
+        self.readable[Queue::Peer as usize] = true;
+        Ok(())
+    }
+
+    /// The loop woke: while `poll` does not wake for peer frames, the peer socket is read
+    /// at every wake-up, before anything is decided.
+    pub(super) fn woke(&mut self) {
+        if !self.peer_wakes {
+            self.readable[Queue::Peer as usize] = true;
+        }
     }
 
     /// `queue`'s socket has datagrams (mio said so): read it at the next

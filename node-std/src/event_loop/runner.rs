@@ -151,12 +151,19 @@ impl Runner {
                     Some(Exit::Handoff { .. }) | None => {}
                 }
             }
+            let quiet = self.exit.is_none()
+                && !self.service.is_stopped()
+                && self.service.node().is_quiescent();
+            self.port
+                .wake_for_peers(self.poll.registry(), SOCKET, !quiet)
+                .map_err(RunError::Poll)?;
             let timeout = self.sleep_for();
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => return Err(RunError::Poll(error)),
             }
+            self.port.woke();
             let (mut signalled, mut reload) = (false, false);
             for event in &events {
                 match event.token() {

@@ -212,6 +212,10 @@ pub struct FlockConfig {
     pub drift_ppm: u64,
     /// The network.
     pub net: NetConfig,
+    /// Hosts as the desktop node's: a quiescent leader ([`goose_core::Node::is_quiescent`])
+    /// reads peer frames only when it wakes for its timer, just before it fires, so its
+    /// acknowledgements arrive up to a heartbeat late.
+    pub quiet_goose: bool,
 }
 
 impl FlockConfig {
@@ -225,6 +229,7 @@ impl FlockConfig {
             drift_ppm: u64::from(timing.max_drift_ppm),
             timing,
             net: NetConfig::clean(),
+            quiet_goose: false,
         }
     }
 }
@@ -738,6 +743,10 @@ impl<const M: usize, const L: usize> Flock<M, L> {
                     self.schedule(until, Action::Deliver { to, frame });
                     return false;
                 }
+                if let Some(wake) = self.quiet_wake(to) {
+                    self.schedule(wake, Action::Deliver { to, frame });
+                    return false;
+                }
                 self.deliver_bytes(to, &frame)
             }
             Action::Timer {
@@ -758,6 +767,17 @@ impl<const M: usize, const L: usize> Flock<M, L> {
                 false
             }
         }
+    }
+
+    /// With [`FlockConfig::quiet_goose`], when a frame for node `to` is read if `to` is a
+    /// quiescent leader: a microsecond before its timer fires (the desktop node reads its
+    /// peer socket, then fires its timers). `None`: now.
+    fn quiet_wake(&self, to: u16) -> Option<u64> {
+        if !self.config.quiet_goose || !self.node(to)?.is_quiescent() {
+            return None;
+        }
+        let wake = self.deadline(to)?.checked_sub(1)?;
+        (wake > self.now).then_some(wake)
     }
 
     /// Hands `packet` to its target now, if it runs and is not paused; whether it did. In a
