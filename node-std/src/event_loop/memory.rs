@@ -15,14 +15,24 @@
 //!   of theirs copied on write, so dropping them loses nothing) are dropped
 //!   (`madvise(MADV_DONTNEED)`): the pages stay in the page cache, and the loop faults back
 //!   in only what it runs.
+//! - **Again, once settled.** The loop's first seconds run code its steady state never
+//!   does: the election, the first saves, becoming goose or following one. Once a node's
+//!   term and role have held for [`SETTLED_AFTER`] ([`Settle`]), its code mappings are
+//!   dropped and its heap trimmed once more, and again after every later change of term or
+//!   role has settled: an idle node maps what its heartbeats run.
 //!
 //! All are best effort: a failure costs memory, never correctness, and is ignored.
 
 use std::fs;
 
-/// Stack kept below the caller's frame: the loop's frames, and a full `ctl status` or
-/// `ctl start` among them, fit in it, so they do not fault pages back in one by one.
-const STACK_KEPT: usize = 64 * 1024;
+use goose_core::{Duration, Instant, RaftRole, Term};
+
+/// Stack kept below the caller's frame: the loop's own frames fit in it. A deeper call (a
+/// `ctl start` building a node) faults its pages back in, once.
+const STACK_KEPT: usize = 16 * 1024;
+/// How long a node's term and role hold before what got it there is given back: far
+/// longer than an election or a handoff takes, so the release comes after them.
+const SETTLED_AFTER: Duration = Duration::from_millis(5_000);
 /// The page size assumed for alignment (x86-64, aarch64 with 4 KiB pages; a larger page
 /// only makes the release round to fewer pages).
 const PAGE_SIZE: usize = 4096;
@@ -32,9 +42,42 @@ const PAGE_SIZE: usize = 4096;
 /// done.
 #[inline(never)]
 pub(super) fn release_start_up() {
+    // The code first: reading the mappings allocates, and the trim gives that back too.
+    release_code();
     trim_heap();
     release_stack();
-    release_code();
+}
+
+/// Gives back code and heap once a node's term and role have held for
+/// [`SETTLED_AFTER`]: once per term and role.
+pub(super) struct Settle {
+    /// The term and role last seen, and since when.
+    seen: (Term, RaftRole),
+    since: Instant,
+    released: bool,
+}
+
+impl Settle {
+    /// Nothing settled yet: the term and role at `now` start the count.
+    pub(super) fn new(now: Instant, term: Term, role: RaftRole) -> Self {
+        Self {
+            seen: (term, role),
+            since: now,
+            released: false,
+        }
+    }
+
+    /// Called every turn of the loop: a change restarts the count; a term and role that
+    /// have held long enough are released for.
+    pub(super) fn tend(&mut self, now: Instant, term: Term, role: RaftRole) {
+        if (term, role) != self.seen {
+            *self = Self::new(now, term, role);
+        } else if !self.released && now.saturating_since(self.since) >= SETTLED_AFTER {
+            self.released = true;
+            release_code();
+            trim_heap();
+        }
+    }
 }
 
 /// Mappings read from `/proc/self/smaps` at most: far more than a node maps (its binary,
@@ -43,7 +86,7 @@ const MAPPINGS_MAX: usize = 256;
 
 /// Drops the read-only private file mappings none of whose pages was copied on write:
 /// code and constants, read back from the page cache when next used.
-fn release_code() {
+pub(super) fn release_code() {
     let Ok(smaps) = fs::read_to_string("/proc/self/smaps") else {
         return;
     };

@@ -27,6 +27,7 @@ use crate::http::Publisher;
 
 use super::heard::Heard;
 use super::join::{Join, Request};
+use super::memory::Settle;
 use super::port::{bump, Port, Queue};
 use super::rails::Rails;
 use super::signals::{drain_pipe, Pipes};
@@ -100,6 +101,9 @@ pub(super) struct Runner {
     exit: Option<Exit>,
     /// When each member was last heard from.
     heard: Heard,
+    /// When the term and role last changed: once they have held a while, the code and
+    /// heap the change ran are given back.
+    settle: Settle,
     /// `--http`: where the loop publishes its snapshot.
     http: Option<Publisher>,
     /// What only the goose may hold (the `--exec` child), and the rule that lets it go.
@@ -136,6 +140,8 @@ impl Runner {
             self.handle_events()?;
             let stopped = self.service.is_stopped();
             self.heard.maybe_warn(now, self.service.node(), stopped);
+            let node = self.service.node();
+            self.settle.tend(now, node.term(), node.status(now).raft);
             self.maybe_publish(now);
             self.hooks.poll();
             self.tend(now)?;
@@ -774,7 +780,9 @@ impl Prepared {
             epoch,
             vips,
         } = self;
-        let heard = Heard::new(clock.now());
+        let now = clock.now();
+        let heard = Heard::new(now);
+        let settle = Settle::new(now, node.term(), node.status(now).raft);
         let poll = Poll::new().map_err(RunError::Poll)?;
         let registry = poll.registry();
         port.register(registry, SOCKET, TEXT_SOCKET)
@@ -910,6 +918,7 @@ impl Prepared {
             join,
             exit: None,
             heard,
+            settle,
             http,
             goose_only,
             lease_rule,
