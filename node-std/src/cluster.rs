@@ -20,6 +20,7 @@
 //!   address and membership come from its state); a board's QEMU is stopped and started
 //!   again on its state file (a board goose does not hand off: the flock elects another).
 //!   The next node waits until the restarted one answers again and follows a goose.
+//!   To the dashboard, SIGHUP is its terminal closing: it stops the flock as `q` does.
 
 use std::fmt;
 use std::io::{self, IsTerminal};
@@ -174,11 +175,18 @@ pub(crate) fn run(options: &Options) -> Result<(), ClusterError> {
         signal_hook::flag::register(signal, Arc::clone(&flags.stop))
             .map_err(ClusterError::Setup)?;
     }
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&flags.rolling))
-        .map_err(ClusterError::Setup)?;
-    let executable = std::env::current_exe().map_err(ClusterError::Setup)?;
     // A person at a terminal gets the dashboard; a pipe, CI or a test the lines below.
     let dashboard = io::stdout().is_terminal() && io::stdin().is_terminal();
+    // SIGHUP: to a launcher without a terminal, a rolling restart; to the dashboard, its
+    // terminal closing, which stops the flock.
+    let hangup = if dashboard {
+        &flags.stop
+    } else {
+        &flags.rolling
+    };
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(hangup))
+        .map_err(ClusterError::Setup)?;
+    let executable = std::env::current_exe().map_err(ClusterError::Setup)?;
     let mut nodes = plan(options)?;
     let peers: Vec<String> = nodes
         .iter()

@@ -36,6 +36,8 @@ use crate::status::Fields;
 
 /// How often the dashboard asks every node its status.
 const REFRESH_EVERY: Duration = Duration::from_millis(200);
+/// Keys handled per turn at most, before the screen is drawn again.
+const KEYS_PER_TURN_MAX: usize = 64;
 /// How long one status round waits for answers.
 const STATUS_TIMEOUT: Duration = Duration::from_millis(150);
 /// Lines of the goose timeline kept (the newest).
@@ -71,7 +73,8 @@ struct Model {
     message: String,
 }
 
-/// Runs the dashboard until `q`, Ctrl-C, SIGINT or SIGTERM; the caller stops the flock.
+/// Runs the dashboard until `q`, Ctrl-C, SIGINT, SIGTERM, SIGHUP or its terminal hangs up;
+/// the caller stops the flock.
 ///
 /// # Errors
 /// If the terminal cannot be set up or drawn on.
@@ -114,24 +117,66 @@ fn show(
         }
         terminal.draw(|frame| draw(frame, &model, nodes))?;
         let wait = next_refresh.saturating_duration_since(Instant::now());
-        if !event::poll(wait)? {
-            continue;
+        match wait_for_input(wait) {
+            Input::Quiet => continue,
+            // The terminal went away (a closed window, a dropped ssh): nobody is left to
+            // watch or to press `q`, so the flock stops as if they had.
+            Input::Gone => return Ok(()),
+            Input::Ready => {}
         }
-        let Event::Key(press) = event::read()? else {
-            continue;
-        };
-        if press.kind != KeyEventKind::Press {
-            continue;
+        // Every key read so far: crossterm may have parsed several from one read.
+        for _ in 0..KEYS_PER_TURN_MAX {
+            if !event::poll(Duration::ZERO)? {
+                break;
+            }
+            let Event::Key(press) = event::read()? else {
+                continue;
+            };
+            if press.kind != KeyEventKind::Press {
+                continue;
+            }
+            let ctrl_c =
+                press.modifiers.contains(KeyModifiers::CONTROL) && press.code == KeyCode::Char('c');
+            if ctrl_c || press.code == KeyCode::Char('q') {
+                return Ok(());
+            }
+            act(&mut model, nodes, restart, auth, press.code);
+            next_refresh = Instant::now();
         }
-        let ctrl_c =
-            press.modifiers.contains(KeyModifiers::CONTROL) && press.code == KeyCode::Char('c');
-        if ctrl_c || press.code == KeyCode::Char('q') {
-            return Ok(());
-        }
-        act(&mut model, nodes, restart, auth, press.code);
-        next_refresh = Instant::now();
     }
     Ok(())
+}
+
+/// What the terminal had for the dashboard within a wait.
+enum Input {
+    Quiet,
+    Ready,
+    /// Hung up or closed: it will never have a key again.
+    Gone,
+}
+
+/// Waits up to `wait` for the terminal (standard input) to have a key, or to hang up.
+/// Asked of the terminal here, not of crossterm: once its terminal is gone, crossterm's
+/// `poll` sees input forever, reads nothing, and spins without returning, and a dashboard
+/// whose window was closed would burn a core and keep its flock running.
+fn wait_for_input(wait: Duration) -> Input {
+    let mut terminal = libc::pollfd {
+        fd: libc::STDIN_FILENO,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let millis = libc::c_int::try_from(wait.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one pollfd, alive for the call, and its count says one.
+    let ready = unsafe { libc::poll(&raw mut terminal, 1, millis) };
+    if ready <= 0 {
+        // Nothing, or interrupted by a signal: the loop looks at its flags and waits again.
+        return Input::Quiet;
+    }
+    if terminal.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        Input::Gone
+    } else {
+        Input::Ready
+    }
 }
 
 /// Reaps exited children, asks every running node its status, and extends the timeline.

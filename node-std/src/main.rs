@@ -170,7 +170,8 @@ Signals to the launcher (it prints its pid):
   SIGHUP           rolling restart: every node in turn (ducks first, the goose last) gets
                    SIGTERM, so a goose hands off first; it is restarted with `goose node
                    --data-dir <dir>/<id>` alone, and the next node waits until it answers
-                   again and follows a goose
+                   again and follows a goose. With the dashboard: its terminal closed, so
+                   the flock stops (as `q` does)
   SIGINT, SIGTERM  stops the flock, ducks first and the goose last (nobody is left to hand
                    off to, so this costs no election), and exits 0";
 

@@ -467,3 +467,86 @@ impl Drop for Session {
             .status();
     }
 }
+
+/// The pids of the `goose` processes whose command line names `folder`: a launcher and
+/// its nodes (the test then waits on those pids; it never signals by name).
+fn processes_under(folder: &Path) -> Vec<u32> {
+    let goose = fs::canonicalize(GOOSE).ok();
+    let needle = folder.display().to_string();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| fs::read_link(format!("/proc/{pid}/exe")).ok() == goose)
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(&needle))
+        })
+        .collect()
+}
+
+/// Whether `pid` still runs (a zombie has ended).
+fn running(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+        state != Some(Some('Z'))
+    })
+}
+
+#[test]
+fn dashboard_whose_terminal_closes_stops_its_flock() {
+    // A closed window or a dropped ssh session: the terminal hangs up. The launcher must
+    // stop its nodes and exit, not keep them running behind a dashboard nobody sees
+    // (crossterm, asked for keys by a terminal that is gone, spins on a core for ever).
+    let _serial = serial();
+    let folder = TempDir::new("dashboard-hangup");
+    let base = procs::free_port_range(3);
+    let session = format!("goose-hangup-{}", std::process::id());
+    let command = format!(
+        "exec {GOOSE} cluster --nodes 3 --base-port {base} --data-dir {}",
+        folder.path().display()
+    );
+    let started = Command::new("tmux")
+        .args(["new-session", "-d", "-s", &session, "-x", "160", "-y", "40"])
+        .arg(&command)
+        .status()
+        .expect("tmux (scripts/ci/prereqs.sh installs it)");
+    assert!(started.success());
+    let session_guard = Session(session.clone());
+    eventually(SETTLE, "the dashboard to show a goose", || {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &session])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .contains("GOOSE")
+            .then_some(())
+    });
+    let launched = processes_under(folder.path());
+    let _killer = KillOnDrop(launched.clone());
+    // The launcher and its three nodes.
+    assert_eq!(launched.len(), 4, "{launched:?}");
+    drop(session_guard); // kill-session: the terminal hangs up
+    eventually(SETTLE, "the launcher and every node to exit", || {
+        let left: Vec<u32> = launched.iter().copied().filter(|&p| running(p)).collect();
+        left.is_empty().then_some(())
+    });
+}
+
+/// Kills its pids when dropped: what a failed test leaves running.
+struct KillOnDrop(Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            if running(pid) {
+                if let Ok(pid) = libc::pid_t::try_from(pid) {
+                    // SAFETY: kill has no memory effects; the pid is one this test
+                    // launched (by way of tmux) and saw running.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+    }
+}
