@@ -8,6 +8,12 @@
 //! answer's size): the same clients against it give this machine's limit, and a node's
 //! figure is read as a fraction of it.
 //!
+//! A [`HeartbeatFloor`] is the least an idle goose can cost: a thread that sends a
+//! heartbeat-sized datagram to each of its followers every heartbeat interval, in one
+//! `sendmmsg`, and reads their answers when it next wakes, with followers in processes of
+//! their own ([`follow_heartbeats`]) that answer each. Its CPU is this machine's floor for
+//! a goose's, which is read against it.
+//!
 //! Every thread stops at its deadline; every loop has a bound.
 
 use std::io;
@@ -24,6 +30,12 @@ pub const WINDOW: usize = 64;
 const ECHO_BATCH: usize = 32;
 /// A probe answer's size, which the echo server sends (`goose id=1 term=1 goose=1\n`).
 const ANSWER: &[u8] = b"goose id=1 term=1 goose=1\n";
+/// A heartbeat's UDP payload: a goose of five sends about 21 bytes to each follower.
+const HEARTBEAT: [u8; 21] = [0x80; 21];
+/// A heartbeat follower that hears nothing for this long exits.
+const FOLLOWER_QUIET_MAX: Duration = Duration::from_secs(5);
+/// Batches of answers a heartbeat leader reads per wake-up at most.
+const LEADER_READS_MAX: usize = 16;
 /// Largest datagram read.
 const DATAGRAM_SIZE_MAX: usize = 512;
 /// A client that hears nothing for this long takes its window for lost and sends a new
@@ -164,6 +176,109 @@ impl Drop for EchoServer {
     }
 }
 
+/// The heartbeat traffic of an idle goose with nothing else: see the module's text.
+/// Stops when dropped.
+#[derive(Debug)]
+pub struct HeartbeatFloor {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    /// The leader thread's id, for its run time in `/proc`.
+    tid: libc::pid_t,
+}
+
+impl HeartbeatFloor {
+    /// Starts the leader thread: every `interval`, it reads what came and sends one
+    /// heartbeat to each of `followers` (ports on 127.0.0.1).
+    ///
+    /// # Errors
+    ///
+    /// The socket's, or the thread's failure to start.
+    pub fn start(interval: Duration, followers: &[u16]) -> io::Result<Self> {
+        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+        socket.set_nonblocking(true)?;
+        let targets: Vec<SocketAddrV4> = followers
+            .iter()
+            .map(|&port| SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let (tid_in, tid_out) = std::sync::mpsc::channel();
+        let thread = thread::spawn(move || {
+            // SAFETY: gettid has no preconditions and no side effects.
+            let _ = tid_in.send(unsafe { libc::gettid() });
+            let mut batch = Batch::new(ECHO_BATCH.max(targets.len()));
+            let mut next = Instant::now();
+            // Bounded by the stop flag, looked at every interval.
+            while !stopping.load(Ordering::Relaxed) {
+                next += interval;
+                thread::sleep(next.saturating_duration_since(Instant::now()));
+                for _ in 0..LEADER_READS_MAX {
+                    if !batch.receive(&socket).is_ok_and(|count| count > 0) {
+                        break;
+                    }
+                }
+                batch.send_each(&socket, &HEARTBEAT, &targets);
+            }
+        });
+        let tid = tid_out
+            .recv()
+            .map_err(|_| io::Error::other("the heartbeat thread did not start"))?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+            tid,
+        })
+    }
+
+    /// The leader thread's run time so far, in nanoseconds (its `schedstat`).
+    pub fn run_nanos(&self) -> Option<u64> {
+        let path = format!("/proc/self/task/{}/schedstat", self.tid);
+        std::fs::read_to_string(path)
+            .ok()?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for HeartbeatFloor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A [`HeartbeatFloor`]'s follower, run as a process of its own (a node's followers are):
+/// prints its port on 127.0.0.1 on a line of standard output, then answers every
+/// datagram with an acknowledgement's size, and returns once it has heard nothing for
+/// [`FOLLOWER_QUIET_MAX`].
+///
+/// # Errors
+///
+/// The socket's, or standard output's.
+pub fn follow_heartbeats() -> io::Result<()> {
+    use std::io::Write as _;
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+    socket.set_read_timeout(Some(FOLLOWER_QUIET_MAX))?;
+    let mut out = io::stdout();
+    writeln!(out, "{}", socket.local_addr()?.port())?;
+    out.flush()?;
+    let mut buffer = [0; DATAGRAM_SIZE_MAX];
+    // Bounded: each pass waits at most FOLLOWER_QUIET_MAX, and silence that long ends it.
+    loop {
+        match socket.recv_from(&mut buffer) {
+            Ok((_, from)) => {
+                let _ = socket.send_to(&HEARTBEAT, from);
+            }
+            Err(error) if is_timeout(&error) => return Ok(()),
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// Buffers and headers for `recvmmsg` and `sendmmsg` of up to `size` datagrams.
 struct Batch {
     buffers: Vec<[u8; DATAGRAM_SIZE_MAX]>,
@@ -259,6 +374,17 @@ impl Batch {
                 bytes.len(),
                 target.is_some(),
             );
+        }
+        self.send_prepared(socket, count)
+    }
+
+    /// Sends `bytes` once to each of `targets` (as many as the batch holds) in one call;
+    /// how many went.
+    fn send_each(&mut self, socket: &UdpSocket, bytes: &[u8], targets: &[SocketAddrV4]) -> usize {
+        let count = targets.len().min(self.headers.len());
+        for (index, &target) in targets.iter().take(count).enumerate() {
+            self.names[index] = sockaddr(target);
+            self.prepare(index, bytes.as_ptr().cast_mut(), bytes.len(), true);
         }
         self.send_prepared(socket, count)
     }

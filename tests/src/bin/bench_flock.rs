@@ -23,8 +23,10 @@
 //!   wait for each answer before the next probe measure round trips, not the node: they
 //!   bounded the figure this bench used to print (112,000/s with 8 of them).
 //! - **idle CPU and RSS** per node: `/proc/<pid>/stat` utime + stime and
-//!   `/proc/<pid>/schedstat` run time over 5 s without probes; `VmRSS` of
-//!   `/proc/<pid>/status`.
+//!   `/proc/<pid>/schedstat` run time over 10 s without probes; `VmRSS` of
+//!   `/proc/<pid>/status`. Over the same 10 s, a [`HeartbeatFloor`] sends a goose's
+//!   heartbeats with nothing else, to followers in processes of their own (this binary
+//!   run again): the least an idle goose can cost on this machine.
 //!
 //! Every probe round also counts double-goose observations (two nodes answering `goose`
 //! in one round), term regressions and terms with two geese: all must be zero.
@@ -35,7 +37,7 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use flock_tests::load::{self, EchoServer};
+use flock_tests::load::{self, EchoServer, HeartbeatFloor};
 use flock_tests::procs::{self, load_average, percentile, Flock, OnViolation, Timing, Watch};
 use goose_core::rand::Rand;
 use plotters::prelude::*;
@@ -57,8 +59,9 @@ const LOAD_ROUNDS: u32 = 5;
 const LOAD_THREADS: [usize; 2] = [1, 2];
 /// The node's answers as a fraction of the echo server's at least.
 const THROUGHPUT_RATIO_MIN: f64 = 0.9;
-/// How long idle CPU is sampled.
-const IDLE_FOR: Duration = Duration::from_secs(5);
+/// How long idle CPU is sampled. Longer than a node takes to give back what its last
+/// change of role ran (5 s after it), so the RSS read at the end is the settled one.
+const IDLE_FOR: Duration = Duration::from_secs(10);
 
 struct Args {
     runs: usize,
@@ -114,6 +117,15 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() -> ExitCode {
+    if std::env::var_os(FOLLOWER).is_some() {
+        return match load::follow_heartbeats() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("bench_flock: heartbeat follower: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let args = match parse_args() {
         Ok(args) => args,
         Err(error) => {
@@ -152,6 +164,8 @@ struct TimingResult {
     missed_failovers: usize,
     unstable: usize,
     idle: Vec<Idle>,
+    /// The [`HeartbeatFloor`]'s CPU %, measured beside `idle`.
+    idle_floor: Option<f64>,
     /// Throughput per load thread count.
     flood: Vec<Throughput>,
     watch: Watch,
@@ -209,9 +223,9 @@ fn bench_timing(name: &'static str, timing: Timing, args: &Args) -> TimingResult
             eprintln!("{} kills: {}", run + 1, summary(&failovers));
         }
     }
-    let idle = match flock.wait_stable(STABLE_WITHIN) {
-        Some((goose, _)) => measure_idle(&flock, goose),
-        None => Vec::new(),
+    let (idle, idle_floor) = match flock.wait_stable(STABLE_WITHIN) {
+        Some((goose, _)) => measure_idle(&flock, goose, timing),
+        None => (Vec::new(), None),
     };
     let flood = if timing == Timing::DEFAULT {
         LOAD_THREADS
@@ -230,6 +244,7 @@ fn bench_timing(name: &'static str, timing: Timing, args: &Args) -> TimingResult
         missed_failovers: missed,
         unstable,
         idle,
+        idle_floor,
         flood,
         watch,
     }
@@ -373,9 +388,57 @@ fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn measure_idle(flock: &Flock, goose: usize) -> Vec<Idle> {
+/// Set in the environment of the [`HeartbeatFloor`]'s followers: this binary run again.
+const FOLLOWER: &str = "BENCH_FLOCK_HEARTBEAT_FOLLOWER";
+
+/// The [`HeartbeatFloor`]'s followers, one process each, and their ports; killed by pid
+/// when dropped.
+struct Followers(Vec<(std::process::Child, u16)>);
+
+impl Followers {
+    fn start(count: usize) -> Option<Self> {
+        let mut followers = Self(Vec::new());
+        for _ in 0..count {
+            let mut child = std::process::Command::new(std::env::current_exe().ok()?)
+                .env(FOLLOWER, "1")
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .ok()?;
+            let mut line = String::new();
+            let stdout = child.stdout.take()?;
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).ok()?;
+            let port = line.trim().parse().ok();
+            followers.0.push((child, port.unwrap_or(0)));
+            port?;
+        }
+        Some(followers)
+    }
+
+    fn ports(&self) -> Vec<u16> {
+        self.0.iter().map(|(_, port)| *port).collect()
+    }
+}
+
+impl Drop for Followers {
+    fn drop(&mut self) {
+        for (child, _) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The nodes' idle figures, and the [`HeartbeatFloor`]'s CPU % over the same window: the
+/// heartbeats of a goose of as many nodes at the same interval, with nothing else.
+fn measure_idle(flock: &Flock, goose: usize, timing: Timing) -> (Vec<Idle>, Option<f64>) {
     let ticks_per_second = procs::clock_ticks_per_second() as f64;
     let pids: Vec<u32> = flock.all().iter().filter_map(|&i| flock.pid(i)).collect();
+    let followers = Followers::start(NODES - 1);
+    let floor = followers.as_ref().and_then(|followers| {
+        let interval = Duration::from_millis(timing.heartbeat_ms);
+        HeartbeatFloor::start(interval, &followers.ports()).ok()
+    });
+    let floor_start = floor.as_ref().and_then(HeartbeatFloor::run_nanos);
     let start: Vec<_> = pids
         .iter()
         .map(|&p| (procs::cpu_ticks(p), run_nanos(p)))
@@ -383,7 +446,15 @@ fn measure_idle(flock: &Flock, goose: usize) -> Vec<Idle> {
     let started = Instant::now();
     thread::sleep(IDLE_FOR);
     let seconds = started.elapsed().as_secs_f64();
-    pids.iter()
+    let floor_percent = floor
+        .as_ref()
+        .and_then(HeartbeatFloor::run_nanos)
+        .zip(floor_start)
+        .map(|(end, start)| end.saturating_sub(start) as f64 / 1e9 / seconds * 100.0);
+    drop(floor);
+    drop(followers);
+    let idle = pids
+        .iter()
         .zip(start)
         .enumerate()
         .filter_map(|(index, (&pid, (ticks, nanos)))| {
@@ -396,7 +467,8 @@ fn measure_idle(flock: &Flock, goose: usize) -> Vec<Idle> {
                 rss_kib: rss_kib(pid)?,
             })
         })
-        .collect()
+        .collect();
+    (idle, floor_percent)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -532,6 +604,15 @@ fn print_report(results: &[TimingResult], args: &Args, before: &str, after: &str
             format!("{max:.2} %; {goose:.2} % (stat: ≤ {ticks:.1} %)")
         },
         "< 1 %",
+    );
+    row(
+        "idle CPU of the heartbeats alone: a minimal loop, same interval and peers (this \
+         machine's floor)",
+        &|r| {
+            r.idle_floor
+                .map_or("–".into(), |floor| format!("{floor:.2} %"))
+        },
+        "",
     );
     row(
         "RSS per node (max)",
