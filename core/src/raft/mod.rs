@@ -413,7 +413,15 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
                 let mut members: Vec<Member, M> =
                     Vec::from_slice(bootstrap).map_err(|()| StartError::MembersOverCapacity)?;
                 // Every node must start from the same membership: make the order canonical.
-                members.sort_unstable_by_key(|m| m.id);
+                // Insertion sort: a membership is a handful of members, and core's sort
+                // costs a board 1.7 KB of flash.
+                for i in 1..members.len() {
+                    let mut j = i;
+                    while j > 0 && members[j - 1].id > members[j].id {
+                        members.swap(j - 1, j);
+                        j -= 1;
+                    }
+                }
                 SavedState {
                     id: config.id,
                     term: Term(0),
