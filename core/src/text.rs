@@ -28,6 +28,10 @@ use crate::limits::MEMBERS_MAX;
 use crate::raft::Cause;
 use crate::types::{NodeId, Term};
 
+mod addr;
+
+pub use addr::{parse_ipv4, parse_socket_addr, AddrText};
+
 /// Peers one `ctl partition` may name by default ([`parse`]): the default member capacity
 /// ([`MEMBERS_MAX`]), since a node never has more peers than its flock holds. A longer list
 /// is refused with [`Reason::TooManyPeers`], never truncated (a half-applied partition
@@ -454,7 +458,7 @@ fn parse_node_id(word: &str) -> Result<NodeId, Reason> {
 }
 
 fn parse_addr(word: &str) -> Result<SocketAddr, Reason> {
-    word.parse::<SocketAddr>().map_err(|_| Reason::BadAddress)
+    parse_socket_addr(word).ok_or(Reason::BadAddress)
 }
 
 /// A node's answer to `whois-goose`.
@@ -775,7 +779,7 @@ pub fn write_not_goose(
         "err {} goose={} addr={}",
         Reason::NotGoose,
         OrNone(goose),
-        OrNone(addr)
+        OrNone(addr.map(AddrText))
     )
 }
 
@@ -794,7 +798,7 @@ pub fn write_duplicate_id(
         out,
         "err {} id={id} addr={}",
         Reason::DuplicateId,
-        OrNone(addr)
+        OrNone(addr.map(AddrText))
     )
 }
 
@@ -923,7 +927,7 @@ impl<'a> Reply<'a> {
             Self::Err {
                 reason: Some(Reason::NotGoose),
                 details,
-            } => details.get("addr")?.parse().ok(),
+            } => parse_socket_addr(details.get("addr")?),
             _ => None,
         }
     }

@@ -34,6 +34,8 @@ use core::fmt::{self, Write};
 use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use goose_core::limits::EMBEDDED_MEMBERS_MAX;
+// The core's address parsers: `core::net`'s grammar in less flash.
+use goose_core::text::{parse_ipv4, parse_socket_addr};
 use goose_core::{Config, ConfigError, Duration, Member, NodeId};
 use heapless::{String, Vec};
 
@@ -224,7 +226,7 @@ pub fn parse<'a>(words: impl IntoIterator<Item = &'a str>) -> Result<BoardArgs<'
                 control_token = Some(String::try_from(value).map_err(|()| bad)?);
             }
             Flag::Address => address = Some(parse_address(value).ok_or(bad)?),
-            Flag::Gateway => gateway = Some(value.parse::<Ipv4Addr>().map_err(|_| bad)?),
+            Flag::Gateway => gateway = Some(parse_ipv4(value).ok_or(bad)?),
         }
     }
     let id = id.ok_or(ArgsError::MissingId)?;
@@ -272,7 +274,7 @@ pub fn parse<'a>(words: impl IntoIterator<Item = &'a str>) -> Result<BoardArgs<'
 /// `<ip>/<prefix>`: a unicast IPv4 address and a prefix length of 1 to 32.
 fn parse_address(value: &str) -> Option<(Ipv4Addr, u8)> {
     let (address, prefix_len) = value.split_once('/')?;
-    let address: Ipv4Addr = address.parse().ok()?;
+    let address = parse_ipv4(address)?;
     let prefix_len: u8 = prefix_len.parse().ok().filter(|p| (1..=32).contains(p))?;
     let unicast = !(address.is_unspecified() || address.is_broadcast() || address.is_multicast());
     unicast.then_some((address, prefix_len))
@@ -287,7 +289,7 @@ fn parse_peer(value: &str) -> Option<Member> {
     let (id, addr) = value.split_once('=')?;
     Some(Member {
         id: id.parse().ok().and_then(NodeId::new)?,
-        addr: addr.parse().ok()?,
+        addr: parse_socket_addr(addr)?,
         voter: true,
     })
 }
