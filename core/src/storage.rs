@@ -10,6 +10,7 @@
 use core::fmt;
 
 use heapless::Vec;
+use serde::de::{DeserializeSeed, Deserializer, Error as _, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::time::Duration;
@@ -125,11 +126,10 @@ impl PersistentState<'_> {
 }
 
 impl<const M: usize, const L: usize> SavedState<M, L> {
-    /// Decodes and checks bytes written by [`PersistentState::encode`].
+    /// Decodes and checks bytes written by [`PersistentState::encode`]: the bytes its
+    /// derived `Deserialize` accepts, decoded with [`InPlace`].
     pub fn decode(bytes: &[u8]) -> Result<Self, StateError> {
-        let state = decode_whole::<Self>(bytes)?;
-        state.check()?;
-        Ok(state)
+        Self::decode_format(bytes, false)
     }
 
     /// The same state in the form [`PersistentState::encode`] takes: a state converted
@@ -155,19 +155,21 @@ impl<const M: usize, const L: usize> SavedState<M, L> {
     /// `t`'s log that holds the no-op that leader appended at its election, so it held
     /// that leader's whole log at election: what a log term of `t` promises.
     pub fn decode_first_format(bytes: &[u8]) -> Result<Self, StateError> {
-        let first = decode_whole::<FirstFormat<M, L>>(bytes)?;
-        let log_term = first.entries.last().map_or(first.snapshot.term, |e| e.term);
-        let state = Self {
-            id: first.id,
-            term: first.term,
-            voted_for: first.voted_for,
-            log_term,
-            stick: Duration::ZERO,
-            commit: first.commit,
-            snapshot: first.snapshot,
-            snapshot_members: first.snapshot_members,
-            entries: first.entries,
-        };
+        Self::decode_format(bytes, true)
+    }
+
+    /// Out of line, so a board's start-up frames never hold this decoding's and the
+    /// node's at once.
+    #[inline(never)]
+    fn decode_format(bytes: &[u8], first_format: bool) -> Result<Self, StateError> {
+        let mut decoder = postcard::Deserializer::from_bytes(bytes);
+        let state = InPlace::<M, L> { first_format }
+            .deserialize(&mut decoder)
+            .map_err(|_| StateError::Undecodable)?;
+        let rest = decoder.finalize().map_err(|_| StateError::Undecodable)?;
+        if !rest.is_empty() {
+            return Err(StateError::Undecodable);
+        }
         state.check()?;
         Ok(state)
     }
@@ -204,25 +206,128 @@ impl<const M: usize, const L: usize> SavedState<M, L> {
     }
 }
 
-/// The state as the first format wrote it: the current one without `log_term` and `stick`.
-#[derive(Deserialize)]
-struct FirstFormat<const M: usize, const L: usize> {
-    id: NodeId,
-    term: Term,
-    voted_for: Option<NodeId>,
-    commit: LogIndex,
-    snapshot: EntryId,
-    snapshot_members: Vec<Member, M>,
-    entries: Vec<Entry, L>,
+/// Decodes a [`SavedState`] field by field as its derived `Deserialize` does (postcard
+/// gives a struct as the sequence of its fields), except that the member and entry lists
+/// are pushed straight into the vectors the state is built from ([`Fill`]). The derived
+/// one, through heapless' `Vec`, returns each list by value from every layer: the 1.5 KiB
+/// log was copied three times on a board's stack.
+///
+/// The first format is the current one without `log_term` and `stick`: its log term
+/// becomes the term of its last entry (see [`SavedState::decode_first_format`]), its
+/// window zero.
+struct InPlace<const M: usize, const L: usize> {
+    first_format: bool,
 }
 
-fn decode_whole<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, StateError> {
-    let (value, rest) =
-        postcard::take_from_bytes::<T>(bytes).map_err(|_| StateError::Undecodable)?;
-    if !rest.is_empty() {
-        return Err(StateError::Undecodable);
+impl<'de, const M: usize, const L: usize> DeserializeSeed<'de> for InPlace<M, L> {
+    type Value = SavedState<M, L>;
+
+    fn deserialize<D: Deserializer<'de>>(self, decoder: D) -> Result<Self::Value, D::Error> {
+        const FIELDS: &[&str] = &[
+            "id",
+            "term",
+            "voted_for",
+            "log_term",
+            "stick",
+            "commit",
+            "snapshot",
+            "snapshot_members",
+            "entries",
+        ];
+        const FIRST_FORMAT_FIELDS: &[&str] = &[
+            "id",
+            "term",
+            "voted_for",
+            "commit",
+            "snapshot",
+            "snapshot_members",
+            "entries",
+        ];
+        match self.first_format {
+            true => decoder.deserialize_struct("FirstFormat", FIRST_FORMAT_FIELDS, self),
+            false => decoder.deserialize_struct("SavedState", FIELDS, self),
+        }
     }
-    Ok(value)
+}
+
+impl<'de, const M: usize, const L: usize> Visitor<'de> for InPlace<M, L> {
+    type Value = SavedState<M, L>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a saved state")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut fields: A) -> Result<Self::Value, A::Error> {
+        let missing = || A::Error::invalid_length(0, &"every field of a saved state");
+        let id = fields.next_element()?.ok_or_else(missing)?;
+        let term = fields.next_element()?.ok_or_else(missing)?;
+        let voted_for = fields.next_element()?.ok_or_else(missing)?;
+        let mut log_term_and_stick = None;
+        if !self.first_format {
+            let log_term = fields.next_element()?.ok_or_else(missing)?;
+            let stick = fields.next_element()?.ok_or_else(missing)?;
+            log_term_and_stick = Some((log_term, stick));
+        }
+        let commit = fields.next_element()?.ok_or_else(missing)?;
+        let snapshot: EntryId = fields.next_element()?.ok_or_else(missing)?;
+        let mut snapshot_members = Vec::new();
+        let mut entries = Vec::new();
+        fields
+            .next_element_seed(Fill(&mut snapshot_members))?
+            .ok_or_else(missing)?;
+        fields
+            .next_element_seed(Fill(&mut entries))?
+            .ok_or_else(missing)?;
+        let (log_term, stick) = log_term_and_stick.unwrap_or_else(|| {
+            let last = entries
+                .last()
+                .map_or(snapshot.term, |entry: &Entry| entry.term);
+            (last, Duration::ZERO)
+        });
+        Ok(SavedState {
+            id,
+            term,
+            voted_for,
+            log_term,
+            stick,
+            commit,
+            snapshot,
+            snapshot_members,
+            entries,
+        })
+    }
+}
+
+/// Decodes a sequence into the vector it borrows, refusing more than its capacity, as
+/// heapless' `Vec` does when it decodes one by value.
+struct Fill<'v, T, const N: usize>(&'v mut Vec<T, N>);
+
+impl<'de, T: Deserialize<'de>, const N: usize> DeserializeSeed<'de> for Fill<'_, T, N> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, decoder: D) -> Result<(), D::Error> {
+        decoder.deserialize_seq(self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>, const N: usize> Visitor<'de> for Fill<'_, T, N> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a sequence within capacity")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+        while let Some(item) = items.next_element()? {
+            if self.0.push(item).is_err() {
+                return Err(A::Error::invalid_length(
+                    N + 1,
+                    &"no more than the capacity",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The largest encoding of a state with `members` members and `entries` entries: terms,

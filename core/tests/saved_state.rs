@@ -304,3 +304,95 @@ fn the_first_format_is_read_with_the_log_term_of_its_last_entry() {
     assert!(Saved::decode_first_format(&Fixture::valid().encode()).is_err());
     assert!(Saved::decode(&bytes).is_err());
 }
+
+/// The bytes a mutation test tries: `bytes` cut at every length, and with every byte set to
+/// each of a few values that move varints, tags and lengths.
+fn mutations(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = (0..=bytes.len()).map(|n| bytes[..n].to_vec()).collect();
+    out.push([bytes, &[0]].concat());
+    for at in 0..bytes.len() {
+        let was = bytes[at];
+        for value in [0, 1, 2, 5, 0x7F, 0x80, 0xFF, was ^ 1, was.wrapping_add(1)] {
+            let mut changed = bytes.to_vec();
+            changed[at] = value;
+            out.push(changed);
+        }
+    }
+    out
+}
+
+/// `decode` reads the state's lists in place rather than through the derived
+/// `Deserialize`: it must take exactly the bytes that one takes, to the same state.
+#[test]
+fn decode_takes_exactly_what_the_derived_deserialize_takes() {
+    let (mut accepted, mut refused) = (0, 0);
+    for bytes in mutations(&Fixture::valid().encode()) {
+        let derived = postcard::take_from_bytes::<Saved>(&bytes)
+            .ok()
+            .filter(|(_, rest)| rest.is_empty())
+            .map(|(state, _)| state);
+        match Saved::decode(&bytes) {
+            Ok(state) => {
+                assert_eq!(Some(state), derived, "{bytes:?}");
+                accepted += 1;
+            }
+            Err(StateError::Inconsistent) => assert!(derived.is_some(), "{bytes:?}"),
+            Err(StateError::Undecodable) => {
+                assert_eq!(derived, None, "{bytes:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        accepted > 0 && refused > 0,
+        "{accepted} accepted, {refused} refused"
+    );
+}
+
+/// The first format, read in place too, against a derived decoding of its fields.
+#[test]
+fn the_first_format_takes_exactly_what_a_derived_deserialize_takes() {
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Derived {
+        id: NodeId,
+        term: Term,
+        voted_for: Option<NodeId>,
+        commit: LogIndex,
+        snapshot: EntryId,
+        snapshot_members: heapless::Vec<Member, 5>,
+        entries: heapless::Vec<Entry, 32>,
+    }
+    let fixture = Fixture::valid();
+    let first = FirstFormat {
+        id: id(1),
+        term: fixture.term,
+        voted_for: fixture.voted_for,
+        commit: fixture.snapshot.index,
+        snapshot: fixture.snapshot,
+        snapshot_members: &fixture.members,
+        entries: &fixture.entries,
+    };
+    let mut accepted = 0;
+    for bytes in mutations(&first_format_bytes(&first)) {
+        let derived = postcard::take_from_bytes::<Derived>(&bytes)
+            .ok()
+            .filter(|(_, rest)| rest.is_empty())
+            .map(|(state, _)| state);
+        match Saved::decode_first_format(&bytes) {
+            Ok(state) => {
+                let derived = derived.unwrap_or_else(|| panic!("{bytes:?}"));
+                assert_eq!(
+                    (state.id, state.term, state.voted_for, state.commit),
+                    (derived.id, derived.term, derived.voted_for, derived.commit)
+                );
+                assert_eq!(state.snapshot, derived.snapshot);
+                assert_eq!(state.snapshot_members, derived.snapshot_members);
+                assert_eq!(state.entries, derived.entries);
+                accepted += 1;
+            }
+            Err(StateError::Inconsistent) => assert!(derived.is_some(), "{bytes:?}"),
+            Err(StateError::Undecodable) => assert_eq!(derived, None, "{bytes:?}"),
+        }
+    }
+    assert!(accepted > 0);
+}

@@ -165,6 +165,12 @@ impl core::fmt::Display for BoardError {
 
 impl core::error::Error for BoardError {}
 
+impl From<StartError> for BoardError {
+    fn from(error: StartError) -> Self {
+        Self::Start(error)
+    }
+}
+
 /// The socket's slot and packet metadata (a few hundred bytes). Keep it in a `static`: the
 /// [`Board`] borrows it for its whole life.
 pub struct Buffers<'a> {
@@ -624,7 +630,8 @@ pub(crate) fn build_node<'a, F: NorFlash>(
         .map_err(|_| BoardError::StorageBusy)?;
     let saved = flash.load().map_err(BoardError::Storage)?;
     // `Node::new` decodes `saved` and never saves, so the borrow above is not contended.
-    Node::new(
+    // `new_as`: the node is built in this function's result, not copied into it.
+    Node::new_as(
         &config.node,
         FlashStorage(store),
         saved,
@@ -632,7 +639,6 @@ pub(crate) fn build_node<'a, F: NorFlash>(
         seed,
         now,
     )
-    .map_err(BoardError::Start)
 }
 
 #[cfg(test)]

@@ -135,6 +135,7 @@ impl<F: NorFlash> FlashStore<F> {
     /// # Errors
     /// See [`LoadError`]. A node must refuse to start on an error: starting empty instead
     /// would forget a vote.
+    #[inline(never)] // its futures and the first format's decoding: not on the node's frame
     pub fn load(&mut self) -> Result<Option<&[u8]>, LoadError> {
         let map_error = |error| match error {
             sequential_storage::Error::Storage { .. } => LoadError::Io,
@@ -156,13 +157,7 @@ impl<F: NorFlash> FlashStore<F> {
         else {
             return Ok(None);
         };
-        let state = SavedState::<MEMBERS_MAX, LOG_ENTRIES_MAX>::decode_first_format(first)
-            .map_err(|_| LoadError::Corrupt)?;
-        let converted = state
-            .as_persistent()
-            .encode(&mut self.encoded)
-            .map_err(|_| LoadError::Corrupt)?;
-        Ok(Some(converted))
+        convert_first_format(first, &mut self.encoded).map(Some)
     }
 
     /// Durably replaces the state with `state`.
@@ -252,6 +247,18 @@ impl<F: NorFlash> Storage for FlashStorage<'_, F> {
         let mut store = self.0.try_borrow_mut().map_err(|_| StorageError::Io)?;
         store.save(state)
     }
+}
+
+/// A state in the first format, re-encoded in the current one into `encoded`. Out of line:
+/// its decoding frames are large, and only a board that ran wire version 1 needs them.
+#[inline(never)]
+fn convert_first_format<'e>(first: &[u8], encoded: &'e mut [u8]) -> Result<&'e [u8], LoadError> {
+    let state = SavedState::<MEMBERS_MAX, LOG_ENTRIES_MAX>::decode_first_format(first)
+        .map_err(|_| LoadError::Corrupt)?;
+    state
+        .as_persistent()
+        .encode(encoded)
+        .map_err(|_| LoadError::Corrupt)
 }
 
 #[cfg(test)]

@@ -27,21 +27,33 @@ pub(crate) struct Log<const M: usize, const L: usize> {
 }
 
 impl<const M: usize, const L: usize> Log<M, L> {
-    /// A log with no entries, starting from a snapshot. Fails if the log's membership
-    /// entries do not fit.
-    pub(crate) fn new(
+    /// A log of `entries` after a snapshot, `members` being its membership
+    /// ([`Log::replay`] of the two).
+    pub(crate) fn from_parts(
         snapshot: EntryId,
         snapshot_members: Vec<Member, M>,
         entries: Vec<Entry, L>,
-    ) -> Result<Self, AppendError> {
-        let mut log = Self {
+        members: Vec<Member, M>,
+    ) -> Self {
+        Self {
             snapshot,
-            members: snapshot_members.clone(),
             snapshot_members,
             entries,
-        };
-        log.recompute_members()?;
-        Ok(log)
+            members,
+        }
+    }
+
+    /// The membership after `entries`' changes on top of `snapshot_members`. Fails if a
+    /// change does not fit.
+    pub(crate) fn replay(
+        snapshot_members: &Vec<Member, M>,
+        entries: &[Entry],
+    ) -> Result<Vec<Member, M>, AppendError> {
+        let mut members = snapshot_members.clone();
+        for entry in entries {
+            apply(&mut members, entry.payload)?;
+        }
+        Ok(members)
     }
 
     pub(crate) fn snapshot(&self) -> EntryId {
@@ -207,11 +219,7 @@ impl<const M: usize, const L: usize> Log<M, L> {
     }
 
     fn recompute_members(&mut self) -> Result<(), AppendError> {
-        let mut members = self.snapshot_members.clone();
-        for entry in &self.entries {
-            apply(&mut members, entry.payload)?;
-        }
-        self.members = members;
+        self.members = Self::replay(&self.snapshot_members, &self.entries)?;
         Ok(())
     }
 }
@@ -282,7 +290,8 @@ mod tests {
                 voter: true,
             })
             .unwrap();
-        Log::new(EntryId::default(), members, Vec::new()).unwrap()
+        let current = Log::<4, 4>::replay(&members, &[]).unwrap();
+        Log::from_parts(EntryId::default(), members, Vec::new(), current)
     }
 
     #[test]

@@ -406,6 +406,25 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         seed: u64,
         now: Instant,
     ) -> Result<Self, StartError> {
+        Self::new_as(config, storage, saved, bootstrap, seed, now)
+    }
+
+    /// [`Node::new`], its refusal converted into the caller's error type `E`. A caller
+    /// that returns the node in its own `Result` then gets it built right there: converting
+    /// `Result<Node, StartError>` afterwards would copy the node (4 KiB on a board's small
+    /// stack). Out of line, so its frame and its callers' never stack up.
+    ///
+    /// # Errors
+    /// As [`Node::new`].
+    #[inline(never)]
+    pub fn new_as<E: From<StartError>>(
+        config: &Config,
+        storage: S,
+        saved: Option<&[u8]>,
+        bootstrap: &[Member],
+        seed: u64,
+        now: Instant,
+    ) -> Result<Self, E> {
         config.validate().map_err(StartError::Config)?;
         let state = match saved {
             Some(bytes) => SavedState::<M, L>::decode(bytes).map_err(StartError::State)?,
@@ -436,25 +455,38 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             }
         };
         if state.id != config.id {
-            return Err(StartError::WrongNode);
+            return Err(StartError::WrongNode.into());
         }
-        let commit = state.commit;
-        let saved = Saved {
-            term: state.term,
-            voted_for: state.voted_for,
-            log_term: state.log_term,
-            commit,
-        };
-        let log = Log::new(state.snapshot, state.snapshot_members, state.entries)
+        let members = Log::<M, L>::replay(&state.snapshot_members, &state.entries)
             .map_err(|_| StartError::MembersOverCapacity)?;
+        Ok(Self::start(config, storage, state, members, seed, now))
+    }
+
+    /// [`Node::new`]'s second half, once the state is checked. Returning `Self` rather than
+    /// a `Result` lets the node be built where the caller wants it: a board's stack is small,
+    /// and each copy of a node on it is 4 KiB.
+    #[inline(never)]
+    fn start(
+        config: &Config,
+        storage: S,
+        state: SavedState<M, L>,
+        members: Vec<Member, M>,
+        seed: u64,
+        now: Instant,
+    ) -> Self {
         let mut node = Self {
             config: *config,
             storage,
             rand: Rand::new(seed ^ u64::from(config.id.get()).rotate_left(32)),
             term: state.term,
             voted_for: state.voted_for,
-            log,
-            commit,
+            log: Log::from_parts(
+                state.snapshot,
+                state.snapshot_members,
+                state.entries,
+                members,
+            ),
+            commit: state.commit,
             role: Role::Follower,
             leader: None,
             election_deadline: now,
@@ -464,7 +496,12 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             // A restart forgets whom it acknowledged: loyal to all of them for the longest
             // window it may have promised (the lease module).
             sticky_until: now + config.election_timeout_min.max(state.stick),
-            saved,
+            saved: Saved {
+                term: state.term,
+                voted_for: state.voted_for,
+                log_term: state.log_term,
+                commit: state.commit,
+            },
             whole_log: false,
             snapshot_receive: None,
             outbox: Outbox::new(),
@@ -488,7 +525,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             && node.log.member(config.id).is_some();
         node.reset_election_timer(now);
         node.observe(now);
-        Ok(node)
+        node
     }
 
     // --- Getters -------------------------------------------------------------------------

@@ -36,7 +36,7 @@ use goose_embedded::args;
 use goose_embedded::flash::FileFlash;
 use goose_embedded::store::FlashStore;
 use goose_embedded::{
-    start_node, Board, BoardConfig, BoardError, BoardNode, Buffers, Clock, Halt, Payloads,
+    start_node, Board, BoardConfig, BoardError, Buffers, Clock, Halt, Payloads,
 };
 use heapless::String;
 use semihosting::io::Write as _;
@@ -60,7 +60,6 @@ static BUFFERS: ConstStaticCell<Buffers<'static>> = ConstStaticCell::new(Buffers
 static PAYLOADS: ConstStaticCell<Payloads> = ConstStaticCell::new(Payloads::new());
 static MAC: ConstStaticCell<Mac> = ConstStaticCell::new(Mac::new());
 static STORE: StaticCell<RefCell<FlashStore<Flash>>> = StaticCell::new();
-static BOARD: StaticCell<Result<Board<'static, Flash>, BoardError>> = StaticCell::new();
 
 /// Writes one line to the host's stderr (one semihosting call per line).
 fn log(args: fmt::Arguments<'_>) {
@@ -85,17 +84,23 @@ fn fail(code: i32, args: fmt::Arguments<'_>) -> ! {
 fn main() -> ! {
     #[cfg(feature = "report")]
     report::paint_stack();
-    // Start-up's frames are gone before the loop runs: the deepest call of each (the
-    // core's `Node::new`, at start-up and on `ctl start`) then sits on a shallow stack.
-    let (board, mac, clock) = start();
+    let (config, path, store, mac, clock) = start();
+    // The board lives in this frame, which never returns, rather than in a static: a call's
+    // result is built where its caller keeps it, so the 9 KiB board is built once, in
+    // place, where filling a static would build it on the stack first and copy it.
+    let id = config.node.id;
+    let mut built = assemble(config, &path, mac, store, &clock);
+    let board = listening(&mut built, id, &path);
     run(board, mac, &clock)
 }
 
-/// Everything before the loop. Each step that needs a large frame is a call of its own, so
-/// their frames never stack up.
+/// Everything before the board. Each step that needs a large frame is a call of its own,
+/// so their frames never stack up.
 #[inline(never)]
 fn start() -> (
-    &'static mut Board<'static, Flash>,
+    BoardConfig,
+    String<PATH_BUFFER_SIZE>,
+    &'static RefCell<FlashStore<Flash>>,
     &'static mut Mac,
     HostClock,
 ) {
@@ -118,9 +123,49 @@ fn start() -> (
             ),
         );
     };
-    let port = config.port;
-    let node = start_node(&config, store, clock.now());
-    let board = assemble(config, &path, mac, store, node, &clock);
+    (config, path, store, mac, clock)
+}
+
+/// The node from the flash, and the board around it; exits 1 if the node could not start.
+/// The board is returned into `main`'s frame as it is built (see `main`).
+#[inline(never)]
+fn assemble(
+    config: BoardConfig,
+    path: &str,
+    mac: &mut Mac,
+    store: &'static RefCell<FlashStore<Flash>>,
+    clock: &HostClock,
+) -> Result<Board<'static, Flash>, BoardError> {
+    let id = config.node.id;
+    // The node goes from its result straight into the board: no copy of it on the stack.
+    match start_node(&config, store, clock.now()) {
+        Ok(node) => {
+            let (buffers, payloads) = (BUFFERS.take(), PAYLOADS.take());
+            Board::with_node(config, mac, buffers, payloads, store, node, clock.now())
+        }
+        Err(error) => fail(
+            1,
+            format_args!(
+                "node {id}: {error}; refusing to start (state file {path} is never reset \
+                 automatically)"
+            ),
+        ),
+    }
+}
+
+/// The board `assemble` built, once it says where it listens; exits 1 if it could not be
+/// built.
+#[inline(never)]
+fn listening<'b>(
+    built: &'b mut Result<Board<'static, Flash>, BoardError>,
+    id: NodeId,
+    path: &str,
+) -> &'b mut Board<'static, Flash> {
+    let board = match built {
+        Ok(board) => board,
+        Err(error) => fail(1, format_args!("node {id}: {error}")),
+    };
+    let port = board.config().port;
     let (keyed, epoch) = match board.epoch() {
         Some(epoch) => (", sealed with the cluster key, boot epoch ", epoch),
         None => ("", 0),
@@ -135,43 +180,9 @@ fn start() -> (
         board.node().term(),
         board.node().members().len()
     ));
-    (board, mac, clock)
+    board
 }
 
-/// The board around `node`, in its static; exits 1 if the node could not start. Its own
-/// frame: the board is large, and must not share the stack with the node's construction.
-#[inline(never)]
-fn assemble(
-    config: BoardConfig,
-    path: &str,
-    mac: &mut Mac,
-    store: &'static RefCell<FlashStore<Flash>>,
-    node: Result<BoardNode<'static, Flash>, BoardError>,
-    clock: &HostClock,
-) -> &'static mut Board<'static, Flash> {
-    let id = config.node.id;
-    let node = match node {
-        Ok(node) => node,
-        Err(error) => fail(
-            1,
-            format_args!(
-                "node {id}: {error}; refusing to start (state file {path} is never reset \
-                 automatically)"
-            ),
-        ),
-    };
-    let built = BOARD.init_with(|| {
-        let (buffers, payloads) = (BUFFERS.take(), PAYLOADS.take());
-        Board::with_node(config, mac, buffers, payloads, store, node, clock.now())
-    });
-    match built {
-        Ok(board) => board,
-        Err(error) => fail(1, format_args!("node {id}: {error}")),
-    }
-}
-
-/// The board's configuration and state file path from the command line; exits 2 on a bad
-/// one.
 #[inline(never)]
 fn configure() -> (BoardConfig, String<PATH_BUFFER_SIZE>) {
     let Ok(command_line) = semihosting::experimental::env::args::<COMMAND_LINE_SIZE_MAX>() else {
@@ -271,7 +282,7 @@ fn open_store(id: NodeId, path: &str) -> &'static RefCell<FlashStore<Flash>> {
 
 fn run(board: &mut Board<'static, Flash>, mac: &mut Mac, clock: &HostClock) -> ! {
     #[cfg(feature = "report")]
-    let mut report = report::Report::new(clock.now());
+    let mut report = report::Report::new(clock.now(), board.node().id());
     loop {
         #[cfg(feature = "report")]
         let turn_start = clock.now();

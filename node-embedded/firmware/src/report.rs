@@ -68,7 +68,13 @@ pub(crate) struct Report {
 }
 
 impl Report {
-    pub(crate) fn new(now: Instant) -> Self {
+    /// Logs the stack start-up took (the node's decoding and the board's assembly), apart
+    /// from the figures since boot that follow, so the two are told apart.
+    pub(crate) fn new(now: Instant, id: NodeId) -> Self {
+        crate::log(format_args!(
+            "node {id}: stack used at most {} bytes by start-up",
+            stack_used()
+        ));
         Self {
             next: now + REPORT_EVERY,
             longest: Duration::ZERO,
