@@ -132,8 +132,8 @@ pub mod wire;
 
 pub use config::{Config, ConfigError};
 pub use raft::{
-    Cause, Event, Node, Observed, ProposeError, RaftRole, StartError, Status, TransferError,
-    Transmit,
+    Cause, Checked, Event, Node, Observed, ProposeError, RaftRole, StartError, Status,
+    TransferError, Transmit,
 };
 pub use stats::Stats;
 pub use storage::{PersistentState, SavedState, StateError, Storage, StorageError};

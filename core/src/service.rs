@@ -346,7 +346,7 @@ impl<
     /// The service around a running `node`, without a cluster key: peer frames are plain,
     /// control is trusted from trusted sources or with the token.
     pub fn new(node: Node<S, M, L>) -> Self {
-        Self::build(node, None)
+        Self::build(|| node, None)
     }
 
     /// The service around a running `node` of a flock sharing `key`: every peer frame sent
@@ -354,19 +354,29 @@ impl<
     /// boot's, persisted higher than any earlier boot's before this node sends anything
     /// (see [`crate::auth`]).
     pub fn with_key(node: Node<S, M, L>, key: K, epoch: u32) -> Self {
-        let auth = Auth {
+        Self::starting(|| node, Some((key, epoch)))
+    }
+
+    /// [`Service::new`], or with `key` and the boot's epoch [`Service::with_key`], around
+    /// the node `start` returns (typically [`Node::start`]), which is built in place, in
+    /// the service: a node handed over by value is copied on the way (4 KiB on a board's
+    /// small stack). Out of line, so the node's construction lands in the service the
+    /// caller keeps rather than in a copy.
+    #[inline(never)]
+    pub fn starting(start: impl FnOnce() -> Node<S, M, L>, key: Option<(K, u32)>) -> Self {
+        let auth = key.map(|(key, epoch)| Auth {
             key,
             sealer: Sealer::new(epoch),
             guard: ReplayGuard::new(),
             nonces: Nonces::new(epoch),
-        };
-        Self::build(node, Some(auth))
+        });
+        Self::build(start, auth)
     }
 
-    fn build(node: Node<S, M, L>, auth: Option<Auth<K, M>>) -> Self {
+    fn build(start: impl FnOnce() -> Node<S, M, L>, auth: Option<Auth<K, M>>) -> Self {
         let () = Self::REPLY_HOLDS_ANY_SHORT_ANSWER;
         Self {
-            node,
+            node: start(),
             auth,
             limiter: RateLimiter::new(RateLimit::DEFAULT),
             stopped: false,
@@ -607,7 +617,14 @@ impl<
     /// `ctl start` (after [`Handled::Start`]): the service runs `node`, a new node built from
     /// storage, and answers `ok` (sent by [`Service::flush`]).
     pub fn start(&mut self, node: Node<S, M, L>) {
-        self.node = node;
+        self.start_with(|old| *old = node);
+    }
+
+    /// [`Service::start`] with a node `restart` makes of the old one in place (typically
+    /// with [`Node::restart`]), rather than one handed over by value and copied (4 KiB on
+    /// a board's small stack).
+    pub fn start_with(&mut self, restart: impl FnOnce(&mut Node<S, M, L>)) {
+        restart(&mut self.node);
         self.stopped = false;
         self.reply.clear();
         let _ = text::write_ok_plain(&mut self.reply);

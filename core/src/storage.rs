@@ -129,7 +129,24 @@ impl<const M: usize, const L: usize> SavedState<M, L> {
     /// Decodes and checks bytes written by [`PersistentState::encode`]: the bytes its
     /// derived `Deserialize` accepts, decoded with [`InPlace`].
     pub fn decode(bytes: &[u8]) -> Result<Self, StateError> {
-        Self::decode_format(bytes, false)
+        let mut state = Self::empty(NodeId::PLACEHOLDER);
+        state.decode_into(bytes, false)?;
+        Ok(state)
+    }
+
+    /// A state with nothing in it, of node `id`.
+    pub(crate) fn empty(id: NodeId) -> Self {
+        Self {
+            id,
+            term: Term(0),
+            voted_for: None,
+            log_term: Term(0),
+            stick: Duration::ZERO,
+            commit: LogIndex(0),
+            snapshot: EntryId::default(),
+            snapshot_members: Vec::new(),
+            entries: Vec::new(),
+        }
     }
 
     /// The same state in the form [`PersistentState::encode`] takes: a state converted
@@ -155,23 +172,32 @@ impl<const M: usize, const L: usize> SavedState<M, L> {
     /// `t`'s log that holds the no-op that leader appended at its election, so it held
     /// that leader's whole log at election: what a log term of `t` promises.
     pub fn decode_first_format(bytes: &[u8]) -> Result<Self, StateError> {
-        Self::decode_format(bytes, true)
+        let mut state = Self::empty(NodeId::PLACEHOLDER);
+        state.decode_into(bytes, true)?;
+        Ok(state)
     }
 
-    /// Out of line, so a board's start-up frames never hold this decoding's and the
-    /// node's at once.
+    /// Decodes and checks `bytes` into this state, every field replaced (on an error, in
+    /// an unspecified way). In place, and out of line: a board's stack never holds a
+    /// second state, nor this decoding's frames beside the node's.
     #[inline(never)]
-    fn decode_format(bytes: &[u8], first_format: bool) -> Result<Self, StateError> {
+    pub(crate) fn decode_into(
+        &mut self,
+        bytes: &[u8],
+        first_format: bool,
+    ) -> Result<(), StateError> {
         let mut decoder = postcard::Deserializer::from_bytes(bytes);
-        let state = InPlace::<M, L> { first_format }
-            .deserialize(&mut decoder)
-            .map_err(|_| StateError::Undecodable)?;
+        InPlace {
+            state: self,
+            first_format,
+        }
+        .deserialize(&mut decoder)
+        .map_err(|_| StateError::Undecodable)?;
         let rest = decoder.finalize().map_err(|_| StateError::Undecodable)?;
         if !rest.is_empty() {
             return Err(StateError::Undecodable);
         }
-        state.check()?;
-        Ok(state)
+        self.check()
     }
 
     fn check(&self) -> Result<(), StateError> {
@@ -215,12 +241,13 @@ impl<const M: usize, const L: usize> SavedState<M, L> {
 /// The first format is the current one without `log_term` and `stick`: its log term
 /// becomes the term of its last entry (see [`SavedState::decode_first_format`]), its
 /// window zero.
-struct InPlace<const M: usize, const L: usize> {
+struct InPlace<'s, const M: usize, const L: usize> {
+    state: &'s mut SavedState<M, L>,
     first_format: bool,
 }
 
-impl<'de, const M: usize, const L: usize> DeserializeSeed<'de> for InPlace<M, L> {
-    type Value = SavedState<M, L>;
+impl<'de, const M: usize, const L: usize> DeserializeSeed<'de> for InPlace<'_, M, L> {
+    type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, decoder: D) -> Result<Self::Value, D::Error> {
         const FIELDS: &[&str] = &[
@@ -250,8 +277,8 @@ impl<'de, const M: usize, const L: usize> DeserializeSeed<'de> for InPlace<M, L>
     }
 }
 
-impl<'de, const M: usize, const L: usize> Visitor<'de> for InPlace<M, L> {
-    type Value = SavedState<M, L>;
+impl<'de, const M: usize, const L: usize> Visitor<'de> for InPlace<'_, M, L> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a saved state")
@@ -259,42 +286,29 @@ impl<'de, const M: usize, const L: usize> Visitor<'de> for InPlace<M, L> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut fields: A) -> Result<Self::Value, A::Error> {
         let missing = || A::Error::invalid_length(0, &"every field of a saved state");
-        let id = fields.next_element()?.ok_or_else(missing)?;
-        let term = fields.next_element()?.ok_or_else(missing)?;
-        let voted_for = fields.next_element()?.ok_or_else(missing)?;
-        let mut log_term_and_stick = None;
+        let state = self.state;
+        state.id = fields.next_element()?.ok_or_else(missing)?;
+        state.term = fields.next_element()?.ok_or_else(missing)?;
+        state.voted_for = fields.next_element()?.ok_or_else(missing)?;
         if !self.first_format {
-            let log_term = fields.next_element()?.ok_or_else(missing)?;
-            let stick = fields.next_element()?.ok_or_else(missing)?;
-            log_term_and_stick = Some((log_term, stick));
+            state.log_term = fields.next_element()?.ok_or_else(missing)?;
+            state.stick = fields.next_element()?.ok_or_else(missing)?;
         }
-        let commit = fields.next_element()?.ok_or_else(missing)?;
-        let snapshot: EntryId = fields.next_element()?.ok_or_else(missing)?;
-        let mut snapshot_members = Vec::new();
-        let mut entries = Vec::new();
+        state.commit = fields.next_element()?.ok_or_else(missing)?;
+        state.snapshot = fields.next_element()?.ok_or_else(missing)?;
+        state.snapshot_members.clear();
+        state.entries.clear();
         fields
-            .next_element_seed(Fill(&mut snapshot_members))?
+            .next_element_seed(Fill(&mut state.snapshot_members))?
             .ok_or_else(missing)?;
         fields
-            .next_element_seed(Fill(&mut entries))?
+            .next_element_seed(Fill(&mut state.entries))?
             .ok_or_else(missing)?;
-        let (log_term, stick) = log_term_and_stick.unwrap_or_else(|| {
-            let last = entries
-                .last()
-                .map_or(snapshot.term, |entry: &Entry| entry.term);
-            (last, Duration::ZERO)
-        });
-        Ok(SavedState {
-            id,
-            term,
-            voted_for,
-            log_term,
-            stick,
-            commit,
-            snapshot,
-            snapshot_members,
-            entries,
-        })
+        if self.first_format {
+            state.log_term = state.entries.last().map_or(state.snapshot.term, |e| e.term);
+            state.stick = Duration::ZERO;
+        }
+        Ok(())
     }
 }
 

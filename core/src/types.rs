@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 pub struct NodeId(u16);
 
 impl NodeId {
+    /// Id 0, which is never valid: a state's id before it is decoded over.
+    pub(crate) const PLACEHOLDER: Self = Self(0);
+
     /// The id `value`, or `None` for 0.
     pub const fn new(value: u16) -> Option<Self> {
         if value == 0 {

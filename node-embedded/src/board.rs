@@ -26,7 +26,9 @@ use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use embedded_storage::nor_flash::NorFlash;
 use goose_core::ratelimit::EMBEDDED_RATE_SOURCES_MAX;
 use goose_core::service::{Handled, Host, Origin, Outlet, Service, ServiceStats};
-use goose_core::{Config, Event, Instant, Member, Node, NodeId, StartError, Status, Transmit};
+use goose_core::{
+    Checked, Config, Event, Instant, Member, Node, NodeId, StartError, Status, Transmit,
+};
 use heapless::{String, Vec};
 use smoltcp::iface::{
     Config as InterfaceConfig, Interface, PollIngressSingleResult, SocketHandle, SocketSet,
@@ -165,12 +167,6 @@ impl core::fmt::Display for BoardError {
 
 impl core::error::Error for BoardError {}
 
-impl From<StartError> for BoardError {
-    fn from(error: StartError) -> Self {
-        Self::Start(error)
-    }
-}
-
 /// The socket's slot and packet metadata (a few hundred bytes). Keep it in a `static`: the
 /// [`Board`] borrows it for its whole life.
 pub struct Buffers<'a> {
@@ -220,17 +216,13 @@ impl Default for Payloads {
     }
 }
 
-/// Starts node `config.node.id` from the state on `store`'s flash, or, if it holds none,
-/// from `config.members` ([`Board::new`]'s first half).
-///
-/// # Errors
-/// See [`BoardError`]: a flash that cannot be read, or holds a state the core refuses.
-pub fn start_node<'a, F: NorFlash>(
-    config: &BoardConfig,
+/// What [`Board::prepare`] made ready for [`Board::build`].
+pub struct Prepared<'a, F: NorFlash> {
+    net: Net<'a>,
+    config: BoardConfig,
     store: &'a RefCell<FlashStore<F>>,
-    now: Instant,
-) -> Result<BoardNode<'a, F>, BoardError> {
-    build_node(config, store, config.seed, now)
+    /// The cluster key and this boot's epoch.
+    key: Option<(ClusterKey, u32)>,
 }
 
 /// The board's counters in `ctl status`, after the core node's.
@@ -280,7 +272,9 @@ struct Net<'a> {
 impl<'a, F: NorFlash> Board<'a, F> {
     /// Starts node `config.node.id` from the state on `store`'s flash (or, if it holds none,
     /// from `config.members`), with an interface on `device` and its socket in `buffers` and
-    /// `payloads`.
+    /// `payloads`: [`check_node`], [`Board::prepare`] and [`Board::build`] in turn. A board
+    /// with a small stack calls the three itself, each result where it keeps it (the
+    /// firmware does): here the first two are copied out of their `Result`s.
     ///
     /// # Errors
     /// See [`BoardError`]: a flash that cannot be read, or holds a state the core refuses,
@@ -293,30 +287,29 @@ impl<'a, F: NorFlash> Board<'a, F> {
         store: &'a RefCell<FlashStore<F>>,
         now: Instant,
     ) -> Result<Self, BoardError> {
-        let node = start_node(&config, store, now)?;
-        Self::with_node(config, device, buffers, payloads, store, node, now)
+        let checked = check_node(&config, store)?;
+        let prepared = Self::prepare(config, device, buffers, payloads, store, now)?;
+        Ok(Self::build(prepared, &checked, now))
     }
 
-    /// [`Board::new`]'s second half, around a node from [`start_node`]. Calling the two
-    /// halves from two functions keeps their stack frames apart: the core's `Node::new`
-    /// needs a deep one, and the board is large (the firmware does this). With a cluster
-    /// key, this is where the boot epoch is advanced on the flash, before anything is sent.
+    /// What can fail in a board's start besides its node ([`check_node`]): the interface
+    /// and its socket, and with a cluster key the boot epoch, advanced on the flash before
+    /// anything is sent.
     ///
     /// # Errors
     /// [`BoardError::Epoch`] if the epoch cannot be advanced, [`BoardError::Network`] if
     /// smoltcp refuses the address, route or port.
     #[inline(never)]
-    pub fn with_node<D: Device + ?Sized>(
+    pub fn prepare<D: Device + ?Sized>(
         mut config: BoardConfig,
         device: &mut D,
         buffers: &'a mut Buffers<'a>,
         payloads: &'a mut Payloads,
         store: &'a RefCell<FlashStore<F>>,
-        node: BoardNode<'a, F>,
         now: Instant,
-    ) -> Result<Self, BoardError> {
+    ) -> Result<Prepared<'a, F>, BoardError> {
         let net = Net::new(&config, device, buffers, payloads, now)?;
-        let (service, epoch) = match config.key.take() {
+        let key = match config.key.take() {
             Some(key) => {
                 // Durable before the first frame: a boot that reused an epoch would have its
                 // frames dropped as replays (goose_core::auth).
@@ -325,19 +318,46 @@ impl<'a, F: NorFlash> Board<'a, F> {
                     .map_err(|_| BoardError::StorageBusy)?
                     .next_epoch()
                     .map_err(BoardError::Epoch)?;
-                (Service::with_key(node, key, epoch), Some(epoch))
+                Some((key, epoch))
             }
-            None => (Service::new(node), None),
+            None => None,
         };
-        Ok(Self {
+        Ok(Prepared {
             net,
-            service,
+            config,
+            store,
+            key,
+        })
+    }
+
+    /// The board from `prepared`, around the node `checked` describes, which cannot fail.
+    /// The board is built where the caller keeps this call's result, and the node right
+    /// inside it ([`Service::starting`]): no copy of either on the stack.
+    #[inline(never)]
+    pub fn build(
+        prepared: Prepared<'a, F>,
+        checked: &Checked<MEMBERS_MAX, LOG_ENTRIES_MAX>,
+        now: Instant,
+    ) -> Self {
+        let Prepared {
+            net,
+            config,
+            store,
+            key,
+        } = prepared;
+        let (seed, epoch) = (config.seed, key.as_ref().map(|&(_, epoch)| epoch));
+        Self {
+            net,
+            service: Service::starting(
+                move || Node::start(FlashStorage(store), checked, seed, now),
+                key,
+            ),
             config,
             store,
             restarts: 0,
             drop_unroutable: 0,
             epoch,
-        })
+        }
     }
 
     // --- Getters -------------------------------------------------------------------------
@@ -483,14 +503,19 @@ impl<'a, F: NorFlash> Board<'a, F> {
         }
     }
 
-    /// `ctl start` on a stopped board: a new node from the flash, with a fresh seed. Out of
-    /// line, where the stack is shallow: the core's `Node::new` needs a deep frame.
+    /// `ctl start` on a stopped board: the node started again from the flash, with a fresh
+    /// seed, in place of the stopped one ([`Node::restart`]). Out of line, where the stack
+    /// is shallow: checking the flash's state takes a deep frame.
     #[inline(never)]
     fn restart(&mut self, now: Instant) {
         self.restarts = self.restarts.wrapping_add(1);
         let seed = self.config.seed ^ self.restarts.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        match build_node(&self.config, self.store, seed, now) {
-            Ok(node) => self.service.start(node),
+        match check_node(&self.config, self.store) {
+            Ok(checked) => {
+                let store = self.store;
+                self.service
+                    .start_with(|node| node.restart(FlashStorage(store), &checked, seed, now));
+            }
             Err(_) => self.service.start_failed(),
         }
     }
@@ -615,30 +640,25 @@ pub(crate) fn source_trusted(source: IpEndpoint, host: Option<Ipv4Addr>) -> bool
     Some(source) == host || IpAddr::V4(source).is_loopback()
 }
 
-/// Builds a node from the flash's state, or from the bootstrap membership if it holds none.
-/// It grants no vote for a minimum election timeout (lease safety, see `goose_core::raft`).
-/// Out of line: the core's `Node::new` takes a deep frame, which should exist only here.
+/// Checks the flash's state, or if it holds none the bootstrap membership, for a node
+/// ([`Node::check`]; [`Node::start`] builds it). The node grants no vote for a minimum
+/// election timeout (lease safety, see `goose_core::raft`). Out of line: decoding the
+/// state takes a deep frame, which should exist only here.
 #[inline(never)]
-pub(crate) fn build_node<'a, F: NorFlash>(
+pub fn check_node<F: NorFlash>(
     config: &BoardConfig,
-    store: &'a RefCell<FlashStore<F>>,
-    seed: u64,
-    now: Instant,
-) -> Result<BoardNode<'a, F>, BoardError> {
+    store: &RefCell<FlashStore<F>>,
+) -> Result<Checked<MEMBERS_MAX, LOG_ENTRIES_MAX>, BoardError> {
     let mut flash = store
         .try_borrow_mut()
         .map_err(|_| BoardError::StorageBusy)?;
     let saved = flash.load().map_err(BoardError::Storage)?;
-    // `Node::new` decodes `saved` and never saves, so the borrow above is not contended.
-    // `new_as`: the node is built in this function's result, not copied into it.
-    Node::new_as(
+    Node::<FlashStorage<'_, F>, MEMBERS_MAX, LOG_ENTRIES_MAX>::check(
         &config.node,
-        FlashStorage(store),
         saved,
         &config.members,
-        seed,
-        now,
     )
+    .map_err(BoardError::Start)
 }
 
 #[cfg(test)]

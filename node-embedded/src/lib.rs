@@ -56,7 +56,8 @@ pub mod store;
 pub use goose_board_args::{qemu, MEMBERS_MAX, TOKEN_SIZE_MAX};
 
 pub use board::{
-    start_node, Board, BoardConfig, BoardError, BoardNode, BoardStats, Buffers, Clock, Payloads,
+    check_node, Board, BoardConfig, BoardError, BoardNode, BoardStats, Buffers, Clock, Payloads,
+    Prepared,
 };
 pub use step::{Halt, EVENTS_PER_STEP_MAX};
 

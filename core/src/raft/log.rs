@@ -29,6 +29,7 @@ pub(crate) struct Log<const M: usize, const L: usize> {
 impl<const M: usize, const L: usize> Log<M, L> {
     /// A log of `entries` after a snapshot, `members` being its membership
     /// ([`Log::replay`] of the two).
+    #[cfg(test)]
     pub(crate) fn from_parts(
         snapshot: EntryId,
         snapshot_members: Vec<Member, M>,
@@ -41,6 +42,35 @@ impl<const M: usize, const L: usize> Log<M, L> {
             entries,
             members,
         }
+    }
+
+    /// An empty log at the start of time, to [`Log::load`] into.
+    pub(crate) const fn empty() -> Self {
+        Self {
+            snapshot: EntryId {
+                term: Term(0),
+                index: LogIndex(0),
+            },
+            snapshot_members: Vec::new(),
+            entries: Vec::new(),
+            members: Vec::new(),
+        }
+    }
+
+    /// Replaces the whole log, in place, with `entries` after a snapshot, `members` being
+    /// its membership ([`Log::replay`] of the two, which fit: the vectors have the same
+    /// capacities).
+    pub(crate) fn load(
+        &mut self,
+        snapshot: EntryId,
+        snapshot_members: &Vec<Member, M>,
+        entries: &Vec<Entry, L>,
+        members: &Vec<Member, M>,
+    ) {
+        self.snapshot = snapshot;
+        copy_into(&mut self.snapshot_members, snapshot_members);
+        copy_into(&mut self.entries, entries);
+        copy_into(&mut self.members, members);
     }
 
     /// The membership after `entries`' changes on top of `snapshot_members`. Fails if a
@@ -222,6 +252,13 @@ impl<const M: usize, const L: usize> Log<M, L> {
         self.members = Self::replay(&self.snapshot_members, &self.entries)?;
         Ok(())
     }
+}
+
+/// Replaces `to`'s items with `from`'s, in place (`clone_from` would build a copy first).
+fn copy_into<T: Clone, const N: usize>(to: &mut Vec<T, N>, from: &Vec<T, N>) {
+    to.clear();
+    let copied = to.extend_from_slice(from);
+    assert!(copied.is_ok(), "a vector fits one of the same capacity");
 }
 
 /// Applies again a change that fitted when it was appended. Replaying the log from the

@@ -390,6 +390,15 @@ pub struct Node<S: Storage, const M: usize = MEMBERS_MAX, const L: usize = LOG_E
     membership_checked: Option<(LogIndex, EntryId, EntryId)>,
 }
 
+/// A configuration and a state that [`Node::check`] accepted, for [`Node::start`].
+#[derive(Debug)]
+pub struct Checked<const M: usize, const L: usize> {
+    config: Config,
+    state: SavedState<M, L>,
+    /// The membership after the state's log.
+    members: Vec<Member, M>,
+}
+
 impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     /// Starts a node: from `saved` (the bytes last saved through [`Storage`]), or, if there
     /// are none, from `bootstrap` as the membership at index 0 (every node of a new flock
@@ -406,31 +415,39 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         seed: u64,
         now: Instant,
     ) -> Result<Self, StartError> {
-        Self::new_as(config, storage, saved, bootstrap, seed, now)
+        let checked = Self::check(config, saved, bootstrap)?;
+        Ok(Self::start(storage, &checked, seed, now))
     }
 
-    /// [`Node::new`], its refusal converted into the caller's error type `E`. A caller
-    /// that returns the node in its own `Result` then gets it built right there: converting
-    /// `Result<Node, StartError>` afterwards would copy the node (4 KiB on a board's small
-    /// stack). Out of line, so its frame and its callers' never stack up.
+    /// [`Node::new`]'s first half: everything that can refuse a start (the configuration,
+    /// the saved state, the membership's capacity), with no node built yet.
+    /// [`Node::start`] builds the node from what it returns. A caller with a small stack
+    /// (a board) builds the node right where it keeps it that way: taking it out of a
+    /// `Result` would copy it, 4 KiB at the board's capacities.
     ///
     /// # Errors
     /// As [`Node::new`].
     #[inline(never)]
-    pub fn new_as<E: From<StartError>>(
+    pub fn check(
         config: &Config,
-        storage: S,
         saved: Option<&[u8]>,
         bootstrap: &[Member],
-        seed: u64,
-        now: Instant,
-    ) -> Result<Self, E> {
+    ) -> Result<Checked<M, L>, StartError> {
         config.validate().map_err(StartError::Config)?;
-        let state = match saved {
-            Some(bytes) => SavedState::<M, L>::decode(bytes).map_err(StartError::State)?,
+        // Filled in place: a board's stack holds one state, not a copy per step.
+        let mut checked = Checked {
+            config: *config,
+            state: SavedState::empty(config.id),
+            members: Vec::new(),
+        };
+        let state = &mut checked.state;
+        match saved {
+            Some(bytes) => state.decode_into(bytes, false).map_err(StartError::State)?,
             None => {
-                let mut members: Vec<Member, M> =
-                    Vec::from_slice(bootstrap).map_err(|()| StartError::MembersOverCapacity)?;
+                let members = &mut state.snapshot_members;
+                members
+                    .extend_from_slice(bootstrap)
+                    .map_err(|()| StartError::MembersOverCapacity)?;
                 // Every node must start from the same membership: make the order canonical.
                 // Insertion sort: a membership is a handful of members, and core's sort
                 // costs a board 1.7 KB of flash.
@@ -441,73 +458,50 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
                         j -= 1;
                     }
                 }
-                SavedState {
-                    id: config.id,
-                    term: Term(0),
-                    voted_for: None,
-                    log_term: Term(0),
-                    stick: Duration::ZERO,
-                    commit: LogIndex(0),
-                    snapshot: EntryId::default(),
-                    snapshot_members: members,
-                    entries: Vec::new(),
-                }
             }
-        };
-        if state.id != config.id {
-            return Err(StartError::WrongNode.into());
         }
-        let members = Log::<M, L>::replay(&state.snapshot_members, &state.entries)
+        if state.id != config.id {
+            return Err(StartError::WrongNode);
+        }
+        checked.members = Log::<M, L>::replay(&state.snapshot_members, &state.entries)
             .map_err(|_| StartError::MembersOverCapacity)?;
-        Ok(Self::start(config, storage, state, members, seed, now))
+        Ok(checked)
     }
 
-    /// [`Node::new`]'s second half, once the state is checked. Returning `Self` rather than
-    /// a `Result` lets the node be built where the caller wants it: a board's stack is small,
-    /// and each copy of a node on it is 4 KiB.
+    /// [`Node::new`]'s second half: the node from what [`Node::check`] accepted, on
+    /// `storage`, with `seed` and at `now` as [`Node::new`] takes them. It cannot fail, so
+    /// it returns the node itself, which a caller can have built in place: in a field of
+    /// the value it builds around it ([`crate::service::Service::starting`]).
     #[inline(never)]
-    fn start(
-        config: &Config,
-        storage: S,
-        state: SavedState<M, L>,
-        members: Vec<Member, M>,
-        seed: u64,
-        now: Instant,
-    ) -> Self {
+    pub fn start(storage: S, checked: &Checked<M, L>, seed: u64, now: Instant) -> Self {
         let mut node = Self {
-            config: *config,
+            // Every field but `storage` is set again by `reset`: these are placeholders.
+            config: checked.config,
             storage,
-            rand: Rand::new(seed ^ u64::from(config.id.get()).rotate_left(32)),
-            term: state.term,
-            voted_for: state.voted_for,
-            log: Log::from_parts(
-                state.snapshot,
-                state.snapshot_members,
-                state.entries,
-                members,
-            ),
-            commit: state.commit,
+            rand: Rand::new(seed),
+            term: Term(0),
+            voted_for: None,
+            log: Log::empty(),
+            commit: LogIndex(0),
             role: Role::Follower,
             leader: None,
             election_deadline: now,
-            log_term: state.log_term,
-            stick: state.stick,
+            log_term: Term(0),
+            stick: Duration::ZERO,
             log_term_pending: None,
-            // A restart forgets whom it acknowledged: loyal to all of them for the longest
-            // window it may have promised (the lease module).
-            sticky_until: now + config.election_timeout_min.max(state.stick),
+            sticky_until: now,
             saved: Saved {
-                term: state.term,
-                voted_for: state.voted_for,
-                log_term: state.log_term,
-                commit: state.commit,
+                term: Term(0),
+                voted_for: None,
+                log_term: Term(0),
+                commit: LogIndex(0),
             },
             whole_log: false,
             snapshot_receive: None,
             outbox: Outbox::new(),
             events: Deque::new(),
             observed: None,
-            cause: Some(Cause::Started),
+            cause: None,
             changed: (now, Cause::Started),
             stats: Stats::default(),
             last_now: now,
@@ -518,14 +512,106 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             healthy: true,
             membership_checked: None,
         };
+        node.reset(checked, seed, now);
+        node
+    }
+
+    /// [`Node::start`] over this node, in place, on `storage`: what a node restarted from
+    /// storage is (`ctl start`), without a second node on the stack (4 KiB at a board's
+    /// capacities).
+    #[inline(never)]
+    pub fn restart(&mut self, storage: S, checked: &Checked<M, L>, seed: u64, now: Instant) {
+        self.storage = storage;
+        self.reset(checked, seed, now);
+    }
+
+    /// Sets every field but `storage` as a node starting from `checked` has it. Each field
+    /// is named (the compiler refuses a field left out, and warns of one named but not set).
+    fn reset(&mut self, checked: &Checked<M, L>, seed: u64, now: Instant) {
+        let Checked {
+            config: checked_config,
+            state,
+            members,
+        } = checked;
+        let Self {
+            config,
+            storage: _,
+            rand,
+            term,
+            voted_for,
+            log,
+            commit,
+            role,
+            leader,
+            election_deadline,
+            log_term,
+            stick,
+            log_term_pending,
+            sticky_until,
+            saved,
+            whole_log,
+            snapshot_receive,
+            outbox,
+            events,
+            observed,
+            cause,
+            changed,
+            stats,
+            last_now,
+            dirty,
+            failed,
+            was_member,
+            removed,
+            healthy,
+            membership_checked,
+        } = self;
+        *config = *checked_config;
+        *rand = Rand::new(seed ^ u64::from(config.id.get()).rotate_left(32));
+        *term = state.term;
+        *voted_for = state.voted_for;
+        log.load(
+            state.snapshot,
+            &state.snapshot_members,
+            &state.entries,
+            members,
+        );
+        *commit = state.commit;
+        *role = Role::Follower;
+        *leader = None;
+        *election_deadline = now;
+        *log_term = state.log_term;
+        *stick = state.stick;
+        *log_term_pending = None;
+        // A restart forgets whom it acknowledged: loyal to all of them for the longest
+        // window it may have promised (the lease module).
+        *sticky_until = now + config.election_timeout_min.max(state.stick);
+        *saved = Saved {
+            term: state.term,
+            voted_for: state.voted_for,
+            log_term: state.log_term,
+            commit: state.commit,
+        };
+        *whole_log = false;
+        *snapshot_receive = None;
+        outbox.clear();
+        events.clear();
+        *observed = None;
+        *cause = Some(Cause::Started);
+        *changed = (now, Cause::Started);
+        *stats = Stats::default();
+        *last_now = now;
+        *dirty = false;
+        *failed = false;
         // A node whose own log already removes it (restarted after its removal, perhaps to
         // be added again) takes that removal for old news: it reports only a removal that
         // happens after it is a member again.
-        node.was_member = node.log.committed_member(config.id, node.commit).is_some()
-            && node.log.member(config.id).is_some();
-        node.reset_election_timer(now);
-        node.observe(now);
-        node
+        *was_member =
+            log.committed_member(config.id, *commit).is_some() && log.member(config.id).is_some();
+        *removed = false;
+        *healthy = true;
+        *membership_checked = None;
+        self.reset_election_timer(now);
+        self.observe(now);
     }
 
     // --- Getters -------------------------------------------------------------------------

@@ -36,7 +36,7 @@ use goose_embedded::args;
 use goose_embedded::flash::FileFlash;
 use goose_embedded::store::FlashStore;
 use goose_embedded::{
-    start_node, Board, BoardConfig, BoardError, Buffers, Clock, Halt, Payloads,
+    check_node, Board, BoardConfig, Buffers, Clock, Halt, Payloads, Prepared,
 };
 use heapless::String;
 use semihosting::io::Write as _;
@@ -86,12 +86,38 @@ fn main() -> ! {
     report::paint_stack();
     let (config, path, store, mac, clock) = start();
     // The board lives in this frame, which never returns, rather than in a static: a call's
-    // result is built where its caller keeps it, so the 9 KiB board is built once, in
-    // place, where filling a static would build it on the stack first and copy it.
-    let id = config.node.id;
-    let mut built = assemble(config, &path, mac, store, &clock);
-    let board = listening(&mut built, id, &path);
-    run(board, mac, &clock)
+    // result is built where its caller keeps it, so the 9 KiB board, and the node inside
+    // it, are built once, in place, where filling a static would build them on the stack
+    // first and copy them.
+    let mut board = assemble(config, &path, mac, store, &clock);
+    listening(&board, &path);
+    run(&mut board, mac, &clock)
+}
+
+/// The board, returned into `main`'s frame as it is built; exits 1 if it cannot start.
+/// What it builds the board from lives in this frame, gone before the loop runs.
+#[inline(never)]
+fn assemble(
+    config: BoardConfig,
+    path: &str,
+    mac: &mut Mac,
+    store: &'static RefCell<FlashStore<Flash>>,
+    clock: &HostClock,
+) -> Board<'static, Flash> {
+    let checked = check_node(&config, store);
+    let checked = match &checked {
+        Ok(checked) => checked,
+        Err(error) => fail(
+            1,
+            format_args!(
+                "node {}: {error}; refusing to start (state file {path} is never reset \
+                 automatically)",
+                config.node.id
+            ),
+        ),
+    };
+    let prepared = prepare(config, mac, store, clock);
+    Board::build(prepared, checked, clock.now())
 }
 
 /// Everything before the board. Each step that needs a large frame is a call of its own,
@@ -126,46 +152,26 @@ fn start() -> (
     (config, path, store, mac, clock)
 }
 
-/// The node from the flash, and the board around it; exits 1 if the node could not start.
-/// The board is returned into `main`'s frame as it is built (see `main`).
+/// The board's interface, and with a key its boot epoch; exits 1 if they fail.
 #[inline(never)]
-fn assemble(
+fn prepare(
     config: BoardConfig,
-    path: &str,
     mac: &mut Mac,
     store: &'static RefCell<FlashStore<Flash>>,
     clock: &HostClock,
-) -> Result<Board<'static, Flash>, BoardError> {
+) -> Prepared<'static, Flash> {
     let id = config.node.id;
-    // The node goes from its result straight into the board: no copy of it on the stack.
-    match start_node(&config, store, clock.now()) {
-        Ok(node) => {
-            let (buffers, payloads) = (BUFFERS.take(), PAYLOADS.take());
-            Board::with_node(config, mac, buffers, payloads, store, node, clock.now())
-        }
-        Err(error) => fail(
-            1,
-            format_args!(
-                "node {id}: {error}; refusing to start (state file {path} is never reset \
-                 automatically)"
-            ),
-        ),
+    let (buffers, payloads) = (BUFFERS.take(), PAYLOADS.take());
+    match Board::prepare(config, mac, buffers, payloads, store, clock.now()) {
+        Ok(prepared) => prepared,
+        Err(error) => fail(1, format_args!("node {id}: {error}")),
     }
 }
 
-/// The board `assemble` built, once it says where it listens; exits 1 if it could not be
-/// built.
+/// Says where the board listens.
 #[inline(never)]
-fn listening<'b>(
-    built: &'b mut Result<Board<'static, Flash>, BoardError>,
-    id: NodeId,
-    path: &str,
-) -> &'b mut Board<'static, Flash> {
-    let board = match built {
-        Ok(board) => board,
-        Err(error) => fail(1, format_args!("node {id}: {error}")),
-    };
-    let port = board.config().port;
+fn listening(board: &Board<'static, Flash>, path: &str) {
+    let (id, port) = (board.node().id(), board.config().port);
     let (keyed, epoch) = match board.epoch() {
         Some(epoch) => (", sealed with the cluster key, boot epoch ", epoch),
         None => ("", 0),
@@ -180,7 +186,6 @@ fn listening<'b>(
         board.node().term(),
         board.node().members().len()
     ));
-    board
 }
 
 #[inline(never)]

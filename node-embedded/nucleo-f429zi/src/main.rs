@@ -31,7 +31,7 @@ use goose_core::auth::key::ClusterKey;
 use goose_core::Instant;
 use goose_embedded::flash::Region;
 use goose_embedded::store::FlashStore;
-use goose_embedded::{start_node, Board, BoardConfig, Buffers, Clock, Halt, Payloads};
+use goose_embedded::{check_node, Board, BoardConfig, Buffers, Clock, Halt, Payloads};
 use panic_probe as _;
 use rand_core::RngCore;
 use static_cell::{ConstStaticCell, StaticCell};
@@ -234,27 +234,30 @@ fn main() -> ! {
     set_speed(&mut phy);
     let eth = ETH.init(Eth::new(dma));
 
-    let node = match start_node(&config, store, clock.now()) {
-        Ok(node) => node,
+    // The node's state, the interface, then the board with the node built in place in it:
+    // each result stays where it is returned (see `goose_embedded::Board::build`).
+    let checked = check_node(&config, store);
+    let checked = match &checked {
+        Ok(checked) => checked,
         Err(error) => park.halt(format_args!(
             "node {id}: {error}; refusing to start (erase the state sectors to start afresh: \
              probe-rs erase)"
         )),
     };
     let (address, port) = (config.address, config.port);
-    let built = Board::with_node(
+    let prepared = Board::prepare(
         config,
         eth,
         BUFFERS.take(),
         PAYLOADS.take(),
         store,
-        node,
         clock.now(),
     );
-    let mut board = match built {
-        Ok(board) => board,
+    let prepared = match prepared {
+        Ok(prepared) => prepared,
         Err(error) => park.halt(format_args!("node {id}: {error}")),
     };
+    let mut board = Board::build(prepared, checked, clock.now());
     log(format_args!(
         "node {id} term {}: board listening on {address}:{port}, {} members{}",
         board.node().term(),
