@@ -215,33 +215,40 @@ impl TxToken for MacTx<'_> {
         // smoltcp never asks for more than the MTU, which is the buffer's size.
         let len = len.min(self.tx.len());
         let result = f(&mut self.tx[..len]);
-        let mut polls = 0;
-        while Mac::transmitter_busy() {
-            polls += 1;
-            if polls >= TX_BUSY_POLLS_MAX {
-                self.stats.busy = self.stats.busy.wrapping_add(1);
-                return result;
-            }
-        }
-        if len < ETHERNET_HEADER_SIZE {
-            self.stats.dropped = self.stats.dropped.wrapping_add(1);
-            return result;
-        }
-        let frame = &self.tx[..len];
-        let payload_size = (len - ETHERNET_HEADER_SIZE) as u32; // len ≤ 1514
-        write(
-            DATA,
-            payload_size | u32::from(frame[0]) << 16 | u32::from(frame[1]) << 24,
-        );
-        for chunk in frame[2..].chunks(4) {
-            let mut word = [0; 4];
-            word[..chunk.len()].copy_from_slice(chunk);
-            write(DATA, u32::from_le_bytes(word));
-        }
-        write(TR, TR_NEWTX);
-        self.stats.sent = self.stats.sent.wrapping_add(1);
+        transmit(&self.tx[..len], self.stats);
         result
     }
+}
+
+/// Hands `frame` to the MAC. Out of line: `consume` is built once per smoltcp caller, and
+/// this part is the same in each.
+#[inline(never)]
+fn transmit(frame: &[u8], stats: &mut MacStats) {
+    let mut polls = 0;
+    while Mac::transmitter_busy() {
+        polls += 1;
+        if polls >= TX_BUSY_POLLS_MAX {
+            stats.busy = stats.busy.wrapping_add(1);
+            return;
+        }
+    }
+    let len = frame.len();
+    if len < ETHERNET_HEADER_SIZE {
+        stats.dropped = stats.dropped.wrapping_add(1);
+        return;
+    }
+    let payload_size = (len - ETHERNET_HEADER_SIZE) as u32; // len ≤ 1514
+    write(
+        DATA,
+        payload_size | u32::from(frame[0]) << 16 | u32::from(frame[1]) << 24,
+    );
+    for chunk in frame[2..].chunks(4) {
+        let mut word = [0; 4];
+        word[..chunk.len()].copy_from_slice(chunk);
+        write(DATA, u32::from_le_bytes(word));
+    }
+    write(TR, TR_NEWTX);
+    stats.sent = stats.sent.wrapping_add(1);
 }
 
 impl Device for Mac {
