@@ -8,18 +8,20 @@
 #   tests/tests/qemu.rs runs, in its own target dir, where the tests look for it. Budget:
 #   FLASH_MAX bytes of flash (vector table + text + rodata + the .data image) and
 #   STATIC_RAM_MAX bytes of static RAM (.data + .bss + .uninit); its peak stack comes on
-#   top and is measured by hand (node-embedded/README.md, "Footprint").
+#   top, held to 20 KiB by a QEMU test (tests/tests/qemu.rs; node-embedded/README.md,
+#   "Footprint").
 # - node-embedded/nucleo-f429zi: the NUCLEO-F429ZI (thumbv7em-none-eabihf). Built and
 #   sized only: nothing here runs it.
 #
 # Exits non-zero if a build fails or the QEMU firmware is over budget.
 set -euo pipefail
 
-# The QEMU firmware's budget: 96 KiB of flash, the firmware's size target before the 64 KiB
-# one, and today's static RAM with a KiB of room (README, "Footprint", says why the 64 KiB /
-# 32 KiB target is not met yet). Lower them as it shrinks.
-FLASH_MAX=$((96 * 1024))
-STATIC_RAM_MAX=$((21 * 1024))
+# The QEMU firmware's budget: today's figures rounded up to the KiB (README, "Footprint",
+# says why the 64 KiB flash target is not met yet). Lower them as it shrinks. The static RAM
+# holds no board: the firmware keeps it in `main`'s frame, so it counts in the measured
+# peak stack instead.
+FLASH_MAX=$((87 * 1024))
+STATIC_RAM_MAX=$((12 * 1024))
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 "$root/scripts/ci/prereqs.sh" thumbv7m-none-eabi thumbv7em-none-eabihf llvm-tools

@@ -257,6 +257,46 @@ pub fn firmware() -> &'static Path {
     })
 }
 
+/// The board firmware built with its `report` feature (it logs its peak stack: see
+/// node-embedded/README.md, "Footprint"), in its own target dir under the firmware's folder.
+/// Always built (cargo does nothing if it is up to date), so it is never stale.
+///
+/// # Panics
+///
+/// If the build fails.
+pub fn report_firmware() -> &'static Path {
+    static FIRMWARE: OnceLock<PathBuf> = OnceLock::new();
+    FIRMWARE.get_or_init(|| {
+        let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../node-embedded/firmware");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        // As `firmware`: the firmware's own .cargo/config.toml sets its target and flags.
+        let built = Command::new(cargo)
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "--features",
+                "report",
+                "--target-dir",
+                "target/report",
+            ])
+            .current_dir(&folder)
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET_DIR")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .status();
+        let elf = folder.join("target/report/thumbv7m-none-eabi/release/goose-firmware");
+        match (built, elf.is_file()) {
+            (Ok(status), true) if status.success() => elf,
+            (outcome, _) => panic!(
+                "`cargo build --release --features report` in {} failed ({outcome:?})",
+                folder.display()
+            ),
+        }
+    })
+}
+
 /// Panics, naming the package, unless `qemu-system-arm` is on the `PATH`: the QEMU tests
 /// fail rather than skip without it.
 pub fn require_qemu() {
@@ -650,6 +690,10 @@ pub struct Watch {
     pub goose_of_term: BTreeMap<u64, u16>,
 }
 
+/// A flock's extra flags for its desktop nodes, for its boards, and its boards' firmware if
+/// not [`firmware`].
+type Flags<'a> = (&'a [&'a str], &'a [&'a str], Option<&'a Path>);
+
 /// One `goose node` child, or a `goose board` one.
 #[derive(Debug)]
 pub struct Node {
@@ -705,7 +749,7 @@ impl Flock {
         extra: &[&str],
         on_violation: OnViolation,
     ) -> Self {
-        Self::start_members(count, 0, timing, extra, &[], on_violation)
+        Self::start_members(count, 0, timing, (extra, &[], None), on_violation)
     }
 
     /// [`Flock::start`] with `--cluster-key-file key_file` on every node; [`Flock::ctl`]
@@ -779,7 +823,29 @@ impl Flock {
     ) -> Self {
         require_qemu();
         firmware();
-        Self::start_members(desktops + boards, boards, timing, &[], &[], on_violation)
+        Self::start_members(
+            desktops + boards,
+            boards,
+            timing,
+            (&[], &[], None),
+            on_violation,
+        )
+    }
+
+    /// [`Flock::start_mixed`] with the boards running `firmware` (e.g. [`report_firmware`]).
+    ///
+    /// # Panics
+    ///
+    /// As [`Flock::start_mixed`].
+    pub fn start_mixed_with(
+        desktops: usize,
+        boards: usize,
+        timing: Timing,
+        firmware: &Path,
+    ) -> Self {
+        require_qemu();
+        let flags = (&[][..], &[][..], Some(firmware));
+        Self::start_members(desktops + boards, boards, timing, flags, OnViolation::Panic)
     }
 
     /// [`Flock::start_mixed`] with `--cluster-key-file key_file` on every member, the
@@ -799,19 +865,19 @@ impl Flock {
         let key = key_file.display().to_string();
         let extra = ["--cluster-key-file", key.as_str()];
         let count = desktops + boards;
-        let mut flock =
-            Self::start_members(count, boards, timing, &extra, &extra, OnViolation::Panic);
+        let flags = (&extra[..], &extra[..], None);
+        let mut flock = Self::start_members(count, boards, timing, flags, OnViolation::Panic);
         flock.control_key = Some(key_file.to_path_buf());
         flock
     }
 
-    /// `extra` flags go to the desktop nodes, `board_extra` to the boards.
+    /// `flags`: the desktop nodes' extra flags, the boards', and the boards' firmware if not
+    /// [`firmware`].
     fn start_members(
         count: usize,
         boards: usize,
         timing: Timing,
-        extra: &[&str],
-        board_extra: &[&str],
+        flags: Flags<'_>,
         on_violation: OnViolation,
     ) -> Self {
         let within = if boards == 0 {
@@ -821,7 +887,6 @@ impl Flock {
         };
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
-            let flags = (extra, board_extra);
             let mut flock = Self::spawn(count, boards, timing, flags, on_violation);
             match flock.listening(&flock.all(), within) {
                 Ok(()) => return flock,
@@ -832,12 +897,12 @@ impl Flock {
         panic!("could not start a flock of {count}: {failures:#?}");
     }
 
-    /// `extra`: the desktop nodes' extra flags, then the boards'.
+    /// `flags`: as [`Flock::start_members`] takes them.
     fn spawn(
         count: usize,
         boards: usize,
         timing: Timing,
-        extra: (&[&str], &[&str]),
+        (extra, board_extra, board_firmware): Flags<'_>,
         on_violation: OnViolation,
     ) -> Self {
         let root = TempDir::new("flock");
@@ -855,7 +920,10 @@ impl Flock {
                     "--port".into(),
                     port.to_string(),
                     "--firmware".into(),
-                    firmware().display().to_string(),
+                    board_firmware.map_or_else(
+                        || firmware().display().to_string(),
+                        |path| path.display().to_string(),
+                    ),
                     "--data-dir".into(),
                     data_dir.display().to_string(),
                 ]
@@ -873,7 +941,7 @@ impl Flock {
                 // A node with no --peer must say it is a flock of one.
                 args.push("--single".into());
             }
-            let extra = if board { extra.1 } else { extra.0 };
+            let extra = if board { board_extra } else { extra };
             args.extend(extra.iter().map(|&flag| flag.to_owned()));
             nodes.push(Node {
                 id,
