@@ -268,6 +268,21 @@ struct FirstFormat<'a> {
     entries: &'a [Entry],
 }
 
+impl Fixture {
+    /// The same state as the first format wrote it.
+    fn first_format(&self) -> FirstFormat<'_> {
+        FirstFormat {
+            id: id(1),
+            term: self.term,
+            voted_for: self.voted_for,
+            commit: self.snapshot.index,
+            snapshot: self.snapshot,
+            snapshot_members: &self.members,
+            entries: &self.entries,
+        }
+    }
+}
+
 fn first_format_bytes(first: &FirstFormat<'_>) -> Vec<u8> {
     let mut buffer = [0; state_size_max(64, 64)];
     postcard::to_slice(first, &mut buffer).unwrap().to_vec()
@@ -276,15 +291,7 @@ fn first_format_bytes(first: &FirstFormat<'_>) -> Vec<u8> {
 #[test]
 fn the_first_format_is_read_with_the_log_term_of_its_last_entry() {
     let fixture = Fixture::valid();
-    let first = FirstFormat {
-        id: id(1),
-        term: fixture.term,
-        voted_for: fixture.voted_for,
-        commit: fixture.snapshot.index,
-        snapshot: fixture.snapshot,
-        snapshot_members: &fixture.members,
-        entries: &fixture.entries,
-    };
+    let first = fixture.first_format();
     let bytes = first_format_bytes(&first);
     let saved = Saved::decode_first_format(&bytes).unwrap();
     // Version 1 ranked logs by their last entry's term: 7 here.
@@ -363,15 +370,7 @@ fn the_first_format_takes_exactly_what_a_derived_deserialize_takes() {
         entries: heapless::Vec<Entry, 32>,
     }
     let fixture = Fixture::valid();
-    let first = FirstFormat {
-        id: id(1),
-        term: fixture.term,
-        voted_for: fixture.voted_for,
-        commit: fixture.snapshot.index,
-        snapshot: fixture.snapshot,
-        snapshot_members: &fixture.members,
-        entries: &fixture.entries,
-    };
+    let first = fixture.first_format();
     let mut accepted = 0;
     for bytes in mutations(&first_format_bytes(&first)) {
         let derived = postcard::take_from_bytes::<Derived>(&bytes)

@@ -234,18 +234,7 @@ pub fn firmware() -> &'static Path {
             return elf;
         }
         eprintln!("procs: no firmware at {}; building it", elf.display());
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        // The firmware's own .cargo/config.toml sets its target, linker script and
-        // rustflags: an outer target dir or RUSTFLAGS would put the ELF elsewhere or
-        // override them.
-        let built = Command::new(cargo)
-            .args(["build", "--release"])
-            .current_dir(&folder)
-            .env_remove("CARGO_TARGET_DIR")
-            .env_remove("CARGO_BUILD_TARGET_DIR")
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .status();
+        let built = build_firmware(&folder, &[]);
         match (built, elf.is_file()) {
             (Ok(status), true) if status.success() => elf,
             (outcome, _) => panic!(
@@ -268,24 +257,14 @@ pub fn report_firmware() -> &'static Path {
     static FIRMWARE: OnceLock<PathBuf> = OnceLock::new();
     FIRMWARE.get_or_init(|| {
         let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../node-embedded/firmware");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        // As `firmware`: the firmware's own .cargo/config.toml sets its target and flags.
-        let built = Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "--locked",
-                "--features",
-                "report",
-                "--target-dir",
-                "target/report",
-            ])
-            .current_dir(&folder)
-            .env_remove("CARGO_TARGET_DIR")
-            .env_remove("CARGO_BUILD_TARGET_DIR")
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .status();
+        let flags = [
+            "--locked",
+            "--features",
+            "report",
+            "--target-dir",
+            "target/report",
+        ];
+        let built = build_firmware(&folder, &flags);
         let elf = folder.join("target/report/thumbv7m-none-eabi/release/goose-firmware");
         match (built, elf.is_file()) {
             (Ok(status), true) if status.success() => elf,
@@ -295,6 +274,22 @@ pub fn report_firmware() -> &'static Path {
             ),
         }
     })
+}
+
+/// `cargo build --release` with `flags` in the firmware's `folder`. Its own
+/// .cargo/config.toml sets its target, linker script and rustflags: an outer target dir or
+/// RUSTFLAGS would put the ELF elsewhere or override them.
+fn build_firmware(folder: &Path, flags: &[&str]) -> std::io::Result<std::process::ExitStatus> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    Command::new(cargo)
+        .args(["build", "--release"])
+        .args(flags)
+        .current_dir(folder)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
 }
 
 /// Panics, naming the package, unless `qemu-system-arm` is on the `PATH`: the QEMU tests
