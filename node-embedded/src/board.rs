@@ -167,6 +167,12 @@ impl core::fmt::Display for BoardError {
 
 impl core::error::Error for BoardError {}
 
+impl From<StartError> for BoardError {
+    fn from(error: StartError) -> Self {
+        Self::Start(error)
+    }
+}
+
 /// The socket's slot and packet metadata (a few hundred bytes). Keep it in a `static`: the
 /// [`Board`] borrows it for its whole life.
 pub struct Buffers<'a> {
@@ -510,11 +516,11 @@ impl<'a, F: NorFlash> Board<'a, F> {
     fn restart(&mut self, now: Instant) {
         self.restarts = self.restarts.wrapping_add(1);
         let seed = self.config.seed ^ self.restarts.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        match check_node(&self.config, self.store) {
+        match &check_node(&self.config, self.store) {
             Ok(checked) => {
                 let store = self.store;
                 self.service
-                    .start_with(|node| node.restart(FlashStorage(store), &checked, seed, now));
+                    .start_with(|node| node.restart(FlashStorage(store), checked, seed, now));
             }
             Err(_) => self.service.start_failed(),
         }
@@ -658,7 +664,6 @@ pub fn check_node<F: NorFlash>(
         saved,
         &config.members,
     )
-    .map_err(BoardError::Start)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 #   tests/tests/qemu.rs runs, in its own target dir, where the tests look for it. Budget:
 #   FLASH_MAX bytes of flash (vector table + text + rodata + the .data image) and
 #   STATIC_RAM_MAX bytes of static RAM (.data + .bss + .uninit); its peak stack comes on
-#   top, held to 20 KiB by a QEMU test (tests/tests/qemu.rs; node-embedded/README.md,
+#   top, held to 19 KiB by a QEMU test (tests/tests/qemu.rs; node-embedded/README.md,
 #   "Footprint").
 # - node-embedded/nucleo-f429zi: the NUCLEO-F429ZI (thumbv7em-none-eabihf). Built and
 #   sized only: nothing here runs it.

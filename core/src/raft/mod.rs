@@ -415,7 +415,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
         seed: u64,
         now: Instant,
     ) -> Result<Self, StartError> {
-        let checked = Self::check(config, saved, bootstrap)?;
+        let checked = Self::check::<StartError>(config, saved, bootstrap)?;
         Ok(Self::start(storage, &checked, seed, now))
     }
 
@@ -423,16 +423,18 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
     /// the saved state, the membership's capacity), with no node built yet.
     /// [`Node::start`] builds the node from what it returns. A caller with a small stack
     /// (a board) builds the node right where it keeps it that way: taking it out of a
-    /// `Result` would copy it, 4 KiB at the board's capacities.
+    /// `Result` would copy it, 4 KiB at the board's capacities. The refusal comes as any
+    /// error type `E` a [`StartError`] converts into, so a caller's own `Result` holds the
+    /// checked state with no copy to convert it (2 KiB at a board's capacities).
     ///
     /// # Errors
     /// As [`Node::new`].
     #[inline(never)]
-    pub fn check(
+    pub fn check<E: From<StartError>>(
         config: &Config,
         saved: Option<&[u8]>,
         bootstrap: &[Member],
-    ) -> Result<Checked<M, L>, StartError> {
+    ) -> Result<Checked<M, L>, E> {
         config.validate().map_err(StartError::Config)?;
         // Filled in place: a board's stack holds one state, not a copy per step.
         let mut checked = Checked {
@@ -461,7 +463,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             }
         }
         if state.id != config.id {
-            return Err(StartError::WrongNode);
+            return Err(StartError::WrongNode.into());
         }
         checked.members = Log::<M, L>::replay(&state.snapshot_members, &state.entries)
             .map_err(|_| StartError::MembersOverCapacity)?;

@@ -86,9 +86,9 @@ fn main() -> ! {
     report::paint_stack();
     let (config, path, store, mac, clock) = start();
     // The board lives in this frame, which never returns, rather than in a static: a call's
-    // result is built where its caller keeps it, so the 9 KiB board, and the node inside
-    // it, are built once, in place, where filling a static would build them on the stack
-    // first and copy them.
+    // result is built where its caller keeps it, so the board (8.9 KB) is built once, in
+    // place, where filling a static would build it on the stack first and copy it. (The
+    // node inside it is copied in once, from the frame of `Node::start`.)
     let mut board = assemble(config, &path, mac, store, &clock);
     listening(&board, &path);
     run(&mut board, mac, &clock)
