@@ -40,7 +40,8 @@ impl NodeId {
 
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
+        // As a u32, which a board formats anyway: the same digits, and no u16 formatter.
+        fmt::Display::fmt(&u32::from(self.0), f)
     }
 }
 

@@ -173,7 +173,8 @@ fn prepare(
 /// Says where the board listens.
 #[inline(never)]
 fn listening(board: &Board<'static, Flash>, path: &str) {
-    let (id, port) = (board.node().id(), board.config().port);
+    // The port as a u32, which the firmware formats anyway (no u16 formatter).
+    let (id, port) = (board.node().id(), u32::from(board.config().port));
     let (keyed, epoch) = match board.epoch() {
         Some(epoch) => (", sealed with the cluster key, boot epoch ", epoch),
         None => ("", 0),
