@@ -22,8 +22,9 @@ set -euo pipefail
 # The core image's budget, today's figures rounded up to the KiB: the core is most of a
 # board's firmware (node-embedded/README.md, "Footprint"). Lower them as it shrinks. 44 KiB
 # since the core parses and writes socket addresses itself, sorts by insertion and decodes
-# the state in place.
-CORE_FLASH_MAX=$((44 * 1024))
+# the state in place; 45 KiB once it writes probe replies without `write!` and tells a
+# quiescent leader (+384 bytes).
+CORE_FLASH_MAX=$((45 * 1024))
 CORE_STATIC_RAM_MAX=$((6 * 1024))
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
