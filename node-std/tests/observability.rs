@@ -373,29 +373,8 @@ fn dashboard_in_tmux_shows_a_kill_and_a_partition() {
          --election-timeout-ms 100-200",
         folder.path().display()
     );
-    let started = Command::new("tmux")
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            &session,
-            "-x",
-            "160",
-            "-y",
-            "40",
-            &command,
-        ])
-        .status()
-        .expect("tmux (scripts/ci/prereqs.sh installs it)");
-    assert!(started.success());
-    let session_guard = Session(session.clone());
-    let screen = || -> String {
-        let out = Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &session])
-            .output()
-            .expect("tmux capture-pane");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let session_guard = Session::start(&session, &command);
+    let screen = || session_guard.screen();
     let row = |screen: &str, id: u16| -> Option<String> {
         let address = format!("127.0.0.1:{}", base + id - 1);
         screen
@@ -459,6 +438,37 @@ fn dashboard_in_tmux_shows_a_kill_and_a_partition() {
 /// A tmux session the test created, killed by its name when dropped (it may be gone).
 struct Session(String);
 
+impl Session {
+    /// Runs `command` in a new detached 160×40 session named `name`.
+    fn start(name: &str, command: &str) -> Self {
+        let started = Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                name,
+                "-x",
+                "160",
+                "-y",
+                "40",
+                command,
+            ])
+            .status()
+            .expect("tmux (scripts/ci/prereqs.sh installs it)");
+        assert!(started.success());
+        Self(name.to_owned())
+    }
+
+    /// What the session's pane shows.
+    fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.0])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
@@ -507,21 +517,9 @@ fn dashboard_whose_terminal_closes_stops_its_flock() {
         "exec {GOOSE} cluster --nodes 3 --base-port {base} --data-dir {}",
         folder.path().display()
     );
-    let started = Command::new("tmux")
-        .args(["new-session", "-d", "-s", &session, "-x", "160", "-y", "40"])
-        .arg(&command)
-        .status()
-        .expect("tmux (scripts/ci/prereqs.sh installs it)");
-    assert!(started.success());
-    let session_guard = Session(session.clone());
+    let session_guard = Session::start(&session, &command);
     eventually(SETTLE, "the dashboard to show a goose", || {
-        let out = Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &session])
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout)
-            .contains("GOOSE")
-            .then_some(())
+        session_guard.screen().contains("GOOSE").then_some(())
     });
     let launched = processes_under(folder.path());
     let _killer = KillOnDrop(launched.clone());
