@@ -31,16 +31,14 @@ use core::fmt::{self, Write as _};
 
 use cortex_m_rt::entry;
 // The chip's interrupt vector table and memory.x: linked in, never called.
-use lm3s6965 as _;
 use goose_core::auth::key::ClusterKey;
 use goose_core::{Instant, NodeId};
 use goose_embedded::args;
 use goose_embedded::flash::FileFlash;
 use goose_embedded::store::FlashStore;
-use goose_embedded::{
-    check_node, Board, BoardConfig, Buffers, Clock, Halt, Payloads, Prepared,
-};
+use goose_embedded::{check_node, Board, BoardConfig, Buffers, Clock, Halt, Payloads, Prepared};
 use heapless::String;
+use lm3s6965 as _;
 use semihosting::io::Write as _;
 use static_cell::{ConstStaticCell, StaticCell};
 
