@@ -216,8 +216,10 @@ fn locate_or_build() -> Result<PathBuf, String> {
     }
 }
 
-/// The board firmware, built with `cargo build --release` in node-embedded/firmware if its
-/// ELF is missing: `$GOOSE_FIRMWARE` if set, else that folder's release ELF.
+/// The board firmware: `$GOOSE_FIRMWARE` if set, else node-embedded/firmware's release
+/// ELF, built first with `cargo build --release` there (cargo does nothing if it is up to
+/// date), so a test never runs a firmware older than the tree. If the build fails but an
+/// ELF is there, it says so and uses it, as [`goose_binary`] does.
 ///
 /// # Panics
 ///
@@ -230,15 +232,21 @@ pub fn firmware() -> &'static Path {
         }
         let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../node-embedded/firmware");
         let elf = folder.join("target/thumbv7m-none-eabi/release/goose-firmware");
-        if elf.is_file() {
-            return elf;
-        }
-        eprintln!("procs: no firmware at {}; building it", elf.display());
-        let built = build_firmware(&folder, &[]);
+        let built = build_firmware(&folder, &["--locked"]);
         match (built, elf.is_file()) {
             (Ok(status), true) if status.success() => elf,
-            (outcome, _) => panic!(
-                "no firmware at {} and `cargo build --release` in {} failed ({outcome:?});                  it needs the thumbv7m-none-eabi target (`rustup target add                  thumbv7m-none-eabi`)",
+            (outcome, true) => {
+                eprintln!(
+                    "procs: `cargo build --release` in {} failed ({outcome:?}); using {}",
+                    folder.display(),
+                    elf.display()
+                );
+                elf
+            }
+            (outcome, false) => panic!(
+                "no firmware at {} and `cargo build --release` in {} failed ({outcome:?}); \
+                 it needs the thumbv7m-none-eabi target (`rustup target add \
+                 thumbv7m-none-eabi`)",
                 elf.display(),
                 folder.display()
             ),
