@@ -62,6 +62,13 @@
 //! - **Stale acknowledgements** (a response to an Append this node sent in an earlier
 //!   term, answered in the current one) are ignored: only `sent_at` at or after the time
 //!   this node became leader count.
+//! - **A leader that reads acknowledgements late**: a quiescent leader
+//!   ([`Node::is_quiescent`]) whose host reads peer frames only when it wakes for another
+//!   reason (the desktop node does). An acknowledgement extends the lease to its round's
+//!   `t + D`, never to when it is read, so a late read leaves the lease shorter meanwhile,
+//!   never longer: the claim holds for any delay of any frame. What waits is the leader's
+//!   reaction to a higher term, until its next wake-up at most; it stays leader that long,
+//!   but goose only while its lease holds, which 1–3 bound.
 //!
 //! A leader that sees a higher term, or loses its quorum (CheckQuorum), stops being leader
 //! at once, and with it goose.
