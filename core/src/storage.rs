@@ -127,7 +127,8 @@ impl PersistentState<'_> {
 
 impl<const M: usize, const L: usize> SavedState<M, L> {
     /// Decodes and checks bytes written by [`PersistentState::encode`]: the bytes its
-    /// derived `Deserialize` accepts, decoded with [`InPlace`].
+    /// derived `Deserialize` accepts, decoded in place (serde seeds that fill the state's
+    /// own vectors).
     pub fn decode(bytes: &[u8]) -> Result<Self, StateError> {
         let mut state = Self::empty(NodeId::PLACEHOLDER);
         state.decode_into(bytes, false)?;
