@@ -39,6 +39,20 @@ use goose_core::{Config, Member, NodeId};
 use crate::board::{self, BoardError, BoardSpec};
 use crate::storage_file::DataDir;
 
+/// Set once the launcher's standard output is gone (`goose cluster | head` closed the
+/// pipe): the launcher then stops the flock, as on SIGTERM, and exits 0.
+static OUTPUT_LOST: AtomicBool = AtomicBool::new(false);
+
+/// `println!` that never panics: a line that cannot be written sets [`OUTPUT_LOST`].
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            OUTPUT_LOST.store(true, Ordering::SeqCst);
+        }
+    }};
+}
+
 /// How often the live view probes every node.
 const VIEW_INTERVAL: Duration = Duration::from_millis(100);
 /// How often a rolling restart checks on the node it waits for (and updates the view).
@@ -246,13 +260,13 @@ pub(crate) fn run(options: &Options) -> Result<(), ClusterError> {
         stop_all(&mut nodes);
         return shown.map_err(ClusterError::Setup);
     }
-    println!(
+    say!(
         "launcher pid {}: SIGHUP restarts every node one by one; SIGINT or SIGTERM stops \
          the flock",
         std::process::id()
     );
     let mut view = View::new(&nodes);
-    while !flags.stop.load(Ordering::SeqCst) {
+    while !flags.stop.load(Ordering::SeqCst) && !OUTPUT_LOST.load(Ordering::SeqCst) {
         let round = Instant::now();
         if flags.rolling.swap(false, Ordering::SeqCst) {
             let restart = Restart {
@@ -262,12 +276,12 @@ pub(crate) fn run(options: &Options) -> Result<(), ClusterError> {
                 stop: &flags.stop,
             };
             match rolling_restart(&mut nodes, &mut view, &restart) {
-                Ok(took) => println!(
+                Ok(took) => say!(
                     "{} rolling restart done in {:.3}s",
                     view.stamp(),
                     took.as_secs_f64()
                 ),
-                Err(why) => println!("{} rolling restart stopped: {why}", view.stamp()),
+                Err(why) => say!("{} rolling restart stopped: {why}", view.stamp()),
             }
             continue;
         }
@@ -363,7 +377,7 @@ fn spawn(node: &mut Launched, command: &mut Command, quiet: bool) -> io::Result<
     }
     let child = command.spawn()?;
     if !quiet {
-        println!(
+        say!(
             "{} {} {} pid {}",
             node.label(),
             node.id,
@@ -434,10 +448,10 @@ impl View {
         if self.shown.as_ref() != Some(&view) {
             let term = term.map_or_else(|| "-".to_owned(), |t| t.to_string());
             match view.0.as_slice() {
-                [] => println!("{} goose none term {term}", self.stamp()),
-                [goose] => println!("{} goose {goose} term {term}", self.stamp()),
+                [] => say!("{} goose none term {term}", self.stamp()),
+                [goose] => say!("{} goose {goose} term {term}", self.stamp()),
                 // Never expected: the lease forbids it. Shown loudly if it ever happens.
-                many => println!("{} TWO GEESE {many:?} term {term}", self.stamp()),
+                many => say!("{} TWO GEESE {many:?} term {term}", self.stamp()),
             }
             self.shown = Some(view);
         }
@@ -456,7 +470,7 @@ impl View {
             return;
         };
         if let Ok(Some(status)) = child.try_wait() {
-            println!(
+            say!(
                 "{} {} {} exited: {}",
                 self.stamp(),
                 node.label(),
@@ -516,7 +530,7 @@ fn rolling_restart(
     restart: &Restart<'_>,
 ) -> Result<Duration, String> {
     let started = Instant::now();
-    println!(
+    say!(
         "{} rolling restart of {} nodes, ducks first, the goose last",
         view.stamp(),
         nodes.len()
@@ -547,7 +561,7 @@ fn rolling_restart(
         wait_until(nodes, view, restart.stop, &what, |_, probes| {
             probes[index].and_then(|probe| probe.leader)
         })?;
-        println!(
+        say!(
             "{} rolling restart: {label} {id} back in {} ms",
             view.stamp(),
             down.elapsed().as_millis()

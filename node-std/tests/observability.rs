@@ -548,3 +548,47 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+#[test]
+fn launcher_whose_output_closes_stops_its_flock_and_exits_0() {
+    // `goose cluster | head -3`: the reader goes once it has its lines. The launcher must
+    // not panic on the closed pipe (it did, with a backtrace); it stops the flock as on
+    // SIGTERM and exits 0.
+    let _serial = serial();
+    let folder = TempDir::new("launcher-pipe");
+    let base = procs::free_port_range(3);
+    let errors = folder.path().join("stderr");
+    let mut launcher = Command::new(GOOSE)
+        .args(["cluster", "--nodes", "3", "--base-port", &base.to_string()])
+        .arg("--data-dir")
+        .arg(folder.path().join("data"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(&errors).expect("a file for its stderr"))
+        .spawn()
+        .expect("spawn goose cluster");
+    let launcher_pid = launcher.id();
+    let mut nodes = Vec::new();
+    {
+        let stdout = launcher.stdout.take().expect("piped");
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+        // `node 1 127.0.0.1:<port> pid <pid>`, one per node, then the reader goes away.
+        for _ in 0..3 {
+            let line = lines.next().and_then(Result::ok).unwrap_or_default();
+            let pid = line
+                .rsplit_once(" pid ")
+                .and_then(|(_, pid)| pid.parse().ok());
+            nodes.push(pid.unwrap_or_else(|| panic!("a node's line: {line:?}")));
+        }
+    }
+    let _killer = KillOnDrop(nodes.iter().copied().chain([launcher_pid]).collect());
+    let status = eventually(SETTLE, "the launcher to exit", || {
+        launcher.try_wait().ok().flatten()
+    });
+    let stderr = fs::read_to_string(&errors).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    eventually(SETTLE, "every node to exit", || {
+        nodes.iter().all(|&pid| !running(pid)).then_some(())
+    });
+}
