@@ -25,7 +25,7 @@
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::BuildHasher;
-use std::io;
+use std::io::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -325,7 +325,12 @@ pub(crate) fn run(spec: &BoardSpec) -> Result<u8, BoardError> {
     let mut command = spec.command(&qemu, fresh_seed(id))?;
     set_parent_death_signal(&mut command);
     let mut child = command.spawn().map_err(BoardError::Spawn)?;
-    println!("board {id} 127.0.0.1:{} pid {}", spec.port, child.id());
+    let _ = writeln!(
+        io::stdout(),
+        "board {id} 127.0.0.1:{} pid {}",
+        spec.port,
+        child.id()
+    );
     log::info!(
         "board {id}: {} running {} as node {id} on 127.0.0.1:{}, state {}",
         qemu.display(),

@@ -7,7 +7,7 @@
 //! desktop's key-file rule. The layout is `goose_board_args::page`.
 
 use std::fs::OpenOptions;
-use std::io::Write as _;
+use std::io::{self, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -123,7 +123,8 @@ pub(crate) fn run(args: BoardConfigArgs) -> ExitCode {
         // Writing into a String cannot fail.
         let _ = page::describe(&mut summary, &read);
     }
-    println!(
+    let _ = writeln!(
+        io::stdout(),
         "{}: {size} bytes: {summary}\nflash it (the NUCLEO-F429ZI's page is sector 21): \
          probe-rs download --chip STM32F429ZITx --binary-format bin --base-address \
          {NUCLEO_F429ZI_PAGE_ADDRESS:#010x} {}",

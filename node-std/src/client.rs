@@ -16,7 +16,7 @@
 //! nonce of the goose's. At most 2 targets × 2 tries × 2 requests, each bounded by its
 //! timeout.
 
-use std::io;
+use std::io::{self, Write as _};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -72,7 +72,8 @@ pub(crate) fn whois(addrs: &[SocketAddr], key: Option<&ClusterKey>) -> ExitCode 
         if let Err(error @ (AskError::Unverified(_) | AskError::Malformed(_))) = &answer.reply {
             eprintln!("goose whois: {}: {error}", answer.addr);
         }
-        println!("{}: {}", answer.addr, answer.role());
+        // A reader that went away (`| head -1`) is not an error of the flock's.
+        let _ = writeln!(io::stdout(), "{}: {}", answer.addr, answer.role());
     }
     let geese = answers.iter().filter(|answer| answer.role() == "goose");
     match geese.count() {
@@ -107,7 +108,7 @@ pub(crate) fn ctl(addr: SocketAddr, auth: ControlAuth<'_>, command: &[String]) -
     }
     match reply {
         Ok(reply) => {
-            println!("{reply}");
+            let _ = writeln!(io::stdout(), "{reply}");
             let Ok(Reply::Err { reason, .. }) = Reply::parse(&reply) else {
                 return ExitCode::SUCCESS;
             };

@@ -40,6 +40,7 @@ mod storage_file;
 mod vip;
 
 use std::ffi::OsString;
+use std::io::{self, Write as _};
 use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -606,7 +607,8 @@ fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
     let cli = parse_cli(&argv);
     let command = cli.command.unwrap_or_else(|| {
-        println!(
+        let _ = writeln!(
+            io::stdout(),
             "goose: no subcommand, so running a local demo flock: 5 nodes on \
              127.0.0.1:9900-9904, data in ./goose-data (`goose cluster`); Ctrl-C stops it, \
              `goose --help` lists the rest"
