@@ -326,12 +326,14 @@ pub fn write_signed_control(
     command: &str,
 ) -> fmt::Result {
     let mut signed: String<SIGNED_CONTROL_SIZE_MAX> = String::new();
-    write!(signed, "nonce={nonce:016x} {}", command.trim_ascii())?;
+    signed.write_str("nonce=")?;
+    crate::text::write_hex_u64(&mut signed, nonce)?;
+    signed.write_char(' ')?;
+    signed.write_str(command.trim_ascii())?;
     out.write_str("ctl sig=")?;
-    for byte in mac.tag(signed.as_bytes()) {
-        write!(out, "{byte:02x}")?;
-    }
-    write!(out, " {signed}")
+    crate::text::write_hex_bytes(out, &mac.tag(signed.as_bytes()))?;
+    out.write_char(' ')?;
+    out.write_str(&signed)
 }
 
 // The largest message the core builds still fits once sealed.

@@ -1212,7 +1212,7 @@ impl<
             self.late.clear();
             // LATE_REPLY_SIZE_MAX holds each of these.
             let _ = match answer {
-                Late::Handed(to) => text::write_ok(&mut self.late, format_args!("to={to}")),
+                Late::Handed(to) => text::write_ok_pair(&mut self.late, "to", u64::from(to.get())),
                 Late::NoTarget => text::write_err(&mut self.late, Reason::NoTarget),
                 Late::NotGoose => write_not_goose(&mut self.late, &self.node, self.stopped, now),
             };

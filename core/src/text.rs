@@ -29,8 +29,11 @@ use crate::raft::Cause;
 use crate::types::{NodeId, Term};
 
 mod addr;
+mod digits;
 
 pub use addr::{parse_ipv4, parse_socket_addr, AddrText};
+use digits::write_decimal;
+pub(crate) use digits::{write_hex_bytes, write_hex_u64};
 
 /// Peers one `ctl partition` may name by default ([`parse`]): the default member capacity
 /// ([`MEMBERS_MAX`]), since a node never has more peers than its flock holds. A longer list
@@ -500,10 +503,7 @@ fn write_probe_words(out: &mut impl Write, reply: &ProbeReply) -> fmt::Result {
     out.write_str(" term=")?;
     write_decimal(out, reply.term.0)?;
     out.write_str(" goose=")?;
-    match goose {
-        Some(goose) => write_decimal(out, u64::from(goose.get()))?,
-        None => out.write_str("none")?,
-    }
+    write_id_or_none(out, goose)?;
     if let (Some(lease_ms), "goose") = (reply.lease_ms, role) {
         out.write_str(" lease_ms=")?;
         write_decimal(out, lease_ms)?;
@@ -512,23 +512,6 @@ fn write_probe_words(out: &mut impl Write, reply: &ProbeReply) -> fmt::Result {
         out.write_str(" state=stopped")?;
     }
     Ok(())
-}
-
-/// Writes `value` in decimal, as `{value}` would.
-fn write_decimal(out: &mut impl Write, mut value: u64) -> fmt::Result {
-    // u64::MAX has 20 digits.
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written.
-    out.write_str(core::str::from_utf8(&digits[start..]).map_err(|_| fmt::Error)?)
 }
 
 /// Bytes of the longest signed probe reply before its `sig=`: the role, `id`, `term`,
@@ -561,12 +544,11 @@ pub fn write_signed_probe_reply(
 ) -> fmt::Result {
     let mut signed: heapless::String<SIGNED_PROBE_SIZE_MAX> = heapless::String::new();
     write_probe_words(&mut signed, reply)?;
-    write!(signed, " nonce={nonce:016x}")?;
+    signed.write_str(" nonce=")?;
+    write_hex_u64(&mut signed, nonce)?;
     out.write_str(&signed)?;
     out.write_str(" sig=")?;
-    for byte in mac.tag(signed.as_bytes()) {
-        write!(out, "{byte:02x}")?;
-    }
+    write_hex_bytes(out, &mac.tag(signed.as_bytes()))?;
     out.write_char('\n')
 }
 
@@ -630,7 +612,8 @@ pub fn verify_signed_probe_reply(
 /// # Errors
 /// Only those of `out`.
 pub fn write_signed_probe(out: &mut impl Write, nonce: u64) -> fmt::Result {
-    write!(out, "whois-goose nonce={nonce:016x}")
+    out.write_str("whois-goose nonce=")?;
+    write_hex_u64(out, nonce)
 }
 
 /// The answer to `ctl status`; each field is printed as one `key=value` pair.
@@ -678,54 +661,62 @@ pub struct StatusReply<'a> {
 /// Only those of `out` (a full buffer; [`TEXT_REPLY_SIZE_MAX`] always suffices).
 pub fn write_status(out: &mut impl Write, status: &StatusReply<'_>) -> fmt::Result {
     let (role, goose) = role_and_goose(status.goose, status.id, status.leader, status.stopped);
-    let state = if status.stopped { "stopped" } else { "running" };
-    write!(
-        out,
-        "ok role={role} raft={} id={} term={}",
-        status.raft, status.id, status.term
-    )?;
-    write!(
-        out,
-        " goose={} state={state} commit={}",
-        OrNone(goose),
-        status.commit
-    )?;
-    write!(out, " members={} voters=", IdList(status.members))?;
-    write!(
-        out,
-        "{} learners={}",
-        IdList(status.voters),
-        IdList(status.learners)
-    )?;
-    let healthy = if status.healthy { "yes" } else { "no" };
-    write!(out, " lease_ms={} healthy={healthy}", status.lease_ms)?;
+    out.write_str("ok role=")?;
+    out.write_str(role)?;
+    out.write_str(" raft=")?;
+    out.write_str(status.raft)?;
+    write_pair(out, " id=", u64::from(status.id.get()))?;
+    write_pair(out, " term=", status.term.0)?;
+    out.write_str(" goose=")?;
+    write_id_or_none(out, goose)?;
+    out.write_str(if status.stopped {
+        " state=stopped"
+    } else {
+        " state=running"
+    })?;
+    write_pair(out, " commit=", status.commit)?;
+    out.write_str(" members=")?;
+    write_id_list(out, status.members)?;
+    out.write_str(" voters=")?;
+    write_id_list(out, status.voters)?;
+    out.write_str(" learners=")?;
+    write_id_list(out, status.learners)?;
+    write_pair(out, " lease_ms=", status.lease_ms)?;
+    out.write_str(if status.healthy {
+        " healthy=yes"
+    } else {
+        " healthy=no"
+    })?;
     if let Some((cause, changed_ms)) = status.change {
-        write!(out, " cause={cause_word}", cause_word = cause.as_str())?;
+        out.write_str(" cause=")?;
+        out.write_str(cause.as_str())?;
         if let Some(node) = cause.node() {
-            write!(out, " cause_node={node}")?;
+            write_pair(out, " cause_node=", u64::from(node.get()))?;
         }
-        write!(out, " changed_ms={changed_ms}")?;
+        write_pair(out, " changed_ms=", changed_ms)?;
     }
     for (key, value) in status.fields {
-        write!(out, " {key}={value}")?;
+        out.write_char(' ')?;
+        out.write_str(key)?;
+        out.write_char('=')?;
+        out.write_str(value)?;
     }
     for (name, value) in status.counters {
-        write!(out, " {name}={value}")?;
+        out.write_char(' ')?;
+        out.write_str(name)?;
+        write_pair(out, "=", *value)?;
     }
     out.write_char('\n')
 }
 
-/// Writes `ok\n`, or `ok <details>\n` when `details` formats to something.
+/// Writes `ok <key>=<value>\n`, e.g. `ok to=4` (the answer to a `transfer`).
 ///
 /// # Errors
 /// Only those of `out`.
-pub fn write_ok(out: &mut impl Write, details: fmt::Arguments<'_>) -> fmt::Result {
-    out.write_str("ok")?;
-    SpaceFirst {
-        out: &mut *out,
-        started: false,
-    }
-    .write_fmt(details)?;
+pub fn write_ok_pair(out: &mut impl Write, key: &str, value: u64) -> fmt::Result {
+    out.write_str("ok ")?;
+    out.write_str(key)?;
+    write_pair(out, "=", value)?;
     out.write_char('\n')
 }
 
@@ -742,7 +733,9 @@ pub fn write_ok_plain(out: &mut impl Write) -> fmt::Result {
 /// # Errors
 /// Only those of `out`.
 pub fn write_nonce(out: &mut impl Write, nonce: u64) -> fmt::Result {
-    writeln!(out, "ok nonce={nonce:016x}")
+    out.write_str("ok nonce=")?;
+    write_hex_u64(out, nonce)?;
+    out.write_char('\n')
 }
 
 /// The nonce in an answer to `ctl nonce` (the client's side), if it is one.
@@ -761,7 +754,8 @@ pub fn parse_nonce_reply(reply: &str) -> Option<u64> {
 /// # Errors
 /// Only those of `out`.
 pub fn write_err(out: &mut impl Write, reason: Reason) -> fmt::Result {
-    writeln!(out, "err {reason}")
+    write_err_words(out, reason)?;
+    out.write_char('\n')
 }
 
 /// Writes a duck's answer to a goose-only command:
@@ -774,13 +768,10 @@ pub fn write_not_goose(
     goose: Option<NodeId>,
     addr: Option<SocketAddr>,
 ) -> fmt::Result {
-    writeln!(
-        out,
-        "err {} goose={} addr={}",
-        Reason::NotGoose,
-        OrNone(goose),
-        OrNone(addr.map(AddrText))
-    )
+    write_err_words(out, Reason::NotGoose)?;
+    out.write_str(" goose=")?;
+    write_id_or_none(out, goose)?;
+    write_addr_line_end(out, addr)
 }
 
 /// Writes what a node tells the source of peer frames carrying an id already in use
@@ -794,12 +785,9 @@ pub fn write_duplicate_id(
     id: NodeId,
     addr: Option<SocketAddr>,
 ) -> fmt::Result {
-    writeln!(
-        out,
-        "err {} id={id} addr={}",
-        Reason::DuplicateId,
-        OrNone(addr.map(AddrText))
-    )
+    write_err_words(out, Reason::DuplicateId)?;
+    write_pair(out, " id=", u64::from(id.get()))?;
+    write_addr_line_end(out, addr)
 }
 
 /// The role word and `goose=` value: a stopped node is a duck following no one; a goose
@@ -1001,43 +989,46 @@ fn reply_node_id(value: &str) -> Option<NodeId> {
     NodeId::new(value.parse().ok()?)
 }
 
-struct OrNone<T>(Option<T>);
+/// Writes `err <reason>`.
+fn write_err_words(out: &mut impl Write, reason: Reason) -> fmt::Result {
+    out.write_str("err ")?;
+    out.write_str(reason.as_str())
+}
 
-impl<T: fmt::Display> fmt::Display for OrNone<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            Some(value) => value.fmt(f),
-            None => f.write_str("none"),
-        }
+/// Writes ` addr=<ip:port|none>\n`, the end of a refusal that names where an id lives.
+fn write_addr_line_end(out: &mut impl Write, addr: Option<SocketAddr>) -> fmt::Result {
+    out.write_str(" addr=")?;
+    match addr {
+        Some(addr) => AddrText(addr).write_to(out)?,
+        None => out.write_str("none")?,
+    }
+    out.write_char('\n')
+}
+
+/// Writes `<key><value>`, the key with its `=` (and any space before it), the value in
+/// decimal.
+fn write_pair(out: &mut impl Write, key: &str, value: u64) -> fmt::Result {
+    out.write_str(key)?;
+    write_decimal(out, value)
+}
+
+/// Writes a node id, or `none`.
+fn write_id_or_none(out: &mut impl Write, id: Option<NodeId>) -> fmt::Result {
+    match id {
+        Some(id) => write_decimal(out, u64::from(id.get())),
+        None => out.write_str("none"),
     }
 }
 
-struct IdList<'a>(&'a [NodeId]);
-
-impl fmt::Display for IdList<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (index, id) in self.0.iter().enumerate() {
-            let separator = if index == 0 { "" } else { "," };
-            write!(f, "{separator}{id}")?;
+/// Writes node ids separated by commas (nothing for none).
+fn write_id_list(out: &mut impl Write, ids: &[NodeId]) -> fmt::Result {
+    for (index, id) in ids.iter().enumerate() {
+        if index > 0 {
+            out.write_char(',')?;
         }
-        Ok(())
+        write_decimal(out, u64::from(id.get()))?;
     }
-}
-
-/// Writes a space before the first non-empty piece, so empty details add nothing.
-struct SpaceFirst<'w, W: ?Sized> {
-    out: &'w mut W,
-    started: bool,
-}
-
-impl<W: Write + ?Sized> Write for SpaceFirst<'_, W> {
-    fn write_str(&mut self, piece: &str) -> fmt::Result {
-        if !piece.is_empty() && !self.started {
-            self.started = true;
-            self.out.write_char(' ')?;
-        }
-        self.out.write_str(piece)
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1087,6 +1078,254 @@ mod tests {
             }
             expected.push('\n').unwrap();
             assert_eq!(written, expected);
+        }
+    }
+
+    /// The old writers' `Display` helpers, kept here as the reference the `write!`-free
+    /// writers are held to.
+    struct OrNone<T>(Option<T>);
+
+    impl<T: fmt::Display> fmt::Display for OrNone<T> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match &self.0 {
+                Some(value) => value.fmt(f),
+                None => f.write_str("none"),
+            }
+        }
+    }
+
+    struct IdList<'a>(&'a [NodeId]);
+
+    impl fmt::Display for IdList<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            for (index, id) in self.0.iter().enumerate() {
+                let separator = if index == 0 { "" } else { "," };
+                write!(f, "{separator}{id}")?;
+            }
+            Ok(())
+        }
+    }
+
+    /// `ctl status` as `write_status` wrote it with `write!`.
+    fn status_by_format(status: &StatusReply<'_>) -> String<2048> {
+        let mut out = String::new();
+        let (role, goose) = role_and_goose(status.goose, status.id, status.leader, status.stopped);
+        let state = if status.stopped { "stopped" } else { "running" };
+        let healthy = if status.healthy { "yes" } else { "no" };
+        write!(
+            out,
+            "ok role={role} raft={} id={} term={} goose={} state={state} commit={} members={} \
+             voters={} learners={} lease_ms={} healthy={healthy}",
+            status.raft,
+            status.id,
+            status.term,
+            OrNone(goose),
+            status.commit,
+            IdList(status.members),
+            IdList(status.voters),
+            IdList(status.learners),
+            status.lease_ms,
+        )
+        .unwrap();
+        if let Some((cause, changed_ms)) = status.change {
+            write!(out, " cause={}", cause.as_str()).unwrap();
+            if let Some(node) = cause.node() {
+                write!(out, " cause_node={node}").unwrap();
+            }
+            write!(out, " changed_ms={changed_ms}").unwrap();
+        }
+        for (key, value) in status.fields {
+            write!(out, " {key}={value}").unwrap();
+        }
+        for (name, value) in status.counters {
+            write!(out, " {name}={value}").unwrap();
+        }
+        out.push('\n').unwrap();
+        out
+    }
+
+    /// Numbers at every length and edge: the writers' digits against `{}` and `{:x}`.
+    const NUMBERS: [u64; 14] = [
+        0,
+        1,
+        9,
+        10,
+        15,
+        16,
+        99,
+        255,
+        256,
+        65_535,
+        999_999_999,
+        u32::MAX as u64,
+        10_000_000_000_000_000_000,
+        u64::MAX,
+    ];
+
+    #[test]
+    fn numbers_are_written_as_the_format_machinery_would() {
+        for value in NUMBERS.into_iter().chain((0..64).map(|shift| 1 << shift)) {
+            for value in [value, value.saturating_sub(1), value.saturating_add(1)] {
+                assert_eq!(
+                    written(|out| write_ok_pair(out, "term", value)),
+                    text!("ok term={value}\n")
+                );
+                assert_eq!(
+                    written(|out| write_nonce(out, value)),
+                    text!("ok nonce={value:016x}\n")
+                );
+                let mut hex = Text::new();
+                digits::write_number(&mut hex, value, 16, 1).unwrap();
+                assert_eq!(hex, text!("{value:x}"));
+                let bytes = value.to_be_bytes();
+                let mut hex = Text::new();
+                write_hex_bytes(&mut hex, &bytes[..usize::from(value as u8 % 9)]).unwrap();
+                let mut expected = Text::new();
+                for byte in &bytes[..usize::from(value as u8 % 9)] {
+                    write!(expected, "{byte:02x}").unwrap();
+                }
+                assert_eq!(hex, expected);
+            }
+        }
+    }
+
+    #[test]
+    fn replies_are_written_as_the_format_machinery_would() {
+        for reason in Reason::ALL {
+            assert_eq!(
+                written(|out| write_err(out, reason)),
+                text!("err {reason}\n")
+            );
+        }
+        let addrs = [
+            None,
+            Some(addr("0.0.0.0:0")),
+            Some(addr("255.255.255.255:65535")),
+            Some(addr("[::1]:9901")),
+            Some(addr("[fe80::1%4294967295]:1")),
+            Some(addr("[::ffff:10.0.0.1]:9900")),
+        ];
+        for goose in [None, Some(id(1)), Some(id(65535))] {
+            for addr in addrs {
+                let shown = OrNone(addr.map(AddrText));
+                assert_eq!(
+                    written(|out| write_not_goose(out, goose, addr)),
+                    text!("err not-goose goose={} addr={shown}\n", OrNone(goose))
+                );
+                let id = goose.unwrap_or(id(7));
+                assert_eq!(
+                    written(|out| write_duplicate_id(out, id, addr)),
+                    text!("err duplicate-id id={id} addr={shown}\n")
+                );
+            }
+        }
+        for nonce in NUMBERS {
+            let mut request = Text::new();
+            write_signed_probe(&mut request, nonce).unwrap();
+            assert_eq!(request, text!("whois-goose nonce={nonce:016x}"));
+        }
+    }
+
+    #[test]
+    fn signed_lines_are_written_as_the_format_machinery_would() {
+        use crate::auth::tests::ToyMac;
+        use crate::auth::write_signed_control;
+        let mac = ToyMac(9);
+        let reply = ProbeReply {
+            goose: true,
+            id: id(65535),
+            term: Term(u64::MAX),
+            leader: Some(id(65535)),
+            stopped: false,
+            lease_ms: Some(120),
+        };
+        for nonce in NUMBERS {
+            let mut signed = Text::new();
+            write_probe_words(&mut signed, &reply).unwrap();
+            write!(signed, " nonce={nonce:016x}").unwrap();
+            let mut expected = text!("{signed} sig=");
+            for byte in mac.tag(signed.as_bytes()) {
+                write!(expected, "{byte:02x}").unwrap();
+            }
+            expected.push('\n').unwrap();
+            let line = written(|out| write_signed_probe_reply(out, &reply, nonce, &mac));
+            assert_eq!(line, expected);
+
+            let signed = text!("nonce={nonce:016x} partition 2,3");
+            let mut expected = text!("ctl sig=");
+            for byte in mac.tag(signed.as_bytes()) {
+                write!(expected, "{byte:02x}").unwrap();
+            }
+            write!(expected, " {signed}").unwrap();
+            let mut datagram = Text::new();
+            write_signed_control(&mut datagram, &mac, nonce, " partition 2,3\n").unwrap();
+            assert_eq!(datagram, expected);
+        }
+    }
+
+    #[test]
+    fn status_is_written_as_the_format_machinery_would() {
+        let members: Vec<NodeId, MEMBERS_MAX> =
+            (0..MEMBERS_MAX as u16).map(|n| id(65535 - n)).collect();
+        let (voters, learners) = members.split_at(MEMBERS_MAX / 2);
+        let counters = [("drop_unknown_node", 0), ("drop_bad_frame", u64::MAX)];
+        let fields = [("vips", "10.0.0.9/24@eth0"), ("empty", "")];
+        let base = StatusReply {
+            goose: true,
+            raft: "leader",
+            id: id(1),
+            term: Term(0),
+            leader: Some(id(1)),
+            stopped: false,
+            commit: 0,
+            members: &[],
+            voters: &[],
+            learners: &[],
+            lease_ms: 0,
+            healthy: true,
+            change: None,
+            fields: &[],
+            counters: &[],
+        };
+        let statuses = [
+            base,
+            StatusReply {
+                goose: false,
+                raft: "follower",
+                id: id(65535),
+                term: Term(u64::MAX),
+                leader: Some(id(2)),
+                stopped: true,
+                commit: u64::MAX,
+                members: &members,
+                voters,
+                learners,
+                lease_ms: u64::MAX,
+                healthy: false,
+                change: Some((Cause::LeaseLapsed, u64::MAX)),
+                fields: &fields,
+                counters: &counters,
+            },
+            StatusReply {
+                goose: false,
+                raft: "candidate",
+                leader: None,
+                members: &members[..1],
+                voters: &members[..1],
+                change: Some((Cause::HigherTerm { from: id(65535) }, 0)),
+                counters: &counters[..1],
+                ..base
+            },
+            StatusReply {
+                goose: false,
+                raft: "leader",
+                change: Some((Cause::Handoff { to: None }, 7)),
+                ..base
+            },
+        ];
+        for status in statuses {
+            let line = written(|out| write_status(out, &status));
+            assert_eq!(line.as_str(), status_by_format(&status).as_str());
         }
     }
 
@@ -1518,12 +1757,7 @@ mod tests {
 
     #[test]
     fn ok_and_err_lines() {
-        assert_eq!(written(|out| write_ok(out, format_args!(""))), "ok\n");
-        assert_eq!(written(|out| write_ok(out, format_args!("{}", ""))), "ok\n");
-        assert_eq!(
-            written(|out| write_ok(out, format_args!("to={}", 4))),
-            "ok to=4\n"
-        );
+        assert_eq!(written(|out| write_ok_pair(out, "to", 4)), "ok to=4\n");
         assert_eq!(written(write_ok_plain), "ok\n");
         let reason = Reason::UnknownCommand;
         assert_eq!(
@@ -1794,7 +2028,7 @@ mod tests {
             panic!()
         };
         assert!(pairs.is_empty());
-        let line = written(|out| write_ok(out, format_args!("to={}", 4)));
+        let line = written(|out| write_ok_pair(out, "to", 4));
         let Ok(Reply::Ok(pairs)) = Reply::parse(&line) else {
             panic!("{line:?}")
         };

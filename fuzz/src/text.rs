@@ -138,7 +138,7 @@ pub fn run(data: &[u8]) {
     let mut reply = Reply::new();
     text::write_nonce(&mut reply, nonce).expect("a nonce reply fits");
     assert_eq!(text::parse_nonce_reply(&reply), Some(nonce), "{reply:?}");
-    check_reply(|out| text::write_ok(out, format_args!("term={}", values.u64())));
+    check_reply(|out| text::write_ok_pair(out, "term", values.u64()));
     if let Request::Control {
         command: Err(error),
         ..

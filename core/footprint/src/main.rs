@@ -155,7 +155,7 @@ fn propose(
     reply: &mut impl Write,
 ) -> core::fmt::Result {
     match node.propose(now, payload) {
-        Ok(index) => text::write_ok(reply, format_args!("index={index}")),
+        Ok(index) => text::write_ok_pair(reply, "index", index.0),
         Err(_) => text::write_not_goose(reply, node.status(now).leader, None),
     }
 }

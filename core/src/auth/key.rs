@@ -85,7 +85,7 @@ impl ClusterKey {
 
 /// Writes `bytes` as lowercase hex digits (a new key, for `goose keygen`).
 pub fn write_hex(out: &mut impl fmt::Write, bytes: &[u8]) -> fmt::Result {
-    bytes.iter().try_for_each(|byte| write!(out, "{byte:02x}"))
+    crate::text::write_hex_bytes(out, bytes)
 }
 
 fn hex_digit(digit: u8) -> Option<u8> {

@@ -5,7 +5,9 @@
 //! for every byte: `core::net`'s parser and printer, with its padding machinery, cost the
 //! QEMU firmware about 4.8 KB.
 
-use core::fmt::{self, Write as _};
+use core::fmt::{self, Write};
+
+use super::digits::write_number;
 use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 /// Parses `ip:port`, `[ipv6]:port` or `[ipv6%scope]:port` as `SocketAddr::from_str` does.
@@ -28,8 +30,13 @@ pub fn parse_ipv4(text: &str) -> Option<Ipv4Addr> {
 /// Writes a socket address as its `Display` does (without width or precision).
 pub struct AddrText(pub SocketAddr);
 
-impl fmt::Display for AddrText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl AddrText {
+    /// Writes the address into `f` without `core::fmt`'s formatting machinery, which a
+    /// reply naming an address would otherwise link.
+    ///
+    /// # Errors
+    /// Only those of `f`.
+    pub fn write_to(&self, f: &mut impl Write) -> fmt::Result {
         match self.0 {
             SocketAddr::V4(addr) => write_ipv4(f, *addr.ip())?,
             SocketAddr::V6(addr) => {
@@ -37,29 +44,35 @@ impl fmt::Display for AddrText {
                 write_ipv6(f, addr.ip())?;
                 if addr.scope_id() != 0 {
                     f.write_char('%')?;
-                    write_number(f, addr.scope_id(), 10)?;
+                    write_number(f, u64::from(addr.scope_id()), 10, 1)?;
                 }
                 f.write_char(']')?;
             }
         }
         f.write_char(':')?;
-        write_number(f, u32::from(self.0.port()), 10)
+        write_number(f, u64::from(self.0.port()), 10, 1)
     }
 }
 
-fn write_ipv4(f: &mut fmt::Formatter<'_>, ip: Ipv4Addr) -> fmt::Result {
+impl fmt::Display for AddrText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_to(f)
+    }
+}
+
+fn write_ipv4(f: &mut impl Write, ip: Ipv4Addr) -> fmt::Result {
     for (index, octet) in ip.octets().into_iter().enumerate() {
         if index > 0 {
             f.write_char('.')?;
         }
-        write_number(f, u32::from(octet), 10)?;
+        write_number(f, u64::from(octet), 10, 1)?;
     }
     Ok(())
 }
 
 /// RFC 5952 as `core::net` writes it: the longest run of two or more zero groups (the
 /// first of equals) as `::`, and an IPv4-mapped address as `::ffff:a.b.c.d`.
-fn write_ipv6(f: &mut fmt::Formatter<'_>, ip: &Ipv6Addr) -> fmt::Result {
+fn write_ipv6<W: Write>(f: &mut W, ip: &Ipv6Addr) -> fmt::Result {
     if let Some(v4) = ip.to_ipv4_mapped() {
         f.write_str("::ffff:")?;
         return write_ipv4(f, v4);
@@ -72,12 +85,12 @@ fn write_ipv6(f: &mut fmt::Formatter<'_>, ip: &Ipv6Addr) -> fmt::Result {
             (zeros_at, zeros_len) = (index + 1 - run, run);
         }
     }
-    let write_groups = |f: &mut fmt::Formatter<'_>, groups: &[u16]| -> fmt::Result {
+    let write_groups = |f: &mut W, groups: &[u16]| -> fmt::Result {
         for (index, group) in groups.iter().enumerate() {
             if index > 0 {
                 f.write_char(':')?;
             }
-            write_number(f, u32::from(*group), 16)?;
+            write_number(f, u64::from(*group), 16, 1)?;
         }
         Ok(())
     };
@@ -88,27 +101,6 @@ fn write_ipv6(f: &mut fmt::Formatter<'_>, ip: &Ipv6Addr) -> fmt::Result {
     } else {
         write_groups(f, &groups)
     }
-}
-
-/// `value` in `radix` (10 or 16, lower-case), with no leading zeros.
-fn write_number(f: &mut fmt::Formatter<'_>, mut value: u32, radix: u32) -> fmt::Result {
-    let mut digits = [0u8; 10]; // u32::MAX has 10 decimal digits
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        let digit = (value % radix) as u8;
-        digits[at] = if digit < 10 {
-            b'0' + digit
-        } else {
-            b'a' + digit - 10
-        };
-        value /= radix;
-        if value == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written.
-    f.write_str(core::str::from_utf8(&digits[at..]).map_err(|_| fmt::Error)?)
 }
 
 /// The parser's position in the text. Each `Option`-returning step consumes what it read
