@@ -32,7 +32,7 @@ mod addr;
 mod digits;
 
 pub use addr::{parse_ipv4, parse_socket_addr, AddrText};
-use digits::write_decimal;
+pub use digits::write_decimal;
 pub(crate) use digits::{write_hex_bytes, write_hex_u64};
 
 /// Peers one `ctl partition` may name by default ([`parse`]): the default member capacity

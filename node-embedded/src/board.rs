@@ -155,11 +155,26 @@ pub enum BoardError {
 impl core::fmt::Display for BoardError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Self::Storage(error) => write!(f, "state flash refused: {error}"),
-            Self::Epoch(error) => write!(f, "state flash refused: {error}"),
+            // Each message a piece at a time, numbers by the core's digit writer: a board
+            // links no more of `core::fmt` than its errors' own words need.
+            Self::Storage(error) => {
+                f.write_str("state flash refused: ")?;
+                core::fmt::Display::fmt(error, f)
+            }
+            Self::Epoch(error) => {
+                f.write_str("state flash refused: ")?;
+                core::fmt::Display::fmt(error, f)
+            }
             Self::StorageBusy => f.write_str("state flash busy"),
-            Self::Start(error) => write!(f, "cannot start: {error}"),
-            Self::MembersOverCapacity => write!(f, "at most {MEMBERS_MAX} members"),
+            Self::Start(error) => {
+                f.write_str("cannot start: ")?;
+                core::fmt::Display::fmt(error, f)
+            }
+            Self::MembersOverCapacity => {
+                f.write_str("at most ")?;
+                goose_core::text::write_decimal(f, MEMBERS_MAX as u64)?;
+                f.write_str(" members")
+            }
             Self::Network => f.write_str("network setup refused (address, route or port)"),
         }
     }
@@ -676,6 +691,52 @@ mod tests {
     fn endpoint(text: &str) -> IpEndpoint {
         let addr: SocketAddr = text.parse().unwrap();
         board_endpoint(addr, None).unwrap()
+    }
+
+    #[test]
+    fn errors_read_as_the_format_machinery_wrote_them() {
+        extern crate std;
+        use std::string::ToString;
+
+        use goose_core::{ConfigError, StorageError};
+
+        use crate::store::{EpochError, LoadError};
+
+        let start = StartError::Config(ConfigError::NoLease);
+        for (error, expected) in [
+            (
+                BoardError::Storage(LoadError::Io),
+                std::format!("state flash refused: {}", LoadError::Io),
+            ),
+            (
+                BoardError::Epoch(EpochError::Corrupt),
+                std::format!("state flash refused: {}", EpochError::Corrupt),
+            ),
+            (
+                BoardError::Start(start),
+                std::format!("cannot start: {start}"),
+            ),
+            (
+                BoardError::MembersOverCapacity,
+                std::format!("at most {MEMBERS_MAX} members"),
+            ),
+        ] {
+            assert_eq!(error.to_string(), expected);
+        }
+        for (error, words) in [
+            (
+                EpochError::Load(LoadError::Corrupt),
+                "boot epoch unreadable",
+            ),
+            (EpochError::Save(StorageError::Io), "boot epoch not saved"),
+        ] {
+            let cause = match error {
+                EpochError::Load(cause) => cause.to_string(),
+                EpochError::Save(cause) => cause.to_string(),
+                _ => unreachable!(),
+            };
+            assert_eq!(error.to_string(), std::format!("{words}: {cause}"));
+        }
     }
 
     #[test]

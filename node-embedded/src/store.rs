@@ -92,10 +92,16 @@ pub enum EpochError {
 impl fmt::Display for EpochError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Load(error) => write!(f, "boot epoch unreadable: {error}"),
+            Self::Load(error) => {
+                f.write_str("boot epoch unreadable: ")?;
+                error.fmt(f)
+            }
             Self::Corrupt => f.write_str("boot epoch on the flash is not a 4-byte epoch (corrupt)"),
             Self::Exhausted => f.write_str("boot epoch exhausted (u32::MAX reached)"),
-            Self::Save(error) => write!(f, "boot epoch not saved: {error}"),
+            Self::Save(error) => {
+                f.write_str("boot epoch not saved: ")?;
+                error.fmt(f)
+            }
         }
     }
 }

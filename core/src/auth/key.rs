@@ -31,10 +31,11 @@ pub struct KeyError;
 
 impl fmt::Display for KeyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "a cluster key is {KEY_HEX_SIZE} hex digits (`goose keygen` writes one)"
-        )
+        // A piece at a time, the number by the text protocol's digit writer: a board
+        // that logs this links none of `core::fmt`'s integer printing.
+        f.write_str("a cluster key is ")?;
+        crate::text::write_decimal(f, KEY_HEX_SIZE as u64)?;
+        f.write_str(" hex digits (`goose keygen` writes one)")
     }
 }
 
@@ -122,6 +123,15 @@ mod tests {
     extern crate std;
 
     use super::*;
+
+    #[test]
+    fn key_error_reads_as_the_format_machinery_wrote_it() {
+        use std::string::ToString;
+        assert_eq!(
+            KeyError.to_string(),
+            std::format!("a cluster key is {KEY_HEX_SIZE} hex digits (`goose keygen` writes one)")
+        );
+    }
 
     /// RFC 4231 test case 2 ("Jefe"): HMAC-SHA256 truncated to 128 bits. Our keys are 32
     /// bytes, so the key is padded here the way HMAC pads it (zeros to the block size).

@@ -40,8 +40,12 @@ fn digits(buffer: &mut [u8; 20], mut value: u64, radix: u64, width: usize) -> &s
     core::str::from_utf8(&buffer[start..]).unwrap_or_default()
 }
 
-/// Writes `value` in decimal, as `{value}` would.
-pub(crate) fn write_decimal(out: &mut (impl Write + ?Sized), value: u64) -> fmt::Result {
+/// Writes `value` in decimal, as `{value}` would: for a board's log lines too, which
+/// would otherwise link `core::fmt`'s integer printing for a few numbers.
+///
+/// # Errors
+/// Only those of `out`.
+pub fn write_decimal(out: &mut (impl Write + ?Sized), value: u64) -> fmt::Result {
     write_number(out, value, 10, 1)
 }
 

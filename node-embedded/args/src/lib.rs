@@ -123,14 +123,25 @@ impl fmt::Display for ArgsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::UnknownFlag => f.write_str("unknown flag"),
-            Self::MissingValue(flag) => write!(f, "{flag} needs a value"),
-            Self::BadValue(flag) => write!(f, "bad value for {flag}"),
+            // A piece at a time: a board links no more of `core::fmt` than this needs.
+            Self::MissingValue(flag) => {
+                f.write_str(flag)?;
+                f.write_str(" needs a value")
+            }
+            Self::BadValue(flag) => {
+                f.write_str("bad value for ")?;
+                f.write_str(flag)
+            }
             Self::MissingId => f.write_str("--id is required"),
             Self::MissingPort => f.write_str("--port is required"),
             Self::DuplicatePeer => f.write_str("two members share an id"),
-            Self::TooManyPeers => write!(f, "at most {MEMBERS_MAX} members"),
+            Self::TooManyPeers => {
+                f.write_str("at most ")?;
+                goose_core::text::write_decimal(f, MEMBERS_MAX as u64)?;
+                f.write_str(" members")
+            }
             Self::GatewayWithoutAddress => f.write_str("--gateway needs --address"),
-            Self::Config(error) => write!(f, "{error}"),
+            Self::Config(error) => error.fmt(f),
         }
     }
 }
@@ -336,6 +347,34 @@ mod tests {
     extern crate std;
 
     use super::*;
+
+    #[test]
+    fn errors_read_as_the_format_machinery_wrote_them() {
+        use std::string::ToString;
+        let config = ConfigError::NoLease;
+        for (error, expected) in [
+            (
+                ArgsError::MissingValue("--port"),
+                "--port needs a value".to_string(),
+            ),
+            (
+                ArgsError::BadValue("--seed"),
+                "bad value for --seed".to_string(),
+            ),
+            (
+                ArgsError::TooManyPeers,
+                std::format!("at most {MEMBERS_MAX} members"),
+            ),
+            (ArgsError::Config(config), std::format!("{config}")),
+        ] {
+            assert_eq!(error.to_string(), expected);
+            let page = page::PageError::Args(error);
+            assert_eq!(
+                page.to_string(),
+                std::format!("configuration page: {expected}")
+            );
+        }
+    }
 
     fn words(line: &str) -> impl Iterator<Item = &str> {
         line.split(' ')

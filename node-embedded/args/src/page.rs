@@ -89,7 +89,10 @@ impl fmt::Display for PageError {
             }
             Self::Utf8 => f.write_str("configuration page line is not UTF-8"),
             Self::HostFile => f.write_str("--state and --key-file have no place on a board's page"),
-            Self::Args(error) => write!(f, "configuration page: {error}"),
+            Self::Args(error) => {
+                f.write_str("configuration page: ")?;
+                error.fmt(f)
+            }
         }
     }
 }

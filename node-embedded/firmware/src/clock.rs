@@ -92,17 +92,12 @@ impl Clock for HostClock {
         let ticks = match sys_elapsed() {
             Ok(ticks) => ticks,
             Err(error) => {
-                // Sign and magnitude: the firmware formats no other i32, and its formatter
-                // costs 236 bytes of flash.
+                // Sign and magnitude, by the log line's digit writer.
                 let code = error.raw_os_error().unwrap_or(0);
-                crate::fail(
-                    1,
-                    format_args!(
-                        "goose-firmware: the host clock (SYS_ELAPSED) failed: error {}{}",
-                        if code < 0 { "-" } else { "" },
-                        code.unsigned_abs()
-                    ),
-                )
+                crate::Line::new("goose-firmware: the host clock (SYS_ELAPSED) failed: error ")
+                    .str(if code < 0 { "-" } else { "" })
+                    .number(u64::from(code.unsigned_abs()))
+                    .fail(1)
             }
         };
         // Whole seconds, then the rest: no 128-bit arithmetic, and no overflow for any

@@ -32,6 +32,7 @@ use core::fmt::{self, Write as _};
 use cortex_m_rt::entry;
 // The chip's interrupt vector table and memory.x: linked in, never called.
 use goose_core::auth::key::ClusterKey;
+use goose_core::text::write_decimal;
 use goose_core::{Instant, NodeId};
 use goose_embedded::args;
 use goose_embedded::flash::FileFlash;
@@ -62,22 +63,77 @@ static MAC: ConstStaticCell<Mac> = ConstStaticCell::new(Mac::new());
 static STORE: StaticCell<RefCell<FlashStore<Flash>>> = StaticCell::new();
 
 /// Writes one line to the host's stderr (one semihosting call per line).
-fn log(args: fmt::Arguments<'_>) {
-    let mut line: String<LOG_LINE_SIZE_MAX> = String::new();
-    let _ = line.write_fmt(args);
-    if line.push('\n').is_err() {
-        line.pop();
-        let _ = line.push('\n');
-    }
-    if let Ok(mut stderr) = semihosting::io::stderr() {
-        let _ = stderr.write_all(line.as_bytes());
-    }
+fn log(text: &str) {
+    Line::new(text).log();
 }
 
-/// Logs `args` and ends QEMU with `code`.
-fn fail(code: i32, args: fmt::Arguments<'_>) -> ! {
-    log(args);
-    semihosting::process::exit(code)
+/// One log line, built a piece at a time: numbers by the core's digit writer, so the
+/// firmware links none of `core::fmt`'s integer printing. Once a piece does not fit, the
+/// rest is dropped, as `write!` into the same buffer would.
+struct Line {
+    text: String<LOG_LINE_SIZE_MAX>,
+    cut: bool,
+}
+
+impl Line {
+    fn new(text: &str) -> Self {
+        let mut line = Self {
+            text: String::new(),
+            cut: false,
+        };
+        line.str(text);
+        line
+    }
+
+    /// `node <id>: `, how most lines start.
+    fn node(id: NodeId) -> Self {
+        let mut line = Self::new("node ");
+        line.id(id).str(": ");
+        line
+    }
+
+    fn str(&mut self, text: &str) -> &mut Self {
+        self.cut = self.cut || self.text.push_str(text).is_err();
+        self
+    }
+
+    fn number(&mut self, value: u64) -> &mut Self {
+        self.cut = self.cut || write_decimal(&mut self.text, value).is_err();
+        self
+    }
+
+    fn id(&mut self, id: NodeId) -> &mut Self {
+        self.number(u64::from(id.get()))
+    }
+
+    /// An error's own words: the one piece still written through `core::fmt`.
+    fn error(&mut self, error: &impl fmt::Display) -> &mut Self {
+        self.cut = self.cut || write!(self.text, "{error}").is_err();
+        self
+    }
+
+    /// A value's `Debug` words, through `core::fmt` too.
+    fn debug(&mut self, value: &impl fmt::Debug) -> &mut Self {
+        self.cut = self.cut || write!(self.text, "{value:?}").is_err();
+        self
+    }
+
+    /// Writes the line and its `\n` to the host's stderr, in one call.
+    fn log(&mut self) {
+        if self.text.push('\n').is_err() {
+            self.text.pop();
+            let _ = self.text.push('\n');
+        }
+        if let Ok(mut stderr) = semihosting::io::stderr() {
+            let _ = stderr.write_all(self.text.as_bytes());
+        }
+    }
+
+    /// Logs the line and ends QEMU with `code`.
+    fn fail(&mut self, code: i32) -> ! {
+        self.log();
+        semihosting::process::exit(code)
+    }
 }
 
 #[entry]
@@ -107,14 +163,12 @@ fn assemble(
     let checked = check_node(&config, store);
     let checked = match &checked {
         Ok(checked) => checked,
-        Err(error) => fail(
-            1,
-            format_args!(
-                "node {}: {error}; refusing to start (state file {path} is never reset \
-                 automatically)",
-                config.node.id
-            ),
-        ),
+        Err(error) => Line::node(config.node.id)
+            .error(error)
+            .str("; refusing to start (state file ")
+            .str(path)
+            .str(" is never reset automatically)")
+            .fail(1),
     };
     let prepared = prepare(config, mac, store, clock);
     Board::build(prepared, checked, clock.now())
@@ -134,20 +188,16 @@ fn start() -> (
     let id = config.node.id;
     let store = open_store(id, &path);
     let Some(peripherals) = cortex_m::Peripherals::take() else {
-        fail(1, format_args!("node {id}: core peripherals already taken"));
+        Line::node(id).str("core peripherals already taken").fail(1);
     };
     let mac = MAC.take();
     if !mac.start(config.mac) {
-        fail(1, format_args!("node {id}: MAC already started"));
+        Line::node(id).str("MAC already started").fail(1);
     }
     let Some(clock) = HostClock::start(peripherals.SYST) else {
-        fail(
-            1,
-            format_args!(
-                "node {id}: no host clock (semihosting SYS_ELAPSED and SYS_TICKFREQ): run \
-                 under QEMU"
-            ),
-        );
+        Line::node(id)
+            .str("no host clock (semihosting SYS_ELAPSED and SYS_TICKFREQ): run under QEMU")
+            .fail(1);
     };
     (config, path, store, mac, clock)
 }
@@ -164,38 +214,36 @@ fn prepare(
     let (buffers, payloads) = (BUFFERS.take(), PAYLOADS.take());
     match Board::prepare(config, mac, buffers, payloads, store, clock.now()) {
         Ok(prepared) => prepared,
-        Err(error) => fail(1, format_args!("node {id}: {error}")),
+        Err(error) => Line::node(id).error(&error).fail(1),
     }
 }
 
 /// Says where the board listens.
 #[inline(never)]
 fn listening(board: &Board<'static, Flash>, path: &str) {
-    // The port as a u32, which the firmware formats anyway (no u16 formatter).
-    let (id, port) = (board.node().id(), u32::from(board.config().port));
-    let (keyed, epoch) = match board.epoch() {
-        Some(epoch) => (", sealed with the cluster key, boot epoch ", epoch),
-        None => ("", 0),
-    };
-    let mut epoch_text: String<16> = String::new();
-    if !keyed.is_empty() {
-        let _ = write!(epoch_text, "{epoch}");
+    let node = board.node();
+    let port = u64::from(board.config().port);
+    let mut line = Line::new("node ");
+    line.id(node.id()).str(" term ").number(node.term().0);
+    line.str(": board listening on 10.0.2.15:").number(port);
+    line.str(" (host 127.0.0.1:")
+        .number(port)
+        .str("), state ")
+        .str(path);
+    line.str(", ")
+        .number(node.members().len() as u64)
+        .str(" members");
+    if let Some(epoch) = board.epoch() {
+        line.str(", sealed with the cluster key, boot epoch ")
+            .number(u64::from(epoch));
     }
-    log(format_args!(
-        "node {id} term {}: board listening on 10.0.2.15:{port} (host 127.0.0.1:{port}), \
-         state {path}, {} members{keyed}{epoch_text}",
-        board.node().term(),
-        board.node().members().len()
-    ));
+    line.log();
 }
 
 #[inline(never)]
 fn configure() -> (BoardConfig, String<PATH_BUFFER_SIZE>) {
     let Ok(command_line) = semihosting::experimental::env::args::<COMMAND_LINE_SIZE_MAX>() else {
-        fail(
-            2,
-            format_args!("goose-firmware: no command line (run QEMU with -append \"…\")"),
-        );
+        Line::new("goose-firmware: no command line (run QEMU with -append \"…\")").fail(2);
     };
     // The first words are the kernel's path (which may hold spaces): flags start at "--".
     let words = (&command_line)
@@ -204,23 +252,27 @@ fn configure() -> (BoardConfig, String<PATH_BUFFER_SIZE>) {
     let parsed = match args::parse(words) {
         Ok(parsed) => parsed,
         Err(error) => {
-            log(format_args!("goose-firmware: {error}"));
-            fail(2, format_args!("{}", args::USAGE))
+            Line::new("goose-firmware: ").error(&error).log();
+            Line::new(args::USAGE).fail(2)
         }
     };
     let (state, key_file) = (parsed.state, parsed.key_file);
     let mut config = match BoardConfig::from_args(parsed) {
         Ok(config) => config,
-        Err(error) => fail(2, format_args!("goose-firmware: {error}")),
+        Err(error) => Line::new("goose-firmware: ").error(&error).fail(2),
     };
     let mut path: String<PATH_BUFFER_SIZE> = String::new();
     let written = match state {
-        Some(state) => write!(path, "{state}"),
-        None => write!(path, "goose-board-{}.flash", config.node.id),
+        Some(state) => path.push_str(state).map_err(|()| fmt::Error),
+        None => path
+            .push_str("goose-board-")
+            .map_err(|()| fmt::Error)
+            .and_then(|()| write_decimal(&mut path, u64::from(config.node.id.get())))
+            .and_then(|()| path.push_str(".flash").map_err(|()| fmt::Error)),
     };
     // Room for the NUL the host call needs.
     if written.is_err() || path.len() >= PATH_BUFFER_SIZE {
-        fail(2, format_args!("goose-firmware: --state path too long"));
+        Line::new("goose-firmware: --state path too long").fail(2);
     }
     if let Some(key_file) = key_file {
         config.key = Some(read_key(config.node.id, key_file));
@@ -237,30 +289,29 @@ fn read_key(id: NodeId, path: &str) -> ClusterKey {
         .get_mut(..path.len())
         .filter(|_| path.len() < PATH_BUFFER_SIZE)
     else {
-        fail(2, format_args!("goose-firmware: --key-file path too long"));
+        Line::new("goose-firmware: --key-file path too long").fail(2);
     };
     slot.copy_from_slice(path.as_bytes());
     let Ok(path_c) = CStr::from_bytes_until_nul(&bytes) else {
-        fail(
-            2,
-            format_args!("goose-firmware: --key-file path holds a NUL"),
-        );
+        Line::new("goose-firmware: --key-file path holds a NUL").fail(2);
     };
     let mut text = [0; args::KEY_FILE_SIZE_MAX];
     let Some(text) = host_file::read_small(path_c, &mut text) else {
-        fail(
-            1,
-            format_args!(
-                "node {id}: cannot read key file {path} (missing, unreadable or too long)"
-            ),
-        );
+        Line::node(id)
+            .str("cannot read key file ")
+            .str(path)
+            .str(" (missing, unreadable or too long)")
+            .fail(1);
     };
     match ClusterKey::from_file_bytes(text) {
         Ok(key) => key,
-        Err(error) => fail(
-            1,
-            format_args!("node {id}: key file {path}: {error} (or exactly 32 raw bytes)"),
-        ),
+        Err(error) => Line::node(id)
+            .str("key file ")
+            .str(path)
+            .str(": ")
+            .error(&error)
+            .str(" (or exactly 32 raw bytes)")
+            .fail(1),
     }
 }
 
@@ -271,18 +322,31 @@ fn open_store(id: NodeId, path: &str) -> &'static RefCell<FlashStore<Flash>> {
     let mut bytes = [0; PATH_BUFFER_SIZE];
     bytes[..path.len()].copy_from_slice(path.as_bytes());
     let Ok(path_c) = CStr::from_bytes_until_nul(&bytes) else {
-        fail(2, format_args!("goose-firmware: --state path too long"));
+        Line::new("goose-firmware: --state path too long").fail(2);
     };
     let Some(file) = HostFile::open(path_c) else {
-        fail(1, format_args!("node {id}: cannot open state file {path}"));
+        Line::node(id)
+            .str("cannot open state file ")
+            .str(path)
+            .fail(1);
     };
     let flash = match FileFlash::open(file) {
         Ok(flash) => flash,
-        Err(error) => fail(1, format_args!("node {id}: state file {path}: {error:?}")),
+        Err(error) => Line::node(id)
+            .str("state file ")
+            .str(path)
+            .str(": ")
+            .debug(&error)
+            .fail(1),
     };
     match FlashStore::new(flash) {
         Ok(store) => STORE.init(RefCell::new(store)),
-        Err(error) => fail(1, format_args!("node {id}: state file {path}: {error}")),
+        Err(error) => Line::node(id)
+            .str("state file ")
+            .str(path)
+            .str(": ")
+            .error(&error)
+            .fail(1),
     }
 }
 

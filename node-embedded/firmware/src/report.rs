@@ -71,10 +71,11 @@ impl Report {
     /// Logs the stack start-up took (the node's decoding and the board's assembly), apart
     /// from the figures since boot that follow, so the two are told apart.
     pub(crate) fn new(now: Instant, id: NodeId) -> Self {
-        crate::log(format_args!(
-            "node {id}: stack used at most {} bytes by start-up",
-            stack_used()
-        ));
+        crate::Line::node(id)
+            .str("stack used at most ")
+            .number(stack_used() as u64)
+            .str(" bytes by start-up")
+            .log();
         Self {
             next: now + REPORT_EVERY,
             longest: Duration::ZERO,
@@ -86,11 +87,13 @@ impl Report {
         self.longest = self.longest.max(end.saturating_since(start));
         if end >= self.next {
             self.next = end + REPORT_EVERY;
-            crate::log(format_args!(
-                "node {id}: stack used at most {} bytes; longest loop turn {} us",
-                stack_used(),
-                self.longest.micros()
-            ));
+            crate::Line::node(id)
+                .str("stack used at most ")
+                .number(stack_used() as u64)
+                .str(" bytes; longest loop turn ")
+                .number(self.longest.micros())
+                .str(" us")
+                .log();
         }
     }
 }

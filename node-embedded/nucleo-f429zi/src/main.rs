@@ -96,8 +96,8 @@ extern "C" {
 const FLASH_BASE: usize = 0x0800_0000;
 
 /// One line of the board's log.
-fn log(args: fmt::Arguments<'_>) {
-    defmt::info!("{}", defmt::Display2Format(&args));
+fn log(line: &str) {
+    defmt::info!("{=str}", line);
 }
 
 /// What the board needs to park: the red LED and the watchdog.
@@ -258,16 +258,19 @@ fn main() -> ! {
         Err(error) => park.halt(format_args!("node {id}: {error}")),
     };
     let mut board = Board::build(prepared, checked, clock.now());
-    log(format_args!(
-        "node {id} term {}: board listening on {address}:{port}, {} members{}",
-        board.node().term(),
-        board.node().members().len(),
-        if board.epoch().is_some() {
-            ", sealed with the cluster key"
-        } else {
-            ""
-        }
-    ));
+    defmt::info!(
+        "{}",
+        defmt::Display2Format(&format_args!(
+            "node {id} term {}: board listening on {address}:{port}, {} members{}",
+            board.node().term(),
+            board.node().members().len(),
+            if board.epoch().is_some() {
+                ", sealed with the cluster key"
+            } else {
+                ""
+            }
+        ))
+    );
 
     let mut next_phy_check = clock.now();
     loop {
