@@ -20,6 +20,10 @@ pub enum Failure {
     Safety(Violation),
     /// No goose within [`LIVENESS_BOUND`] after healing; each node's state at the end.
     NoGoose(String),
+    /// A goose, but a running member of its membership still followed no one or another
+    /// node [`LIVENESS_BOUND`] later (one that missed the changes that made the goose a
+    /// member could not follow it); each node's state at the end.
+    Straggler(String),
     /// The run panicked (an assertion in the core or the checker).
     Panic,
 }
@@ -31,6 +35,11 @@ impl fmt::Display for Failure {
             Self::NoGoose(nodes) => write!(
                 f,
                 "no goose within {} ms after healing:\n{nodes}",
+                LIVENESS_BOUND / 1000
+            ),
+            Self::Straggler(nodes) => write!(
+                f,
+                "a member still not following the goose {} ms after it was found:\n{nodes}",
                 LIVENESS_BOUND / 1000
             ),
             Self::Panic => write!(f, "panicked (message above)"),
@@ -376,25 +385,55 @@ pub fn run(seed: u64) -> Result<Summary, Failure> {
         return Err(Failure::Safety(v));
     }
     if !found {
-        let mut nodes = String::new();
-        for n in 1..=flock.config.nodes {
-            if let Some(node) = flock.node(n) {
-                let voters: Vec<u16> = node
-                    .members()
-                    .iter()
-                    .filter(|m| m.voter)
-                    .map(|m| m.id.get())
-                    .collect();
-                let status = node.status(flock.local_now(n));
-                nodes += &format!("  node {n}: {status:?} voters {voters:?}\n");
-            }
-        }
-        return Err(Failure::NoGoose(nodes));
+        return Err(Failure::NoGoose(describe(&flock)));
     }
+    let goose_after_heal = flock.now - healed_at;
+    // Every running member the goose knows follows it: a voter that was down while the
+    // goose was added knew neither the goose nor its address.
+    if !flock.run_until_condition(LIVENESS_BOUND, all_follow_the_goose) {
+        return Err(Failure::Straggler(describe(&flock)));
+    }
+    flock.try_run_until(flock.now).map_err(Failure::Safety)?;
     Ok(Summary {
         events: flock.events(),
         faults,
         leaders: flock.checker.leaders().len(),
-        goose_after_heal: flock.now - healed_at,
+        goose_after_heal,
     })
+}
+
+/// Whether there is a goose and every running member of its latest membership names it as
+/// leader.
+fn all_follow_the_goose(flock: &Flock) -> bool {
+    let Some(goose) = flock.goose() else {
+        return false;
+    };
+    let Some(members) = flock.node(goose).map(|node| node.members()) else {
+        return false;
+    };
+    members.iter().all(|member| {
+        let n = member.id.get();
+        n == goose
+            || flock.node(n).is_none_or(|node| {
+                node.status(flock.local_now(n)).leader.map(|l| l.get()) == Some(goose)
+            })
+    })
+}
+
+/// Each running node's status and voters, for a failure message.
+fn describe(flock: &Flock) -> String {
+    let mut nodes = String::new();
+    for n in 1..=flock.config.nodes {
+        if let Some(node) = flock.node(n) {
+            let voters: Vec<u16> = node
+                .members()
+                .iter()
+                .filter(|m| m.voter)
+                .map(|m| m.id.get())
+                .collect();
+            let status = node.status(flock.local_now(n));
+            nodes += &format!("  node {n}: {status:?} voters {voters:?}\n");
+        }
+    }
+    nodes
 }

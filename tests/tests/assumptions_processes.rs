@@ -627,6 +627,61 @@ fn a_removed_node_restarted_and_added_again_keeps_running_as_a_voter() {
     );
 }
 
+/// A duck of three is killed; a fourth node joins (`--join`), is promoted (`--voters 4`) and
+/// handed the goose. The duck comes back on its data dir, whose membership names neither
+/// node 4 nor its address: it must follow goose 4 and count as a voter again. Before the
+/// goose sent its membership to the silent, the duck dropped every frame of the goose as
+/// from a non-member and stayed a pre-candidate naming no goose.
+#[test]
+fn a_voter_down_while_the_goose_was_added_follows_it_when_back() {
+    let _serial = one_flock_at_a_time();
+    let mut flock = Flock::start_with(3, Timing::DEFAULT, &["--voters", "4"], OnViolation::Panic);
+    let bootstrap = flock.all();
+    let (goose, _) = flock.wait_agreed(&bootstrap, SETTLE_WITHIN);
+    let down = *bootstrap
+        .iter()
+        .find(|&&i| i != goose)
+        .expect("three nodes");
+    let down_id = id(&flock, down);
+    flock.kill_member(down);
+    let mut args = vec![
+        "--join".to_owned(),
+        flock.addr(goose).to_string(),
+        "--voters".to_owned(),
+        "4".to_owned(),
+    ];
+    args.extend(Timing::DEFAULT.flags());
+    let added = flock.spawn_node(4, free_ports(1)[0], &args);
+    wait_status(&flock, goose, SETTLE_WITHIN, "promoting node 4", |s| {
+        ids(s, "voters").contains(&4)
+    });
+    let up: Vec<usize> = flock.all().into_iter().filter(|&i| i != down).collect();
+    make_goose(&flock, &up, added);
+
+    flock.restart(down);
+    let status = wait_status(&flock, down, SETTLE_WITHIN, "following goose 4", |s| {
+        s.get("goose").map(String::as_str) == Some("4") && ids(s, "voters").contains(&4)
+    });
+    let all = flock.all();
+    let (goose, term) = flock.wait_agreed(&all, SETTLE_WITHIN);
+    assert_eq!(id(&flock, goose), 4, "{status:?}");
+    // It counts: with the goose's old peer killed, node 4 keeps a majority of its four
+    // voters only with the node that came back.
+    let other = *up
+        .iter()
+        .find(|&&i| i != added && i != goose)
+        .expect("two bootstrap nodes up");
+    flock.kill_member(other);
+    let left: Vec<usize> = all.into_iter().filter(|&i| i != other).collect();
+    let (goose, _) = flock.wait_agreed(&left, SETTLE_WITHIN);
+    println!(
+        "node {down_id} back on its data dir followed goose 4 (term {term}); with node {} \
+         killed, node {} is goose",
+        id(&flock, other),
+        id(&flock, goose)
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // (d) Fail-stop
 // ---------------------------------------------------------------------------------------

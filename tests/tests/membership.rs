@@ -332,6 +332,48 @@ fn membership_a_member_added_while_down_joins_after_a_change_of_goose() {
     }
 }
 
+#[test]
+fn membership_a_voter_down_while_the_goose_was_added_follows_it() {
+    // A voter is down while a new node is added, promoted and handed leadership; it comes
+    // back on its saved state, whose membership names neither that node nor its address.
+    // It must follow the new goose: the goose's Appends come from a sender it does not
+    // know, so only the snapshot the goose sends to the silent tells it the flock.
+    for seed in 0..20 {
+        let mut flock = flock_with(4, 3, 300 + seed, 5);
+        let first = elect(&mut flock);
+        let down = (1..=3).find(|n| *n != first).expect("three voters");
+        flock.crash(down);
+        add(&mut flock, first, 4);
+        assert!(
+            flock.run_until_condition(ms(2_000), |f| voters(f, first).contains(&4)),
+            "seed {seed}: node 4 promoted"
+        );
+        flock.transfer(first, Some(4)).expect("node 4 is a voter");
+        assert!(
+            flock.run_until_condition(ms(2_000), |f| f.confirmed_goose() == Some(4)),
+            "seed {seed}: node 4 goose"
+        );
+        flock.start(down);
+        assert!(
+            flock.run_until_condition(ms(2_000), |f| {
+                f.node(down).is_some_and(|node| {
+                    let status = node.status(f.local_now(down));
+                    status.leader.map(|l| l.get()) == Some(4) && voters(f, down).contains(&4)
+                })
+            }),
+            "seed {seed}: node {down} never followed goose 4: {:?}",
+            flock.node(down).map(|n| n.status(flock.local_now(down)))
+        );
+        // And it counts again: with node 4's old goose gone, the flock still has a
+        // majority of its four voters.
+        flock.crash(first);
+        assert!(
+            flock.run_until_condition(ELECTION_BOUND, |f| f.confirmed_goose().is_some()),
+            "seed {seed}: no goose among the three voters left"
+        );
+    }
+}
+
 // --- Held transfers and health -----------------------------------------------------------
 
 fn transfer_sent(flock: &Flock, from: u16) -> Option<u16> {

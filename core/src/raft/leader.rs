@@ -104,15 +104,19 @@ impl<const M: usize> LeaderState<M> {
         Some(progress)
     }
 
-    /// Whether a majority of voters (this node among them, if a voter) was heard from since
-    /// the last check; starts the next period.
+    /// Whether a peer has answered nothing in this leadership.
+    pub(super) fn has_silent_peer(&self) -> bool {
+        self.progress.iter().any(|p| p.acked_sent_at.is_none())
+    }
+
     /// Peers that have not answered anything in this leadership get the snapshot from now
-    /// on, rather than Appends at this leader's last index. A member added while its
-    /// process was down starts empty (`--join`) and drops Appends from a sender it does not
-    /// know yet, so it would never answer the Rejected that makes a leader back off: only a
-    /// snapshot, which it takes from anyone, tells it the flock. A live peer that was only
-    /// cut off takes the snapshot as an acknowledgement of what it holds, and the leader
-    /// resumes Appends from there.
+    /// on, rather than Appends at this leader's last index. A peer that does not know this
+    /// leader drops its Appends, so it would never answer the Rejected that makes a leader
+    /// back off: a member added while its process was down starts empty (`--join`), and a
+    /// voter that was down while this leader was added has an older membership. Only a
+    /// snapshot, which either takes from a sender it does not know, tells it the flock
+    /// (`Node::handle_frame`). A live peer that was only cut off takes the snapshot as an
+    /// acknowledgement of what it holds, and the leader resumes Appends from there.
     pub(super) fn snapshot_to_the_silent(&mut self, snapshot: LogIndex) {
         for progress in &mut self.progress {
             if progress.acked_sent_at.is_none() && progress.next > snapshot {
@@ -122,6 +126,8 @@ impl<const M: usize> LeaderState<M> {
         }
     }
 
+    /// Whether a majority of voters (this node among them, if a voter) was heard from since
+    /// the last check; starts the next period.
     pub(super) fn quorum_active<const L: usize>(&mut self, log: &Log<M, L>, id: NodeId) -> bool {
         let mut active = usize::from(log.is_voter(id));
         for progress in &mut self.progress {
@@ -150,8 +156,21 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
                 self.become_follower(now, self.term, None);
                 return;
             }
-            state.snapshot_to_the_silent(self.log.snapshot().index);
+            if state.has_silent_peer() {
+                // Fold what is committed into the snapshot first, so the snapshot the
+                // silent get names every committed member, this leader included: a voter
+                // that was down while this leader was added knows neither it nor its
+                // address, and learns both only from that list.
+                self.log.compact(self.commit);
+                let snapshot = self.log.snapshot().index;
+                if let Some(state) = self.role.leader_mut() {
+                    state.snapshot_to_the_silent(snapshot);
+                }
+            }
         }
+        let Some(state) = self.role.leader() else {
+            return;
+        };
         if now >= state.heartbeat_deadline {
             // Its own log term, held since its election, saved before this round leaves.
             self.take_pending_log_term();

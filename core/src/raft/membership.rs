@@ -28,6 +28,30 @@
 //! it cannot know which of them were told. Such a member is no voter of the latest
 //! membership, so it counts in no majority, lease or CheckQuorum. Not covered: a removal
 //! already folded into a snapshot when the leader changes (the README's known limits).
+//!
+//! # A member that missed changes
+//!
+//! A voter that was down while members were added may come back knowing neither the leader
+//! nor its address. The gateway (`Node::handle_frame`) takes frames only from members it
+//! knows, which keeps nodes outside the flock from disturbing it, so such a voter drops the
+//! leader's Appends and never answers. Two rules let it back in:
+//!
+//! - a leader sends the snapshot to every peer that has answered nothing in its leadership,
+//!   first folding what is committed into it, so the snapshot names every committed member,
+//!   this leader among them once its own addition committed (`tick_leader`);
+//! - a node takes a Snapshot from a sender it does not know if the Snapshot's term is not
+//!   below its own (`takes_snapshot_from_stranger`), and answers at the address the
+//!   installed membership gives.
+//!
+//! Why this is safe: it is plain Raft, which takes every message whatever the sender. There
+//! is one leader per term, and only a leader sends Snapshots, so the sender is the leader
+//! of a term at least this node's. Its snapshot holds only committed entries, which every
+//! later leader holds too (Leader Completeness, in [`follower`](super::follower)), and
+//! installing keeps what follows a matching last entry (§7). The node follows the sender as
+//! it follows any leader frame: it adopts the term and refuses votes for the loyalty window,
+//! which only adds to the [lease](super::lease)'s guarantee. The simulator's test of it is
+//! `membership_a_voter_down_while_the_goose_was_added_follows_it`; the swarm checks after
+//! healing that every running member follows the goose.
 
 use super::leader::Progress;
 use super::{push_bounded, Cause, Event, Node, ProposeError};

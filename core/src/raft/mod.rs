@@ -91,7 +91,7 @@ use crate::stats::{bump, Stats};
 use crate::storage::{PersistentState, SavedState, StateError, Storage};
 use crate::time::{Duration, Instant};
 use crate::types::{Entry, EntryId, LogIndex, Member, NodeId, Payload, Term};
-use crate::wire::{self, Body, MessageRef, MessageShort, WireError};
+use crate::wire::{self, Body, MessageOwned, MessageRef, MessageShort, WireError};
 
 pub use self::cause::Cause;
 use self::election::Votes;
@@ -777,7 +777,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
                     *id != self.config.id
                         && (self.log.known_member(*id, self.commit).is_some()
                             || self.is_leaving_peer(*id)
-                            || (self.is_joining() && matches!(message.body, Body::Snapshot { .. })))
+                            || self.takes_snapshot_from_stranger(&message))
                 }) {
                     self.step(now, from, message);
                 } else {
@@ -794,6 +794,14 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
             }),
         }
         self.finish(now);
+    }
+
+    /// Whether a Snapshot from a sender this node does not know is for it: a joining node
+    /// knows nobody yet, and a voter that was down while members were added may not know
+    /// the leader. Why that is safe: [`membership`], "A member that missed changes".
+    fn takes_snapshot_from_stranger(&self, message: &MessageOwned) -> bool {
+        matches!(message.body, Body::Snapshot { .. })
+            && (self.is_joining() || message.term >= self.term)
     }
 
     /// Fires whatever timers are due at `now`; harmless when none is.
