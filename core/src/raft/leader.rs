@@ -114,8 +114,8 @@ impl<const M: usize> LeaderState<M> {
     /// leader drops its Appends, so it would never answer the Rejected that makes a leader
     /// back off: a member added while its process was down starts empty (`--join`), and a
     /// voter that was down while this leader was added has an older membership. Only a
-    /// snapshot, which either takes from a sender it does not know, tells it the flock
-    /// (`Node::handle_frame`). A live peer that was only cut off takes the snapshot as an
+    /// snapshot tells either of them the flock: both take one from a sender they do not
+    /// know (`Node::handle_frame`). A live peer that was only cut off takes the snapshot as an
     /// acknowledgement of what it holds, and the leader resumes Appends from there.
     pub(super) fn snapshot_to_the_silent(&mut self, snapshot: LogIndex) {
         for progress in &mut self.progress {
