@@ -20,7 +20,7 @@ set -euo pipefail
 # README.md, "How far the flash can go", says why the 64 KiB flash target is not met).
 # Lower them as it shrinks. The static RAM holds no board: the firmware keeps it in
 # `main`'s frame, so it counts in the measured peak stack instead.
-FLASH_MAX=$((82 * 1024))
+FLASH_MAX=$((83 * 1024))
 STATIC_RAM_MAX=$((12 * 1024))
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"

@@ -642,3 +642,46 @@ fn quiet_a_crashed_follower_catches_up_and_a_cut_goose_steps_down() {
         assert!(flock.violation().is_none(), "seed {seed}");
     }
 }
+
+#[test]
+fn membership_a_voter_removed_while_down_learns_it_from_the_snapshot() {
+    // A goose folds what is committed into its snapshot while a peer is silent in its
+    // leadership (so that a voter that missed the goose's addition can learn the flock): the
+    // removal of a voter that is down is folded too, and that voter must still learn of it
+    // when back.
+    for seed in 0..20 {
+        let mut flock = flock_with(4, 4, 900 + seed, 4);
+        let goose = elect(&mut flock);
+        let victim = (1..=4).find(|n| *n != goose).expect("four voters");
+        flock.crash(victim);
+        let removal = flock
+            .propose(goose, Payload::Remove { id: id(victim) })
+            .expect("accepted");
+        // A new goose, to whom the victim has answered nothing: silent in its leadership.
+        let next = (1..=4)
+            .find(|n| *n != goose && *n != victim)
+            .expect("a voter");
+        assert!(
+            flock.run_until_condition(ms(1_000), |f| {
+                f.node(next).is_some_and(|n| n.commit() >= removal)
+            }),
+            "seed {seed}: the removal committed on node {next}"
+        );
+        flock.transfer(goose, Some(next)).expect("a voter");
+        assert!(
+            flock.run_until_condition(ms(2_000), |f| {
+                f.goose() == Some(next)
+                    && f.node(next).is_some_and(|n| n.snapshot().index >= removal)
+            }),
+            "seed {seed}: the removal was never folded into goose {next}'s snapshot"
+        );
+        flock.start(victim);
+        assert!(
+            flock.run_until_condition(ms(3_000), |f| f.removed.contains(&victim)),
+            "seed {seed}: node {victim} never learned its removal: {:?}",
+            flock
+                .node(victim)
+                .map(|n| n.status(flock.local_now(victim)))
+        );
+    }
+}

@@ -49,6 +49,11 @@ pub(super) struct Progress {
     /// Members of the current snapshot the peer has received (while `next` is inside the
     /// snapshot).
     pub(super) snapshot_received: u16,
+    /// When a snapshot chunk was last sent to the peer. A removed peer learns of its
+    /// removal only from an Append that leaves it holding this leader's whole log, never
+    /// from a snapshot (entries after it could add it back), so only the acknowledgement
+    /// of a later send ends its telling.
+    pub(super) snapshot_sent_at: Option<Instant>,
     /// What the peer's latest AppendResponse said of its health check: an unhealthy voter
     /// is never a transfer target. Healthy until it says otherwise.
     pub(super) healthy: bool,
@@ -86,6 +91,7 @@ impl Progress {
             active: false,
             send: None,
             snapshot_received: 0,
+            snapshot_sent_at: None,
             healthy: true,
         }
     }
@@ -256,8 +262,10 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
                 }
                 // A removed peer that holds this whole log, sent after the commit index
                 // covered its removal, knows it was removed: it reports it and leaves.
+                // Not if this answers a snapshot: the peer took no whole log from it.
                 let told = progress.leaving.is_some_and(|leaving| {
                     sent_at >= leaving.told_from
+                        && progress.snapshot_sent_at.is_none_or(|at| sent_at > at)
                         && match_index == last_index
                         && match_index >= leaving.removal
                 });
@@ -364,6 +372,7 @@ impl<S: Storage, const M: usize, const L: usize> Node<S, M, L> {
                 if !done {
                     progress.send = Some(sent_at);
                 }
+                progress.snapshot_sent_at = Some(sent_at);
                 Body::Snapshot {
                     last: snapshot,
                     stick: self.config.election_timeout_min,

@@ -22,8 +22,10 @@
 //! A removed node learns of its removal from its own log: it reports [`Event::Removed`] once
 //! it holds a whole leader log (so no later entry it has not seen adds it back) whose
 //! committed and latest memberships both lack it. The leader keeps sending to a member whose
-//! removal committed until it has acknowledged a frame that carried that commit and its
-//! whole log, however many changes follow the removal; and a new leader starts sending
+//! removal committed until it has acknowledged an Append that carried that commit and its
+//! whole log, however many changes follow the removal (a snapshot's acknowledgement does not
+//! count: the member takes no whole log from a snapshot, and the leader sends the silent
+//! one); and a new leader starts sending
 //! again to every member a removal in its log took out and no later entry added back, since
 //! it cannot know which of them were told. Such a member is no voter of the latest
 //! membership, so it counts in no majority, lease or CheckQuorum. Not covered: a removal
